@@ -1,0 +1,168 @@
+"""The one hierarchy of errors armor_rx raises.
+
+Every message says what was wrong, with the offending value, and what the
+caller can do about it. The CLI prints ``str(error)`` as one line.
+"""
+
+from __future__ import annotations
+
+
+class ArmorError(Exception):
+    """Base class of every error armor_rx raises on purpose."""
+
+
+class InvalidTaskId(ArmorError, ValueError):
+    """A task id is not a valid slug."""
+
+    def __init__(self, value: object, why: str) -> None:
+        self.value = value
+        super().__init__(
+            f"invalid task id {value!r}: {why}; a task id is 1-63 characters of "
+            "lowercase letters, digits and single hyphens, starting with a letter "
+            "or digit (for example 'fix-login-bug')"
+        )
+
+
+class InvalidEventKind(ArmorError, ValueError):
+    """An event kind is not a dotted lowercase name."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        super().__init__(
+            f"invalid event kind {value!r}: a kind is dotted lowercase words, "
+            "for example 'task.started' or 'exec.output'"
+        )
+
+
+class InvalidPayload(ArmorError, ValueError):
+    """An event payload is not JSON-safe."""
+
+
+class IllegalTransition(ArmorError):
+    """A task was asked to move between two states the lifecycle forbids."""
+
+    def __init__(self, task_id: str, current: str, target: str, allowed: frozenset[str]) -> None:
+        self.task_id = task_id
+        self.current = current
+        self.target = target
+        allowed_text = ", ".join(sorted(allowed)) or "nothing (it is final)"
+        super().__init__(
+            f"task {task_id!r} cannot go from {current!r} to {target!r}; "
+            f"from {current!r} it may go to: {allowed_text}"
+        )
+
+
+class TaskNotFound(ArmorError, KeyError):
+    """No task with this id is known to the session."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(task_id)
+
+    def __str__(self) -> str:
+        return f"no task {self.task_id!r} in this state directory; 'armor-rx tasks' lists them"
+
+
+class TaskExists(ArmorError):
+    """A task with this id already exists."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id!r} already exists; pick another name")
+
+
+class Vetoed(ArmorError):
+    """A guard refused a step. Raise it from a guard to veto with a reason."""
+
+    def __init__(self, reason: str, *, hook: str | None = None, task_id: str | None = None) -> None:
+        self.reason = reason
+        self.hook = hook
+        self.task_id = task_id
+        where = f" by hook {hook!r}" if hook else ""
+        subject = f"task {task_id!r}: " if task_id else ""
+        super().__init__(f"{subject}vetoed{where}: {reason}")
+
+
+class HookTimeout(ArmorError):
+    """A hook took longer than its time limit."""
+
+    def __init__(self, hook: str, seconds: float) -> None:
+        self.hook = hook
+        self.seconds = seconds
+        super().__init__(f"hook {hook!r} did not finish within {seconds:g}s")
+
+
+class BackpressureOverflow(ArmorError):
+    """A bounded buffer with policy 'error' was full."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+        super().__init__(
+            f"backpressure buffer full ({max_items} items) under policy 'error'; "
+            "use policy 'block' to slow the producer or a larger max_items"
+        )
+
+
+class EffectFailed(ArmorError):
+    """A side effect failed for good (not transient, or retries exhausted)."""
+
+    def __init__(self, kind: str, cause: BaseException, attempts: int) -> None:
+        self.kind = kind
+        self.cause = cause
+        self.attempts = attempts
+        super().__init__(f"effect for {kind!r} failed after {attempts} attempt(s): {cause}")
+
+
+class LogError(ArmorError):
+    """The durable event log cannot be used."""
+
+
+class LogCorrupt(LogError):
+    """The event log is damaged somewhere other than its tail."""
+
+
+class LogClosed(LogError):
+    """An append was attempted on a log that is not started."""
+
+
+class SnapshotError(ArmorError):
+    """A state snapshot could not be read or written."""
+
+
+class ConcurrencyConflict(ArmorError):
+    """An optimistic update saw a different version than expected; re-read and retry."""
+
+    def __init__(self, task_id: str, expected: int, actual: int) -> None:
+        self.task_id = task_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"task {task_id!r} is at version {actual}, not {expected}: "
+            "someone else changed it; re-read the task and retry"
+        )
+
+
+class StateDirLocked(ArmorError):
+    """Another process holds the state directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"state directory {path} is in use by another armor_rx process; "
+            "wait for it to finish or pass a different --state-dir"
+        )
+
+
+class DeadLetterNotFound(ArmorError, KeyError):
+    """No dead letter with this id."""
+
+    def __init__(self, letter_id: str) -> None:
+        self.letter_id = letter_id
+        super().__init__(letter_id)
+
+    def __str__(self) -> str:
+        return f"no dead letter {self.letter_id!r}; list them with Armor.dead_letters()"
+
+
+class ConfigError(ArmorError, ValueError):
+    """An option has a value armor_rx does not accept."""

@@ -1,0 +1,83 @@
+"""Identifiers: task ids (validated slugs) and event ids (time-ordered, unique)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+from armor_rx.errors import InvalidTaskId
+
+TASK_ID_MAX = 63
+_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def validate_task_id(value: object) -> str:
+    """Return ``value`` if it is a valid task id, else raise :class:`InvalidTaskId`.
+
+    A task id becomes a branch name, a directory name and a container label, so
+    it is deliberately narrow: lowercase letters, digits and single hyphens,
+    no leading or trailing hyphen, at most 63 characters.
+
+    >>> validate_task_id("fix-login-bug")
+    'fix-login-bug'
+    """
+    if not isinstance(value, str):
+        raise InvalidTaskId(value, f"it is a {type(value).__name__}, not a string")
+    if not value:
+        raise InvalidTaskId(value, "it is empty")
+    if len(value) > TASK_ID_MAX:
+        raise InvalidTaskId(value, f"it is {len(value)} characters long")
+    if ".." in value or "/" in value or "\\" in value:
+        raise InvalidTaskId(value, "it contains a path separator or '..'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidTaskId(value, "it contains a control character")
+    if value.startswith("-"):
+        raise InvalidTaskId(value, "it starts with '-'")
+    if _SLUG.fullmatch(value) is None:
+        raise InvalidTaskId(value, "it has characters other than a-z, 0-9 and single inner hyphens")
+    return value
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+class EventIdFactory:
+    """Makes ULID-style ids: 48 bits of milliseconds then 80 bits that only grow.
+
+    Ids sort by creation time; within one millisecond the random part is
+    incremented, so ids made by one factory are strictly increasing even when
+    the clock stands still or steps back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self) -> str:
+        with self._lock:
+            ms = int(time.time() * 1000)
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = self._last_rand + 1
+            else:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1  # room to increment
+            self._last_ms, self._last_rand = ms, rand
+        value = (ms << 80) | rand
+        chars = []
+        for _ in range(26):
+            chars.append(_CROCKFORD[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))
+
+
+# Ids only need to be unique and time-ordered; sharing one factory per process
+# is what makes them strictly increasing across sessions in that process.
+_default_factory = EventIdFactory()
+
+
+def new_event_id() -> str:
+    """A new unique, time-ordered event id (26 characters, Crockford base32)."""
+    return _default_factory.new()

@@ -1,0 +1,143 @@
+"""The task registry as a pure fold over events (no I/O).
+
+The durable copy lives in :mod:`armor_rx.sinks.snapshot`; this module only
+says what a sequence of events means for the tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from armor_rx.errors import ConcurrencyConflict, TaskExists, TaskNotFound
+from armor_rx.model.events import TaskEvent, to_plain
+from armor_rx.model.lifecycle import KIND_TO_STATE, State, check_transition
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What is known of one task at a log position."""
+
+    task_id: str
+    state: State
+    version: int
+    created_seq: int
+    updated_seq: int
+    created_ts: float
+    updated_ts: float
+    reason: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "state": self.state.value,
+            "version": self.version,
+            "created_seq": self.created_seq,
+            "updated_seq": self.updated_seq,
+            "created_ts": self.created_ts,
+            "updated_ts": self.updated_ts,
+            "reason": self.reason,
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        return cls(
+            task_id=data["task_id"],
+            state=State(data["state"]),
+            version=int(data["version"]),
+            created_seq=int(data["created_seq"]),
+            updated_seq=int(data["updated_seq"]),
+            created_ts=float(data["created_ts"]),
+            updated_ts=float(data["updated_ts"]),
+            reason=data.get("reason"),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+class Registry:
+    """Tasks by id, folded from events in seq order. Not thread-safe by itself."""
+
+    def __init__(self, tasks: Mapping[str, TaskRecord] | None = None, seq: int = 0) -> None:
+        self.tasks: dict[str, TaskRecord] = dict(tasks or {})
+        self.seq = seq
+
+    def copy(self) -> Registry:
+        return Registry(self.tasks, self.seq)
+
+    def get(self, task_id: str) -> TaskRecord:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            raise TaskNotFound(task_id) from None
+
+    def check(self, event: TaskEvent) -> None:
+        """Raise if applying ``event`` would break the lifecycle (nothing changes)."""
+        target = KIND_TO_STATE.get(event.kind)
+        if target is None or event.task_id is None:
+            if event.kind == "task.updated" and event.task_id is not None:
+                self._check_version(event)
+            return
+        if event.kind == "task.created":
+            if event.task_id in self.tasks:
+                raise TaskExists(event.task_id)
+            return
+        record = self.get(event.task_id)
+        check_transition(event.task_id, record.state, target)
+
+    def _check_version(self, event: TaskEvent) -> None:
+        assert event.task_id is not None
+        record = self.get(event.task_id)
+        expected = event.payload.get("expected_version")
+        if isinstance(expected, int) and expected != record.version:
+            raise ConcurrencyConflict(event.task_id, expected, record.version)
+
+    def apply(self, event: TaskEvent) -> None:
+        """Fold one logged event in; raises on a lifecycle violation."""
+        if event.seq is not None:
+            self.seq = max(self.seq, event.seq)
+        if event.task_id is None:
+            return
+        self.check(event)
+        seq = event.seq or self.seq
+        if event.kind == "task.created":
+            self.tasks[event.task_id] = TaskRecord(
+                task_id=event.task_id,
+                state=State.PENDING,
+                version=1,
+                created_seq=seq,
+                updated_seq=seq,
+                created_ts=event.ts,
+                updated_ts=event.ts,
+                metadata=to_plain(event.payload.get("metadata") or {}),
+            )
+            return
+        target = KIND_TO_STATE.get(event.kind)
+        if target is not None:
+            record = self.tasks[event.task_id]
+            reason = event.payload.get("reason")
+            self.tasks[event.task_id] = replace(
+                record,
+                state=target,
+                version=record.version + 1,
+                updated_seq=seq,
+                updated_ts=event.ts,
+                reason=str(reason) if reason is not None else record.reason,
+            )
+        elif event.kind == "task.updated":
+            record = self.tasks[event.task_id]
+            merged = dict(record.metadata)
+            merged.update(to_plain(event.payload.get("metadata") or {}))
+            self.tasks[event.task_id] = replace(
+                record, version=record.version + 1, updated_seq=seq, updated_ts=event.ts, metadata=merged
+            )
+
+    def apply_all(self, events: Iterable[TaskEvent]) -> Registry:
+        for event in events:
+            self.apply(event)
+        return self
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [self.tasks[k].to_dict() for k in sorted(self.tasks)]
