@@ -166,3 +166,15 @@ class DeadLetterNotFound(ArmorError, KeyError):
 
 class ConfigError(ArmorError, ValueError):
     """An option has a value armor_rx does not accept."""
+
+
+class TransientError(ArmorError):
+    """Raise from an effect to say "this may work if tried again" (retried with backoff)."""
+
+
+class PathEscape(ArmorError, ValueError):
+    """A path would resolve outside the directory it must stay in."""
+
+
+class GitError(ArmorError):
+    """A git operation could not be done; the message says which and why."""
