@@ -1,0 +1,42 @@
+"""The one small interface between the pipeline and the sinks that act on the world."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from armor_rx.model.events import TaskEvent
+from armor_rx.model.registry import TaskRecord
+
+
+@dataclass(frozen=True)
+class EffectContext:
+    """What an effect may use while it applies one request.
+
+    ``emit(kind, payload)`` records a progress event for the request's task
+    (its causation id is the request's id); ``task`` is the task's record as
+    of the request (``None`` for events with no task).
+    """
+
+    request: TaskEvent
+    task: TaskRecord | None
+    emit: Callable[[str, Mapping[str, Any]], TaskEvent]
+    attempt: int = 1
+
+
+@runtime_checkable
+class Effect(Protocol):
+    """A side effect the pipeline runs for requests whose kind matches ``kinds``.
+
+    ``apply`` must be idempotent, keyed by ``ctx.request.id``: after a crash the
+    same request may be applied again and must not repeat its side effect. It
+    returns extra payload for the outcome event (or ``None``); it raises
+    :class:`armor_rx.errors.TransientError` (or another transient error) to ask
+    for a retry with backoff, anything else to fail the request.
+    """
+
+    name: str
+    kinds: str
+
+    def apply(self, ctx: EffectContext) -> Mapping[str, Any] | None: ...
