@@ -82,7 +82,8 @@ class TaskEvent:
     kind: str
     task_id: str | None
     ts: float
-    payload: Payload = field(default=_EMPTY)
+    # MappingProxyType is unhashable before 3.12, so dataclasses calls it mutable.
+    payload: Payload = field(default_factory=lambda: _EMPTY)
     causation_id: str | None = None
     seq: int | None = None
     schema: int = SCHEMA_VERSION
