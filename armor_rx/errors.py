@@ -178,3 +178,67 @@ class PathEscape(ArmorError, ValueError):
 
 class GitError(ArmorError):
     """A git operation could not be done; the message says which and why."""
+
+
+class InvalidBranchName(ArmorError, ValueError):
+    """A branch name breaks git's ref rules or armor_rx's task branch rules."""
+
+    def __init__(self, value: object, why: str) -> None:
+        self.value = value
+        super().__init__(
+            f"invalid branch name {value!r}: {why}; task branches are 'task/<slug>' where the "
+            "slug is lowercase letters, digits and single hyphens (for example 'task/fix-login')"
+        )
+
+
+class BranchConflict(GitError):
+    """No free branch name was found within the retry budget."""
+
+    def __init__(self, name: str, attempts: int) -> None:
+        self.name = name
+        self.attempts = attempts
+        super().__init__(
+            f"could not create a branch for {name!r}: every candidate name was taken "
+            f"({attempts} attempts); delete unused 'task/*' branches or pick another task name"
+        )
+
+
+class WorktreeDirty(GitError):
+    """Removing a worktree would lose uncommitted work."""
+
+    def __init__(self, task_id: str, path: str, changes: int) -> None:
+        self.task_id = task_id
+        self.path = path
+        self.changes = changes
+        super().__init__(
+            f"task {task_id!r}: worktree {path} has uncommitted work ({changes} changed path(s)); "
+            "checkpoint or complete the task first, or remove it with on_dirty='checkpoint'"
+        )
+
+
+class CheckpointNotFound(GitError, KeyError):
+    """No checkpoint with this id for this task."""
+
+    def __init__(self, task_id: str, checkpoint: str) -> None:
+        self.task_id = task_id
+        self.checkpoint = checkpoint
+        super().__init__(checkpoint)
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task_id!r} has no checkpoint {self.checkpoint!r}; "
+            f"'armor-rx checkpoints {self.task_id}' lists them"
+        )
+
+
+class SubmoduleConflict(GitError):
+    """A submodule is not at its recorded commit and the task's strategy is 'fail'."""
+
+    def __init__(self, task_id: str, problems: dict[str, str]) -> None:
+        self.task_id = task_id
+        self.problems = dict(problems)
+        listed = ", ".join(f"{path} ({state})" for path, state in sorted(problems.items()))
+        super().__init__(
+            f"task {task_id!r}: submodule(s) not clean: {listed}; fix them, or choose the "
+            "submodule strategy 'skip' or 'reset'"
+        )
