@@ -1,0 +1,157 @@
+"""Writing and reading blobs without holding a whole file in memory.
+
+Git's loose object format is ``zlib("blob <size>\\0" + content)`` stored at
+``objects/<2 hex>/<38 hex>`` where the name is the SHA-1 of the uncompressed
+bytes. Because ``lstat`` gives the size up front, the header can be written
+first and the content streamed through SHA-1 and a zlib compressor in fixed
+chunks: peak memory is one chunk, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Blob, ObjectID
+
+from armor_rx.errors import GitError
+
+CHUNK = 1 << 20
+#: Files up to this size are read in one go: one read() is faster than a loop
+#: and the memory is bounded by this constant anyway.
+SMALL_FILE = 1 << 20
+#: Git's default core.looseCompression: favour speed, packs recompress later.
+LOOSE_LEVEL = 1
+
+
+class FileChanged(Exception):
+    """The file changed size while it was being read; the caller re-stats and retries."""
+
+
+def _object_path(store: DiskObjectStore, sha: bytes) -> str:
+    hexsha = sha.decode()
+    return os.path.join(os.fspath(store.path), hexsha[:2], hexsha[2:])
+
+
+def has_object(store: DiskObjectStore, sha: bytes) -> bool:
+    """Whether ``sha`` is stored (loose, packed or in an alternate)."""
+    return os.path.exists(_object_path(store, sha)) or ObjectID(sha) in store
+
+
+def _install(store: DiskObjectStore, tmp: str, sha: bytes) -> int:
+    """Move a finished temp object into place; return bytes added (0 if it existed)."""
+    final = _object_path(store, sha)
+    if os.path.exists(final) or ObjectID(sha) in store:
+        os.unlink(tmp)
+        return 0
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    os.chmod(tmp, 0o444)
+    size = os.path.getsize(tmp)
+    # rename is atomic: a concurrent writer of the same object produces the
+    # same bytes, so whoever wins, the object is whole.
+    os.replace(tmp, final)
+    return size
+
+
+def write_blob_bytes(store: DiskObjectStore, data: bytes) -> tuple[bytes, int]:
+    """Store ``data`` as a blob; return ``(sha, bytes added to the store)``."""
+    header = b"blob %d\x00" % len(data)
+    sha = hashlib.sha1(header + data).hexdigest().encode()
+    if has_object(store, sha):
+        return sha, 0
+    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=os.fspath(store.path))
+    with os.fdopen(fd, "wb") as out:
+        out.write(zlib.compress(header + data, LOOSE_LEVEL))
+    return sha, _install(store, tmp, sha)
+
+
+def write_blob_from_file(store: DiskObjectStore, path: str, size: int) -> tuple[bytes, int]:
+    """Store the file at ``path`` (of ``size`` bytes, from lstat) as a blob.
+
+    Returns ``(sha, bytes added)``. Raises :class:`FileChanged` when the file
+    does not have ``size`` bytes any more, so the caller can re-stat and retry
+    instead of storing a blob whose header lies.
+    """
+    if size <= SMALL_FILE:
+        with open(path, "rb") as f:
+            data = f.read(size + 1)
+        if len(data) != size:
+            raise FileChanged(path)
+        return write_blob_bytes(store, data)
+    header = b"blob %d\x00" % size
+    hasher = hashlib.sha1(header)
+    compressor = zlib.compressobj(LOOSE_LEVEL)
+    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=os.fspath(store.path))
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+            out.write(compressor.compress(header))
+            remaining = size
+            while remaining:
+                chunk = src.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise FileChanged(path)
+                remaining -= len(chunk)
+                hasher.update(chunk)
+                out.write(compressor.compress(chunk))
+            if src.read(1):
+                raise FileChanged(path)
+            out.write(compressor.flush())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    sha = hasher.hexdigest().encode()
+    return sha, _install(store, tmp, sha)
+
+
+def iter_blob(store: DiskObjectStore, sha: bytes) -> Iterator[bytes]:
+    """The content of blob ``sha`` in chunks.
+
+    Loose objects are decompressed as a stream; packed ones (after ``git gc``)
+    go through dulwich, which holds that one object in memory.
+    """
+    path = _object_path(store, sha)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        try:
+            obj = store[ObjectID(sha)]
+        except KeyError:
+            raise GitError(f"blob {sha.decode()} is missing from {store.path}; run 'git fsck'") from None
+        if not isinstance(obj, Blob):
+            raise GitError(f"object {sha.decode()} is a {obj.type_name.decode()}, not a blob")
+        yield from obj.chunked
+        return
+    with f:
+        decompressor = zlib.decompressobj()
+        header_done = False
+        pending = b""
+        while True:
+            raw = f.read(CHUNK)
+            if not raw:
+                break
+            # Bound each output to one chunk so a highly compressible file
+            # does not inflate into memory all at once.
+            data = decompressor.decompress(raw, CHUNK)
+            while True:
+                if not header_done:
+                    pending += data
+                    nul = pending.find(b"\x00")
+                    if nul < 0:
+                        data = b""
+                    else:
+                        if not pending.startswith(b"blob "):
+                            raise GitError(f"object {sha.decode()} is not a blob")
+                        header_done = True
+                        data, pending = pending[nul + 1 :], b""
+                if header_done and data:
+                    yield data
+                if not decompressor.unconsumed_tail:
+                    break
+                data = decompressor.decompress(decompressor.unconsumed_tail, CHUNK)
+        tail = decompressor.flush()
+        if tail:
+            yield tail

@@ -1,0 +1,295 @@
+"""Checkpoints: worktree snapshots as commits on ``refs/armor/checkpoints/<task>``.
+
+Each checkpoint is an ordinary commit whose tree is the whole worktree and
+whose parents are the previous checkpoint and the task branch's tip at the
+time, so ``git log refs/armor/checkpoints/<task>`` shows both histories and
+the task branch itself is never touched. The checkpoint's stable id
+(``cp-<n>``) and bookkeeping live in trailers of the commit message: git is the
+only store, so nothing can drift out of sync after a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Commit, ObjectID
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+
+from armor_rx.errors import CheckpointNotFound, GitError
+from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_start, scan_worktree
+
+REF_PREFIX = b"refs/armor/checkpoints/"
+_TRAILER = re.compile(r"^Armor-([A-Za-z]+): (.*)$", re.M)
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """What checkpoints capture and how many are kept.
+
+    ``excludes`` (gitignore syntax), ``honor_gitignore`` and ``max_file_size``
+    choose the files (see :class:`~armor_rx.sinks.git.scan.ScanPolicy`).
+    ``keep_last`` keeps the newest N checkpoints of a task; ``max_bytes`` caps
+    the bytes their new objects added to the store. The newest checkpoint is
+    always kept. ``None`` means no limit.
+    """
+
+    excludes: tuple[str, ...] = ()
+    honor_gitignore: bool = True
+    max_file_size: int | None = None
+    keep_last: int | None = 50
+    max_bytes: int | None = None
+
+    def scan_policy(self) -> ScanPolicy:
+        return ScanPolicy(self.excludes, self.honor_gitignore, self.max_file_size)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint of one task.
+
+    ``id`` (``cp-<seq>``) is stable; ``commit`` changes when retention rewrites
+    older history, so refer to checkpoints by ``id``.
+    """
+
+    task_id: str
+    id: str
+    seq: int
+    commit: str
+    tree: str
+    head: str | None
+    message: str
+    created_at: float
+    files: int
+    bytes_added: int
+    skipped: tuple[str, ...] = field(default=())
+
+    def to_payload(self) -> dict[str, Any]:
+        """A JSON-safe description for events."""
+        return {
+            "checkpoint": self.id,
+            "seq": self.seq,
+            "commit": self.commit,
+            "tree": self.tree,
+            "head": self.head,
+            "message": self.message,
+            "files": self.files,
+            "bytes_added": self.bytes_added,
+            "skipped": list(self.skipped),
+        }
+
+
+def checkpoint_ref(task_id: str) -> Ref:
+    return Ref(REF_PREFIX + task_id.encode())
+
+
+def _message(task_id: str, seq: int, text: str, head: bytes | None, files: int, added: int, skipped: int) -> bytes:
+    lines = [
+        text.strip() or f"checkpoint {seq}",
+        "",
+        f"Armor-Task: {task_id}",
+        f"Armor-Checkpoint: {seq}",
+        f"Armor-Head: {head.decode() if head else '-'}",
+        f"Armor-Files: {files}",
+        f"Armor-Bytes: {added}",
+        f"Armor-Skipped: {skipped}",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _parse(task_id: str, commit: Commit) -> Checkpoint:
+    text = commit.message.decode("utf-8", "replace")
+    trailers = dict(_TRAILER.findall(text))
+    try:
+        seq = int(trailers["Checkpoint"])
+    except (KeyError, ValueError):
+        raise GitError(
+            f"commit {commit.id.decode()} on {checkpoint_ref(task_id).decode()} is not an armor_rx "
+            "checkpoint (no Armor-Checkpoint trailer); something else wrote to that ref"
+        ) from None
+    head = trailers.get("Head", "-")
+    return Checkpoint(
+        task_id=task_id,
+        id=f"cp-{seq}",
+        seq=seq,
+        commit=commit.id.decode(),
+        tree=commit.tree.decode(),
+        head=None if head == "-" else head,
+        message=text.split("\n\nArmor-Task:", 1)[0].strip(),
+        created_at=float(commit.commit_time),
+        files=int(trailers.get("Files", "0")),
+        bytes_added=int(trailers.get("Bytes", "0")),
+    )
+
+
+class CheckpointStore:
+    """Creates, lists and prunes the checkpoints of tasks in one repository."""
+
+    def __init__(self, repo: Repo, cache_dir: Path, author: bytes, policy: CheckpointPolicy) -> None:
+        self.repo = repo
+        self.cache_dir = cache_dir
+        self.author = author
+        self.policy = policy
+
+    @property
+    def store(self) -> DiskObjectStore:
+        store = self.repo.object_store
+        assert isinstance(store, DiskObjectStore)
+        return store
+
+    def stat_cache(self, task_id: str) -> StatCache:
+        return StatCache(self.cache_dir / f"{task_id}.json")
+
+    def scan(self, task_id: str, worktree: Path, policy: ScanPolicy | None = None) -> ScanResult:
+        """Scan ``worktree`` with the task's stat cache (updated afterwards)."""
+        cache = self.stat_cache(task_id)
+        started = scan_start()
+        tracked = _TrackedPaths(worktree)
+        result = scan_worktree(worktree, self.store, cache.load(), policy or self.policy.scan_policy(), tracked)
+        cache.save(result.cache, started)
+        return result
+
+    def history(self, task_id: str) -> list[Checkpoint]:
+        """The task's checkpoints, oldest first."""
+        try:
+            sha = self.repo.refs[checkpoint_ref(task_id)]
+        except KeyError:
+            return []
+        found: list[Checkpoint] = []
+        seen: set[bytes] = set()
+        while sha not in seen:
+            seen.add(sha)
+            commit = self.repo[sha]
+            assert isinstance(commit, Commit)
+            cp = _parse(task_id, commit)
+            found.append(cp)
+            # Parents are [previous checkpoint] + [task head]; the oldest
+            # checkpoint has only the head (when there is one).
+            if len(commit.parents) <= (1 if cp.head else 0):
+                break
+            sha = commit.parents[0]
+        found.reverse()
+        return found
+
+    def find(self, task_id: str, checkpoint: str) -> Checkpoint:
+        """A checkpoint by ``cp-<n>``, ``<n>`` or a commit sha prefix (4+ digits)."""
+        key = checkpoint.strip().lower()
+        for cp in self.history(task_id):
+            if key in (cp.id, str(cp.seq)) or (len(key) >= 4 and cp.commit.startswith(key)):
+                return cp
+        raise CheckpointNotFound(task_id, checkpoint)
+
+    def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None) -> Checkpoint:
+        """Snapshot ``worktree`` as the task's next checkpoint; return it."""
+        result = self.scan(task_id, worktree)
+        return self.commit_scan(task_id, result, message, head)
+
+    def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None) -> Checkpoint:
+        ref = checkpoint_ref(task_id)
+        old = self.repo.refs.as_dict().get(ref)
+        history = self.history(task_id) if old is not None else []
+        seq = history[-1].seq + 1 if history else 1
+        parents = ([old] if old is not None else []) + ([head] if head is not None else [])
+        commit = self._new_commit(
+            result.tree,
+            parents,
+            _message(task_id, seq, message or "", head, len(result.files), result.bytes_added, len(result.skipped)),
+        )
+        if not self.repo.refs.set_if_equals(ref, old, commit.id):
+            raise GitError(
+                f"{ref.decode()} moved while checkpoint {seq} of task {task_id!r} was written; "
+                "another process is checkpointing the same task — retry"
+            )
+        cp = _parse(task_id, commit)
+        return Checkpoint(**{**cp.__dict__, "skipped": tuple(result.skipped)})
+
+    def _new_commit(self, tree: bytes, parents: list[bytes], message: bytes, when: int | None = None) -> Commit:
+        commit = Commit()
+        commit.tree = tree
+        commit.parents = [ObjectID(p) for p in parents]
+        commit.author = commit.committer = self.author
+        commit.author_time = commit.commit_time = int(time.time()) if when is None else when
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = message
+        self.store.add_object(commit)
+        return commit
+
+    def prune(self, task_id: str) -> list[Checkpoint]:
+        """Apply retention; return the checkpoints dropped (oldest first).
+
+        Dropped checkpoints are cut out of the ref's history by rewriting the
+        kept ones (same trees, messages and times), so their objects become
+        unreachable and ``git gc --prune=now`` can delete them. No reflog is
+        written for checkpoint refs, so nothing else keeps them alive.
+        """
+        history = self.history(task_id)
+        keep = len(history)
+        if self.policy.keep_last is not None:
+            keep = min(keep, max(1, self.policy.keep_last))
+        if self.policy.max_bytes is not None:
+            total = sum(cp.bytes_added for cp in history[-keep:])
+            while keep > 1 and total > self.policy.max_bytes:
+                total -= history[-keep].bytes_added
+                keep -= 1
+        if keep >= len(history):
+            return []
+        dropped, kept = history[:-keep], history[-keep:]
+        self._rewrite(task_id, kept, history[-1].commit.encode())
+        return dropped
+
+    def _rewrite(self, task_id: str, kept: list[Checkpoint], old_tip: bytes) -> None:
+        parent: bytes | None = None
+        for cp in kept:
+            original = self.repo[cp.commit.encode()]
+            assert isinstance(original, Commit)
+            parents = ([parent] if parent is not None else []) + ([cp.head.encode()] if cp.head else [])
+            if parents == list(original.parents):
+                parent = original.id
+                continue
+            parent = self._new_commit(original.tree, parents, original.message, original.commit_time).id
+        assert parent is not None
+        if not self.repo.refs.set_if_equals(checkpoint_ref(task_id), ObjectID(old_tip), ObjectID(parent)):
+            raise GitError(f"checkpoints of task {task_id!r} changed during pruning; retry")
+
+    def drop_all(self, task_id: str) -> None:
+        """Delete the task's checkpoint ref and stat cache."""
+        ref = checkpoint_ref(task_id)
+        if ref in self.repo.refs:
+            self.repo.refs.remove_if_equals(ref, None)
+        self.stat_cache(task_id).path.unlink(missing_ok=True)
+
+
+class _TrackedPaths:
+    """Answers "does git track this path?" from the worktree's index, read lazily.
+
+    Only consulted for ignored paths, so a worktree without ignore hits never
+    pays for reading the index.
+    """
+
+    def __init__(self, worktree: Path) -> None:
+        self.worktree = worktree
+        self._paths: set[str] | None = None
+        self._dirs: set[str] = set()
+
+    def _load(self) -> set[str]:
+        if self._paths is None:
+            try:
+                with Repo(str(self.worktree)) as wt:
+                    index = wt.open_index()
+                    self._paths = {p.decode("utf-8", "surrogateescape") for p in index.paths()}
+            except Exception:
+                self._paths = set()  # no readable index: nothing counts as tracked
+            for path in self._paths:
+                parts = path.split("/")[:-1]
+                for i in range(1, len(parts) + 1):
+                    self._dirs.add("/".join(parts[:i]) + "/")
+        return self._paths
+
+    def __call__(self, path: str) -> bool:
+        paths = self._load()
+        return path in self._dirs if path.endswith("/") else path in paths

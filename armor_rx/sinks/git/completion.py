@@ -1,0 +1,184 @@
+"""Completing a task: commit its worktree to its branch, optionally merge to the base."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dulwich.diff_tree import tree_changes
+from dulwich.graph import can_fast_forward, find_merge_base
+from dulwich.index import Index, IndexEntry, update_working_tree
+from dulwich.merge import three_way_merge
+from dulwich.objects import Commit, ObjectID
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+from dulwich.worktree import list_worktrees
+
+from armor_rx.errors import GitError, TransientError
+from armor_rx.sinks.git.refs import read_commit
+from armor_rx.sinks.git.scan import ScanResult
+
+MergeMode = Literal["none", "ff", "merge"]
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """What completing a task did.
+
+    ``commit`` is the task branch tip afterwards; ``committed`` says whether a
+    new commit was made (``False`` when the worktree matched the branch).
+    ``merged`` is true when the base branch now contains the task's work;
+    when it is false after a merge was asked for, ``reason`` says why and
+    ``conflicts`` lists conflicting paths (nothing was changed).
+    """
+
+    task_id: str
+    branch: str
+    commit: str
+    committed: bool
+    merge: MergeMode
+    merged: bool
+    base_branch: str | None = None
+    merge_commit: str | None = None
+    reason: str | None = None
+    conflicts: tuple[str, ...] = field(default=())
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "branch": self.branch,
+            "commit": self.commit,
+            "committed": self.committed,
+            "merge": self.merge,
+            "merged": self.merged,
+            "base_branch": self.base_branch,
+            "merge_commit": self.merge_commit,
+            "reason": self.reason,
+            "conflicts": list(self.conflicts),
+        }
+
+
+def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, author: bytes) -> Commit:
+    commit = Commit()
+    commit.tree = tree
+    commit.parents = [ObjectID(p) for p in parents]
+    commit.author = commit.committer = author
+    commit.author_time = commit.commit_time = int(time.time())
+    commit.author_timezone = commit.commit_timezone = 0
+    commit.message = message.encode() if message.endswith("\n") else (message + "\n").encode()
+    repo.object_store.add_object(commit)
+    return commit
+
+
+def commit_worktree(
+    repo: Repo, worktree: Path, branch: str, scan: ScanResult, message: str, author: bytes
+) -> tuple[bytes, bool]:
+    """Commit the scanned worktree to ``branch``; return ``(tip, committed)``.
+
+    The worktree's index is rewritten to match the commit, so plain
+    ``git status`` in the worktree is clean afterwards.
+    """
+    ref = Ref(b"refs/heads/" + branch.encode())
+    try:
+        head = repo.refs[ref]
+    except KeyError:
+        raise GitError(f"branch {branch!r} is gone; cannot complete the task onto it") from None
+    if read_commit(repo, head).tree == scan.tree:
+        _write_index(worktree, scan)
+        return head, False
+    commit = make_commit(repo, scan.tree, [head], message, author)
+    if not repo.refs.set_if_equals(ref, head, commit.id, committer=author, message=b"armor-rx: complete"):
+        raise TransientError(f"branch {branch!r} moved while the task was being committed; retry")
+    _write_index(worktree, scan)
+    return commit.id, True
+
+
+def _write_index(worktree: Path, scan: ScanResult) -> None:
+    with Repo(str(worktree)) as wt:
+        index = Index(wt.index_path(), read=False)
+        for path, (mode, sha) in scan.files.items():
+            entry = scan.cache.get(path)
+            if entry is None:  # gitlinks have no stat of their own in the index
+                index[path.encode()] = IndexEntry((0, 0), (0, 0), 0, 0, mode, 0, 0, 0, ObjectID(sha))
+                continue
+            mtime_ns, ctime_ns, size, ino, dev, uid, gid = (int(v) for v in entry[:7])  # type: ignore[call-overload]
+            index[path.encode()] = IndexEntry(
+                (ctime_ns // 10**9, ctime_ns % 10**9),
+                (mtime_ns // 10**9, mtime_ns % 10**9),
+                dev & 0xFFFFFFFF,
+                ino & 0xFFFFFFFF,
+                mode,
+                uid,
+                gid,
+                size & 0xFFFFFFFF,
+                ObjectID(sha),
+            )
+        index.write()
+
+
+def merge_into_base(
+    repo: Repo, task_tip: bytes, branch: str, base_branch: str, mode: MergeMode, author: bytes
+) -> tuple[bool, bytes | None, str | None, list[str]]:
+    """Merge ``task_tip`` into ``base_branch``; return ``(merged, new base tip, reason, conflicts)``.
+
+    Nothing is changed unless the merge succeeds completely. When the base
+    branch is checked out somewhere (usually the user's checkout), that
+    checkout must be clean and is updated along with the ref, as ``git merge``
+    would; if it is dirty the merge is refused with reason ``base-checkout-dirty``.
+    """
+    base_ref = Ref(base_branch.encode())
+    try:
+        base_tip = repo.refs[base_ref]
+    except KeyError:
+        raise GitError(f"base branch {base_branch!r} does not exist any more; merge by hand") from None
+    if base_tip == task_tip or can_fast_forward(repo, ObjectID(task_tip), base_tip):
+        return True, base_tip, "up-to-date", []
+    if can_fast_forward(repo, base_tip, ObjectID(task_tip)):
+        new_tip = task_tip
+        how = "fast-forward"
+    elif mode == "ff":
+        return False, None, "not-fast-forward", []
+    else:
+        bases = find_merge_base(repo, [base_tip, ObjectID(task_tip)])
+        base_commit = read_commit(repo, bases[0]) if bases else None
+        tree, conflicts = three_way_merge(
+            repo.object_store, base_commit, read_commit(repo, base_tip), read_commit(repo, task_tip)
+        )
+        if conflicts:
+            return False, None, "conflict", sorted(p.decode("utf-8", "replace") for p in conflicts)
+        repo.object_store.add_object(tree)
+        short = base_branch.removeprefix("refs/heads/")
+        merge = make_commit(repo, tree.id, [base_tip, task_tip], f"Merge branch '{branch}' into {short}", author)
+        new_tip = merge.id
+        how = "merge"
+    checkout = _checkout_of(repo, base_branch)
+    if checkout is not None and _is_dirty(checkout):
+        return False, None, "base-checkout-dirty", []
+    if not repo.refs.set_if_equals(base_ref, base_tip, ObjectID(new_tip), committer=author, message=f"armor-rx: {how} {branch}".encode()):
+        raise TransientError(f"base branch {base_branch!r} moved during the merge; retry")
+    if checkout is not None:
+        _sync_checkout(checkout, read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree)
+    return True, new_tip, how, []
+
+
+def _checkout_of(repo: Repo, branch: str) -> str | None:
+    for info in list_worktrees(repo):
+        if info.branch == branch.encode() and not info.bare:
+            return str(info.path)
+    return None
+
+
+def _is_dirty(path: str) -> bool:
+    from dulwich import porcelain
+
+    status = porcelain.status(path, untracked_files="no")
+    staged = status.staged
+    return bool(status.unstaged or any(staged[k] for k in ("add", "delete", "modify")))
+
+
+def _sync_checkout(path: str, old_tree: bytes, new_tree: bytes) -> None:
+    with Repo(path) as checkout:
+        old, new = ObjectID(old_tree), ObjectID(new_tree)
+        changes = tree_changes(checkout.object_store, old, new)
+        update_working_tree(checkout, old, new, change_iterator=changes)

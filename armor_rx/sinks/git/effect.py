@@ -1,0 +1,99 @@
+"""GitEffect: the git sink as a pipeline effect."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from armor_rx.errors import GitError
+from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks.git.workspace import GitWorkspace
+
+_REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
+
+
+class GitEffect:
+    """Applies task start, checkpoint, completion and resume requests to git.
+
+    Idempotent by request id: the result of each applied request is stored
+    under ``<state_dir>/git/requests/<id>.json``, so a request re-delivered
+    after a crash returns the stored result and changes nothing. A start
+    request that crashed half-way (branch made, result not stored) reuses the
+    task's existing branch and worktree instead of making new ones.
+    Progress events go through ``ctx.emit``.
+    """
+
+    name = "git"
+    kinds = "task.start.requested,task.complete.requested,checkpoint.requested,task.resume.requested"
+
+    def __init__(self, workspace: GitWorkspace) -> None:
+        self.workspace = workspace
+
+    def _result_path(self, request_id: str) -> Path:
+        if _REQUEST_ID.fullmatch(request_id) is None:
+            raise GitError(f"request id {request_id!r} is not a plain event id")
+        return self.workspace.git_dir / "requests" / f"{request_id}.json"
+
+    def apply(self, ctx: EffectContext) -> Mapping[str, Any] | None:
+        request = ctx.request
+        path = self._result_path(request.id)
+        if path.exists():
+            stored: dict[str, Any] = orjson.loads(path.read_bytes())
+            return stored
+        task_id = request.task_id
+        if task_id is None:
+            raise GitError(f"request {request.kind!r} ({request.id}) has no task id")
+        payload = request.payload
+        original = self.workspace._emit
+        # Route the workspace's events through this request so they carry its
+        # causation id; restored afterwards because the workspace is shared.
+        self.workspace._emit = lambda kind, _task, data: ctx.emit(kind, data)
+        try:
+            result = self._dispatch(request.kind, task_id, payload)
+        finally:
+            self.workspace._emit = original
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(result))
+        os.replace(tmp, path)
+        return result
+
+    def _dispatch(self, kind: str, task_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        ws = self.workspace
+        if kind == "task.start.requested":
+            record = ws.records.get(task_id)
+            if record is not None and ws.worktree_path(task_id).is_dir():
+                branch = record.branch  # a half-applied earlier attempt: finish it, do not duplicate
+            else:
+                branch = record.branch if record is not None else ws.create_branch(
+                    task_id, str(payload.get("base_ref", "HEAD")))
+            worktree = ws.add_worktree(task_id, branch)
+            strategy = payload.get("submodules")
+            if strategy in ("skip", "reset", "fail"):
+                ws.submodules(task_id, strategy)
+            return {"branch": branch, "worktree": str(worktree)}
+        if kind == "checkpoint.requested":
+            message = payload.get("message")
+            cp = ws.checkpoint(task_id, str(message) if message is not None else None)
+            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files}
+        if kind == "task.complete.requested":
+            merge = str(payload.get("merge", "none"))
+            message = str(payload.get("message") or f"armor-rx: complete task {task_id}")
+            done = ws.complete(task_id, message, merge=merge)  # type: ignore[arg-type]
+            return {"commit": done.commit, "committed": done.committed, "merged": done.merged,
+                    "merge_commit": done.merge_commit, "conflicts": list(done.conflicts), "reason": done.reason}
+        if kind == "task.resume.requested":
+            record = ws.records.require(task_id)
+            worktree = ws.worktree_path(task_id)
+            if not worktree.is_dir():
+                worktree = ws.add_worktree(task_id, record.branch)
+            checkpoint = payload.get("checkpoint")
+            if checkpoint is not None:
+                ws.restore(task_id, str(checkpoint))
+            return {"branch": record.branch, "worktree": str(worktree), "checkpoint": checkpoint}
+        raise GitError(f"the git effect does not handle {kind!r}")

@@ -1,0 +1,376 @@
+"""The git sink's facade: one object per repository and state directory."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from dulwich.objects import Commit
+from dulwich.refs import Ref
+from dulwich.repo import Repo
+from filelock import FileLock
+
+from armor_rx.errors import GitError, WorktreeDirty
+from armor_rx.model.ids import validate_task_id
+from armor_rx.sinks.git import submodules as submodule_ops
+from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.branches import BranchAllocator
+from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore
+from armor_rx.sinks.git.completion import CompletionResult, MergeMode, commit_worktree, make_commit, merge_into_base
+from armor_rx.sinks.git.paths import resolve_inside
+from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
+from armor_rx.sinks.git.refs import read_commit, resolve_commit
+from armor_rx.sinks.git.restore import flatten_tree, materialize
+from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, scan_start
+from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
+
+Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
+
+
+def _no_emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
+    return None
+
+
+class GitWorkspace:
+    """Branches, worktrees, checkpoints and completion for the tasks of one repository.
+
+    ``repo`` is the user's repository (never modified except for new refs,
+    ``.git/worktrees`` entries and, on a requested merge, the base branch);
+    task worktrees, stat caches and records live under ``state_dir``.
+    ``emit(kind, task_id, payload)`` receives every event. Errors are
+    :class:`armor_rx.errors.GitError` and its children, :class:`PathEscape`,
+    :class:`InvalidTaskId` and :class:`TaskNotFound`.
+    """
+
+    def __init__(
+        self,
+        repo: str | Path,
+        state_dir: str | Path,
+        *,
+        emit: Emit | None = None,
+        author: str = "armor-rx <armor-rx@localhost>",
+        checkpoint_policy: CheckpointPolicy | None = None,
+    ) -> None:
+        self.repo_path = Path(repo).resolve()
+        self.state_dir = Path(state_dir).resolve()
+        self.git_dir = self.state_dir / "git"
+        self.worktrees_dir = self.state_dir / "worktrees"
+        self.author = author.encode()
+        self.policy = checkpoint_policy or CheckpointPolicy()
+        self._emit: Emit = emit or _no_emit
+        self._repo: Repo | None = None
+        self._mutex = threading.Lock()
+        self.records = RecordStore(self.git_dir / "tasks")
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> GitWorkspace:
+        """Open the repository and create the state directories."""
+        try:
+            repo = Repo(str(self.repo_path))
+        except Exception as exc:
+            raise GitError(f"{self.repo_path} is not a git repository ({exc}); run 'git init' there first") from None
+        if repo.bare:
+            repo.close()
+            raise GitError(f"{self.repo_path} is a bare repository; armor_rx needs one with a working tree")
+        for directory in (self.git_dir / "locks", self.git_dir / "cache", self.git_dir / "requests", self.worktrees_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._repo = repo
+        self._exclude_state_dir()
+        return self
+
+    def stop(self) -> None:
+        """Close the repository. Safe to call twice."""
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def __enter__(self) -> GitWorkspace:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def repo(self) -> Repo:
+        if self._repo is None:
+            raise GitError("the git workspace is not started; call start() or use it as a context manager")
+        return self._repo
+
+    def emit(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
+        self._emit(kind, task_id, payload)
+
+    def _exclude_state_dir(self) -> None:
+        # A state dir inside the repository (the default '.armor/') would show
+        # up in the user's 'git status' and be swept into their commits.
+        try:
+            rel = self.state_dir.relative_to(self.repo_path)
+        except ValueError:
+            return
+        exclude = Path(self.repo.commondir()) / "info" / "exclude"
+        line = f"/{rel.as_posix()}/"
+        existing = exclude.read_text() if exclude.exists() else ""
+        if line not in existing.splitlines():
+            exclude.parent.mkdir(parents=True, exist_ok=True)
+            with open(exclude, "a") as f:
+                f.write(("" if existing.endswith("\n") or not existing else "\n") + line + "\n")
+
+    def _task_lock(self, task_id: str) -> FileLock:
+        return FileLock(str(self.git_dir / "locks" / f"{validate_task_id(task_id)}.lock"))
+
+    @property
+    def checkpoints_store(self) -> CheckpointStore:
+        return CheckpointStore(self.repo, self.git_dir / "cache", self.author, self.policy)
+
+    # -- branches and worktrees -----------------------------------------
+    def create_branch(self, task_id: str, base_ref: str = "HEAD") -> str:
+        """Create the task's branch from ``base_ref``; return its name (``task/...``)."""
+        validate_task_id(task_id)
+        sha, base_branch = resolve_commit(self.repo, base_ref)
+        return self._create_branch_at(task_id, sha, base_ref, base_branch.decode() if base_branch else None)
+
+    def _create_branch_at(self, task_id: str, sha: bytes, base_ref: str, base_branch: str | None) -> str:
+        allocator = BranchAllocator(self.repo_path, self.git_dir / "locks" / "branches.lock", self.author, self._emit)
+        branch = allocator.create(task_id, sha, base_ref)
+        with self._task_lock(task_id):
+            old = self.records.get(task_id)
+            self.records.put(
+                TaskGitRecord(task_id, branch, base_ref, base_branch, sha.decode(),
+                              worktree=old.worktree if old else None, requests=old.requests if old else {})
+            )
+        return branch
+
+    def worktree_path(self, task_id: str) -> Path:
+        return self.worktrees_dir / validate_task_id(task_id)
+
+    def add_worktree(self, task_id: str, branch: str) -> Path:
+        """Check ``branch`` out into the task's linked worktree; return its path.
+
+        Idempotent: if the worktree already exists on that branch it is returned.
+        """
+        path = self.worktree_path(task_id)
+        with self._task_lock(task_id):
+            record = self.records.get(task_id)
+            if path.exists() and worktrees.admin_dir(self.repo, path) is not None:
+                with Repo(str(path)) as wt:
+                    current = wt.refs.follow(Ref(b"HEAD"))[0][-1]
+                if current == b"refs/heads/" + branch.encode():
+                    return path
+                raise GitError(
+                    f"task {task_id!r} already has a worktree at {path} on {current.decode()}, not {branch!r}; "
+                    "remove it first"
+                )
+            worktrees.create(self.repo, path, branch)
+            if record is None:
+                sha = self.repo.refs[Ref(b"refs/heads/" + branch.encode())]
+                record = TaskGitRecord(task_id, branch, branch, f"refs/heads/{branch}", sha.decode())
+            record.branch = branch
+            record.worktree = str(path)
+            self.records.put(record)
+        self.emit("git.worktree.created", task_id, {"path": str(path), "branch": branch})
+        return path
+
+    def _worktree(self, task_id: str) -> tuple[TaskGitRecord, Path]:
+        record = self.records.require(task_id)
+        path = self.worktree_path(task_id)
+        if not path.is_dir():
+            raise GitError(f"task {task_id!r} has no worktree at {path}; start the task (add_worktree) first")
+        return record, path
+
+    def _head(self, record: TaskGitRecord) -> bytes | None:
+        return self.repo.refs.as_dict().get(Ref(b"refs/heads/" + record.branch.encode()))
+
+    def remove_worktree(self, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
+        """Remove the task's worktree without losing work.
+
+        If the worktree differs from its branch (changed, new or deleted
+        files), it is checkpointed first (``on_dirty="checkpoint"``) or
+        :class:`WorktreeDirty` is raised (``"refuse"``). Files too large to
+        checkpoint always make it refuse. The branch and checkpoints stay.
+        """
+        path = self.worktree_path(task_id)
+        with self._task_lock(task_id):
+            record = self.records.get(task_id)
+            checkpoint_id = None
+            if path.is_dir() and record is not None:
+                scan = self.checkpoints_store.scan(task_id, path)
+                head = self._head(record)
+                head_tree = read_commit(self.repo, head).tree if head else None
+                if scan.tree != head_tree:
+                    changed = self._count_changes(scan, head_tree)
+                    if on_dirty == "refuse" or scan.skipped:
+                        raise WorktreeDirty(task_id, str(path), changed)
+                    cp = self.checkpoints_store.commit_scan(task_id, scan, "auto: before removing the worktree", head)
+                    checkpoint_id = cp.id
+                    self.emit("checkpoint.created", task_id, {**cp.to_payload(), "auto": True})
+            worktrees.delete(self.repo, path)
+            if record is not None:
+                record.worktree = None
+                self.records.put(record)
+        self.emit("git.worktree.removed", task_id, {"path": str(path), "checkpoint": checkpoint_id})
+
+    def _count_changes(self, scan: ScanResult, head_tree: bytes | None) -> int:
+        before = flatten_tree(self.checkpoints_store.store, head_tree) if head_tree else {}
+        return sum(1 for p in set(before) | set(scan.files) if before.get(p) != scan.files.get(p))
+
+    def prune_stale(self, active_task_ids: Collection[str]) -> list[str]:
+        """Remove the worktrees of tasks not in ``active_task_ids``; return their ids.
+
+        Uncommitted work is checkpointed first. Git admin entries for
+        worktrees under the state directory whose directory is gone are
+        pruned too (like ``git worktree prune``, but never touching the
+        user's own worktrees).
+        """
+        active = set(active_task_ids)
+        pruned: list[str] = []
+        if self.worktrees_dir.is_dir():
+            for entry in sorted(self.worktrees_dir.iterdir()):
+                if entry.name in active or not entry.is_dir():
+                    continue
+                try:
+                    validate_task_id(entry.name)
+                except Exception:
+                    continue  # not ours: leave foreign directories alone
+                self.remove_worktree(entry.name, on_dirty="checkpoint")
+                pruned.append(entry.name)
+                self.emit("git.worktree.pruned", entry.name, {"path": str(entry), "reason": "task not active"})
+        admin_root = Path(self.repo.commondir()) / "worktrees"
+        if admin_root.is_dir():
+            for admin in sorted(admin_root.iterdir()):
+                try:
+                    gitdir = (admin / "gitdir").read_text().strip()
+                except OSError:
+                    continue
+                wt_dir = Path(os.path.dirname(gitdir))
+                if self.worktrees_dir in wt_dir.parents and not wt_dir.exists() and admin.name not in active:
+                    worktrees.delete(self.repo, wt_dir)
+                    if admin.name not in pruned:
+                        pruned.append(admin.name)
+                        self.emit("git.worktree.pruned", None, {"path": str(wt_dir), "reason": "directory gone"})
+        return pruned
+
+    def resolve_path(self, task_id: str, path: str) -> Path:
+        """``path`` resolved inside the task's worktree; :class:`PathEscape` if it would leave it."""
+        return resolve_inside(self.worktree_path(task_id), path)
+
+    # -- submodules -------------------------------------------------------
+    def submodules(self, task_id: str, strategy: SubmoduleStrategy = "skip") -> list[SubmoduleStatus]:
+        """Each submodule's status in the task's worktree, after applying ``strategy``.
+
+        Emits ``git.submodule.status`` per submodule. ``"reset"`` moves
+        diverged (clean) submodules back to the recorded commit; ``"fail"``
+        raises :class:`SubmoduleConflict` if any is not clean.
+        """
+        _, path = self._worktree(task_id)
+        found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        for status in found:
+            self.emit("git.submodule.status", task_id, status.to_payload())
+        return found
+
+    # -- checkpoints ------------------------------------------------------
+    def checkpoint(self, task_id: str, message: str | None = None) -> Checkpoint:
+        """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>``; apply retention."""
+        with self._task_lock(task_id):
+            record, path = self._worktree(task_id)
+            store = self.checkpoints_store
+            cp = store.create(task_id, path, message, self._head(record))
+            self.emit("checkpoint.created", task_id, cp.to_payload())
+            dropped = store.prune(task_id)
+        if dropped:
+            self.emit("checkpoint.pruned", task_id, {"checkpoints": [d.id for d in dropped], "kept": cp.id})
+        return cp
+
+    def checkpoints(self, task_id: str) -> list[Checkpoint]:
+        """The task's checkpoints, oldest first."""
+        return self.checkpoints_store.history(validate_task_id(task_id))
+
+    def restore(self, task_id: str, checkpoint: str) -> Checkpoint:
+        """Make the worktree exactly match ``checkpoint`` (``cp-<n>``, ``<n>`` or a sha).
+
+        Unsaved state is checkpointed first (an ``auto`` checkpoint), so a
+        restore can itself be undone. Excluded files are left alone.
+        """
+        with self._task_lock(task_id):
+            record, path = self._worktree(task_id)
+            store = self.checkpoints_store
+            target = store.find(task_id, checkpoint)
+            started = scan_start()
+            current = store.scan(task_id, path)
+            safety = None
+            if current.tree != target.tree.encode():
+                history = store.history(task_id)
+                if not history or history[-1].tree.encode() != current.tree:
+                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}", self._head(record))
+                    safety = auto.id
+                    self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
+            files = flatten_tree(store.store, target.tree.encode())
+            stats = materialize(path, store.store, current.files, files, current.cache)
+            store.stat_cache(task_id).save(current.cache, started)
+        self.emit(
+            "checkpoint.restored",
+            task_id,
+            {"checkpoint": target.id, "commit": target.commit, "written": stats.written,
+             "removed": stats.removed, "chmodded": stats.chmodded, "safety_checkpoint": safety},
+        )
+        return target
+
+    def branch_from_checkpoint(self, checkpoint: str, new_task_id: str, *, source_task_id: str) -> str:
+        """Create a branch for ``new_task_id`` whose tip holds ``checkpoint``'s files.
+
+        The new commit's parent is the source branch tip at checkpoint time,
+        so the new branch shares the source's history. Returns the branch name.
+        """
+        validate_task_id(new_task_id)
+        cp = self.checkpoints_store.find(source_task_id, checkpoint)
+        source = self.records.get(source_task_id)
+        parents = [cp.head.encode()] if cp.head else []
+        commit = make_commit(
+            self.repo, cp.tree.encode(), parents,
+            f"armor-rx: start {new_task_id} from {source_task_id} {cp.id}\n\n{cp.message}\n", self.author,
+        )
+        return self._create_branch_at(
+            new_task_id, commit.id, f"{source_task_id}@{cp.id}", source.base_branch if source else None
+        )
+
+    # -- completion -------------------------------------------------------
+    def complete(self, task_id: str, message: str, *, merge: MergeMode = "none") -> CompletionResult:
+        """Commit the worktree to the task branch and optionally merge it into the base.
+
+        ``merge="ff"`` only fast-forwards; ``"merge"`` also makes a three-way
+        merge commit. On conflict nothing is changed and ``git.merge.conflict``
+        lists the paths.
+        """
+        if merge not in ("none", "ff", "merge"):
+            raise GitError(f"unknown merge mode {merge!r}; use 'none', 'ff' or 'merge'")
+        with self._task_lock(task_id):
+            record, path = self._worktree(task_id)
+            store = self.checkpoints_store
+            policy = ScanPolicy(self.policy.excludes, honor_gitignore=True, max_file_size=None)
+            scan = store.scan(task_id, path, policy)
+            tip, committed = commit_worktree(self.repo, path, record.branch, scan, message, self.author)
+            if committed:
+                self.emit("git.commit.created", task_id,
+                          {"branch": record.branch, "commit": tip.decode(), "files": len(scan.files)})
+            result = CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False, record.base_branch)
+            if merge == "none":
+                return result
+            if record.base_branch is None:
+                raise GitError(
+                    f"task {task_id!r} started from {record.base_ref!r}, which is not a branch; "
+                    "complete with merge='none' and merge by hand"
+                )
+            merged, new_tip, reason, conflicts = merge_into_base(
+                self.repo, tip, record.branch, record.base_branch, merge, self.author
+            )
+        payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason}
+        if merged:
+            self.emit("git.merge.completed", task_id, {**payload, "commit": new_tip.decode() if new_tip else None})
+        else:
+            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts})
+        return CompletionResult(
+            task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
+            new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts),
+        )
