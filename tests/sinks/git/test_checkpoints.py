@@ -1,0 +1,241 @@
+"""Checkpoints on refs/armor/checkpoints/<task>: capture, restore, retention."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+from pathlib import Path
+
+import pytest
+
+from armor_rx.errors import CheckpointNotFound
+from armor_rx.sinks.git import CheckpointPolicy, GitWorkspace
+from armor_rx.sinks.git import blobs
+
+from .conftest import Events, fsck, git, started
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
+    """Every file under root (not .git) as (kind+mode, content)."""
+    out: dict[str, tuple[str, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != ".git" and not os.path.islink(os.path.join(dirpath, d))]
+        names = filenames + [d for d in os.listdir(dirpath) if os.path.islink(os.path.join(dirpath, d)) and d not in filenames]
+        for name in names:
+            if name == ".git":
+                continue
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                out[rel] = ("link", os.fsencode(os.readlink(full)))
+            else:
+                exe = bool(os.stat(full).st_mode & stat.S_IXUSR)
+                out[rel] = ("exe" if exe else "file", Path(full).read_bytes())
+    return out
+
+
+def test_checkpoint_is_a_commit_on_a_shadow_ref(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    path = started(ws, "cp")
+    branch_tip = git(repo, "rev-parse", "task/cp").strip()
+    (path / "README.md").write_text("edited\n")
+    (path / "new.txt").write_text("untracked\n")
+    (path / "src" / "app.py").unlink()
+    cp = ws.checkpoint("cp", "first")
+    assert cp.id == "cp-1"
+    assert git(repo, "rev-parse", "refs/armor/checkpoints/cp").strip() == cp.commit
+    assert git(repo, "rev-parse", "task/cp").strip() == branch_tip  # branch untouched
+    files = git(repo, "ls-tree", "-r", "--name-only", cp.commit).split()
+    assert "new.txt" in files and "src/app.py" not in files
+    assert git(repo, "show", f"{cp.commit}:README.md") == "edited\n"
+    assert "first" in git(repo, "log", "refs/armor/checkpoints/cp")
+    assert events.of("checkpoint.created")[0]["checkpoint"] == "cp-1"
+    cp2 = ws.checkpoint("cp")
+    assert [c.id for c in ws.checkpoints("cp")] == ["cp-1", "cp-2"]
+    assert git(repo, "rev-parse", f"{cp2.commit}^1").strip() == cp.commit
+    assert git(repo, "rev-parse", f"{cp2.commit}^2").strip() == branch_tip
+    log = git(repo, "log", "--format=%s", "refs/armor/checkpoints/cp")
+    assert "first" in log and "initial" in log
+
+
+def test_modes_and_symlinks_are_kept(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "modes")
+    cp = ws.checkpoint("modes")
+    listing = git(repo, "ls-tree", "-r", cp.commit)
+    assert "100755 blob" in listing.split("run.sh")[0].splitlines()[-1]
+    assert any(line.startswith("120000") and line.endswith("link") for line in listing.splitlines())
+
+
+def test_excludes_gitignore_and_size_limit(repo: Path, tmp_path: Path, events: Events) -> None:
+    policy = CheckpointPolicy(excludes=("*.log", "build/"), max_file_size=1000)
+    with GitWorkspace(repo, tmp_path / "s2", emit=events, checkpoint_policy=policy) as ws:
+        path = started(ws, "ex")
+        (path / "a.log").write_text("log\n")
+        (path / "build").mkdir()
+        (path / "build" / "out.o").write_text("obj\n")
+        (path / ".gitignore").write_text("secret.txt\n")
+        (path / "secret.txt").write_text("s\n")
+        (path / "big.bin").write_bytes(b"x" * 5000)
+        (path / "keep.txt").write_text("k\n")
+        cp = ws.checkpoint("ex")
+        files = git(repo, "ls-tree", "-r", "--name-only", cp.commit).split()
+        assert "keep.txt" in files and ".gitignore" in files
+        assert not {"a.log", "build/out.o", "secret.txt", "big.bin"} & set(files)
+        assert cp.skipped == ("big.bin",)
+        # restore leaves excluded files alone
+        (path / "keep.txt").unlink()
+        ws.restore("ex", cp.id)
+        assert (path / "keep.txt").exists() and (path / "a.log").exists() and (path / "big.bin").exists()
+    fsck(repo)
+
+
+def test_incremental_scan_rehashes_only_changes(ws: GitWorkspace) -> None:
+    path = started(ws, "inc")
+    for i in range(30):
+        (path / f"f{i}.txt").write_text(f"{i}\n")
+    store = ws.checkpoints_store
+    first = store.scan("inc", path)
+    # make the cache trustworthy (entries younger than the racy window are re-hashed)
+    cache = store.stat_cache("inc")
+    cache.save(first.cache, first_start := 10**19)
+    assert first_start
+    (path / "f3.txt").write_text("changed\n")
+    second = store.scan("inc", path)
+    assert second.hashed == 1
+    assert second.tree != first.tree
+
+
+def test_large_file_is_streamed(ws: GitWorkspace, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blobs, "SMALL_FILE", 1024)
+    monkeypatch.setattr(blobs, "CHUNK", 4096)
+    path = started(ws, "large")
+    data = os.urandom(100_000) + b"tail"
+    (path / "big.bin").write_bytes(data)
+    cp = ws.checkpoint("large")
+    sha = git(repo, "rev-parse", f"{cp.commit}:big.bin").strip()
+    assert git(repo, "hash-object", str(path / "big.bin")).strip() == sha
+    (path / "big.bin").write_bytes(b"other")
+    ws.restore("large", cp.id)
+    assert (path / "big.bin").read_bytes() == data
+
+
+def _random_edit(rng: random.Random, root: Path, step: int) -> None:
+    files = [p for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and ".git" not in p.parts]
+    for _ in range(rng.randint(1, 8)):
+        action = rng.choice(["add", "edit", "delete", "chmod", "link", "dir-to-file"])
+        if action == "add" or not files:
+            d = root / rng.choice(["", "src", "deep/er/dir", "n"])
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except (NotADirectoryError, FileExistsError):
+                continue
+            target = d / f"new{step}_{rng.randint(0, 999)}.txt"
+            if not target.is_symlink() and not target.is_dir():
+                target.write_bytes(os.urandom(rng.randint(0, 3000)))
+        elif action == "edit":
+            f = rng.choice(files)
+            if not f.is_symlink():
+                f.write_bytes(os.urandom(rng.randint(0, 2000)))
+        elif action == "delete":
+            f = rng.choice(files)
+            f.unlink()
+            files.remove(f)
+        elif action == "chmod":
+            f = rng.choice(files)
+            if not f.is_symlink():
+                f.chmod(f.stat().st_mode ^ 0o111)
+        elif action == "link":
+            target = root / f"ln{step}_{rng.randint(0, 99)}"
+            if not os.path.lexists(target):
+                os.symlink(rng.choice(["README.md", "missing", "src"]), target)
+        elif action == "dir-to-file":
+            d = root / "deep"
+            if d.is_dir() and not d.is_symlink():
+                import shutil
+
+                shutil.rmtree(d)
+                d.write_text("now a file\n")
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_restore_round_trip(ws: GitWorkspace, seed: int) -> None:
+    rng = random.Random(seed)
+    task = f"rt{seed}"
+    path = started(ws, task)
+    saved = []
+    for step in range(4):
+        _random_edit(rng, path, step)
+        cp = ws.checkpoint(task)
+        saved.append((cp.id, snapshot(path)))
+    for cp_id, expected in rng.sample(saved, len(saved)):
+        _random_edit(rng, path, 99)
+        ws.restore(task, cp_id)
+        assert snapshot(path) == expected, cp_id
+
+
+def test_restore_checkpoints_unsaved_work_first(ws: GitWorkspace, events: Events) -> None:
+    path = started(ws, "safe")
+    cp = ws.checkpoint("safe")
+    (path / "precious.txt").write_text("do not lose\n")
+    ws.restore("safe", cp.id)
+    assert not (path / "precious.txt").exists()
+    restored = events.of("checkpoint.restored")[0]
+    assert restored["safety_checkpoint"] == "cp-2"
+    ws.restore("safe", "cp-2")
+    assert (path / "precious.txt").read_text() == "do not lose\n"
+
+
+def test_unknown_checkpoint(ws: GitWorkspace) -> None:
+    started(ws, "nocp")
+    with pytest.raises(CheckpointNotFound, match="no checkpoint 'cp-9'"):
+        ws.restore("nocp", "cp-9")
+
+
+def test_retention_drops_objects(repo: Path, tmp_path: Path, events: Events) -> None:
+    policy = CheckpointPolicy(keep_last=2)
+    with GitWorkspace(repo, tmp_path / "s3", emit=events, checkpoint_policy=policy) as ws:
+        path = started(ws, "ret")
+        blobs_made = []
+        for i in range(4):
+            (path / "data.bin").write_bytes(os.urandom(2000) + bytes([i]))
+            ws.checkpoint("ret", f"n{i}")
+            blobs_made.append(git(repo, "hash-object", str(path / "data.bin")).strip())
+        cps = ws.checkpoints("ret")
+        assert [c.id for c in cps] == ["cp-3", "cp-4"]
+        assert [c.message for c in cps] == ["n2", "n3"]
+        assert events.of("checkpoint.pruned")[-1]["checkpoints"] == ["cp-2"]
+        ws.restore("ret", "cp-3")
+        assert git(repo, "hash-object", str(path / "data.bin")).strip() == blobs_made[2]
+    git(repo, "gc", "--prune=now", "-q")
+    assert git(repo, "cat-file", "-e", blobs_made[0], check=False) == ""
+    import subprocess
+
+    gone = subprocess.run(["git", "cat-file", "-e", blobs_made[0]], cwd=repo)
+    kept = subprocess.run(["git", "cat-file", "-e", blobs_made[3]], cwd=repo)
+    assert gone.returncode != 0 and kept.returncode == 0
+    fsck(repo)
+
+
+def test_storage_cap(repo: Path, tmp_path: Path) -> None:
+    policy = CheckpointPolicy(keep_last=None, max_bytes=5000)
+    with GitWorkspace(repo, tmp_path / "s4", checkpoint_policy=policy) as ws:
+        path = started(ws, "cap")
+        for i in range(5):
+            (path / f"r{i}.bin").write_bytes(os.urandom(3000))
+            ws.checkpoint("cap")
+        cps = ws.checkpoints("cap")
+        assert sum(c.bytes_added for c in cps) <= 5000 or len(cps) == 1
+        assert cps[-1].id == "cp-5"
+    fsck(repo)
+
+
+def test_branch_from_checkpoint(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "src-task")
+    (path / "idea.txt").write_text("idea\n")
+    cp = ws.checkpoint("src-task")
+    branch = ws.branch_from_checkpoint(cp.id, "fork", source_task_id="src-task")
+    assert branch == "task/fork"
+    fork = ws.add_worktree("fork", branch)
+    assert (fork / "idea.txt").read_text() == "idea\n"
+    assert "nothing to commit" in git(fork, "status")
+    assert git(repo, "rev-parse", f"{branch}^").strip() == cp.head
