@@ -123,6 +123,7 @@ def _random_edit(rng: random.Random, root: Path, step: int) -> None:
     files = [p for p in root.rglob("*") if (p.is_file() or p.is_symlink()) and ".git" not in p.parts]
     for _ in range(rng.randint(1, 8)):
         action = rng.choice(["add", "edit", "delete", "chmod", "link", "dir-to-file"])
+        files = [f for f in files if os.path.lexists(f)]  # an earlier action may have removed some
         if action == "add" or not files:
             d = root / rng.choice(["", "src", "deep/er/dir", "n"])
             try:
