@@ -11,13 +11,15 @@ from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward, find_merge_base
 from dulwich.index import Index, IndexEntry, update_working_tree
 from dulwich.merge import three_way_merge
-from dulwich.objects import Commit, ObjectID
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Commit, ObjectID, Tree
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees
 
 from armor_rx.errors import GitError, TransientError
 from armor_rx.sinks.git.refs import read_commit
+from armor_rx.sinks.git.restore import flatten_tree
 from armor_rx.sinks.git.scan import ScanResult
 
 MergeMode = Literal["none", "ff", "merge"]
@@ -142,14 +144,22 @@ def merge_into_base(
     else:
         bases = find_merge_base(repo, [base_tip, ObjectID(task_tip)])
         base_commit = read_commit(repo, bases[0]) if bases else None
-        tree, conflicts = three_way_merge(
-            repo.object_store, base_commit, read_commit(repo, base_tip), read_commit(repo, task_tip)
-        )
+        ours, theirs = read_commit(repo, base_tip), read_commit(repo, task_tip)
+        try:
+            tree, raw_conflicts = three_way_merge(repo.object_store, base_commit, ours, theirs)
+        except ImportError:
+            # dulwich's line-level merge needs the optional 'merge3' package;
+            # without it, merge whole files and call any file both sides
+            # changed a conflict — coarser, but never wrong.
+            merged_tree, conflicts = _file_level_merge(repo, base_commit, ours, theirs)
+        else:
+            conflicts = sorted(p.decode("utf-8", "replace") for p in raw_conflicts)
+            repo.object_store.add_object(tree)
+            merged_tree = tree.id
         if conflicts:
-            return False, None, "conflict", sorted(p.decode("utf-8", "replace") for p in conflicts)
-        repo.object_store.add_object(tree)
+            return False, None, "conflict", conflicts
         short = base_branch.removeprefix("refs/heads/")
-        merge = make_commit(repo, tree.id, [base_tip, task_tip], f"Merge branch '{branch}' into {short}", author)
+        merge = make_commit(repo, merged_tree, [base_tip, task_tip], f"Merge branch '{branch}' into {short}", author)
         new_tip = merge.id
         how = "merge"
     checkout = _checkout_of(repo, base_branch)
@@ -160,6 +170,43 @@ def merge_into_base(
     if checkout is not None:
         _sync_checkout(checkout, read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree)
     return True, new_tip, how, []
+
+
+def _file_level_merge(repo: Repo, base: Commit | None, ours: Commit, theirs: Commit) -> tuple[bytes, list[str]]:
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    old = flatten_tree(store, base.tree) if base is not None else {}
+    mine, yours = flatten_tree(store, ours.tree), flatten_tree(store, theirs.tree)
+    merged: dict[str, tuple[int, bytes]] = {}
+    conflicts: list[str] = []
+    for path in sorted(set(old) | set(mine) | set(yours)):
+        b, o, t = old.get(path), mine.get(path), yours.get(path)
+        pick = o if o == t or t == b else t if o == b else None
+        if pick is None:
+            conflicts.append(path)
+        else:
+            merged[path] = pick
+    # A file on one side where the other made a directory is a conflict too.
+    dirs = {p.rsplit("/", 1)[0] for p in merged if "/" in p}
+    dirs |= {d.rsplit("/", i)[0] for d in dirs for i in range(1, d.count("/") + 1)}
+    conflicts += sorted(p for p in merged if p in dirs)
+    return build_tree(store, merged), sorted(conflicts)
+
+
+def build_tree(store: DiskObjectStore, files: dict[str, tuple[int, bytes]]) -> bytes:
+    """Write the nested trees for ``{path: (mode, sha)}``; return the root tree id."""
+    children: dict[str, dict[str, tuple[int, bytes]]] = {}
+    tree = Tree()
+    for path, (mode, sha) in files.items():
+        head, sep, rest = path.partition("/")
+        if sep:
+            children.setdefault(head, {})[rest] = (mode, sha)
+        else:
+            tree.add(head.encode(), mode, ObjectID(sha))
+    for name, sub in children.items():
+        tree.add(name.encode(), 0o040000, ObjectID(build_tree(store, sub)))
+    store.add_object(tree)
+    return bytes(tree.id)
 
 
 def _checkout_of(repo: Repo, branch: str) -> str | None:

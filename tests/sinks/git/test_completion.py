@@ -1,0 +1,99 @@
+"""Completion: commit to the task branch, fast-forward / three-way merge / conflict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from armor_rx.errors import GitError
+from armor_rx.sinks.git import GitWorkspace
+
+from .conftest import Events, git, started
+
+
+def test_commit_only(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    path = started(ws, "done")
+    (path / "feature.txt").write_text("feature\n")
+    (path / "README.md").unlink()
+    result = ws.complete("done", "Add feature")
+    assert result.committed and not result.merged
+    assert git(repo, "log", "-1", "--format=%s|%an|%ae", "task/done").strip() == "Add feature|Armor Test|armor@example.com"
+    assert git(repo, "ls-tree", "-r", "--name-only", "task/done").split() == ["feature.txt", "link", "run.sh", "src/app.py"]
+    assert git(path, "status", "--porcelain") == ""  # index matches the new commit
+    assert git(repo, "rev-parse", "main").strip() != result.commit
+    assert events.of("git.commit.created")[0]["commit"] == result.commit
+    again = ws.complete("done", "nothing new")
+    assert not again.committed and again.commit == result.commit
+
+
+def test_fast_forward_updates_clean_user_checkout(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    path = started(ws, "ff")
+    (path / "ff.txt").write_text("ff\n")
+    result = ws.complete("ff", "ff work", merge="ff")
+    assert result.merged and result.reason == "fast-forward"
+    assert git(repo, "rev-parse", "main").strip() == result.commit
+    assert (repo / "ff.txt").read_text() == "ff\n"
+    assert git(repo, "status", "--porcelain") == ""
+    assert events.of("git.merge.completed")[0]["reason"] == "fast-forward"
+
+
+def test_ff_refused_when_diverged(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    path = started(ws, "noff")
+    (repo / "other.txt").write_text("main moved\n")
+    git(repo, "add", "other.txt")
+    git(repo, "commit", "-q", "-m", "main moves")
+    main_before = git(repo, "rev-parse", "main").strip()
+    (path / "mine.txt").write_text("mine\n")
+    result = ws.complete("noff", "mine", merge="ff")
+    assert not result.merged and result.reason == "not-fast-forward"
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    assert events.of("git.merge.conflict")[0]["reason"] == "not-fast-forward"
+
+
+def test_three_way_merge(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "three")
+    (repo / "other.txt").write_text("main moved\n")
+    git(repo, "add", "other.txt")
+    git(repo, "commit", "-q", "-m", "main moves")
+    (path / "mine.txt").write_text("mine\n")
+    result = ws.complete("three", "mine", merge="merge")
+    assert result.merged and result.reason == "merge"
+    assert git(repo, "rev-parse", "main").strip() == result.merge_commit
+    parents = git(repo, "log", "-1", "--format=%P", "main").split()
+    assert len(parents) == 2 and parents[1] == result.commit
+    assert sorted(git(repo, "ls-tree", "--name-only", "main").split()) == ["README.md", "link", "mine.txt", "other.txt", "run.sh", "src"]
+    assert (repo / "mine.txt").exists() and git(repo, "status", "--porcelain") == ""
+
+
+def test_conflict_changes_nothing(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    path = started(ws, "clash")
+    (repo / "README.md").write_text("main says this\n")
+    git(repo, "commit", "-q", "-am", "main edits readme")
+    main_before = git(repo, "rev-parse", "main").strip()
+    (path / "README.md").write_text("task says that\n")
+    result = ws.complete("clash", "task edits readme", merge="merge")
+    assert not result.merged and result.conflicts == ("README.md",)
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    assert (repo / "README.md").read_text() == "main says this\n"
+    assert git(repo, "status", "--porcelain") == ""
+    assert events.of("git.merge.conflict")[0]["paths"] == ["README.md"]
+    # the task's own commit is kept on its branch
+    assert git(repo, "show", "task/clash:README.md") == "task says that\n"
+
+
+def test_dirty_user_checkout_is_not_touched(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "careful")
+    (repo / "README.md").write_text("user is editing\n")
+    (path / "x.txt").write_text("x\n")
+    main_before = git(repo, "rev-parse", "main").strip()
+    result = ws.complete("careful", "x", merge="ff")
+    assert not result.merged and result.reason == "base-checkout-dirty"
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    assert (repo / "README.md").read_text() == "user is editing\n"
+
+
+def test_unknown_merge_mode(ws: GitWorkspace) -> None:
+    started(ws, "mode")
+    with pytest.raises(GitError, match="unknown merge mode"):
+        ws.complete("mode", "m", merge="octopus")  # type: ignore[arg-type]
