@@ -49,14 +49,10 @@ class GitEffect:
         if task_id is None:
             raise GitError(f"request {request.kind!r} ({request.id}) has no task id")
         payload = request.payload
-        original = self.workspace._emit
         # Route the workspace's events through this request so they carry its
-        # causation id; restored afterwards because the workspace is shared.
-        self.workspace._emit = lambda kind, _task, data: ctx.emit(kind, data)
-        try:
+        # causation id.
+        with self.workspace.routed(lambda kind, _task, data: ctx.emit(kind, data)):
             result = self._dispatch(request.kind, task_id, payload)
-        finally:
-            self.workspace._emit = original
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(result))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -63,7 +64,7 @@ class GitWorkspace:
         self.policy = checkpoint_policy or CheckpointPolicy()
         self._emit: Emit = emit or _no_emit
         self._repo: Repo | None = None
-        self._mutex = threading.Lock()
+        self._routes = threading.local()
         self.records = RecordStore(self.git_dir / "tasks")
 
     # -- lifecycle -------------------------------------------------------
@@ -101,7 +102,23 @@ class GitWorkspace:
         return self._repo
 
     def emit(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
-        self._emit(kind, task_id, payload)
+        """Send one event to the routed receiver of this thread, else to ``emit``."""
+        route: Emit | None = getattr(self._routes, "emit", None)
+        (route or self._emit)(kind, task_id, payload)
+
+    @contextmanager
+    def routed(self, emit: Emit) -> Iterator[None]:
+        """Send this thread's events to ``emit`` for the duration of the block.
+
+        Per thread, so the pipeline can apply requests of different tasks
+        concurrently through one shared workspace.
+        """
+        previous = getattr(self._routes, "emit", None)
+        self._routes.emit = emit
+        try:
+            yield
+        finally:
+            self._routes.emit = previous
 
     def _exclude_state_dir(self) -> None:
         # A state dir inside the repository (the default '.armor/') would show
@@ -133,7 +150,7 @@ class GitWorkspace:
         return self._create_branch_at(task_id, sha, base_ref, base_branch.decode() if base_branch else None)
 
     def _create_branch_at(self, task_id: str, sha: bytes, base_ref: str, base_branch: str | None) -> str:
-        allocator = BranchAllocator(self.repo_path, self.git_dir / "locks" / "branches.lock", self.author, self._emit)
+        allocator = BranchAllocator(self.repo_path, self.git_dir / "locks" / "branches.lock", self.author, self.emit)
         branch = allocator.create(task_id, sha, base_ref)
         with self._task_lock(task_id):
             old = self.records.get(task_id)
