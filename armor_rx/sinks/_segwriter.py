@@ -1,0 +1,118 @@
+"""The write side of the event log: the open segment, rotation and fsync.
+
+Used by one thread at a time (the group-commit thread, or an appender holding
+the log's lock), so it has no lock of its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from armor_rx.sinks._logfile import segment_name
+
+
+class SegmentWriter:
+    """Appends byte lines to the current segment, starting a new one past ``segment_bytes``.
+
+    ``fsync`` is False for the ``none`` policy: then nothing here calls fsync.
+    Any ``OSError`` propagates; the caller decides what it means for the log.
+    """
+
+    def __init__(self, directory: Path, segment_bytes: int, fsync: bool) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.path = directory
+        self.size = 0
+        self.fsyncs = 0
+        self.bytes = 0
+        self._fd = -1
+
+    def open(self, path: Path, size: int) -> None:
+        """Continue appending to an existing, already verified segment of ``size`` bytes."""
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        self.path, self.size = path, size
+
+    def create(self, first_seq: int) -> None:
+        """Start a new segment for events from ``first_seq`` on."""
+        path = self.directory / segment_name(first_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self.path, self.size = path, os.fstat(self._fd).st_size
+        if self.fsync:
+            # The new name must survive a crash as surely as the lines in it.
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def write(self, seqs: Sequence[int], lines: Sequence[bytes], data: bytes | None = None) -> None:
+        """Write ``lines`` (``seqs[i]`` is the first seq in ``lines[i]``) and fsync once.
+
+        ``data`` is ``b"".join(lines)`` when the caller already has it. A line
+        group never straddles two segments; a new segment starts before the
+        first group that would begin at or past ``segment_bytes``.
+        """
+        if data is None:
+            data = lines[0] if len(lines) == 1 else b"".join(lines)
+        path, size = self.path, self.size
+        try:
+            if self.size + len(data) - len(lines[-1]) < self.segment_bytes:
+                self._write_all(data)  # every group starts below the limit: no rotation
+            else:
+                self._write_rotating(seqs, lines)
+            if self.fsync:
+                os.fsync(self._fd)
+                self.fsyncs += 1
+        except OSError:
+            if self.path == path:
+                # Best effort: unacknowledged bytes should not come back after
+                # a restart; if this fails too, recovery cuts the torn tail.
+                try:
+                    os.ftruncate(self._fd, size)
+                    self.size = size
+                except OSError:
+                    pass
+            raise
+
+    def _write_rotating(self, seqs: Sequence[int], lines: Sequence[bytes]) -> None:
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+        for first, line in zip(seqs, lines):
+            if self.size + chunk_bytes >= self.segment_bytes:
+                if chunk:
+                    self._write_all(b"".join(chunk))
+                    chunk, chunk_bytes = [], 0
+                self._rotate(first)
+            chunk.append(line)
+            chunk_bytes += len(line)
+        self._write_all(b"".join(chunk))
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                if self.fsync:
+                    os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+        self.bytes += len(data)
+
+    def _rotate(self, first_seq: int) -> None:
+        # The old segment is durable before the new one exists, so a crash can
+        # leave a torn tail only in the last segment.
+        if self.fsync:
+            os.fsync(self._fd)
+            self.fsyncs += 1
+        os.close(self._fd)
+        self._fd = -1
+        self.create(first_seq)
