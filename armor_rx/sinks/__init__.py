@@ -7,6 +7,20 @@ live, and the lock that keeps one writer) and :class:`DeadLetterLog` (events
 whose effects failed for good, kept for re-driving).
 """
 
+from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy, LogStats, TailRepair
+from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
+from armor_rx.sinks.statedir import StateDir
 
-__all__ = ["EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterLog",
+    "EventLog",
+    "FsyncPolicy",
+    "LogStats",
+    "RecoveryReport",
+    "SnapshotStore",
+    "StateDir",
+    "TailRepair",
+    "recover_registry",
+]

@@ -342,6 +342,11 @@ class EventLog:
         return self._tail.position - 1 if self._tail.expected is not None else 0
 
     @property
+    def is_open(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop` (and while no write has failed)."""
+        return self._state == "open"
+
+    @property
     def stats(self) -> LogStats:
         """Counters since start, e.g. ``stats.mean_batch`` (events per group commit)."""
         return LogStats(self._events, self._flushes, self._writer.fsyncs, self._writer.bytes)

@@ -1,0 +1,178 @@
+"""The task registry saved at a log position, and recovery that decides whether to trust it.
+
+The event log is the truth; a snapshot only saves replaying it from the
+start. So a snapshot that is missing, damaged, or ahead of the log is never
+an error at startup: :func:`recover_registry` rebuilds from the log instead
+and says so.
+
+    >>> import tempfile, pathlib
+    >>> from armor_rx.model import Registry
+    >>> store = SnapshotStore(pathlib.Path(tempfile.mkdtemp()) / "snapshot.json")
+    >>> store.save(Registry(seq=0))
+    >>> store.load().seq
+    0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from armor_rx.errors import SnapshotError
+from armor_rx.model import Registry, TaskRecord
+from armor_rx.sinks.eventlog import EventLog
+
+SCHEMA = 1
+SNAPSHOT_PLUS_TAIL = "snapshot + log tail"
+REBUILD = "rebuild from log"
+_logger = structlog.get_logger("armor_rx.snapshot")
+
+
+def _canonical(schema: Any, seq: Any, tasks: Any) -> bytes:
+    return orjson.dumps({"schema": schema, "seq": seq, "tasks": tasks}, option=orjson.OPT_SORT_KEYS)
+
+
+class _Unusable(Exception):
+    """Why a snapshot cannot be used, in a few words (for reports)."""
+
+
+class SnapshotStore:
+    """Saves and loads one snapshot file (``snapshot.json`` in the state directory)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def save(self, registry: Registry) -> None:
+        """Write ``registry`` atomically: a crash leaves the old snapshot or the new one, whole.
+
+        The file is ``{"schema":1,"seq":..,"tasks":[...],"sha256":..}`` where the
+        hash covers the canonical (sorted-key) JSON of the other three fields.
+        Raises :class:`SnapshotError` on an I/O error.
+        """
+        tasks = registry.to_list()
+        digest = hashlib.sha256(_canonical(SCHEMA, registry.seq, tasks)).hexdigest()
+        data = orjson.dumps({"schema": SCHEMA, "seq": registry.seq, "tasks": tasks, "sha256": digest})
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+            # The rename is durable only once the directory entry is.
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise SnapshotError(f"cannot write the snapshot {self.path}: {exc}; the event log still has every event") from exc
+
+    def load(self) -> Registry:
+        """The saved registry. Raises :class:`SnapshotError` saying what is wrong.
+
+        Missing, unreadable, not JSON, an unknown schema, a checksum mismatch
+        or a task record that does not parse are all errors; none of them
+        loses data, since the registry can be rebuilt from the event log.
+        """
+        try:
+            return self._load()
+        except _Unusable as exc:
+            raise SnapshotError(
+                f"{exc} ({self.path}); delete it to have it rebuilt from the event log, "
+                "which happens on its own when a session starts"
+            ) from None
+
+    def _load(self) -> Registry:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            raise _Unusable("no snapshot") from None
+        except OSError as exc:
+            raise _Unusable(f"snapshot unreadable: {exc.strerror or exc}") from None
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _Unusable("snapshot is not valid JSON (truncated or damaged)") from None
+        if not isinstance(data, dict):
+            raise _Unusable("snapshot is not a JSON object")
+        if data.get("schema") != SCHEMA:
+            raise _Unusable(f"snapshot schema {data.get('schema')!r} is not {SCHEMA}")
+        seq, tasks, digest = data.get("seq"), data.get("tasks"), data.get("sha256")
+        if hashlib.sha256(_canonical(data["schema"], seq, tasks)).hexdigest() != digest:
+            raise _Unusable("snapshot checksum mismatch")
+        if not isinstance(seq, int) or seq < 0 or not isinstance(tasks, list):
+            raise _Unusable("snapshot has no valid seq or task list")
+        try:
+            records = [TaskRecord.from_dict(task) for task in tasks]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _Unusable(f"snapshot has a task record that does not parse ({exc!r})") from None
+        return Registry({record.task_id: record for record in records}, seq)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What :func:`recover_registry` considered, what it chose, and why."""
+
+    options: tuple[str, ...]
+    chosen: str
+    reason: str
+    snapshot_seq: int | None
+    log_seq: int
+    replayed: int
+
+
+def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, RecoveryReport]:
+    """The registry as of the log's last event, from the snapshot if it can be trusted.
+
+    The snapshot is used when it loads, its checksum verifies and its seq is
+    not past the log's end; then only the events after it are replayed.
+    Otherwise the registry is rebuilt from the whole log. The report names the
+    options, the choice and the reason. Raises what the log raises
+    (:class:`LogCorrupt`) or a lifecycle error if the log itself does not fold.
+    """
+    options = (SNAPSHOT_PLUS_TAIL, REBUILD)
+    log_seq = log.last_seq
+    snapshot_seq: int | None = None
+    try:
+        registry = store._load()
+        snapshot_seq = registry.seq
+        if registry.seq > log_seq:
+            raise _Unusable(f"snapshot at seq {registry.seq} is ahead of the log (seq {log_seq})")
+        replayed = 0
+        for event in log.read(registry.seq + 1, log_seq):
+            registry.apply(event)
+            replayed += 1
+    except _Unusable as exc:
+        reason = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a snapshot the log disagrees with is rebuilt, whatever the error
+        if snapshot_seq is None:
+            raise
+        reason = f"the log after the snapshot (seq {snapshot_seq}) does not apply to it: {exc}"
+    else:
+        reason = f"snapshot at seq {snapshot_seq} verified; replayed {replayed} later event(s)"
+        report = RecoveryReport(options, SNAPSHOT_PLUS_TAIL, reason, snapshot_seq, log_seq, replayed)
+        _logger.info("registry recovered", chosen=report.chosen, reason=reason, snapshot_seq=snapshot_seq, log_seq=log_seq, replayed=replayed)
+        return registry, report
+    registry = Registry()
+    replayed = 0
+    for event in log.read(1, log_seq):
+        registry.apply(event)
+        replayed += 1
+    report = RecoveryReport(options, REBUILD, reason, snapshot_seq, log_seq, replayed)
+    log_choice = _logger.info if reason == "no snapshot" else _logger.warning
+    log_choice("registry recovered", chosen=report.chosen, reason=reason, snapshot_seq=snapshot_seq, log_seq=log_seq, replayed=replayed)
+    return registry, report
