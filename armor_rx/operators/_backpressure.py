@@ -90,42 +90,51 @@ class _Buffer(Generic[_T]):
 
     def on_next(self, item: _T) -> None:
         self._stats.add(received=1)
-        with self._lock:
-            queue = self._queue
-            if self._closed or self._overflow or self._terminal is not None:
+        # Explicit acquire/release in the per-item paths: a ``with`` block
+        # allocates a bound ``__exit__`` on every entry.
+        self._lock.acquire()
+        try:
+            self._offer(item)
+        finally:
+            self._lock.release()
+
+    def _offer(self, item: _T) -> None:
+        """Queue ``item`` or apply the policy; lock held."""
+        queue = self._queue
+        if self._closed or self._overflow or self._terminal is not None:
+            self._drop(1)
+            return
+        if len(queue) >= self._max:
+            policy = self._policy
+            if policy == "block":
+                self._producers_waiting += 1
+                while len(queue) >= self._max and not self._closed:
+                    self._not_full.wait()
+                self._producers_waiting -= 1
+                if self._closed:
+                    self._drop(1)
+                    return
+            elif policy == "drop_oldest":
+                queue.popleft()
+                self._drop(1)
+            elif policy == "drop_newest":
                 self._drop(1)
                 return
-            if len(queue) >= self._max:
-                policy = self._policy
-                if policy == "block":
-                    self._producers_waiting += 1
-                    while len(queue) >= self._max and not self._closed:
-                        self._not_full.wait()
-                    self._producers_waiting -= 1
-                    if self._closed:
-                        self._drop(1)
-                        return
-                elif policy == "drop_oldest":
-                    queue.popleft()
-                    self._drop(1)
-                elif policy == "drop_newest":
-                    self._drop(1)
-                    return
-                elif policy == "latest":
-                    self._drop(len(queue))
-                    queue.clear()
-                else:  # "error": what is queued is lost with the stream
-                    self._overflow = True
-                    self._drop(len(queue) + 1)
-                    queue.clear()
-                    self._not_empty.notify()
-                    return
-            queue.append(item)
-            if len(queue) > self._high:
-                self._high = len(queue)
-                self._stats.saw_queue_length(self._high)
-            if self._consumer_waiting:
+            elif policy == "latest":
+                self._drop(len(queue))
+                queue.clear()
+            else:  # "error": what is queued is lost with the stream
+                self._overflow = True
+                self._drop(len(queue) + 1)
+                queue.clear()
                 self._not_empty.notify()
+                return
+        queue.append(item)
+        if len(queue) > self._high:
+            self._high = len(queue)
+            self._stats.saw_queue_length(self._high)
+        if self._consumer_waiting:
+            self._not_empty.notify()
 
     def _finish(self, error: Exception | None) -> None:
         with self._lock:
@@ -188,7 +197,8 @@ class _Buffer(Generic[_T]):
             while True:
                 item: object = _NOTHING
                 end: tuple[Exception | None] | None = None
-                with self._lock:
+                self._lock.acquire()  # not ``with``: see on_next
+                try:
                     self._wait_for_work()
                     if self._closed:
                         return
@@ -203,6 +213,8 @@ class _Buffer(Generic[_T]):
                     report = self._due_report(final=end is not None)
                     if end is not None:
                         self._close()
+                finally:
+                    self._lock.release()
                 if report is not None:
                     assert self._on_drop is not None
                     self._on_drop(report)
