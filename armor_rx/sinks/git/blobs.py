@@ -59,7 +59,12 @@ def _install(store: DiskObjectStore, tmp: str, sha: bytes) -> int:
 
 def write_blob_bytes(store: DiskObjectStore, data: bytes) -> tuple[bytes, int]:
     """Store ``data`` as a blob; return ``(sha, bytes added to the store)``."""
-    header = b"blob %d\x00" % len(data)
+    return write_object_bytes(store, b"blob", data)
+
+
+def write_object_bytes(store: DiskObjectStore, kind: bytes, data: bytes) -> tuple[bytes, int]:
+    """Store ``data`` as a loose object of type ``kind``; return ``(sha, bytes added)``."""
+    header = kind + b" %d\x00" % len(data)
     sha = hashlib.sha1(header + data).hexdigest().encode()
     if has_object(store, sha):
         return sha, 0

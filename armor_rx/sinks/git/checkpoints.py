@@ -150,8 +150,9 @@ class CheckpointStore:
         cache = self.stat_cache(task_id)
         started = scan_start()
         tracked = _TrackedPaths(worktree)
-        result = scan_worktree(worktree, self.store, cache.load(), policy or self.policy.scan_policy(), tracked)
-        cache.save(result.cache, started)
+        entries, trees = cache.load_all(self.store)
+        result = scan_worktree(worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees)
+        cache.save(result.cache, started, result.trees, result.tree)
         return result
 
     def history(self, task_id: str) -> list[Checkpoint]:

@@ -8,6 +8,7 @@ directory, so it never fights with the git CLI over the real index.
 
 from __future__ import annotations
 
+import binascii
 import os
 import stat as st
 import time
@@ -19,19 +20,20 @@ import orjson
 import pathspec
 from dulwich.index import read_submodule_head
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import ObjectID, Tree
 
 from armor_rx.errors import GitError
-from armor_rx.sinks.git.blobs import FileChanged, has_object, write_blob_bytes, write_blob_from_file
+from armor_rx.sinks.git.blobs import FileChanged, has_object, write_blob_bytes, write_blob_from_file, write_object_bytes
 
 # A file modified within this window before a scan began may have been changed
 # again in the same timestamp tick after we hashed it; such entries are not
 # trusted next time (git calls this the "racy" case).
 RACY_NS = 1_000_000_000
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 # Cache entry: [mtime_ns, ctime_ns, size, ino, dev, uid, gid, mode, sha]
 CacheEntry = list[object]
+# Tree entry: [names in the directory, tree sha]
+TreeEntry = list[object]
 
 
 @dataclass(frozen=True)
@@ -56,33 +58,61 @@ class ScanResult:
     tree: bytes
     files: dict[str, tuple[int, bytes]]
     cache: dict[str, CacheEntry]
+    trees: dict[str, TreeEntry] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     hashed: int = 0
     bytes_added: int = 0
 
 
 class StatCache:
-    """The per-task stat cache, stored as JSON next to the other git state."""
+    """The per-task stat cache, stored as JSON next to the other git state.
+
+    Besides per-file stat entries it keeps, per directory, the names it held
+    and its tree id, so an unchanged directory's tree is reused without being
+    rebuilt. The root tree id is kept too: if ``git gc`` has removed it, the
+    objects the cache points at may be gone as well, and the cache is dropped.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> dict[str, CacheEntry]:
+    def load(self, store: DiskObjectStore | None = None) -> dict[str, CacheEntry]:
+        return self.load_all(store)[0]
+
+    def load_all(self, store: DiskObjectStore | None = None) -> tuple[dict[str, CacheEntry], dict[str, TreeEntry]]:
         try:
             data = orjson.loads(self.path.read_bytes())
         except (FileNotFoundError, orjson.JSONDecodeError):
-            return {}  # a lost cache only costs a full re-hash
+            return {}, {}  # a lost cache only costs a full re-hash
         if data.get("version") != CACHE_VERSION:
-            return {}
+            return {}, {}
+        root = data.get("root")
+        if store is not None and (not isinstance(root, str) or not has_object(store, root.encode())):
+            return {}, {}
         limit = int(data.get("scan_start_ns", 0)) - RACY_NS
         entries: dict[str, CacheEntry] = data.get("entries", {})
-        return {p: e for p, e in entries.items() if int(e[0]) < limit}  # type: ignore[call-overload]
+        fresh = {p: e for p, e in entries.items() if int(e[0]) < limit}  # type: ignore[call-overload]
+        return fresh, data.get("trees", {})
 
-    def save(self, entries: dict[str, CacheEntry], scan_start_ns: int) -> None:
+    def save(
+        self,
+        entries: dict[str, CacheEntry],
+        scan_start_ns: int,
+        trees: dict[str, TreeEntry] | None = None,
+        root: bytes | None = None,
+    ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(
-            orjson.dumps({"version": CACHE_VERSION, "scan_start_ns": scan_start_ns, "entries": entries})
+            orjson.dumps(
+                {
+                    "version": CACHE_VERSION,
+                    "scan_start_ns": scan_start_ns,
+                    "root": root.decode() if root else None,
+                    "entries": entries,
+                    "trees": trees or {},
+                }
+            )
         )
         os.replace(tmp, self.path)
 
@@ -130,21 +160,22 @@ def scan_worktree(
     cache: dict[str, CacheEntry],
     policy: ScanPolicy,
     tracked: Callable[[str], bool] = lambda _: False,
+    trees: dict[str, TreeEntry] | None = None,
 ) -> ScanResult:
     """Write every kept file of ``root`` as blobs and trees; return the root tree.
 
-    Files whose stat matches ``cache`` are not read. ``tracked(path)`` says
-    whether git tracks a path (or, for ``"dir/"``, anything under it); it is
-    only asked about ignored paths. Raises :class:`GitError` if a file keeps
-    changing while it is read or cannot be read.
+    Files whose stat matches ``cache`` are not read, and directories whose
+    files all matched and whose names match ``trees`` reuse their tree id.
+    ``tracked(path)`` says whether git tracks a path (or, for ``"dir/"``,
+    anything under it); it is only asked about ignored paths. Raises
+    :class:`GitError` if a file keeps changing while it is read or cannot be read.
     """
     result = ScanResult(tree=b"", files={}, cache={})
     ignore = _Ignore(policy, tracked)
-    empty = Tree()
-    tree = _scan_dir(str(root), "", store, cache, policy, ignore, result)
+    tree, _ = _scan_dir(str(root), "", store, cache, trees or {}, policy, ignore, result)
     if tree is None:
-        store.add_object(empty)
-        tree = empty.id
+        tree, _ = write_object_bytes(store, b"tree", b"")
+        result.trees[""] = [[], tree.decode()]
     result.tree = tree
     return result
 
@@ -154,13 +185,16 @@ def _scan_dir(
     rel_dir: str,
     store: DiskObjectStore,
     cache: dict[str, CacheEntry],
+    trees: dict[str, TreeEntry],
     policy: ScanPolicy,
     ignore: _Ignore,
     result: ScanResult,
-) -> bytes | None:
+) -> tuple[bytes | None, bool]:
+    """Scan one directory; return ``(tree id or None if empty, changed)``."""
     pushed = ignore.push_dir(abs_dir, rel_dir)
-    tree = Tree()
-    count = 0
+    # (sort key, mode, name, sha) — git orders a directory as if named "name/".
+    items: list[tuple[bytes, int, bytes, bytes]] = []
+    changed = False
     try:
         entries = list(os.scandir(abs_dir))
     except OSError as exc:
@@ -178,17 +212,18 @@ def _scan_dir(
         if st.S_ISDIR(mode):
             if ignore.excluded(rel, True):
                 continue
+            bname = os.fsencode(name)
             if os.path.lexists(os.path.join(entry.path, ".git")):
                 head = read_submodule_head(entry.path)
                 if head is not None:
-                    tree.add(os.fsencode(name), 0o160000, ObjectID(head))
+                    items.append((bname, 0o160000, bname, head))
                     result.files[rel] = (0o160000, head)
-                    count += 1
+                    changed = True  # rare enough not to cache
                 continue
-            sub = _scan_dir(entry.path, rel, store, cache, policy, ignore, result)
+            sub, sub_changed = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
             if sub is not None:
-                tree.add(os.fsencode(name), st.S_IFDIR, ObjectID(sub))
-                count += 1
+                items.append((bname + b"/", 0o40000, bname, sub))
+                changed = changed or sub_changed
             continue
         if not (st.S_ISREG(mode) or st.S_ISLNK(mode)):
             continue  # sockets, fifos, devices have no git representation
@@ -197,22 +232,29 @@ def _scan_dir(
         if policy.max_file_size is not None and st.S_ISREG(mode) and info.st_size > policy.max_file_size:
             result.skipped.append(rel)
             continue
-        sha, git_mode, info = _blob_for(entry.path, rel, info, store, cache, result)
-        tree.add(os.fsencode(name), git_mode, ObjectID(sha))
+        record, hit = _blob_for(entry.path, rel, info, store, cache, result)
+        sha = str(record[8]).encode()
+        git_mode = int(record[7])  # type: ignore[call-overload]
+        bname = os.fsencode(name)
+        items.append((bname, git_mode, bname, sha))
         result.files[rel] = (git_mode, sha)
-        result.cache[rel] = [
-            info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino,
-            info.st_dev, info.st_uid, info.st_gid, git_mode, sha.decode(),
-        ]
-        count += 1
+        result.cache[rel] = record
+        changed = changed or not hit
     if pushed:
         ignore.stack.pop()
-    if count == 0:
-        return None  # git has no empty trees; an empty directory is not recorded
-    tree_id: bytes = tree.id
-    if not has_object(store, tree_id):
-        store.add_object(tree)
-    return tree_id
+    if not items:
+        return None, True  # git has no empty trees; an empty directory is not recorded
+    items.sort()
+    names = [n.decode("utf-8", "surrogateescape") for n, _, _, _ in items]
+    previous = trees.get(rel_dir)
+    if not changed and previous is not None and previous[0] == names:
+        tree_id = str(previous[1]).encode()
+        result.trees[rel_dir] = previous
+        return tree_id, False
+    raw = b"".join(b"%o %s\x00%s" % (m, n, binascii.unhexlify(h)) for _, m, n, h in items)
+    tree_id, _ = write_object_bytes(store, b"tree", raw)
+    result.trees[rel_dir] = [names, tree_id.decode()]
+    return tree_id, previous is None or str(previous[1]).encode() != tree_id
 
 
 def _blob_for(
@@ -222,20 +264,21 @@ def _blob_for(
     store: DiskObjectStore,
     cache: dict[str, CacheEntry],
     result: ScanResult,
-) -> tuple[bytes, int, os.stat_result]:
+) -> tuple[CacheEntry, bool]:
+    """The cache entry for one file (re-hashing it if its stat changed) and whether it was a hit."""
     for _ in range(5):
         is_link = st.S_ISLNK(info.st_mode)
-        git_mode = 0o120000 if is_link else file_mode(info.st_mode)
+        git_mode = 0o120000 if is_link else (0o100755 if info.st_mode & st.S_IXUSR else 0o100644)
         hit = cache.get(rel)
         if (
             hit is not None
             and hit[0] == info.st_mtime_ns
-            and hit[1] == info.st_ctime_ns
             and hit[2] == info.st_size
+            and hit[1] == info.st_ctime_ns
             and hit[3] == info.st_ino
             and hit[7] == git_mode
         ):
-            return str(hit[8]).encode(), git_mode, info
+            return hit, True
         try:
             if is_link:
                 sha, added = write_blob_bytes(store, os.fsencode(os.readlink(path)))
@@ -248,7 +291,10 @@ def _blob_for(
             raise GitError(f"cannot read {path}: {exc}; fix its permissions or exclude it") from None
         result.hashed += 1
         result.bytes_added += added
-        return sha, git_mode, info
+        return [
+            info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino,
+            info.st_dev, info.st_uid, info.st_gid, git_mode, sha.decode(),
+        ], False
     raise GitError(f"{path} kept changing while it was read; stop the writer and retry the checkpoint")
 
 

@@ -325,7 +325,8 @@ class GitWorkspace:
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
             files = flatten_tree(store.store, target.tree.encode())
             stats = materialize(path, store.store, current.files, files, current.cache)
-            store.stat_cache(task_id).save(current.cache, started)
+            # Directory trees changed under the cache: keep file entries, rebuild trees next time.
+            store.stat_cache(task_id).save(current.cache, started, {}, target.tree.encode())
         self.emit(
             "checkpoint.restored",
             task_id,
