@@ -199,7 +199,7 @@ class CheckpointStore:
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, len(result.files), result.bytes_added, len(result.skipped)),
+            _message(task_id, seq, message or "", head, result.count, result.bytes_added, len(result.skipped)),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import os
 import stat as st
+from stat import S_ISDIR, S_ISLNK, S_ISREG, S_IXUSR
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,15 +54,29 @@ class ScanPolicy:
 
 @dataclass
 class ScanResult:
-    """A scanned worktree: its tree id and, per file, ``(mode, sha)``."""
+    """A scanned worktree: its tree id, and the stat entries of the files in it.
+
+    ``files`` maps each path to ``(mode, sha)``, submodules included.
+    """
 
     tree: bytes
-    files: dict[str, tuple[int, bytes]]
     cache: dict[str, CacheEntry]
+    links: dict[str, bytes] = field(default_factory=dict)
     trees: dict[str, TreeEntry] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     hashed: int = 0
     bytes_added: int = 0
+
+    @property
+    def files(self) -> dict[str, tuple[int, bytes]]:
+        # Built on demand: a plain checkpoint never needs it, restore does.
+        out = {p: (int(e[7]), str(e[8]).encode()) for p, e in self.cache.items()}  # type: ignore[call-overload]
+        out.update({p: (0o160000, sha) for p, sha in self.links.items()})
+        return out
+
+    @property
+    def count(self) -> int:
+        return len(self.cache) + len(self.links)
 
 
 class StatCache:
@@ -170,7 +185,7 @@ def scan_worktree(
     anything under it); it is only asked about ignored paths. Raises
     :class:`GitError` if a file keeps changing while it is read or cannot be read.
     """
-    result = ScanResult(tree=b"", files={}, cache={})
+    result = ScanResult(tree=b"", cache={})
     ignore = _Ignore(policy, tracked)
     tree, _ = _scan_dir(str(root), "", store, cache, trees or {}, policy, ignore, result)
     if tree is None:
@@ -190,10 +205,19 @@ def _scan_dir(
     ignore: _Ignore,
     result: ScanResult,
 ) -> tuple[bytes | None, bool]:
-    """Scan one directory; return ``(tree id or None if empty, changed)``."""
+    """Scan one directory; return ``(tree id or None if empty, changed)``.
+
+    This loop runs once per file on every checkpoint, so it is written for
+    speed: names stay ``str``, and the tree is only serialised when something
+    in the directory changed.
+    """
     pushed = ignore.push_dir(abs_dir, rel_dir)
-    # (sort key, mode, name, sha) — git orders a directory as if named "name/".
-    items: list[tuple[bytes, int, bytes, bytes]] = []
+    filtering = ignore.user is not None or bool(ignore.stack)
+    max_size = policy.max_file_size
+    prefix = rel_dir + "/" if rel_dir else ""
+    out_cache = result.cache
+    # (sort key, mode, name, hex sha) — git orders a directory as if named "name/".
+    items: list[tuple[str, int, str, str]] = []
     changed = False
     try:
         entries = list(os.scandir(abs_dir))
@@ -203,82 +227,72 @@ def _scan_dir(
         name = entry.name
         if name == ".git":
             continue  # the worktree's link to the repository, or a nested repo's
-        rel = f"{rel_dir}/{name}" if rel_dir else name
+        rel = prefix + name
         try:
             info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue  # deleted while we looked: it is simply not in this snapshot
         mode = info.st_mode
-        if st.S_ISDIR(mode):
-            if ignore.excluded(rel, True):
+        if S_ISDIR(mode):
+            if filtering and ignore.excluded(rel, True):
                 continue
-            bname = os.fsencode(name)
             if os.path.lexists(os.path.join(entry.path, ".git")):
                 head = read_submodule_head(entry.path)
                 if head is not None:
-                    items.append((bname, 0o160000, bname, head))
-                    result.files[rel] = (0o160000, head)
+                    items.append((name, 0o160000, name, head.decode()))
+                    result.links[rel] = head
                     changed = True  # rare enough not to cache
                 continue
             sub, sub_changed = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
             if sub is not None:
-                items.append((bname + b"/", 0o40000, bname, sub))
+                items.append((name + "/", 0o40000, name, sub.decode()))
                 changed = changed or sub_changed
             continue
-        if not (st.S_ISREG(mode) or st.S_ISLNK(mode)):
+        is_link = S_ISLNK(mode)
+        if not (is_link or S_ISREG(mode)):
             continue  # sockets, fifos, devices have no git representation
-        if ignore.excluded(rel, False):
+        if filtering and ignore.excluded(rel, False):
             continue
-        if policy.max_file_size is not None and st.S_ISREG(mode) and info.st_size > policy.max_file_size:
+        if max_size is not None and not is_link and info.st_size > max_size:
             result.skipped.append(rel)
             continue
-        record, hit = _blob_for(entry.path, rel, info, store, cache, result)
-        sha = str(record[8]).encode()
-        git_mode = int(record[7])  # type: ignore[call-overload]
-        bname = os.fsencode(name)
-        items.append((bname, git_mode, bname, sha))
-        result.files[rel] = (git_mode, sha)
-        result.cache[rel] = record
-        changed = changed or not hit
+        git_mode = 0o120000 if is_link else (0o100755 if mode & S_IXUSR else 0o100644)
+        record = cache.get(rel)
+        if (
+            record is None
+            or record[0] != info.st_mtime_ns
+            or record[2] != info.st_size
+            or record[1] != info.st_ctime_ns
+            or record[3] != info.st_ino
+            or record[7] != git_mode
+        ):
+            record = _blob_for(entry.path, info, store, result)
+            changed = True
+        items.append((name, record[7], name, record[8]))  # type: ignore[arg-type]
+        out_cache[rel] = record
     if pushed:
         ignore.stack.pop()
     if not items:
         return None, True  # git has no empty trees; an empty directory is not recorded
     items.sort()
-    names = [n.decode("utf-8", "surrogateescape") for n, _, _, _ in items]
+    names = [item[0] for item in items]
     previous = trees.get(rel_dir)
     if not changed and previous is not None and previous[0] == names:
-        tree_id = str(previous[1]).encode()
         result.trees[rel_dir] = previous
-        return tree_id, False
-    raw = b"".join(b"%o %s\x00%s" % (m, n, binascii.unhexlify(h)) for _, m, n, h in items)
+        return str(previous[1]).encode(), False
+    raw = b"".join(
+        b"%o %s\x00%s" % (m, os.fsencode(n), binascii.unhexlify(h)) for _, m, n, h in items
+    )
     tree_id, _ = write_object_bytes(store, b"tree", raw)
     result.trees[rel_dir] = [names, tree_id.decode()]
     return tree_id, previous is None or str(previous[1]).encode() != tree_id
 
 
-def _blob_for(
-    path: str,
-    rel: str,
-    info: os.stat_result,
-    store: DiskObjectStore,
-    cache: dict[str, CacheEntry],
-    result: ScanResult,
-) -> tuple[CacheEntry, bool]:
-    """The cache entry for one file (re-hashing it if its stat changed) and whether it was a hit."""
+def _blob_for(path: str, info: os.stat_result, store: DiskObjectStore, result: ScanResult) -> CacheEntry:
+    """Hash and store one file whose stat did not match the cache; return its cache entry."""
     for _ in range(5):
-        is_link = st.S_ISLNK(info.st_mode)
-        git_mode = 0o120000 if is_link else (0o100755 if info.st_mode & st.S_IXUSR else 0o100644)
-        hit = cache.get(rel)
-        if (
-            hit is not None
-            and hit[0] == info.st_mtime_ns
-            and hit[2] == info.st_size
-            and hit[1] == info.st_ctime_ns
-            and hit[3] == info.st_ino
-            and hit[7] == git_mode
-        ):
-            return hit, True
+        is_link = S_ISLNK(info.st_mode)
+        git_mode = 0o120000 if is_link else (0o100755 if info.st_mode & S_IXUSR else 0o100644)
         try:
             if is_link:
                 sha, added = write_blob_bytes(store, os.fsencode(os.readlink(path)))
@@ -294,7 +308,7 @@ def _blob_for(
         return [
             info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino,
             info.st_dev, info.st_uid, info.st_gid, git_mode, sha.decode(),
-        ], False
+        ]
     raise GitError(f"{path} kept changing while it was read; stop the writer and retry the checkpoint")
 
 

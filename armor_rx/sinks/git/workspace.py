@@ -231,7 +231,8 @@ class GitWorkspace:
 
     def _count_changes(self, scan: ScanResult, head_tree: bytes | None) -> int:
         before = flatten_tree(self.checkpoints_store.store, head_tree) if head_tree else {}
-        return sum(1 for p in set(before) | set(scan.files) if before.get(p) != scan.files.get(p))
+        after = scan.files
+        return sum(1 for p in set(before) | set(after) if before.get(p) != after.get(p))
 
     def prune_stale(self, active_task_ids: Collection[str]) -> list[str]:
         """Remove the worktrees of tasks not in ``active_task_ids``; return their ids.
@@ -371,7 +372,7 @@ class GitWorkspace:
             tip, committed = commit_worktree(self.repo, path, record.branch, scan, message, self.author)
             if committed:
                 self.emit("git.commit.created", task_id,
-                          {"branch": record.branch, "commit": tip.decode(), "files": len(scan.files)})
+                          {"branch": record.branch, "commit": tip.decode(), "files": scan.count})
             result = CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False, record.base_branch)
             if merge == "none":
                 return result
