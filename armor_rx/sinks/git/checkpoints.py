@@ -155,15 +155,15 @@ class CheckpointStore:
         cache.save(result.cache, started, result.trees, result.tree)
         return result
 
-    def history(self, task_id: str) -> list[Checkpoint]:
-        """The task's checkpoints, oldest first."""
+    def history(self, task_id: str, limit: int | None = None) -> list[Checkpoint]:
+        """The task's checkpoints, oldest first (only the newest ``limit`` if given)."""
         try:
             sha = self.repo.refs[checkpoint_ref(task_id)]
         except KeyError:
             return []
         found: list[Checkpoint] = []
         seen: set[bytes] = set()
-        while sha not in seen:
+        while sha not in seen and (limit is None or len(found) < limit):
             seen.add(sha)
             commit = self.repo[sha]
             assert isinstance(commit, Commit)
@@ -193,8 +193,8 @@ class CheckpointStore:
     def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None) -> Checkpoint:
         ref = checkpoint_ref(task_id)
         old = self.repo.refs.as_dict().get(ref)
-        history = self.history(task_id) if old is not None else []
-        seq = history[-1].seq + 1 if history else 1
+        latest = self.history(task_id, limit=1) if old is not None else []
+        seq = latest[-1].seq + 1 if latest else 1
         parents = ([old] if old is not None else []) + ([head] if head is not None else [])
         commit = self._new_commit(
             result.tree,
@@ -228,6 +228,12 @@ class CheckpointStore:
         unreachable and ``git gc --prune=now`` can delete them. No reflog is
         written for checkpoint refs, so nothing else keeps them alive.
         """
+        if self.policy.max_bytes is None:
+            if self.policy.keep_last is None:
+                return []
+            # Only the newest keep_last + 1 need reading to know nothing is due.
+            if len(self.history(task_id, limit=max(1, self.policy.keep_last) + 1)) <= max(1, self.policy.keep_last):
+                return []
         history = self.history(task_id)
         keep = len(history)
         if self.policy.keep_last is not None:

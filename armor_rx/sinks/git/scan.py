@@ -104,10 +104,8 @@ class StatCache:
         root = data.get("root")
         if store is not None and (not isinstance(root, str) or not has_object(store, root.encode())):
             return {}, {}
-        limit = int(data.get("scan_start_ns", 0)) - RACY_NS
-        entries: dict[str, CacheEntry] = data.get("entries", {})
-        fresh = {p: e for p, e in entries.items() if int(e[0]) < limit}  # type: ignore[call-overload]
-        return fresh, data.get("trees", {})
+        # Racy entries were left out when saving (see save), so no filtering here.
+        return data.get("entries", {}), data.get("trees", {})
 
     def save(
         self,
@@ -117,6 +115,10 @@ class StatCache:
         root: bytes | None = None,
     ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        limit = scan_start_ns - RACY_NS
+        if any(int(e[0]) >= limit for e in entries.values()):  # type: ignore[call-overload]
+            entries = {p: e for p, e in entries.items() if int(e[0]) < limit}  # type: ignore[call-overload]
+            trees = {}  # a directory holding a dropped entry must be rebuilt; keep it simple
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(
             orjson.dumps(
@@ -228,12 +230,7 @@ def _scan_dir(
         if name == ".git":
             continue  # the worktree's link to the repository, or a nested repo's
         rel = prefix + name
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted while we looked: it is simply not in this snapshot
-        mode = info.st_mode
-        if S_ISDIR(mode):
+        if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
             if filtering and ignore.excluded(rel, True):
                 continue
             if os.path.lexists(os.path.join(entry.path, ".git")):
@@ -248,6 +245,11 @@ def _scan_dir(
                 items.append((name + "/", 0o40000, name, sub.decode()))
                 changed = changed or sub_changed
             continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted while we looked: it is simply not in this snapshot
+        mode = info.st_mode
         is_link = S_ISLNK(mode)
         if not (is_link or S_ISREG(mode)):
             continue  # sockets, fifos, devices have no git representation
