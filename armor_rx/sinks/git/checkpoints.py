@@ -192,7 +192,10 @@ class CheckpointStore:
 
     def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None) -> Checkpoint:
         ref = checkpoint_ref(task_id)
-        old = self.repo.refs.as_dict().get(ref)
+        try:
+            old: ObjectID | None = self.repo.refs[ref]
+        except KeyError:
+            old = None
         latest = self.history(task_id, limit=1) if old is not None else []
         seq = latest[-1].seq + 1 if latest else 1
         parents = ([old] if old is not None else []) + ([head] if head is not None else [])

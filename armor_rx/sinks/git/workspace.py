@@ -198,7 +198,10 @@ class GitWorkspace:
         return record, path
 
     def _head(self, record: TaskGitRecord) -> bytes | None:
-        return self.repo.refs.as_dict().get(Ref(b"refs/heads/" + record.branch.encode()))
+        try:
+            return bytes(self.repo.refs[Ref(b"refs/heads/" + record.branch.encode())])
+        except KeyError:
+            return None
 
     def remove_worktree(self, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
         """Remove the task's worktree without losing work.
