@@ -12,17 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Union
+from typing import Any
 
 from armor_rx.model import TaskEvent
 
-# One queued append: its first seq, its line(s), what it resolves to, and the
-# future to resolve (None when the appender waits for the durable seq itself).
-Entry = tuple[int, bytes, Union[TaskEvent, "list[TaskEvent]"], "Future[Any] | None"]
-
-
-def last_seq(entry: Entry) -> int:
-    return entry[0] + len(entry[2]) - 1 if isinstance(entry[2], list) else entry[0]
+# One queued event: its seq, its line, the numbered event, and the future to
+# resolve (None when the appender waits for the durable seq itself).
+Entry = tuple[int, bytes, TaskEvent, "Future[Any] | None"]
 
 
 class GroupCommit:

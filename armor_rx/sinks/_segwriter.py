@@ -48,15 +48,13 @@ class SegmentWriter:
             finally:
                 os.close(dir_fd)
 
-    def write(self, seqs: Sequence[int], lines: Sequence[bytes], data: bytes | None = None) -> None:
-        """Write ``lines`` (``seqs[i]`` is the first seq in ``lines[i]``) and fsync once.
+    def write(self, seqs: Sequence[int], lines: Sequence[bytes]) -> None:
+        """Write ``lines`` (``seqs[i]`` is the seq of ``lines[i]``) and fsync once.
 
-        ``data`` is ``b"".join(lines)`` when the caller already has it. A line
-        group never straddles two segments; a new segment starts before the
-        first group that would begin at or past ``segment_bytes``.
+        A new segment starts before the first line that would begin at or past
+        ``segment_bytes``; the old one is fsynced first.
         """
-        if data is None:
-            data = lines[0] if len(lines) == 1 else b"".join(lines)
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
         path, size = self.path, self.size
         try:
             if self.size + len(data) - len(lines[-1]) < self.segment_bytes:

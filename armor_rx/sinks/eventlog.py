@@ -27,7 +27,7 @@ import structlog
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
-from armor_rx.sinks._groupcommit import Entry, GroupCommit, last_seq
+from armor_rx.sinks._groupcommit import Entry, GroupCommit
 from armor_rx.sinks._logfile import Cursor, TailRepair, check_sealed, encode_line, list_segments, matching, repair_tail
 from armor_rx.sinks._segwriter import SegmentWriter
 
@@ -229,10 +229,11 @@ class EventLog:
                 raise self._not_open()
             first = self._next_seq
             numbered = [_numbered(event, first + i) for i, event in enumerate(events)]
-            data = b"".join([encode_line(event.to_json()) for event in numbered])
+            lines = [encode_line(event.to_json()) for event in numbered]
             self._next_seq = first + len(numbered)
             assert self._committer is not None
-            self._committer.push((first, data, numbered, None))
+            for event, line in zip(numbered, lines):
+                self._committer.push((event.seq or 0, line, event, None))
         self._wait_durable(first + len(numbered) - 1)
         return numbered
 
@@ -264,11 +265,11 @@ class EventLog:
                 raise self._not_open()
             first = self._next_seq
             numbered = [_numbered(event, first + i) for i, event in enumerate(events)]
-            data = b"".join([encode_line(event.to_json()) for event in numbered])
+            lines = [encode_line(event.to_json()) for event in numbered]
             if on_append is not None:
                 on_append(numbered[0])
             try:
-                self._writer.write((first,), (data,), data)
+                self._writer.write(range(first, first + len(lines)), lines)
             except OSError as exc:
                 raise self._fail(exc, first) from exc
             last = self._next_seq = first + len(numbered)
@@ -311,7 +312,7 @@ class EventLog:
                 if entry[3] is not None:
                     entry[3].set_exception(error)
             return
-        last = last_seq(batch[-1])
+        last = batch[-1][0]
         self._events += last - batch[0][0] + 1
         self._flushes += 1
         self._publish(last)
