@@ -1,11 +1,14 @@
 """by_task: run items through an operator one at a time per key, keys concurrently.
 
 Each key that has work gets a *lane*: a queue of its pending items and a
-private copy of the inner pipeline (a Subject piped through ``inner``). A lane
-is drained by one pool job at a time, so a key's items go through ``inner``
-one by one, in order, while other keys' lanes run on other pool threads. A
-lane whose queue runs dry completes its inner pipeline and is forgotten, so
-memory follows the number of *busy* keys, not the number of keys ever seen.
+private copy of the inner pipeline (a Subject piped through ``inner``). Up to
+``max_workers`` worker jobs take ready lanes from a shared queue; a lane is in
+that queue or in one worker's hands, never both, so a key's items go through
+``inner`` one by one, in order, while other keys' lanes run on other workers.
+Workers stay on while lanes are ready, so a busy stream does not pay a thread
+wake-up per lane. A lane whose queue runs dry completes its inner pipeline
+and is forgotten, so memory follows the number of *busy* keys, not the number
+of keys ever seen.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ class _Lanes(Generic[_T, _U]):
         self._lock = threading.Lock()  # lanes and counters
         self._emit_lock = threading.RLock()  # downstream, one call at a time
         self._lanes: dict[Hashable, _Lane[_T]] = {}
+        self._ready: deque[_Lane[_T]] = deque()  # lanes with work and no worker on them
+        self._workers = 0  # worker jobs started and not yet finished
+        self._max_workers = max_workers
         self._open_inners = 0
         self._source_done = False
         self._stopped = False  # a terminal was sent or the subscription was disposed
@@ -88,12 +94,16 @@ class _Lanes(Generic[_T, _U]):
             if self._stopped:
                 return
             lane = self._lanes.get(k)
-            fresh = lane is None
-            if lane is None:
+            if lane is None:  # a lane in the table is always ready or being drained
                 lane = self._lanes[k] = _Lane(k)
+                self._ready.append(lane)
+                start = self._workers < self._max_workers
+                self._workers += start
+            else:
+                start = False
             lane.pending.append(item)
-        if fresh:  # a lane in the table always has a job on its way or running
-            self._submit(lane)
+        if start:
+            self._start_worker()
 
     def on_error(self, error: Exception) -> None:
         self._fail(error)
@@ -107,30 +117,42 @@ class _Lanes(Generic[_T, _U]):
 
     # -- lanes --------------------------------------------------------------
 
-    def _submit(self, lane: _Lane[_T]) -> None:
+    def _start_worker(self) -> None:
         try:
             if self._executor is not None:
-                self._executor.submit(self._run, lane)
+                self._executor.submit(self._work)
             else:
                 assert self._scheduler is not None
-                self._scheduler.schedule(lambda _s, _st: self._run(lane))
+                self._scheduler.schedule(lambda _s, _st: self._work())
         except RuntimeError:  # the pool was shut down by a concurrent end
             if not self._stopped:
                 raise
 
-    def _run(self, lane: _Lane[_T]) -> None:
+    def _work(self) -> None:
+        """Drain ready lanes until none is left (one worker job; at most max_workers run)."""
         try:
-            self._drain(lane)
+            while True:
+                with self._lock:
+                    if self._stopped or not self._ready:
+                        self._workers -= 1
+                        return
+                    lane = self._ready.popleft()
+                if self._drain(lane):
+                    with self._lock:
+                        self._ready.append(lane)  # more to do: behind the other lanes
         except Exception as exc:  # inner or downstream raised on this thread
+            with self._lock:
+                self._workers -= 1
             self._fail(exc)
 
-    def _drain(self, lane: _Lane[_T]) -> None:
+    def _drain(self, lane: _Lane[_T]) -> bool:
+        """Feed up to a batch of the lane's items to its inner pipeline; True if more remain."""
         done = False
         for _ in range(_BATCH):
             item: object = _NOTHING
             with self._lock:
                 if self._stopped:
-                    return
+                    return False
                 if lane.pending:
                     item = lane.pending.popleft()
                 elif lane.subject is None:
@@ -150,10 +172,10 @@ class _Lanes(Generic[_T, _U]):
                 assert subject is not None
                 subject.on_completed()
         else:
-            self._submit(lane)  # more to do: queue behind the other lanes
-            return
+            return True
         if done:
             self._complete()
+        return False
 
     def _connect(self, lane: _Lane[_T]) -> None:
         with self._lock:
@@ -208,6 +230,7 @@ class _Lanes(Generic[_T, _U]):
         with self._lock:
             lanes = list(self._lanes.values())
             self._lanes.clear()
+            self._ready.clear()
         for lane in lanes:
             lane.pending.clear()
             if lane.subscription is not None:
