@@ -253,7 +253,9 @@ def by_task_(
         raise ConfigError(f"by_task max_workers must be an integer >= 1, not {max_workers!r}")
 
     def _by_task(source: Observable[_T]) -> Observable[_U]:
-        def subscribe(observer: abc.ObserverBase[_U], scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[_U], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             lanes: _Lanes[_T, _U] = _Lanes(observer, inner, key, scheduler, max_workers, scheduler_)
             lanes.upstream.disposable = source.subscribe(
                 lanes.on_next, lanes.on_error, lanes.on_completed, scheduler=scheduler_

@@ -28,7 +28,7 @@ _IDLE_SECONDS = 30.0
 class _Call(Generic[_R]):
     """One call's outcome, handed from the worker to the waiting caller."""
 
-    __slots__ = ("done", "result", "error")
+    __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
         self.done = threading.Event()

@@ -18,7 +18,9 @@ def event_id(event: Any) -> Hashable:
     return event.id  # type: ignore[no-any-return]
 
 
-def dedup_(window: int = 10_000, key: Callable[[Any], Hashable] = event_id) -> Callable[[Observable[_T]], Observable[_T]]:
+def dedup_(
+    window: int = 10_000, key: Callable[[Any], Hashable] = event_id
+) -> Callable[[Observable[_T]], Observable[_T]]:
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ConfigError(f"dedup window must be an integer >= 1 (how many distinct keys to remember), not {window!r}")
 

@@ -61,7 +61,9 @@ def retry_with_backoff_(
     _validate(max_attempts, initial_delay, multiplier, max_delay, jitter)
 
     def _retry(source: Observable[_T]) -> Observable[_T]:
-        def subscribe(observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(
+            observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
             timer = scheduler or scheduler_ or TimeoutScheduler.singleton()
             current = SerialDisposable()  # the live attempt, or the timer before the next
             attempts = 0  # per subscription, so every subscriber gets the full budget

@@ -93,7 +93,7 @@ def push_while_held(subject, consumer, items):
 
 
 def test_block_makes_the_producer_wait_and_loses_nothing():
-    subject, consumer, stats, name, _ = wire("block")
+    subject, consumer, stats, _, _ = wire("block")
     push_while_held(subject, consumer, [1, 2])
     producer = threading.Thread(target=lambda: (subject.on_next(3), subject.on_completed()))
     producer.start()
@@ -179,9 +179,7 @@ def test_downstream_is_called_only_from_the_drain_thread():
 
 def test_drop_reports_come_at_once_then_at_the_interval_then_at_the_end():
     reports = []
-    subject, consumer, stats, name, _ = wire(
-        "drop_newest", hold=(0, 2), on_drop=reports.append, report_interval=3600
-    )
+    subject, consumer, stats, name, _ = wire("drop_newest", hold=(0, 2), on_drop=reports.append, report_interval=3600)
     push_while_held(subject, consumer, [1, 2, 3])  # 3 is dropped
     consumer.let_go(0)
     consumer.hold_at(2)  # the first drop was reported as 1 was taken

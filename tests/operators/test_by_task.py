@@ -203,7 +203,7 @@ def test_state_of_idle_keys_is_released_across_100k_distinct_keys():
     for chunk in range(10):
         for key in range(chunk * 10_000, (chunk + 1) * 10_000):
             subject.on_next(key)
-        assert eventually(lambda: len(delivered) == (chunk + 1) * 10_000)
+        assert eventually(lambda n=(chunk + 1) * 10_000: len(delivered) == n)
         # Every key is idle now, so no lane may be left, however many keys came by.
         assert eventually(lambda: live_lanes() == 0)
     subject.on_completed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 
 import pytest
 import reactivex
@@ -40,7 +41,7 @@ class Flaky:
 
     def gaps(self):
         times = self.subscribed_at
-        return [later - earlier for earlier, later in zip(times, times[1:])]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
 def kinds_of(messages):
@@ -69,7 +70,9 @@ def test_delays_stop_growing_at_max_delay():
     source = Flaky(scheduler, failures=10)
     scheduler.start(
         lambda: source.observable().pipe(
-            retry_with_backoff(max_attempts=5, initial_delay=1, multiplier=10, max_delay=3, jitter=0, scheduler=scheduler)
+            retry_with_backoff(
+                max_attempts=5, initial_delay=1, multiplier=10, max_delay=3, jitter=0, scheduler=scheduler
+            )
         )
     )
     assert source.gaps() == pytest.approx([1, 3, 3, 3])
@@ -135,7 +138,9 @@ def test_max_attempts_one_means_no_retry():
     scheduler = TestScheduler()
     source = Flaky(scheduler, failures=5)
     letters = []
-    scheduler.start(lambda: source.observable().pipe(retry_with_backoff(max_attempts=1, dead_letter=lambda e, n: letters.append(n))))
+    scheduler.start(
+        lambda: source.observable().pipe(retry_with_backoff(max_attempts=1, dead_letter=lambda e, n: letters.append(n)))
+    )
     assert len(source.subscribed_at) == 1
     assert letters == [1]
 
