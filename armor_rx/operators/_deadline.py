@@ -80,7 +80,7 @@ _pool = _DaemonPool()
 
 def check_timeout(seconds: float | None, what: str) -> None:
     """Raise :class:`ConfigError` unless ``seconds`` is None or a positive number."""
-    if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0):
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0):
         raise ConfigError(f"{what} timeout must be a positive number of seconds or None, not {seconds!r}")
 
 
