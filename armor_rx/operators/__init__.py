@@ -274,11 +274,11 @@ def by_task(
     """Run items through ``inner`` one at a time and in order per ``key``
     (default: the task id), with different keys concurrently.
 
-    Each busy key gets its own copy of ``inner``, fed on a pool thread
-    (default: a pool of ``max_workers`` threads made per subscription and shut
-    down with it; or jobs on ``scheduler``). When a key has nothing pending its
-    copy of ``inner`` is completed and forgotten, so idle keys cost no memory;
-    its next item starts a fresh copy. ``inner`` should therefore keep no state
+    Each busy key gets its own copy of ``inner``; at most ``max_workers`` keys
+    are worked on at once, on a thread pool made per subscription and shut
+    down with it, or as jobs on ``scheduler`` if one is given. When a key has
+    nothing pending, its copy of ``inner`` is completed and forgotten, so idle
+    keys cost no memory; its next item starts a fresh copy. ``inner`` should therefore keep no state
     it needs across idle gaps, and per-key order is strict when ``inner``
     handles each item synchronously. Outputs of all keys reach downstream one
     at a time; the output completes when the source has and every key is
