@@ -41,7 +41,9 @@ P99_TARGET_MS = 5.0
 
 def _events(n: int) -> list[TaskEvent]:
     return [
-        TaskEvent.new("exec.output", f"task-{i % 8}", {"stream": "stdout", "line": f"building module {i} of the project", "n": i})
+        TaskEvent.new(
+            "exec.output", f"task-{i % 8}", {"stream": "stdout", "line": f"building module {i} of the project", "n": i}
+        )
         for i in range(n)
     ]
 
@@ -125,11 +127,18 @@ def run(n: int = 20000) -> dict[str, Any]:
             }
         elapsed = _log_sync(root / "always", events[:n_always], "always")
         raw = _raw(root / "always.raw", dicts[:n_always], 1)
-        result["always"] = {"log_eps": n_always / elapsed, "raw_eps": n_always / raw, "ratio": raw / elapsed, "mean_batch": 1.0}
+        result["always"] = {
+            "log_eps": n_always / elapsed,
+            "raw_eps": n_always / raw,
+            "ratio": raw / elapsed,
+            "mean_batch": 1.0,
+        }
         p50, p99 = _latency(root / "latency", events[:2000])
         result["latency_ms"] = {"p50": p50, "p99": p99}
     result["verdict"] = {
-        "throughput": all(result[k]["ratio"] >= THROUGHPUT_TARGET for k in ("batch_async", "batch_4_threads", "always")),
+        "throughput": all(
+            result[k]["ratio"] >= THROUGHPUT_TARGET for k in ("batch_async", "batch_4_threads", "always")
+        ),
         "p99": p99 <= P99_TARGET_MS,
     }
     return result

@@ -25,7 +25,13 @@ class GroupCommit:
     """The commit thread and its queue. ``push`` must be called holding ``lock``."""
 
     def __init__(
-        self, lock: threading.Lock, flush: Callable[[list[Entry]], None], *, batch_delay: float, batch_max: int, name: str
+        self,
+        lock: threading.Lock,
+        flush: Callable[[list[Entry]], None],
+        *,
+        batch_delay: float,
+        batch_max: int,
+        name: str,
     ) -> None:
         self._wakeup = threading.Condition(lock)
         self._flush = flush

@@ -20,6 +20,7 @@ import re
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -140,7 +141,9 @@ def repair_tail(path: Path, first_seq: int) -> tuple[TailScan, TailRepair | None
     scan = scan_segment(path, first_seq)
     if scan.reason is None:
         return scan, None
-    repair = TailRepair(path, scan.good_bytes, scan.size - scan.good_bytes, count_lines(path, scan.good_bytes), scan.reason)
+    repair = TailRepair(
+        path, scan.good_bytes, scan.size - scan.good_bytes, count_lines(path, scan.good_bytes), scan.reason
+    )
     with open(path, "r+b") as f:
         f.truncate(scan.good_bytes)
         os.fsync(f.fileno())
@@ -194,7 +197,7 @@ def check_sealed(segments: list[Segment]) -> None:
     next segment's first seq (an empty one is only allowed where that holds).
     Lines in between are verified when they are read.
     """
-    for (first, path), (next_first, _) in zip(segments, segments[1:]):
+    for (first, path), (next_first, _) in pairwise(segments):
         found = _last_line(path)
         if found is None:
             last_seq, offset = first - 1, 0
@@ -262,8 +265,10 @@ class Cursor:
                 raise corrupt(path, self._offset, TORN)
             retried = False
             if later[0][0] != self.expected:
-                raise corrupt(path, self._offset, f"it ends at seq {self.expected - 1 if self.expected else '?'} "
-                              f"but the next segment starts at seq {later[0][0]}")
+                ended = (self.expected or 1) - 1
+                raise corrupt(
+                    path, self._offset, f"it ends at seq {ended} but the next segment starts at seq {later[0][0]}"
+                )
             self._segment, self._offset = later[0], 0
 
     def _read_segment(self, limit_seq: int | None) -> Generator[tuple[int, bytes], None, _Status]:
@@ -271,7 +276,7 @@ class Cursor:
         if limit_seq is not None and self.position > limit_seq:
             return "limit"
         try:
-            f = open(self._segment[1], "rb")
+            f = open(self._segment[1], "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             return "eof"
         with f:

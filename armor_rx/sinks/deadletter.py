@@ -141,7 +141,9 @@ class DeadLetterLog:
                 raise DeadLetterNotFound(letter_id)
             if letter.redriven_by == new_event_id:
                 return letter
-            event = TaskEvent.new(REDRIVEN, letter.event.task_id, {"letter_id": letter_id, "new_event_id": new_event_id})
+            event = TaskEvent.new(
+                REDRIVEN, letter.event.task_id, {"letter_id": letter_id, "new_event_id": new_event_id}
+            )
             self._fold(self._letters, self._log.append(event))
             return self._letters[letter_id]
 

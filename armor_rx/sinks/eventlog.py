@@ -60,7 +60,9 @@ if tuple(f.name for f in fields(TaskEvent)) == _FIELD_ORDER:
     def _numbered(event: TaskEvent, seq: int) -> TaskEvent:
         # Positional construction is twice as fast as dataclasses.replace on the
         # hot path; the field check above keeps it honest if TaskEvent changes.
-        return TaskEvent(event.id, event.kind, event.task_id, event.ts, event.payload, event.causation_id, seq, event.schema)
+        return TaskEvent(
+            event.id, event.kind, event.task_id, event.ts, event.payload, event.causation_id, seq, event.schema
+        )
 
 else:  # pragma: no cover - only if the model grows a field
 
@@ -199,7 +201,9 @@ class EventLog:
         if self.fsync != "batch":
             return self._append_now([event], on_append)[0]
         if self._committer is not None and self._committer.on_thread():
-            raise LogError("append() on the log's commit thread (from a future callback) would wait forever; use append_async()")
+            raise LogError(
+                "append() on the log's commit thread (from a future callback) would wait forever; use append_async()"
+            )
         numbered = self._enqueue(event, on_append, None)
         self._wait_durable(numbered.seq or 0)
         return numbered
@@ -305,7 +309,7 @@ class EventLog:
                 self._writer.write([entry[0] for entry in batch], [entry[1] for entry in batch])
             except OSError as exc:
                 error = self._fail(exc, batch[0][0])
-            except BaseException as exc:  # never leave an appender waiting forever
+            except BaseException as exc:  # noqa: BLE001 - never leave an appender waiting forever
                 error = self._fail(OSError(repr(exc)), batch[0][0])
         if error is not None:
             for entry in batch:
@@ -394,7 +398,12 @@ class EventLog:
         return sum(1 for _ in Cursor(self.directory, 1).lines(self._limit(None)))
 
     def _follow(
-        self, cursor: Cursor, task_id: str | None, match: Callable[[str], bool] | None, poll: float, stop: threading.Event | None
+        self,
+        cursor: Cursor,
+        task_id: str | None,
+        match: Callable[[str], bool] | None,
+        poll: float,
+        stop: threading.Event | None,
     ) -> Iterator[TaskEvent]:
         while stop is None or not stop.is_set():
             for event in matching(cursor, self._limit(None), task_id, match):

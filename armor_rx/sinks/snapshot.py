@@ -79,7 +79,9 @@ class SnapshotStore:
                 os.close(dir_fd)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise SnapshotError(f"cannot write the snapshot {self.path}: {exc}; the event log still has every event") from exc
+            raise SnapshotError(
+                f"cannot write the snapshot {self.path}: {exc}; the event log still has every event"
+            ) from exc
 
     def load(self) -> Registry:
         """The saved registry. Raises :class:`SnapshotError` saying what is wrong.
@@ -158,14 +160,21 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
             replayed += 1
     except _Unusable as exc:
         reason = str(exc)
-    except Exception as exc:  # noqa: BLE001 - a snapshot the log disagrees with is rebuilt, whatever the error
+    except Exception as exc:
         if snapshot_seq is None:
             raise
         reason = f"the log after the snapshot (seq {snapshot_seq}) does not apply to it: {exc}"
     else:
         reason = f"snapshot at seq {snapshot_seq} verified; replayed {replayed} later event(s)"
         report = RecoveryReport(options, SNAPSHOT_PLUS_TAIL, reason, snapshot_seq, log_seq, replayed)
-        _logger.info("registry recovered", chosen=report.chosen, reason=reason, snapshot_seq=snapshot_seq, log_seq=log_seq, replayed=replayed)
+        _logger.info(
+            "registry recovered",
+            chosen=report.chosen,
+            reason=reason,
+            snapshot_seq=snapshot_seq,
+            log_seq=log_seq,
+            replayed=replayed,
+        )
         return registry, report
     registry = Registry()
     replayed = 0
@@ -174,5 +183,12 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
         replayed += 1
     report = RecoveryReport(options, REBUILD, reason, snapshot_seq, log_seq, replayed)
     log_choice = _logger.info if reason == "no snapshot" else _logger.warning
-    log_choice("registry recovered", chosen=report.chosen, reason=reason, snapshot_seq=snapshot_seq, log_seq=log_seq, replayed=replayed)
+    log_choice(
+        "registry recovered",
+        chosen=report.chosen,
+        reason=reason,
+        snapshot_seq=snapshot_seq,
+        log_seq=log_seq,
+        replayed=replayed,
+    )
     return registry, report

@@ -55,7 +55,9 @@ class StateDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError, PermissionError) as exc:
-            raise ConfigError(f"cannot use {self.path} as the state directory: {exc}; pass another --state-dir") from exc
+            raise ConfigError(
+                f"cannot use {self.path} as the state directory: {exc}; pass another --state-dir"
+            ) from exc
         self._write_gitignore()
         try:
             self._lock.acquire()
@@ -88,7 +90,9 @@ class StateDir:
         os.replace(tmp, gitignore)
 
     @staticmethod
-    def resolve(state_dir: str | Path | None = None, repo: str | Path | None = None, cwd: str | Path | None = None) -> Path:
+    def resolve(
+        state_dir: str | Path | None = None, repo: str | Path | None = None, cwd: str | Path | None = None
+    ) -> Path:
         """Where the state directory is, as an absolute path (nothing is created).
 
         An explicit ``state_dir`` wins (relative to ``cwd``). Otherwise it is
@@ -104,7 +108,9 @@ class StateDir:
         if repo is not None:
             start = (base / Path(repo).expanduser()).resolve()
             if not start.exists():
-                raise ConfigError(f"repository path {str(repo)!r} does not exist (resolved to {start}); pass --repo pointing at a git checkout")
+                raise ConfigError(
+                    f"repository path {str(repo)!r} does not exist (resolved to {start}); pass --repo pointing at a git checkout"
+                )
             if not start.is_dir():
                 start = start.parent
         start = start.resolve()

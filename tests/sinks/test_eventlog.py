@@ -15,8 +15,7 @@ import pytest
 
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent
-from armor_rx.sinks import EventLog
-from armor_rx.sinks import _segwriter
+from armor_rx.sinks import EventLog, _segwriter
 
 POLICIES = ("always", "batch", "none")
 
@@ -26,12 +25,20 @@ def ev(kind: str = "exec.output", task: str | None = "t1", **payload: object) ->
 
 
 def lines_of(directory: Path) -> list[bytes]:
-    return [line for path in sorted(directory.glob("events-*.jsonl")) for line in path.read_bytes().splitlines(keepends=True)]
+    return [
+        line
+        for path in sorted(directory.glob("events-*.jsonl"))
+        for line in path.read_bytes().splitlines(keepends=True)
+    ]
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_round_trip_assigns_contiguous_seqs(tmp_path: Path, policy: str) -> None:
-    events = [ev("task.created", "a", n=1), ev(text="héllo\n\"quoted\"", nested={"x": [1, 2.5, None]}), ev("hook.failed", None)]
+    events = [
+        ev("task.created", "a", n=1),
+        ev(text='héllo\n"quoted"', nested={"x": [1, 2.5, None]}),
+        ev("hook.failed", None),
+    ]
     with EventLog(tmp_path, fsync=policy) as log:  # type: ignore[arg-type]
         assert log.last_seq == 0
         numbered = [log.append(e) for e in events]
@@ -87,7 +94,7 @@ def test_rotation_names_segments_by_first_seq_and_reads_across_them(tmp_path: Pa
 def test_read_skips_segments_below_start_seq(tmp_path: Path) -> None:
     with EventLog(tmp_path, segment_bytes=500) as log:
         log.append_many([ev(i=i) for i in range(30)])
-    first = sorted(tmp_path.glob("events-*.jsonl"))[0]
+    first = min(tmp_path.glob("events-*.jsonl"))
     # Damage a middle line of the first segment: a read that starts later
     # never opens it, a read from the start reports it.
     raw = bytearray(first.read_bytes())
@@ -114,9 +121,14 @@ def test_filters_by_seq_range_task_and_kind_pattern(tmp_path: Path) -> None:
                 ev("task.failed", "b"),
             ]
         )
-        kinds = lambda **kw: [(e.seq, e.kind) for e in log.read(**kw)]  # noqa: E731
+        kinds = lambda **kw: [(e.seq, e.kind) for e in log.read(**kw)]
         assert kinds(task_id="a") == [(1, "task.created"), (3, "task.start.requested"), (4, "exec.output")]
-        assert kinds(kind="task.*") == [(1, "task.created"), (2, "task.created"), (3, "task.start.requested"), (7, "task.failed")]
+        assert kinds(kind="task.*") == [
+            (1, "task.created"),
+            (2, "task.created"),
+            (3, "task.start.requested"),
+            (7, "task.failed"),
+        ]
         assert kinds(kind="*.failed") == [(6, "hook.failed"), (7, "task.failed")]
         assert kinds(kind="exec.*,hook.*", start_seq=5) == [(5, "exec.output"), (6, "hook.failed")]
         assert kinds(start_seq=2, end_seq=4, task_id="b") == [(2, "task.created")]
@@ -178,7 +190,7 @@ def test_read_only_follower_sees_another_writers_events(tmp_path: Path) -> None:
 def test_reader_treats_a_partial_last_line_as_not_yet_written(tmp_path: Path) -> None:
     with EventLog(tmp_path) as log:
         log.append_many([ev(i=i) for i in range(3)])
-    segment = sorted(tmp_path.glob("events-*.jsonl"))[-1]
+    segment = max(tmp_path.glob("events-*.jsonl"))
     line = lines_of(tmp_path)[-1].replace(b'"seq":3', b'"seq":4')
     line = line[: line.index(b',"crc"')] + b"}"
     full = line[:-1] + b',"crc":"%08x"}\n' % zlib.crc32(line)
@@ -231,7 +243,9 @@ def test_on_append_sees_events_in_seq_order_under_concurrency(tmp_path: Path) ->
     order: list[int] = []
     with EventLog(tmp_path) as log:
         threads = [
-            threading.Thread(target=lambda: [log.append(ev(), on_append=lambda e: order.append(e.seq or 0)) for _ in range(50)])
+            threading.Thread(
+                target=lambda: [log.append(ev(), on_append=lambda e: order.append(e.seq or 0)) for _ in range(50)]
+            )
             for _ in range(4)
         ]
         for thread in threads:
@@ -298,7 +312,9 @@ def test_async_futures_behave_like_futures(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-def test_a_failed_write_fails_the_append_and_the_log(tmp_path: Path, policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_fails_the_append_and_the_log(
+    tmp_path: Path, policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = EventLog(tmp_path, fsync=policy).start()  # type: ignore[arg-type]
     log.append(ev())
 
