@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, _base
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -38,17 +38,28 @@ class AppendFuture(Future[T]):
         self._state = _RUNNING
         self._result: T | None = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Future[T]], object]] = []
 
+    # The condition and both lists appear on first use. Whoever touches the
+    # lists holds the condition, so they exist only once a condition does.
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
+        return cast(threading.Condition, self._lazy("_lazy_condition", threading.Condition))
+
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        return cast("list[Any]", self._lazy("_lazy_waiters", list))
+
+    @property
+    def _done_callbacks(self) -> list[Callable[[Future[T]], object]]:
+        return cast("list[Callable[[Future[T]], object]]", self._lazy("_lazy_callbacks", list))
+
+    def _lazy(self, name: str, make: Callable[[], object]) -> object:
         slots = self.__dict__
-        condition = slots.get("_lazy_condition")
-        if condition is None:
-            # setdefault is atomic: two threads racing here share one condition.
-            condition = slots.setdefault("_lazy_condition", threading.Condition())
-        return condition  # type: ignore[no-any-return]
+        value = slots.get(name)
+        if value is None:
+            # setdefault is atomic: two threads racing here share one value.
+            value = slots.setdefault(name, make())
+        return value
 
     def set_result(self, result: T) -> None:
         self._result = result
@@ -63,16 +74,17 @@ class AppendFuture(Future[T]):
         # condition before this check (and is notified under it) or makes it
         # after, and then sees FINISHED before it would wait.
         self._state = _FINISHED
-        condition = self.__dict__.get("_lazy_condition")
+        slots = self.__dict__
+        condition = slots.get("_lazy_condition")
         if condition is not None:
             with condition:
-                for waiter in self._waiters:
+                for waiter in slots.get("_lazy_waiters") or ():
                     if self._exception is None:
                         waiter.add_result(self)
                     else:
                         waiter.add_exception(self)
                 condition.notify_all()
-        if self._done_callbacks:
+        if slots.get("_lazy_callbacks"):
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def result(self, timeout: float | None = None) -> T:

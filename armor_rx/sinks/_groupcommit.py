@@ -86,9 +86,9 @@ class GroupCommit:
                         if remaining <= 0:
                             break
                         self._wakeup.wait(remaining)
+                # Leftovers (more than batch_max were waiting) keep the old
+                # arrival time, so they go out next without further waiting.
                 batch = self._pending[: self._batch_max]
                 del self._pending[: self._batch_max]
-                if self._pending:
-                    self._since = time.monotonic()
                 self._last_batch = len(batch)
             self._flush(batch)

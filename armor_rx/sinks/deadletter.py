@@ -65,9 +65,11 @@ class DeadLetterLog:
     Thread-safe. Methods raise :class:`LogClosed` before start / after stop.
     """
 
-    def __init__(self, directory: str | Path, *, fsync: FsyncPolicy = "batch") -> None:
+    def __init__(self, directory: str | Path, *, fsync: FsyncPolicy = "batch", read_only: bool = False) -> None:
         self.directory = Path(directory)
-        self._log = EventLog(self.directory, fsync=fsync)
+        # read_only: for a second process (the CLI) while a session writes; it
+        # never repairs or appends, and add/mark_redriven raise LogError.
+        self._log = EventLog(self.directory, fsync=fsync, read_only=read_only)
         self._letters: dict[str, DeadLetter] = {}
         self._lock = threading.Lock()
 

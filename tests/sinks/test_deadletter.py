@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from armor_rx.errors import DeadLetterNotFound, LogClosed
+from armor_rx.errors import DeadLetterNotFound, LogClosed, LogError
 from armor_rx.model import TaskEvent
 from armor_rx.sinks import DeadLetterLog, EventLog
 
@@ -77,3 +77,18 @@ def test_use_outside_start_stop_raises_log_closed(tmp_path: Path) -> None:
     letters.stop()
     with pytest.raises(LogClosed):
         letters.get("anything")
+
+
+def test_a_read_only_reader_lists_while_a_writer_adds(tmp_path: Path) -> None:
+    with DeadLetterLog(tmp_path) as writer:
+        letter = writer.add(TaskEvent.new("task.start.requested", "a"), RuntimeError("x"), attempts=3)
+        with DeadLetterLog(tmp_path, read_only=True) as reader:
+            assert reader.list() == [letter]
+            with pytest.raises(LogError, match="read-only"):
+                reader.add(TaskEvent.new("exec.output", "a"), RuntimeError("y"), attempts=1)
+            with pytest.raises(LogError, match="read-only"):
+                reader.mark_redriven(letter.id, "01NEW")
+        writer.mark_redriven(letter.id, "01NEW")
+    assert [l.redriven_by for l in DeadLetterLog(tmp_path, read_only=True).start().list(include_redriven=True)] == [
+        "01NEW"
+    ]

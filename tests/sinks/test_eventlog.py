@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import threading
 import zlib
-from concurrent.futures import as_completed, wait
+from concurrent.futures import Future, as_completed, wait
 from pathlib import Path
 
 import orjson
@@ -309,6 +309,36 @@ def test_async_futures_behave_like_futures(tmp_path: Path) -> None:
         log.append_async(ev()).add_done_callback(reentrant)
         log.append(ev())
     assert errors and "commit thread" in str(errors[0])
+
+
+def test_futures_raced_by_waiters_and_callbacks_all_resolve_once(tmp_path: Path) -> None:
+    # Waiters, wait() and callbacks race the commit thread; none may be lost.
+    called: list[int] = []
+    lock = threading.Lock()
+
+    def record(future: Future[TaskEvent]) -> None:
+        with lock:
+            called.append(future.result().seq or 0)
+
+    def produce(slot: int) -> None:
+        for i in range(150):
+            future = log.append_async(ev(task=f"w{slot}", i=i))
+            if i % 3 == 0:
+                future.add_done_callback(record)
+            elif i % 3 == 1:
+                assert future.result(timeout=10).payload["i"] == i
+            else:
+                assert wait([future], timeout=10).done == {future}
+
+    with EventLog(tmp_path, batch_delay=0.0005, batch_max=16) as log:
+        threads = [threading.Thread(target=produce, args=(slot,)) for slot in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+    assert len(called) == 4 * 50 and len(set(called)) == 200
+    assert EventLog(tmp_path).verify() == 600
 
 
 @pytest.mark.parametrize("policy", POLICIES)
