@@ -88,10 +88,10 @@ class SegmentWriter:
             chunk_bytes += len(line)
         self._write_all(b"".join(chunk))
 
-    def close(self) -> None:
+    def close(self, *, sync: bool = True) -> None:
         if self._fd >= 0:
             try:
-                if self.fsync:
+                if self.fsync and sync:
                     os.fsync(self._fd)
             finally:
                 os.close(self._fd)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,16 @@ from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
 from armor_rx.sinks._groupcommit import Entry, GroupCommit
-from armor_rx.sinks._logfile import Cursor, TailRepair, check_sealed, encode_line, list_segments, matching, repair_tail
+from armor_rx.sinks._logfile import (
+    Cursor,
+    TailRepair,
+    check_sealed,
+    event_line,
+    list_segments,
+    matching,
+    number_event,
+    repair_tail,
+)
 from armor_rx.sinks._segwriter import SegmentWriter
 
 __all__ = ["EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
@@ -52,22 +61,6 @@ class LogStats:
     @property
     def mean_batch(self) -> float:
         return self.events / self.flushes if self.flushes else 0.0
-
-
-_FIELD_ORDER = ("id", "kind", "task_id", "ts", "payload", "causation_id", "seq", "schema")
-if tuple(f.name for f in fields(TaskEvent)) == _FIELD_ORDER:
-
-    def _numbered(event: TaskEvent, seq: int) -> TaskEvent:
-        # Positional construction is twice as fast as dataclasses.replace on the
-        # hot path; the field check above keeps it honest if TaskEvent changes.
-        return TaskEvent(
-            event.id, event.kind, event.task_id, event.ts, event.payload, event.causation_id, seq, event.schema
-        )
-
-else:  # pragma: no cover - only if the model grows a field
-
-    def _numbered(event: TaskEvent, seq: int) -> TaskEvent:
-        return event.with_seq(seq)
 
 
 class EventLog:
@@ -166,7 +159,6 @@ class EventLog:
         """
         with self._lock:
             if self._state in ("new", "closed"):
-                self._state = "closed"
                 return
             if self._state == "open":
                 self._state = "stopping"
@@ -174,7 +166,8 @@ class EventLog:
             self._committer.close()
         with self._lock:
             try:
-                self._writer.close()
+                # After a failed write, an fsync that "succeeds" proves nothing.
+                self._writer.close(sync=self._failure is None)
             except OSError as exc:
                 raise LogError(f"closing the event log segment {self._writer.path} failed: {exc}") from exc
             finally:
@@ -232,8 +225,8 @@ class EventLog:
             if self._state != "open" or self.read_only:
                 raise self._not_open()
             first = self._next_seq
-            numbered = [_numbered(event, first + i) for i, event in enumerate(events)]
-            lines = [encode_line(event.to_json()) for event in numbered]
+            numbered = [number_event(event, first + i) for i, event in enumerate(events)]
+            lines = [event_line(event) for event in numbered]
             self._next_seq = first + len(numbered)
             assert self._committer is not None
             for event, line in zip(numbered, lines):
@@ -246,8 +239,8 @@ class EventLog:
             if self._state != "open" or self.read_only:
                 raise self._not_open()
             seq = self._next_seq
-            numbered = _numbered(event, seq)
-            line = encode_line(numbered.to_json())
+            numbered = number_event(event, seq)
+            line = event_line(numbered)
             if on_append is not None:
                 on_append(numbered)
             self._next_seq = seq + 1
@@ -268,8 +261,8 @@ class EventLog:
             if self._state != "open" or self.read_only:
                 raise self._not_open()
             first = self._next_seq
-            numbered = [_numbered(event, first + i) for i, event in enumerate(events)]
-            lines = [encode_line(event.to_json()) for event in numbered]
+            numbered = [number_event(event, first + i) for i, event in enumerate(events)]
+            lines = [event_line(event) for event in numbered]
             if on_append is not None:
                 on_append(numbered[0])
             try:

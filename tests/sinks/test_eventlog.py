@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from armor_rx.errors import ConfigError, LogClosed, LogError
+from armor_rx.errors import ConfigError, InvalidPayload, LogClosed, LogError
 from armor_rx.model import TaskEvent
 from armor_rx.sinks import EventLog, _segwriter
 
@@ -378,6 +378,20 @@ def test_an_empty_trailing_segment_is_fine(tmp_path: Path) -> None:
         assert log.append(ev()).seq == 3
     assert (tmp_path / "events-000000000003.jsonl").stat().st_size > 0
     assert EventLog(tmp_path).verify() == 3
+
+
+def test_an_unserialisable_event_is_refused_without_using_a_seq(tmp_path: Path) -> None:
+    with EventLog(tmp_path) as log:
+        with pytest.raises(InvalidPayload, match="cannot be logged"):
+            log.append(ev(huge=2**70))
+        assert log.append(ev()).seq == 1
+
+
+def test_stop_before_start_is_harmless(tmp_path: Path) -> None:
+    log = EventLog(tmp_path)
+    log.stop()
+    with log:
+        assert log.append(ev()).seq == 1
 
 
 def test_bad_options_are_config_errors(tmp_path: Path) -> None:
