@@ -7,9 +7,11 @@ from armor_rx.errors import InvalidEventKind, InvalidPayload, InvalidTaskId
 from armor_rx.model import Secret, TaskEvent, to_plain, validate_task_id
 from armor_rx.model.ids import EventIdFactory
 
+# Keys from an alphabet that cannot spell a sensitive word (those are redacted on purpose).
+safe_keys = st.text(alphabet="abcdfghijlmnqruvwxyz019_ ", max_size=10)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(safe_keys, children, max_size=4),
     max_leaves=20,
 )
 
@@ -31,7 +33,7 @@ def test_ids_are_unique_and_time_ordered():
     assert all(len(i) == 26 for i in ids)
 
 
-@given(payload=st.dictionaries(st.text(max_size=10).filter(lambda k: "secret" not in k.lower() and "token" not in k.lower() and "password" not in k.lower() and "passwd" not in k.lower() and "credential" not in k.lower() and "api_key" not in k.lower() and "apikey" not in k.lower() and "private_key" not in k.lower()), json_values, max_size=5))
+@given(payload=st.dictionaries(safe_keys, json_values, max_size=5))
 def test_json_round_trip(payload):
     ev = TaskEvent.new("exec.output", "t-1", payload, causation_id="abc").with_seq(7)
     back = TaskEvent.from_json(ev.to_json())

@@ -1,0 +1,74 @@
+"""armor_rx: run AI coding agents safely, with a durable, replayable ReactiveX pipeline.
+
+The public surface is what ``__all__`` lists. A session::
+
+    from armor_rx import Armor
+
+    with Armor("path/to/repo") as armor:
+        armor.create_task("fix-login")
+        armor.start("fix-login")
+        armor.complete("fix-login")
+"""
+
+from armor_rx.errors import (
+    ArmorError,
+    BackpressureOverflow,
+    ConcurrencyConflict,
+    ConfigError,
+    EffectFailed,
+    HookTimeout,
+    IllegalTransition,
+    InvalidTaskId,
+    LogCorrupt,
+    StateDirLocked,
+    TaskExists,
+    TaskNotFound,
+    TransientError,
+    Vetoed,
+)
+from armor_rx.model import Secret, State, TaskEvent, TaskRecord
+from armor_rx.pipeline.core import RetryPolicy
+from armor_rx.pipeline.effects import Effect, EffectContext
+from armor_rx.pipeline.hooks import Hook
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The session pulls in the sinks; import it lazily so 'import armor_rx' stays light.
+    if name == "Armor":
+        from armor_rx.session import Armor
+
+        return Armor
+    if name == "AsyncArmor":
+        from armor_rx.aio import AsyncArmor
+
+        return AsyncArmor
+    raise AttributeError(name)
+
+
+__all__ = [
+    "Armor",
+    "ArmorError",
+    "AsyncArmor",
+    "BackpressureOverflow",
+    "ConcurrencyConflict",
+    "ConfigError",
+    "Effect",
+    "EffectContext",
+    "EffectFailed",
+    "Hook",
+    "HookTimeout",
+    "IllegalTransition",
+    "InvalidTaskId",
+    "LogCorrupt",
+    "RetryPolicy",
+    "Secret",
+    "State",
+    "StateDirLocked",
+    "TaskEvent",
+    "TaskExists",
+    "TaskNotFound",
+    "TransientError",
+    "Vetoed",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from armor_rx.cli import main
+
+sys.exit(main())

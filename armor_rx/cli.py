@@ -1,0 +1,210 @@
+"""The ``armor-rx`` command.
+
+Every verb takes ``--state-dir`` (default: ``.armor/`` in the repository named
+by ``--repo``, else in the repository of the current directory). Errors are
+one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from armor_rx import __version__
+from armor_rx.errors import ArmorError
+from armor_rx.logs import configure_logging
+from armor_rx.model.events import TaskEvent, to_plain
+from armor_rx.model.ids import validate_task_id
+from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.registry import Registry
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-dir", metavar="DIR", help="state directory (default: .armor/ in the repository)")
+    common.add_argument("--repo", metavar="PATH", help="repository whose .armor/ to use (default: the one containing the current directory)")
+    common.add_argument("--log-json", action="store_true", help="write armor_rx's own log lines as JSON")
+    common.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+    parser = argparse.ArgumentParser(prog="armor-rx", description="Run AI coding agents safely.")
+    parser.add_argument("--version", action="version", version=f"armor-rx {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    events = verbs.add_parser("events", parents=[common], help="print the event log")
+    events.add_argument("--task", metavar="ID", help="only this task's events")
+    events.add_argument("--kind", metavar="PATTERN", help="only kinds matching, e.g. 'task.*' or '*.failed'")
+    events.add_argument("--since-seq", metavar="SEQ", type=int, default=1, help="start at this seq")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events (Ctrl-C stops)")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    tasks = verbs.add_parser("tasks", parents=[common], help="list tasks and their states")
+    tasks.add_argument("--json", action="store_true", help="one JSON array")
+
+    letters = verbs.add_parser("dead-letters", parents=[common], help="list requests whose effects gave up")
+    letters.add_argument("--all", action="store_true", help="include re-driven ones")
+    letters.add_argument("--json", action="store_true", help="one JSON array")
+
+    redrive = verbs.add_parser("redrive", parents=[common], help="run a dead-lettered request again")
+    redrive.add_argument("letter", metavar="LETTER_ID")
+
+    demo = verbs.add_parser("demo", parents=[common], help="run a small example pipeline and print its events")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    return parser
+
+
+def _state_path(args: argparse.Namespace) -> Path:
+    from armor_rx.sinks.statedir import StateDir
+
+    return StateDir.resolve(args.state_dir, args.repo)
+
+
+def _read_log(state: Path) -> Any:
+    from armor_rx.sinks.eventlog import EventLog
+
+    if not (state / "events").is_dir():
+        return None
+    return EventLog(state / "events", read_only=True).start()
+
+
+def _format(event: TaskEvent) -> str:
+    payload = orjson.dumps(to_plain(event.payload)).decode()
+    if len(payload) > 160:
+        payload = payload[:157] + "..."
+    task = event.task_id or "-"
+    return f"{event.seq:>6}  {task:<24} {event.kind:<26} {payload}"
+
+
+def _print_event(event: TaskEvent, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.buffer.write(event.to_json() + b"\n")
+        sys.stdout.flush()
+    else:
+        print(_format(event), flush=True)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    if args.task is not None:
+        validate_task_id(args.task)
+    if args.kind is not None:
+        kind_matcher(args.kind)
+    state = _state_path(args)
+    log = _read_log(state)
+    if log is None and not args.follow:
+        return 0
+    if log is None:
+        from armor_rx.sinks.eventlog import EventLog
+
+        (state / "events").mkdir(parents=True, exist_ok=True)
+        log = EventLog(state / "events", read_only=True).start()
+    try:
+        if args.follow:
+            stop = threading.Event()
+            try:
+                for event in log.follow(args.since_seq, task_id=args.task, kind=args.kind, stop=stop):
+                    _print_event(event, args.json)
+            except KeyboardInterrupt:
+                stop.set()
+        else:
+            for event in log.read(args.since_seq, task_id=args.task, kind=args.kind):
+                _print_event(event, args.json)
+    finally:
+        log.stop()
+    return 0
+
+
+def _registry(state: Path) -> Registry:
+    from armor_rx.sinks.snapshot import SnapshotStore, recover_registry
+
+    log = _read_log(state)
+    if log is None:
+        return Registry()
+    try:
+        registry, _report = recover_registry(SnapshotStore(state / "snapshot.json"), log)
+        return registry
+    finally:
+        log.stop()
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    registry = _registry(_state_path(args))
+    rows = registry.to_list()
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
+        return 0
+    if not rows:
+        print("no tasks")
+        return 0
+    print(f"{'TASK':<28} {'STATE':<12} {'VERSION':>7}  REASON")
+    for row in rows:
+        print(f"{row['task_id']:<28} {row['state']:<12} {row['version']:>7}  {row['reason'] or ''}")
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from armor_rx.sinks.deadletter import DeadLetterLog
+
+    directory = _state_path(args) / "deadletter"
+    if not directory.is_dir():
+        letters = []
+    else:
+        with DeadLetterLog(directory, read_only=True) as dead:
+            letters = dead.list(include_redriven=args.all)
+    rows = [
+        {"id": d.id, "task_id": d.event.task_id, "kind": d.event.kind, "error": d.error, "error_type": d.error_type, "attempts": d.attempts, "redriven_by": d.redriven_by}
+        for d in letters
+    ]
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
+    elif not rows:
+        print("no dead letters")
+    else:
+        for row in rows:
+            print(f"{row['id']}  {row['task_id'] or '-':<24} {row['kind']:<24} after {row['attempts']} attempts: {row['error']}")
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from armor_rx.session import Armor
+
+    with Armor(args.repo, state_dir=_state_path(args)) as armor:
+        outcome = armor.redrive(args.letter)
+    print(_format(outcome))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from armor_rx.demo import run_demo
+
+    return run_demo(state_dir=args.state_dir, keep=args.keep)
+
+
+COMMANDS = {"events": cmd_events, "tasks": cmd_tasks, "dead-letters": cmd_dead_letters, "redrive": cmd_redrive, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(json=args.log_json, level=args.log_level)
+    try:
+        return COMMANDS[args.verb](args)
+    except ArmorError as exc:
+        print(f"armor-rx: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("armor-rx: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

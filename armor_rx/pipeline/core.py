@@ -1,0 +1,430 @@
+"""The pipeline: requests -> intent (write-ahead) -> per-task lanes -> before-hooks
+-> effects -> outcome (logged) -> after-hooks -> bus.
+
+Two kinds of thread carry events: the *lanes* (one task's requests, in order,
+on a shared pool, so different tasks proceed concurrently) and the single
+*publisher*, which takes committed events in seq order once they are durable,
+runs the after-hooks and publishes to the bus. Only durable events are ever
+published, and always in seq order, which is what makes replay seamless.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import reactivex
+import structlog
+from reactivex import operators as ops
+from reactivex.scheduler import ThreadPoolScheduler
+from reactivex.subject import Subject
+
+from armor_rx.errors import ArmorError, EffectFailed, LogClosed, Vetoed
+from armor_rx.model.events import TaskEvent
+from armor_rx.model.lifecycle import ACTIVE, REQUEST_OUTCOME, State
+from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.registry import Registry, TaskRecord
+from armor_rx.operators import by_task, dedup, default_is_transient, retry_with_backoff
+from armor_rx.pipeline.bus import EventBus
+from armor_rx.pipeline.effects import Effect, EffectContext
+from armor_rx.pipeline.hooks import HookSet
+from armor_rx.pipeline.stages import hook_stage
+
+_log = structlog.get_logger("armor_rx.pipeline")
+
+# A fail or cancel must always be able to finish: guards may object, effects may
+# fail, but the task still leaves its active state.
+UNSTOPPABLE = frozenset({"task.fail.requested", "task.cancel.requested"})
+
+
+class Log(Protocol):
+    """What the pipeline needs of the durable event log."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def append_async(self, event: TaskEvent, *, on_append: Callable[[TaskEvent], None] | None = None) -> Future[TaskEvent]: ...
+
+    def read(self, start_seq: int = 1, end_seq: int | None = None, *, task_id: str | None = None, kind: str | None = None) -> Any: ...
+
+
+class DeadLetters(Protocol):
+    def add(self, event: TaskEvent, error: BaseException, attempts: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How effects are retried: exponential backoff with jitter and a cap."""
+
+    max_attempts: int = 5
+    initial_delay: float = 0.05
+    multiplier: float = 2.0
+    max_delay: float = 5.0
+    jitter: float = 0.5
+    is_transient: Callable[[BaseException], bool] = default_is_transient
+
+
+@dataclass
+class _InFlight:
+    event: TaskEvent
+    future: Future[TaskEvent]
+
+
+def outcome_kind(request_kind: str) -> str:
+    """``task.start.requested`` -> ``task.started``; other ``x.requested`` -> ``x.done``."""
+    if request_kind in REQUEST_OUTCOME:
+        return REQUEST_OUTCOME[request_kind]
+    if request_kind.endswith(".requested"):
+        return request_kind[: -len(".requested")] + ".done"
+    return request_kind + ".done"
+
+
+class Pipeline:
+    """Wires the log, registry, hooks, effects and bus together. Use through :class:`armor_rx.Armor`."""
+
+    def __init__(
+        self,
+        *,
+        log: Log,
+        registry: Registry,
+        hooks: HookSet,
+        effects: Sequence[Effect] = (),
+        dead_letters: DeadLetters | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        max_workers: int = 8,
+        max_pending: int = 10_000,
+        memory_events: int = 10_000,
+    ) -> None:
+        self.log = log
+        self.registry = registry
+        self.hooks = hooks
+        self.effects = list(effects)
+        self.dead_letters = dead_letters
+        self.retry = retry
+        self.bus = EventBus(lambda a, b: log.read(a, b), memory_events=memory_events, last_seq=log.last_seq)
+        self._registry_lock = threading.RLock()
+        self._commit_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
+        self._inflight: dict[str, _InFlight] = {}
+        self._inflight_lock = threading.Lock()
+        self._idle = threading.Condition(self._inflight_lock)
+        self._room = threading.BoundedSemaphore(max_pending)
+        self._publish_q: queue.SimpleQueue[tuple[Future[TaskEvent], bool] | threading.Event | None] = queue.SimpleQueue()
+        self._max_workers = max_workers
+        self._requests: Subject[TaskEvent] = Subject()
+        self._after: Subject[TaskEvent] = Subject()
+        self._publisher: threading.Thread | None = None
+        self._pool: ThreadPoolScheduler | None = None
+        self._subscriptions: list[reactivex.abc.DisposableBase] = []
+        self._running = False
+        self._generation: dict[str, int] = {}
+        self._commits = 0
+
+    # -- life cycle -------------------------------------------------------
+    def start(self) -> Pipeline:
+        if self._running:
+            return self
+        self._pool = ThreadPoolScheduler(self._max_workers)
+        lanes = self._requests.pipe(
+            # A re-drive delivers the same event again on purpose: its generation
+            # makes it distinct, while an accidental duplicate is still dropped.
+            dedup(key=lambda e: (e.id, self._generation.get(e.id, 0))),
+            by_task(lambda lane: lane.pipe(hook_stage(self.hooks, "before"), ops.do_action(self._effect_stage)), scheduler=self._pool),
+        )
+        self._subscriptions.append(lanes.subscribe(on_error=self._lane_failed))
+        after = self._after.pipe(hook_stage(self.hooks, "after"))
+        self._subscriptions.append(after.subscribe(self._after_out, self._lane_failed))
+        self._publisher = threading.Thread(target=self._publish_loop, name="armor-publisher", daemon=True)
+        self._running = True
+        self._publisher.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is in flight (up to ``timeout`` seconds), then stop every thread."""
+        if not self._running:
+            return
+        with self._idle:
+            self._idle.wait_for(lambda: not self._inflight, timeout=timeout)
+            abandoned = list(self._inflight.values())
+        self._running = False
+        for item in abandoned:
+            item.future.set_exception(LogClosed(f"session stopped before {item.event.kind} {item.event.id} finished"))
+        self._requests.on_completed()
+        self._publish_q.put(None)
+        if self._publisher is not None:
+            self._publisher.join(timeout)
+        for sub in self._subscriptions:
+            sub.dispose()
+        self._subscriptions.clear()
+        if self._pool is not None:
+            self._pool.executor.shutdown(wait=True)
+        self.bus.close()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no request is in flight and everything committed so far is published."""
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._inflight, timeout=timeout):
+                return False
+        # After-hooks may commit new events (hook.failed) while we wait, so go
+        # round until a whole round passes with no new commit.
+        while True:
+            before = self._commits
+            published = threading.Event()
+            self._publish_q.put(published)
+            if not published.wait(timeout):
+                return False
+            if self._commits == before:
+                return True
+
+    # -- entry points -----------------------------------------------------
+    def submit(self, request: TaskEvent) -> Future[TaskEvent]:
+        """Log ``request`` durably (write-ahead), then run it through its task's lane.
+
+        Raises at once (nothing logged) if the request is illegal for the task's
+        state. The returned future gives the logged outcome event, or raises
+        :class:`Vetoed` / :class:`EffectFailed`.
+        """
+        self._ensure_running()
+        outcome: Future[TaskEvent] = Future()
+        logged = self._commit_external(request).result()
+        self._enqueue(logged, outcome)
+        return outcome
+
+    def redrive(self, request: TaskEvent) -> Future[TaskEvent]:
+        """Run an already-logged request through its lane again (effects are idempotent by id)."""
+        self._ensure_running()
+        outcome: Future[TaskEvent] = Future()
+        self._generation[request.id] = self._generation.get(request.id, 0) + 1
+        self._enqueue(request, outcome)
+        return outcome
+
+    def record(self, event: TaskEvent) -> Future[TaskEvent]:
+        """Log a fact (no before-hooks, no effects); it goes to after-hooks and the bus.
+
+        Blocks while ``max_pending`` committed events wait to be published, so a
+        fast producer is slowed rather than buffered without bound.
+        """
+        self._ensure_running()
+        return self._commit_external(event)
+
+    def _commit_external(self, event: TaskEvent) -> Future[TaskEvent]:
+        # The publisher gives the room back once the event is out (or refused);
+        # here only when the commit failed before it was queued.
+        self._room.acquire()
+        try:
+            return self._commit(event, external=True)
+        except BaseException:
+            self._room.release()
+            raise
+
+    def _ensure_running(self) -> None:
+        if not self._running:
+            raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
+
+    def _enqueue(self, event: TaskEvent, outcome: Future[TaskEvent]) -> None:
+        with self._inflight_lock:
+            self._inflight[event.id] = _InFlight(event, outcome)
+        outcome.add_done_callback(lambda _: self._done(event.id))
+        with self._submit_lock:  # a Subject's on_next must not be called concurrently
+            self._requests.on_next(event)
+
+    def _done(self, event_id: str) -> None:
+        with self._idle:
+            self._inflight.pop(event_id, None)
+            if not self._inflight:
+                self._idle.notify_all()
+
+    # -- commit and publish -----------------------------------------------
+    def _apply(self, event: TaskEvent) -> None:
+        with self._registry_lock:
+            self.registry.apply(event)
+
+    def _commit(self, event: TaskEvent, *, external: bool = False) -> Future[TaskEvent]:
+        with self._commit_lock:  # seq order == publish-queue order
+            future = self.log.append_async(event, on_append=self._apply)
+            self._commits += 1
+            self._publish_q.put((future, external))
+        return future
+
+    def _publish_loop(self) -> None:
+        while True:
+            item = self._publish_q.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            future, external = item
+            try:
+                event = future.result()
+            except BaseException:
+                event = None  # refused before it was written: nothing to publish
+            if external:
+                self._room.release()
+            if event is None:
+                continue
+            self._after.on_next(event)
+
+    def _after_out(self, event: TaskEvent) -> None:
+        if event.seq is None:  # made by an after-hook (hook.failed): log it first
+            self._commit(event)
+            if event.kind == "hook.failed" and event.payload.get("fatal") and event.task_id:
+                threading.Thread(target=self._fail_quietly, args=(event,), daemon=True).start()
+            return
+        self.bus.publish(event)
+
+    def _fail_quietly(self, cause: TaskEvent) -> None:
+        assert cause.task_id is not None
+        try:
+            record = self.task(cause.task_id)
+            if record.state in ACTIVE or record.state == State.INTERRUPTED:
+                self.submit(cause.caused("task.fail.requested", {"reason": f"hook {cause.payload.get('hook')} failed closed: {cause.payload.get('error')}"}))
+        except ArmorError as exc:
+            _log.warning("could not fail task after a fatal hook", task_id=cause.task_id, error=str(exc))
+
+    def _lane_failed(self, error: Exception) -> None:
+        _log.error("pipeline stage failed; in-flight requests are failed", error=repr(error))
+        with self._inflight_lock:
+            pending = list(self._inflight.values())
+        for item in pending:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def task(self, task_id: str) -> TaskRecord:
+        with self._registry_lock:
+            return self.registry.get(task_id)
+
+    # -- the lane: runs in a task's lane thread ----------------------------
+    def _effect_stage(self, event: TaskEvent) -> None:
+        try:
+            if event.kind == "hook.vetoed":
+                self._vetoed(event)
+            elif event.kind == "hook.failed":
+                self._commit(event).result()
+            else:
+                with self._inflight_lock:
+                    item = self._inflight.get(event.id)
+                if item is None:
+                    if event.seq is None:  # a new event made by a before-operator
+                        self._commit(event).result()
+                    return
+                self._run(item)
+        except Exception as exc:  # never let one request break the lane
+            _log.error("lane error", kind=event.kind, task_id=event.task_id, error=repr(exc))
+            with self._inflight_lock:
+                item = self._inflight.get(str(event.payload.get("vetoed_id", event.id)))
+            if item is not None and not item.future.done():
+                item.future.set_exception(exc)
+
+    def _vetoed(self, veto: TaskEvent) -> None:
+        with self._inflight_lock:
+            item = self._inflight.get(str(veto.payload.get("vetoed_id")))
+        self._commit(veto).result()
+        if item is None:
+            return
+        reason = str(veto.payload.get("reason"))
+        hook = str(veto.payload.get("hook"))
+        if item.event.kind in UNSTOPPABLE:
+            self._commit(veto.caused("hook.veto_ignored", {"hook": hook, "reason": reason, "why": "a fail or cancel cannot be vetoed"})).result()
+            self._run(item)
+            return
+        error = Vetoed(reason, hook=hook, task_id=item.event.task_id)
+        if item.event.task_id is not None and item.event.kind in REQUEST_OUTCOME:
+            follow = veto.caused("task.fail.requested", {"reason": f"vetoed by {hook}: {reason}", "vetoed": True})
+            self._follow_up(follow, item.future, error)
+        else:
+            item.future.set_exception(error)
+
+    def _follow_up(self, request: TaskEvent, original: Future[TaskEvent], error: BaseException) -> None:
+        """Submit ``request`` and fail ``original`` with ``error`` once it has finished."""
+        try:
+            logged = self._commit(request).result()
+        except ArmorError as exc:
+            _log.warning("follow-up request refused", kind=request.kind, error=str(exc))
+            original.set_exception(error)
+            return
+        follow: Future[TaskEvent] = Future()
+        follow.add_done_callback(lambda _: original.set_exception(error))
+        with self._inflight_lock:
+            self._inflight[logged.id] = _InFlight(logged, follow)
+        follow.add_done_callback(lambda _: self._done(logged.id))
+        with self._submit_lock:
+            self._requests.on_next(logged)
+
+    def _run(self, item: _InFlight) -> None:
+        request = item.event
+        try:
+            extra = self._run_effects(request)
+        except EffectFailed as exc:
+            self._effect_failed(item, exc)
+            return
+        payload = dict(extra)
+        if request.kind in ("task.fail.requested", "task.cancel.requested") and "reason" in request.payload:
+            payload.setdefault("reason", request.payload["reason"])
+        outcome = self._commit(request.caused(outcome_kind(request.kind), payload)).result()
+        item.future.set_result(outcome)
+
+    def _effect_failed(self, item: _InFlight, exc: EffectFailed) -> None:
+        request = item.event
+        transient = self.retry.is_transient(exc.cause)
+        letter_id = None
+        if transient and self.dead_letters is not None:
+            letter_id = getattr(self.dead_letters.add(request, exc.cause, exc.attempts), "id", None)
+        self._commit(
+            request.caused(
+                "effect.dead_lettered" if letter_id else "effect.failed",
+                {"effect": exc.kind, "error": str(exc.cause), "error_type": type(exc.cause).__name__, "attempts": exc.attempts, "dead_letter": letter_id},
+            )
+        ).result()
+        if request.kind in UNSTOPPABLE:
+            outcome = self._commit(request.caused(outcome_kind(request.kind), {"reason": request.payload.get("reason"), "effect_error": str(exc)})).result()
+            item.future.set_result(outcome)
+        elif letter_id is None and request.task_id is not None and request.kind in REQUEST_OUTCOME:
+            follow = request.caused("task.fail.requested", {"reason": str(exc)})
+            self._follow_up(follow, item.future, exc)
+        else:
+            # Transient and exhausted: the task waits where it is for a re-drive.
+            item.future.set_exception(exc)
+
+    def _run_effects(self, request: TaskEvent) -> Mapping[str, Any]:
+        result: dict[str, Any] = {}
+        for effect in self.effects:
+            if not kind_matcher(effect.kinds)(request.kind):
+                continue
+            result.update(self._apply_effect(effect, request))
+        return result
+
+    def _apply_effect(self, effect: Effect, request: TaskEvent) -> Mapping[str, Any]:
+        attempts = 0
+        task = None
+        if request.task_id is not None:
+            with self._registry_lock:
+                task = self.registry.tasks.get(request.task_id)
+
+        def emit(kind: str, payload: Mapping[str, Any]) -> TaskEvent:
+            return self._commit(request.caused(kind, payload)).result()
+
+        def attempt() -> Mapping[str, Any]:
+            nonlocal attempts
+            attempts += 1
+            return effect.apply(EffectContext(request=request, task=task, emit=emit, attempt=attempts)) or {}
+
+        policy = self.retry
+        source = reactivex.defer(lambda _: reactivex.from_callable(attempt)).pipe(
+            retry_with_backoff(
+                max_attempts=policy.max_attempts,
+                initial_delay=policy.initial_delay,
+                multiplier=policy.multiplier,
+                max_delay=policy.max_delay,
+                jitter=policy.jitter,
+                is_transient=policy.is_transient,
+            )
+        )
+        try:
+            return source.run()
+        except Exception as exc:
+            raise EffectFailed(effect.name, exc, attempts) from exc

@@ -1,0 +1,378 @@
+"""The session: one state directory, its log, registry, hooks, effects and bus.
+
+Everything stateful lives in an :class:`Armor` value, so two sessions on two
+state directories in one process never see each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import reactivex
+import structlog
+from reactivex import Observable
+from reactivex import operators as ops
+
+from armor_rx.errors import ArmorError, ConfigError, LogClosed
+from armor_rx.model.events import TaskEvent
+from armor_rx.model.ids import validate_task_id
+from armor_rx.model.lifecycle import ACTIVE, HOOK_POINTS, KIND_TO_STATE, State
+from armor_rx.model.registry import TaskRecord
+from armor_rx.operators import DropReport, backpressure
+from armor_rx.pipeline.core import Pipeline, RetryPolicy
+from armor_rx.pipeline.effects import Effect
+from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
+from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
+from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
+from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
+from armor_rx.sinks.statedir import StateDir
+
+_log = structlog.get_logger("armor_rx.session")
+
+BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
+
+
+class Armor:
+    """A session over one state directory.
+
+    >>> import tempfile
+    >>> with Armor(state_dir=tempfile.mkdtemp()) as armor:
+    ...     _ = armor.create_task("demo")
+    ...     _ = armor.start("demo")
+    ...     _ = armor.complete("demo")
+    ...     armor.task("demo").state.value
+    'completed'
+
+    Opening takes an inter-process lock on the state directory
+    (:class:`armor_rx.errors.StateDirLocked` if another process holds it),
+    recovers the log's tail, rebuilds the task registry (see :attr:`recovery`)
+    and marks tasks whose last request never finished as ``interrupted``.
+    """
+
+    def __init__(
+        self,
+        repo: str | Path | None = None,
+        *,
+        state_dir: str | Path | None = None,
+        fsync: FsyncPolicy = "batch",
+        effects: Sequence[Effect] = (),
+        retry: RetryPolicy = RetryPolicy(),
+        lock_timeout: float = 0.0,
+        max_workers: int = 8,
+        memory_events: int = 10_000,
+        snapshot_every: int = 1000,
+        segment_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.repo = Path(repo).resolve() if repo is not None else None
+        self.state = StateDir(StateDir.resolve(state_dir, repo), lock_timeout=lock_timeout)
+        self.hooks = HookSet()
+        self.recovery: RecoveryReport | None = None
+        self._fsync = fsync
+        self._effects = list(effects)
+        self._retry = retry
+        self._max_workers = max_workers
+        self._memory_events = memory_events
+        self._snapshot_every = snapshot_every
+        self._segment_bytes = segment_bytes
+        self._log: EventLog | None = None
+        self._dead: DeadLetterLog | None = None
+        self._snapshots = SnapshotStore(self.state.snapshot_path)
+        self._pipeline: Pipeline | None = None
+        self._last_snapshot_seq = 0
+        self._snapshot_sub: reactivex.abc.DisposableBase | None = None
+
+    # -- opening and closing ------------------------------------------------
+    def open(self) -> Armor:
+        """Take the lock, recover, and start the pipeline. ``with Armor(...)`` calls it."""
+        self.state.acquire()
+        try:
+            self._log = EventLog(self.state.events_dir, fsync=self._fsync, segment_bytes=self._segment_bytes).start()
+            self._dead = DeadLetterLog(self.state.deadletter_dir, fsync=self._fsync).start()
+            registry, self.recovery = recover_registry(self._snapshots, self._log)
+            self._last_snapshot_seq = registry.seq
+            self._pipeline = Pipeline(
+                log=self._log,
+                registry=registry,
+                hooks=self.hooks,
+                effects=self._effects,
+                dead_letters=self._dead,
+                retry=self._retry,
+                max_workers=self._max_workers,
+                memory_events=self._memory_events,
+            ).start()
+            self._reconcile()
+            self._snapshot_sub = self._pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _maybe_snapshot(self, event: TaskEvent) -> None:
+        if event.seq is not None and event.seq - self._last_snapshot_seq >= self._snapshot_every:
+            self._last_snapshot_seq = self.snapshot()
+
+    def close(self) -> None:
+        """Finish in-flight work, write a snapshot, close the logs, release the lock."""
+        try:
+            if self._snapshot_sub is not None:
+                self._snapshot_sub.dispose()
+                self._snapshot_sub = None
+            if self._pipeline is not None:
+                self._pipeline.stop()
+                with self._pipeline._registry_lock:
+                    self._snapshots.save(self._pipeline.registry)
+        finally:
+            self._pipeline = None
+            for sink in (self._dead, self._log):
+                if sink is not None:
+                    sink.stop()
+            self._dead = self._log = None
+            self.state.release()
+
+    def __enter__(self) -> Armor:
+        return self.open()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
+        return self._pipeline
+
+    @property
+    def log(self) -> EventLog:
+        if self._log is None:
+            raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
+        return self._log
+
+    def _reconcile(self) -> None:
+        """Mark tasks whose last request has no outcome as interrupted (after a crash)."""
+        answered: set[str] = set()
+        open_requests: dict[str, TaskEvent] = {}
+        for event in self.log.read():
+            if event.causation_id is not None:
+                answered.add(event.causation_id)
+            if event.kind.endswith(".requested") and event.task_id is not None:
+                open_requests[event.id] = event
+        pipeline = self.pipeline
+        for request_id, request in open_requests.items():
+            if request_id in answered:
+                continue
+            assert request.task_id is not None
+            record = pipeline.task(request.task_id)
+            if record.state not in ACTIVE:
+                continue
+            findings: dict[str, Any] = {}
+            for effect in self._effects:
+                reconcile = getattr(effect, "reconcile", None)
+                if callable(reconcile):
+                    findings[effect.name] = reconcile(request)
+            pipeline.record(
+                request.caused(
+                    "task.interrupted",
+                    {"reason": f"armor_rx stopped while {request.kind} was in flight; resume the task to continue", "request_id": request_id, "findings": findings},
+                )
+            ).result()
+            _log.warning("task interrupted by an earlier crash", task_id=request.task_id, request=request.kind)
+
+    # -- tasks --------------------------------------------------------------
+    def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:
+        """Register a new task in state ``pending``. Raises InvalidTaskId or TaskExists."""
+        validate_task_id(task_id)
+        meta = {"base_ref": base_ref, **(metadata or {})}
+        if self.repo is not None:
+            meta.setdefault("repo", str(self.repo))
+        self.pipeline.record(TaskEvent.new("task.created", task_id, {"metadata": meta})).result()
+        return self.task(task_id)
+
+    def task(self, task_id: str) -> TaskRecord:
+        """The task's current record. Raises TaskNotFound."""
+        return self.pipeline.task(validate_task_id(task_id))
+
+    def tasks(self) -> list[TaskRecord]:
+        pipeline = self.pipeline
+        with pipeline._registry_lock:
+            return [pipeline.registry.tasks[k] for k in sorted(pipeline.registry.tasks)]
+
+    def update_task(self, task_id: str, expected_version: int, metadata: Mapping[str, Any]) -> TaskRecord:
+        """Merge ``metadata`` into the task if it is still at ``expected_version``.
+
+        Raises :class:`armor_rx.errors.ConcurrencyConflict` when someone changed the
+        task meanwhile; re-read it with :meth:`task` and retry.
+        """
+        validate_task_id(task_id)
+        event = TaskEvent.new("task.updated", task_id, {"expected_version": expected_version, "metadata": dict(metadata)})
+        self.pipeline.record(event).result()
+        return self.task(task_id)
+
+    def request(self, task_id: str, kind: str, payload: Mapping[str, Any] | None = None) -> Future[TaskEvent]:
+        """Submit a request event without waiting; the future gives the outcome."""
+        return self.pipeline.submit(TaskEvent.new(kind, validate_task_id(task_id), payload))
+
+    def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent:
+        return self.request(task_id, kind, payload).result(timeout)
+
+    def start(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+        """Start a task: its before_start hooks run, then its effects. Raises Vetoed or EffectFailed."""
+        return self._wait(task_id, "task.start.requested", payload, timeout)
+
+    def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+        return self._wait(task_id, "task.complete.requested", payload, timeout)
+
+    def fail(self, task_id: str, reason: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+        return self._wait(task_id, "task.fail.requested", {"reason": reason, **payload}, timeout)
+
+    def cancel(self, task_id: str, reason: str = "cancelled by the user", *, timeout: float | None = None) -> TaskEvent:
+        return self._wait(task_id, "task.cancel.requested", {"reason": reason}, timeout)
+
+    def interrupt(self, task_id: str, reason: str) -> TaskEvent:
+        return self.pipeline.record(TaskEvent.new("task.interrupted", validate_task_id(task_id), {"reason": reason})).result()
+
+    def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+        return self._wait(task_id, "task.resume.requested", payload, timeout)
+
+    def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
+        """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable."""
+        if task_id is not None:
+            validate_task_id(task_id)
+        return self.pipeline.record(TaskEvent.new(kind, task_id, payload)).result()
+
+    def ingest(
+        self,
+        source: Observable[TaskEvent],
+        *,
+        max_items: int = 1024,
+        policy: BackpressurePolicy = "block",
+        name: str = "ingest",
+    ) -> reactivex.abc.DisposableBase:
+        """Record every event of a fast ``source`` through a bounded buffer.
+
+        ``block`` (the default) slows the producer and loses nothing; the other
+        policies drop and report the drops as ``backpressure.dropped`` events.
+        """
+        pipeline = self.pipeline
+
+        def report(drop: DropReport) -> None:
+            pipeline.record(TaskEvent.new("backpressure.dropped", None, {"name": drop.name, "policy": drop.policy, "dropped": drop.dropped, "total_dropped": drop.total_dropped}))
+
+        return source.pipe(backpressure(max_items, policy, on_drop=report, name=name)).subscribe(
+            lambda event: pipeline.record(event),
+            lambda error: _log.error("ingest failed", name=name, error=repr(error)),
+        )
+
+    # -- events ---------------------------------------------------------------
+    def events(
+        self,
+        pattern: str = "*",
+        *,
+        task_id: str | None = None,
+        last: int | None = None,
+        since: float | None = None,
+        from_seq: int | None = None,
+    ) -> Observable[TaskEvent]:
+        """Subscribe to events by kind pattern (``task.*``, ``exec.*``, ``*.failed``), with replay.
+
+        See :meth:`armor_rx.pipeline.bus.EventBus.subscribe` for the replay options.
+        """
+        if task_id is not None:
+            validate_task_id(task_id)
+        return self.pipeline.bus.subscribe(pattern, task_id=task_id, last=last, since=since, from_seq=from_seq)
+
+    def history(self, *, task_id: str | None = None, kind: str | None = None, start_seq: int = 1) -> Iterable[TaskEvent]:
+        """Logged events, oldest first, from the durable log."""
+        return self.log.read(start_seq, task_id=task_id, kind=kind)
+
+    def wait_idle(self, timeout: float | None = 10.0) -> bool:
+        """Wait until in-flight requests are done and every event reached the bus."""
+        return self.pipeline.wait_idle(timeout)
+
+    # -- hooks ----------------------------------------------------------------
+    def use(self, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
+        """Add a reactivex operator as a hook; higher priority runs first."""
+        hook = Hook(name=name or getattr(operator, "__qualname__", repr(operator)), stage=stage, operator=operator, priority=priority)
+        return self._register(hook)
+
+    def hook(
+        self,
+        point: str,
+        fn: Callable[[TaskEvent], Any] | None = None,
+        *,
+        priority: int = 0,
+        name: str | None = None,
+        on_error: ErrorPolicy | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Register a plain function at a classic hook point (also usable as a decorator).
+
+        ``point`` is one of before_start, after_start, before_complete,
+        after_complete, before_fail, after_fail. Before-hooks veto by returning
+        False or a reason (or raising Vetoed) and fail closed; after-hooks fail
+        open. Registration is recorded as a ``hook.registered`` event, exactly
+        as for :meth:`use`.
+        """
+        if point not in HOOK_POINTS:
+            raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
+
+        def register(f: Callable[[TaskEvent], Any]) -> Callable[[TaskEvent], Any]:
+            self._register(classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def before_start(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+        return self.hook("before_start", fn, **options)
+
+    def after_start(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+        return self.hook("after_start", fn, **options)
+
+    def before_complete(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+        return self.hook("before_complete", fn, **options)
+
+    def after_complete(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+        return self.hook("after_complete", fn, **options)
+
+    def before_fail(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+        return self.hook("before_fail", fn, **options)
+
+    def after_fail(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+        return self.hook("after_fail", fn, **options)
+
+    def remove_hook(self, hook: Hook) -> bool:
+        removed = self.hooks.remove(hook)
+        if removed and self._pipeline is not None:
+            self._pipeline.record(TaskEvent.new("hook.removed", None, hook.describe())).result()
+        return removed
+
+    def _register(self, hook: Hook) -> Hook:
+        self.hooks.add(hook)
+        if self._pipeline is not None:
+            self._pipeline.record(TaskEvent.new("hook.registered", None, hook.describe())).result()
+        return hook
+
+    # -- dead letters ----------------------------------------------------------
+    def dead_letters(self, *, include_redriven: bool = False) -> list[DeadLetter]:
+        if self._dead is None:
+            raise LogClosed("the session is not started")
+        return self._dead.list(include_redriven=include_redriven)
+
+    def redrive(self, letter_id: str, *, timeout: float | None = None) -> TaskEvent:
+        """Run a dead-lettered request again; returns its outcome (or raises again)."""
+        if self._dead is None:
+            raise LogClosed("the session is not started")
+        letter = self._dead.get(letter_id)
+        self.pipeline.record(letter.event.caused("deadletter.redriven", {"letter_id": letter_id})).result()
+        self._dead.mark_redriven(letter_id, letter.event.id)
+        return self.pipeline.redrive(letter.event).result(timeout)
+
+    def snapshot(self) -> int:
+        """Write the registry snapshot now; returns the seq it is at."""
+        pipeline = self.pipeline
+        with pipeline._registry_lock:
+            self._snapshots.save(pipeline.registry)
+            return pipeline.registry.seq

@@ -1,0 +1,44 @@
+"""Run every benchmark and print its ratios against the baselines measured in the same run.
+
+    python3 benchmarks/run.py            # pipeline + event log
+    python3 benchmarks/run.py --all      # also the git checkpoint benchmark (needs ~1 GB of disk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SUITES = ["bench_pipeline", "bench_eventlog"]
+HEAVY = ["bench_checkpoint"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--all", action="store_true", help="include the heavy benchmarks")
+    args = parser.parse_args()
+    for name in SUITES + (HEAVY if args.all else []):
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            print(f"== {name}: not available ({exc})")
+            continue
+        print(f"== {name}")
+        results = module.run()
+        for key, value in results.items():
+            shown = f"{value:>14.3f}" if isinstance(value, float) else f"{value!s:>14}"
+            print(f"   {key:<44} {shown}")
+        for key, op, target in getattr(module, "TARGETS", []):
+            if key in results:
+                value = results[key]
+                ok = value <= target if op == "<=" else value >= target
+                print(f"   target {key} {op} {target}: {'PASS' if ok else 'MISS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

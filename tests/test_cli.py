@@ -1,0 +1,119 @@
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from armor_rx import Armor
+from armor_rx.cli import main
+
+
+def run_cli(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "armor_rx", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    return proc
+
+
+def test_tasks_json_on_new_state_dir_is_empty_list(tmp_path, capsys):
+    assert main(["tasks", "--json", "--state-dir", str(tmp_path / "nothing")]) == 0
+    assert orjson.loads(capsys.readouterr().out) == []
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_events_and_tasks_read_the_state_dir(tmp_path, capsys):
+    state = tmp_path / ".armor"
+    with Armor(state_dir=state) as armor:
+        armor.create_task("t1")
+        armor.start("t1")
+        armor.create_task("t2")
+    assert main(["events", "--json", "--state-dir", str(state)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    events = [orjson.loads(line) for line in lines]
+    assert [e["kind"] for e in events if e["task_id"]] == ["task.created", "task.start.requested", "task.started", "task.created"]
+    assert main(["events", "--json", "--task", "t2", "--state-dir", str(state)]) == 0
+    assert [orjson.loads(x)["task_id"] for x in capsys.readouterr().out.splitlines()] == ["t2"]
+    assert main(["events", "--kind", "*.started", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "task.started" in out and "task.created" not in out
+    assert main(["tasks", "--json", "--state-dir", str(state)]) == 0
+    rows = orjson.loads(capsys.readouterr().out)
+    assert [(r["task_id"], r["state"]) for r in rows] == [("t1", "running"), ("t2", "pending")]
+
+
+def test_reads_while_a_session_holds_the_lock(tmp_path, capsys):
+    state = tmp_path / ".armor"
+    with Armor(state_dir=state) as armor:
+        armor.create_task("t1")
+        assert main(["tasks", "--json", "--state-dir", str(state)]) == 0
+        assert orjson.loads(capsys.readouterr().out)[0]["task_id"] == "t1"
+
+
+def test_default_state_dir_is_in_the_repository(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "sub").mkdir()
+    with Armor(repo) as armor:
+        armor.create_task("t1")
+    assert (repo / ".armor" / "events").is_dir()
+    proc = run_cli("tasks", "--json", cwd=repo / "sub")
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)[0]["task_id"] == "t1"
+    proc = run_cli("tasks", "--json", "--repo", str(repo), cwd=tmp_path)
+    assert orjson.loads(proc.stdout)[0]["task_id"] == "t1"
+
+
+@pytest.mark.parametrize("args", [["events", "--task", "../x"], ["events", "--kind", "Bad Pattern!"]])
+def test_bad_argument_is_one_line_no_traceback(tmp_path, args):
+    proc = run_cli(*args, "--state-dir", str(tmp_path))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "armor-rx: error:" in lines[0]
+
+
+def test_task_id_error_says_what_is_allowed(tmp_path):
+    proc = run_cli("events", "--task", "../x", "--state-dir", str(tmp_path))
+    assert "lowercase letters, digits" in proc.stderr
+
+
+def test_follow_prints_new_events(tmp_path):
+    state = tmp_path / ".armor"
+    with Armor(state_dir=state) as armor:
+        armor.create_task("t1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "armor_rx", "events", "--follow", "--json", "--state-dir", str(state)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            first = orjson.loads(proc.stdout.readline())
+            armor.emit("t1", "note.added", {"n": 1})
+            second = orjson.loads(proc.stdout.readline())
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert first["kind"] == "task.created" and second["kind"] == "note.added"
+
+
+def test_demo_runs_end_to_end():
+    proc = run_cli("demo")
+    assert proc.returncode == 0, proc.stderr
+    assert "task.completed" in proc.stdout
+    assert "hook.vetoed" in proc.stdout and "tasks may not ask for network access" in proc.stdout
+    assert "after_complete hook saw write-notes" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_log_tail_is_reported_not_a_traceback(tmp_path):
+    state = tmp_path / ".armor"
+    with Armor(state_dir=state) as armor:
+        armor.create_task("t1")
+    segment = sorted((state / "events").glob("*.jsonl"))[-1]
+    with open(segment, "ab") as fh:
+        fh.write(b'{"v":1,"seq":99,"garbage')
+    proc = run_cli("tasks", "--json", "--state-dir", str(state))
+    assert proc.returncode == 0 and orjson.loads(proc.stdout)[0]["task_id"] == "t1"
+    with Armor(state_dir=state) as armor:
+        assert [t.task_id for t in armor.tasks()] == ["t1"]
+        armor.create_task("t2")
+    assert os.path.getsize(segment) > 0
