@@ -18,7 +18,6 @@ from typing import Any
 
 import reactivex
 from reactivex import operators as ops
-from reactivex.subject import Subject
 
 from armor_rx.model.events import TaskEvent
 from armor_rx.operators import guard, observe
@@ -58,10 +57,7 @@ def hook_chain(n: int) -> dict[str, float]:
 
     def pipeline() -> None:
         sink: list[TaskEvent] = []
-        subject: Subject[TaskEvent] = Subject()
-        subject.pipe(hook_stage(hooks, "before")).subscribe(sink.append)
-        for e in events:
-            subject.on_next(e)
+        reactivex.from_iterable(events).pipe(hook_stage(hooks, "before")).subscribe(sink.append)
         assert len(sink) == n
 
     t_plain, t_bare, t_pipe = _best(plain), _best(bare), _best(pipeline)

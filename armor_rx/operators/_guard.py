@@ -53,7 +53,16 @@ def guard_(
                 # belongs to downstream and must not be mistaken for a veto.
                 error: Exception | None = None
                 try:
-                    reason = _verdict(call_with_timeout(check, event, timeout, hook), hook)
+                    result = check(event) if timeout is None else call_with_timeout(check, event, timeout, hook)
+                except Exception as exc:  # Vetoed included; sorted out below
+                    result = exc
+                if result is None or result is True:  # the common case, kept short
+                    observer.on_next(event)
+                    return
+                try:
+                    if isinstance(result, Exception):
+                        raise result
+                    reason = _verdict(result, hook)
                 except Vetoed as exc:
                     reason = exc.reason
                 except Exception as exc:  # a broken check is governed by on_error

@@ -29,7 +29,20 @@ def hook_filter(kinds: str) -> Callable[[TaskEvent], bool]:
     or fail on another hook's report and no report can cause a loop.
     """
     matches = kind_matcher(kinds)  # raises ConfigError now, not on the first event
-    return lambda event: matches(event.kind) and not event.kind.startswith("hook.")
+    # Hooks sit on the hot path and kinds are few: remember each kind's answer
+    # (bounded, in case a producer invents kinds without end).
+    seen: dict[str, bool] = {}
+
+    def applies(event: TaskEvent) -> bool:
+        kind = event.kind
+        answer = seen.get(kind)
+        if answer is None:
+            answer = matches(kind) and not kind.startswith("hook.")
+            if len(seen) < 4096:
+                seen[kind] = answer
+        return answer
+
+    return applies
 
 
 def vetoed(event: TaskEvent, hook: str, reason: str, error: BaseException | None = None) -> TaskEvent:

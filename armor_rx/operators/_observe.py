@@ -32,7 +32,10 @@ def observe_(
                     observer.on_next(event)
                     return
                 try:
-                    call_with_timeout(fn, event, timeout, hook)
+                    if timeout is None:
+                        fn(event)
+                    else:
+                        call_with_timeout(fn, event, timeout, hook)
                 except Exception as exc:  # isolated: reported, never fatal to the stream
                     try:
                         report = failed(event, hook, exc, on_error)

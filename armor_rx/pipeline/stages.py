@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from reactivex import Observable, abc
-from reactivex.disposable import CompositeDisposable, SerialDisposable
-from reactivex.subject import Subject
+from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
 from armor_rx.model.events import TaskEvent
 from armor_rx.pipeline.hooks import HookSet, Stage
@@ -23,25 +22,33 @@ def hook_stage(hooks: HookSet, stage: Stage) -> Callable[[Observable[TaskEvent]]
     def operator(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
         def subscribe(observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             chain = SerialDisposable()
-            state: dict[str, object] = {"version": -1, "subject": None}
+            version = -1
+            # The head of the current chain: events are handed straight to it,
+            # with no Subject (and its lock) in between.
+            head: list[abc.ObserverBase[TaskEvent]] = []
 
-            def current() -> Subject[TaskEvent]:
-                subject = state["subject"]
-                # Reading the version without the lock is safe: a stale read only
-                # delays the rebuild to the next event.
-                if hooks.version != state["version"] or subject is None:
-                    version, operators = hooks.operators(stage)
-                    subject = Subject()
-                    pipeline: Observable[TaskEvent] = subject
-                    for op in operators:
-                        pipeline = op(pipeline)
-                    chain.disposable = pipeline.subscribe(observer.on_next, observer.on_error, scheduler=scheduler)
-                    state["version"], state["subject"] = version, subject
-                assert isinstance(subject, Subject)
-                return subject
+            def rebuild() -> None:
+                nonlocal version
+                new_version, operators = hooks.operators(stage)
+                heads: list[abc.ObserverBase[TaskEvent]] = []
+
+                def entry(obs: abc.ObserverBase[TaskEvent], _: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+                    heads.append(obs)
+                    return Disposable()
+
+                pipeline: Observable[TaskEvent] = Observable(entry)
+                for op in operators:
+                    pipeline = op(pipeline)
+                chain.disposable = pipeline.subscribe(observer.on_next, observer.on_error, scheduler=scheduler)
+                head[:] = heads
+                version = new_version
 
             def on_next(event: TaskEvent) -> None:
-                current().on_next(event)
+                # Reading the version without the lock is safe: a stale read only
+                # delays the rebuild to the next event.
+                if hooks.version != version or not head:
+                    rebuild()
+                head[0].on_next(event)
 
             upstream = source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
             return CompositeDisposable(upstream, chain)
