@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,21 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser("demo", parents=[common], help="run a small example pipeline and print its events")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+
+    # Verb groups that live in their own modules (armor_rx/commands/*.py): each
+    # has register(verbs, common) -> {verb: handler}.
+    for module in _command_modules():
+        COMMANDS.update(module.register(verbs, common))
     return parser
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+    import pkgutil
+
+    import armor_rx.commands as package
+
+    return [importlib.import_module(f"armor_rx.commands.{info.name}") for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_")]
 
 
 def _state_path(args: argparse.Namespace) -> Path:
@@ -188,7 +202,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(state_dir=args.state_dir, keep=args.keep)
 
 
-COMMANDS = {"events": cmd_events, "tasks": cmd_tasks, "dead-letters": cmd_dead_letters, "redrive": cmd_redrive, "demo": cmd_demo}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"events": cmd_events, "tasks": cmd_tasks, "dead-letters": cmd_dead_letters, "redrive": cmd_redrive, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from armor_rx.pipeline.effects import Effect
 from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
+from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
@@ -66,6 +67,9 @@ class Armor:
         memory_events: int = 10_000,
         snapshot_every: int = 1000,
         segment_bytes: int = 64 * 1024 * 1024,
+        git: bool | None = None,
+        git_author: str = "armor-rx <armor-rx@localhost>",
+        checkpoint_policy: CheckpointPolicy | None = None,
     ) -> None:
         self.repo = Path(repo).resolve() if repo is not None else None
         self.state = StateDir(StateDir.resolve(state_dir, repo), lock_timeout=lock_timeout)
@@ -83,6 +87,13 @@ class Armor:
         self._snapshots = SnapshotStore(self.state.snapshot_path)
         self._pipeline: Pipeline | None = None
         self._last_snapshot_seq = 0
+        # Git is on when the session has a repository (unless git=False).
+        self._git_enabled = git if git is not None else self.repo is not None
+        if self._git_enabled and self.repo is None:
+            raise ConfigError("git=True needs a repository: Armor('path/to/repo', git=True)")
+        self._git_author = git_author
+        self._checkpoint_policy = checkpoint_policy
+        self._git: GitWorkspace | None = None
         self._snapshot_sub: reactivex.abc.DisposableBase | None = None
 
     # -- opening and closing ------------------------------------------------
@@ -94,11 +105,18 @@ class Armor:
             self._dead = DeadLetterLog(self.state.deadletter_dir, fsync=self._fsync).start()
             registry, self.recovery = recover_registry(self._snapshots, self._log)
             self._last_snapshot_seq = registry.seq
+            effects = list(self._effects)
+            if self._git_enabled:
+                assert self.repo is not None
+                self._git = GitWorkspace(
+                    self.repo, self.state.path, emit=self._emit_from_sink, author=self._git_author, checkpoint_policy=self._checkpoint_policy
+                ).start()
+                effects.insert(0, GitEffect(self._git))
             self._pipeline = Pipeline(
                 log=self._log,
                 registry=registry,
                 hooks=self.hooks,
-                effects=self._effects,
+                effects=effects,
                 dead_letters=self._dead,
                 retry=self._retry,
                 max_workers=self._max_workers,
@@ -127,6 +145,9 @@ class Armor:
                     self._snapshots.save(self._pipeline.registry)
         finally:
             self._pipeline = None
+            if self._git is not None:
+                self._git.stop()
+                self._git = None
             for sink in (self._dead, self._log):
                 if sink is not None:
                     sink.stop()
@@ -144,6 +165,17 @@ class Armor:
         if self._pipeline is None:
             raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
         return self._pipeline
+
+    @property
+    def git(self) -> GitWorkspace:
+        """The git workspace (branches, worktrees, checkpoints) of this session's repository."""
+        if self._git is None:
+            raise ConfigError("this session has no git workspace: open it on a repository, Armor('path/to/repo')")
+        return self._git
+
+    def _emit_from_sink(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
+        # Sink events outside a request (e.g. a direct worktree removal) are recorded as facts.
+        self.pipeline.record(TaskEvent.new(kind, task_id, payload)).result()
 
     @property
     def log(self) -> EventLog:
@@ -354,6 +386,31 @@ class Armor:
         if self._pipeline is not None:
             self._pipeline.record(TaskEvent.new("hook.registered", None, hook.describe())).result()
         return hook
+
+    # -- git: worktrees and checkpoints -----------------------------------------
+    def worktree(self, task_id: str) -> Path:
+        """The task's worktree (exists once the task has started)."""
+        return self.git.worktree_path(validate_task_id(task_id))
+
+    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
+        """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint."""
+        return self._wait(task_id, "checkpoint.requested", {"message": message}, timeout)
+
+    def checkpoints(self, task_id: str) -> list[Checkpoint]:
+        return self.git.checkpoints(validate_task_id(task_id))
+
+    def rollback(self, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
+        """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first)."""
+        return self._wait(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}, timeout)
+
+    def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
+        """Create and start ``new_task`` on a new branch holding ``checkpoint`` of ``source_task``."""
+        self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
+        return self._wait(new_task, "task.start.requested", {"source_task": source_task, "from_checkpoint": checkpoint}, timeout)
+
+    def remove_worktree(self, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
+        """Remove the task's worktree; unsaved work is checkpointed first (or refused)."""
+        self.git.remove_worktree(validate_task_id(task_id), on_dirty=on_dirty)
 
     # -- dead letters ----------------------------------------------------------
     def dead_letters(self, *, include_redriven: bool = False) -> list[DeadLetter]:

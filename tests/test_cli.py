@@ -50,7 +50,8 @@ def test_reads_while_a_session_holds_the_lock(tmp_path, capsys):
 
 def test_default_state_dir_is_in_the_repository(tmp_path):
     repo = tmp_path / "repo"
-    (repo / ".git").mkdir(parents=True)
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
     (repo / "sub").mkdir()
     with Armor(repo) as armor:
         armor.create_task("t1")

@@ -118,6 +118,9 @@ class Registry:
         if target is not None:
             record = self.tasks[event.task_id]
             reason = event.payload.get("reason")
+            metadata = record.metadata
+            if isinstance(event.payload.get("metadata"), Mapping):  # an effect's facts (branch, worktree ...)
+                metadata = {**record.metadata, **to_plain(event.payload["metadata"])}
             self.tasks[event.task_id] = replace(
                 record,
                 state=target,
@@ -125,6 +128,7 @@ class Registry:
                 updated_seq=seq,
                 updated_ts=event.ts,
                 reason=str(reason) if reason is not None else record.reason,
+                metadata=metadata,
             )
         elif event.kind == "task.updated":
             record = self.tasks[event.task_id]

@@ -395,7 +395,11 @@ class Pipeline:
         for effect in self.effects:
             if not kind_matcher(effect.kinds)(request.kind):
                 continue
-            result.update(self._apply_effect(effect, request))
+            extra = dict(self._apply_effect(effect, request))
+            metadata = extra.pop("metadata", None)
+            result.update(extra)
+            if isinstance(metadata, Mapping):
+                result["metadata"] = {**result.get("metadata", {}), **metadata}
         return result
 
     def _apply_effect(self, effect: Effect, request: TaskEvent) -> Mapping[str, Any]:

@@ -29,7 +29,7 @@ class GitEffect:
     """
 
     name = "git"
-    kinds = "task.start.requested,task.complete.requested,checkpoint.requested,task.resume.requested"
+    kinds = "task.start.requested,task.complete.requested,checkpoint.requested,checkpoint.restore.requested,task.resume.requested"
 
     def __init__(self, workspace: GitWorkspace) -> None:
         self.workspace = workspace
@@ -65,14 +65,21 @@ class GitEffect:
             record = ws.records.get(task_id)
             if record is not None and ws.worktree_path(task_id).is_dir():
                 branch = record.branch  # a half-applied earlier attempt: finish it, do not duplicate
+            elif record is not None:
+                branch = record.branch
+            elif payload.get("from_checkpoint") is not None:
+                branch = ws.branch_from_checkpoint(
+                    str(payload["from_checkpoint"]), task_id, source_task_id=str(payload.get("source_task")))
             else:
-                branch = record.branch if record is not None else ws.create_branch(
-                    task_id, str(payload.get("base_ref", "HEAD")))
+                branch = ws.create_branch(task_id, str(payload.get("base_ref", "HEAD")))
             worktree = ws.add_worktree(task_id, branch)
             strategy = payload.get("submodules")
             if strategy in ("skip", "reset", "fail"):
                 ws.submodules(task_id, strategy)
-            return {"branch": branch, "worktree": str(worktree)}
+            return {"branch": branch, "worktree": str(worktree), "metadata": {"branch": branch, "worktree": str(worktree)}}
+        if kind == "checkpoint.restore.requested":
+            restored = ws.restore(task_id, str(payload.get("checkpoint")))
+            return {"checkpoint": restored.id, "commit": restored.commit}
         if kind == "checkpoint.requested":
             message = payload.get("message")
             cp = ws.checkpoint(task_id, str(message) if message is not None else None)
@@ -91,5 +98,6 @@ class GitEffect:
             checkpoint = payload.get("checkpoint")
             if checkpoint is not None:
                 ws.restore(task_id, str(checkpoint))
-            return {"branch": record.branch, "worktree": str(worktree), "checkpoint": checkpoint}
+            return {"branch": record.branch, "worktree": str(worktree), "checkpoint": checkpoint,
+                    "metadata": {"branch": record.branch, "worktree": str(worktree)}}
         raise GitError(f"the git effect does not handle {kind!r}")

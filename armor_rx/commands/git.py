@@ -1,0 +1,70 @@
+"""Verbs on a task's git side: checkpoints, rollback, resume."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from armor_rx.model.ids import validate_task_id
+
+
+def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
+    checkpoints = verbs.add_parser("checkpoints", parents=[common], help="list a task's checkpoints")
+    checkpoints.add_argument("task", metavar="TASK")
+    checkpoints.add_argument("--json", action="store_true", help="one JSON array")
+
+    rollback = verbs.add_parser("rollback", parents=[common], help="restore a task's worktree to a checkpoint")
+    rollback.add_argument("task", metavar="TASK")
+    rollback.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint id such as cp-3 (see 'armor-rx checkpoints TASK')")
+
+    resume = verbs.add_parser("resume", parents=[common], help="resume an interrupted task")
+    resume.add_argument("task", metavar="TASK")
+    resume.add_argument("--checkpoint", metavar="CHECKPOINT", help="restore this checkpoint while resuming")
+    return {"checkpoints": cmd_checkpoints, "rollback": cmd_rollback, "resume": cmd_resume}
+
+
+def _session(args: argparse.Namespace) -> Any:
+    from armor_rx.session import Armor
+    from armor_rx.sinks.statedir import StateDir
+
+    state = StateDir.resolve(args.state_dir, args.repo)
+    repo = args.repo or (state.parent if args.state_dir is None else None)
+    return Armor(repo, state_dir=state, git=repo is not None)
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    validate_task_id(args.task)
+    with _session(args) as armor:
+        armor.task(args.task)
+        found = armor.checkpoints(args.task)
+    rows = [cp.to_payload() for cp in found]
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
+    elif not rows:
+        print(f"task {args.task} has no checkpoints")
+    else:
+        for cp in found:
+            print(f"{cp.id:<8} {cp.commit[:12]}  {cp.files:>6} files  {cp.message}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    validate_task_id(args.task)
+    with _session(args) as armor:
+        outcome = armor.rollback(args.task, args.checkpoint)
+    print(f"task {args.task} restored to {outcome.payload.get('checkpoint')}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    validate_task_id(args.task)
+    with _session(args) as armor:
+        payload = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+        armor.resume(args.task, **payload)
+        state = armor.task(args.task).state.value
+    print(f"task {args.task} is {state}")
+    return 0

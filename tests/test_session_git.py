@@ -1,0 +1,102 @@
+"""The session with its git workspace, on real repositories checked with the git CLI."""
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from armor_rx import Armor, State
+
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=ENV).stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("hello\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "initial")
+    return path
+
+
+def test_task_gets_branch_worktree_checkpoints_and_merge(repo):
+    with Armor(repo) as armor:
+        armor.create_task("fix-login")
+        started = armor.start("fix-login")
+        worktree = armor.worktree("fix-login")
+        assert started.payload["branch"] == "task/fix-login"
+        assert armor.task("fix-login").metadata["worktree"] == str(worktree)
+        assert str(worktree) in git(repo, "worktree", "list")
+
+        (worktree / "login.py").write_text("def login(): return True\n")
+        cp = armor.checkpoint("fix-login", "first try")
+        first = cp.payload["checkpoint"]
+        (worktree / "login.py").write_text("broken\n")
+        (worktree / "README.md").unlink()
+        armor.rollback("fix-login", first)
+        assert (worktree / "login.py").read_text() == "def login(): return True\n"
+        assert (worktree / "README.md").exists()
+        assert [c.id for c in armor.checkpoints("fix-login")][0] == first
+
+        done = armor.complete("fix-login", message="Fix login", merge="ff")
+        assert done.payload["merged"] is True
+        assert armor.task("fix-login").state is State.COMPLETED
+        kinds = [e.kind for e in armor.history(task_id="fix-login")]
+    assert "git.branch.created" in kinds and "checkpoint.created" in kinds and "checkpoint.restored" in kinds
+    assert "Fix login" in git(repo, "log", "--format=%s", "main")
+    assert (repo / "login.py").exists() or "login.py" in git(repo, "ls-tree", "-r", "--name-only", "main")
+    git(repo, "fsck", "--strict")
+    assert "refs/armor/checkpoints/fix-login" in git(repo, "for-each-ref", "refs/armor")
+    assert git(repo, "status", "--porcelain") == ""  # .armor/ is ignored
+
+
+def test_branch_from_a_checkpoint(repo):
+    with Armor(repo) as armor:
+        armor.create_task("a")
+        armor.start("a")
+        (armor.worktree("a") / "idea.txt").write_text("v1\n")
+        cp = armor.checkpoint("a").payload["checkpoint"]
+        armor.branch_from("a", cp, "b")
+        assert (armor.worktree("b") / "idea.txt").read_text() == "v1\n"
+        assert armor.task("b").state is State.RUNNING
+    git(repo, "fsck", "--strict")
+
+
+def test_cli_checkpoints_rollback_resume(repo):
+    with Armor(repo) as armor:
+        armor.create_task("t1")
+        armor.start("t1")
+        (armor.worktree("t1") / "a.txt").write_text("1\n")
+        cp = armor.checkpoint("t1").payload["checkpoint"]
+        (armor.worktree("t1") / "a.txt").write_text("2\n")
+        armor.interrupt("t1", "laptop lid closed")
+        worktree = armor.worktree("t1")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "armor_rx", *args, "--repo", str(repo)], capture_output=True, text=True, timeout=60)
+
+    listed = cli("checkpoints", "t1", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [c["checkpoint"] for c in orjson.loads(listed.stdout)] == [cp]
+    resumed = cli("resume", "t1")
+    assert resumed.returncode == 0 and "running" in resumed.stdout, resumed.stderr
+    rolled = cli("rollback", "t1", cp)
+    assert rolled.returncode == 0, rolled.stderr
+    assert (worktree / "a.txt").read_text() == "1\n"
+    bad = cli("rollback", "t1", "cp-999")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_not_a_repository_is_a_clear_error(tmp_path):
+    from armor_rx.errors import GitError
+
+    with pytest.raises(GitError, match="not a git repository"):
+        Armor(tmp_path).open()
