@@ -82,11 +82,16 @@ class AsyncArmor:
             pending += 1
             queue.put_nowait(item if pending <= max_items else BackpressureOverflow(max_items))
 
-        subscription = self.sync.events(pattern, task_id=task_id, last=last, from_seq=from_seq).subscribe(
-            lambda e: loop.call_soon_threadsafe(push, e),
-            lambda err: loop.call_soon_threadsafe(push, err),
-            lambda: loop.call_soon_threadsafe(push, None),
-        )
+        def on_next(event: TaskEvent) -> None:
+            loop.call_soon_threadsafe(push, event)
+
+        def on_error(error: Exception) -> None:
+            loop.call_soon_threadsafe(push, error)
+
+        def on_completed() -> None:
+            loop.call_soon_threadsafe(push, None)
+
+        subscription = self.sync.events(pattern, task_id=task_id, last=last, from_seq=from_seq).subscribe(on_next, on_error, on_completed)
         try:
             while True:
                 item = await queue.get()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import reactivex
 import structlog
@@ -34,6 +34,7 @@ from armor_rx.sinks.statedir import StateDir
 
 _log = structlog.get_logger("armor_rx.session")
 
+HookFn = Callable[[TaskEvent], Any]
 BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
 
 
@@ -293,8 +294,11 @@ class Armor:
         def report(drop: DropReport) -> None:
             pipeline.record(TaskEvent.new("backpressure.dropped", None, {"name": drop.name, "policy": drop.policy, "dropped": drop.dropped, "total_dropped": drop.total_dropped}))
 
+        def record(event: TaskEvent) -> None:
+            pipeline.record(event)
+
         return source.pipe(backpressure(max_items, policy, on_drop=report, name=name)).subscribe(
-            lambda event: pipeline.record(event),
+            record,
             lambda error: _log.error("ingest failed", name=name, error=repr(error)),
         )
 
@@ -327,19 +331,29 @@ class Armor:
     # -- hooks ----------------------------------------------------------------
     def use(self, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
         """Add a reactivex operator as a hook; higher priority runs first."""
-        hook = Hook(name=name or getattr(operator, "__qualname__", repr(operator)), stage=stage, operator=operator, priority=priority)
+        hook = Hook(name=name or str(getattr(operator, "__qualname__", None) or repr(operator)), stage=stage, operator=operator, priority=priority)
         return self._register(hook)
+
+    @overload
+    def hook(
+        self, point: str, fn: None = None, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+    ) -> Callable[[HookFn], HookFn]: ...
+
+    @overload
+    def hook(
+        self, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+    ) -> HookFn: ...
 
     def hook(
         self,
         point: str,
-        fn: Callable[[TaskEvent], Any] | None = None,
+        fn: HookFn | None = None,
         *,
         priority: int = 0,
         name: str | None = None,
         on_error: ErrorPolicy | None = None,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> HookFn | Callable[[HookFn], HookFn]:
         """Register a plain function at a classic hook point (also usable as a decorator).
 
         ``point`` is one of before_start, after_start, before_complete,
@@ -351,28 +365,28 @@ class Armor:
         if point not in HOOK_POINTS:
             raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
 
-        def register(f: Callable[[TaskEvent], Any]) -> Callable[[TaskEvent], Any]:
+        def register(f: HookFn) -> HookFn:
             self._register(classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
             return f
 
         return register(fn) if fn is not None else register
 
-    def before_start(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+    def before_start(self, fn: HookFn, **options: Any) -> HookFn:
         return self.hook("before_start", fn, **options)
 
-    def after_start(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+    def after_start(self, fn: HookFn, **options: Any) -> HookFn:
         return self.hook("after_start", fn, **options)
 
-    def before_complete(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+    def before_complete(self, fn: HookFn, **options: Any) -> HookFn:
         return self.hook("before_complete", fn, **options)
 
-    def after_complete(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+    def after_complete(self, fn: HookFn, **options: Any) -> HookFn:
         return self.hook("after_complete", fn, **options)
 
-    def before_fail(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+    def before_fail(self, fn: HookFn, **options: Any) -> HookFn:
         return self.hook("before_fail", fn, **options)
 
-    def after_fail(self, fn: Callable[[TaskEvent], Any], **options: Any) -> Any:
+    def after_fail(self, fn: HookFn, **options: Any) -> HookFn:
         return self.hook("after_fail", fn, **options)
 
     def remove_hook(self, hook: Hook) -> bool:

@@ -52,6 +52,7 @@ def guard_(
                 # Only the check is inside the try: an exception from downstream
                 # belongs to downstream and must not be mistaken for a veto.
                 error: Exception | None = None
+                result: object
                 try:
                     result = check(event) if timeout is None else call_with_timeout(check, event, timeout, hook)
                 except Exception as exc:  # Vetoed included; sorted out below
