@@ -29,6 +29,7 @@ from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage,
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
 from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
+from armor_rx.sinks.git.guards import branch_name_guard
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
@@ -113,6 +114,8 @@ class Armor:
                     self.repo, self.state.path, emit=self._emit_from_sink, author=self._git_author, checkpoint_policy=self._checkpoint_policy
                 ).start()
                 effects.insert(0, GitEffect(self._git))
+                if not any(h.name == "git-branch-name" for h in self.hooks.list()):
+                    self.hooks.add(Hook(name="git-branch-name", stage="before", operator=branch_name_guard(), priority=1_000_000))
             self._pipeline = Pipeline(
                 log=self._log,
                 registry=registry,

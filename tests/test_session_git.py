@@ -100,3 +100,33 @@ def test_not_a_repository_is_a_clear_error(tmp_path):
 
     with pytest.raises(GitError, match="not a git repository"):
         Armor(tmp_path).open()
+
+
+def test_branch_name_guard_runs_first(repo):
+    with Armor(repo) as armor:
+        assert [h.name for h in armor.hooks.list(stage="before")][0] == "git-branch-name"
+        armor.create_task("ok-name")
+        armor.start("ok-name")
+        assert armor.task("ok-name").state is State.RUNNING
+
+
+def test_crash_mid_start_is_reconciled_and_resumable(repo):
+    from armor_rx.model.events import TaskEvent
+
+    armor = Armor(repo).open()
+    armor.create_task("t1")
+    armor.log.append(TaskEvent.new("task.start.requested", "t1"), on_append=armor.pipeline._apply)
+    armor.pipeline.stop()
+    armor._pipeline = None
+    armor._git.stop()
+    armor._git = None
+    armor.log.stop()
+    armor._dead.stop()
+    armor.state.release()
+    with Armor(repo) as again:
+        assert again.task("t1").state is State.INTERRUPTED
+        again.resume("t1")
+        assert again.task("t1").state is State.RUNNING
+        assert again.worktree("t1").is_dir()
+        assert str(again.worktree("t1")) in git(repo, "worktree", "list")
+    git(repo, "fsck", "--strict")

@@ -306,3 +306,47 @@ def test_second_session_on_same_state_dir_is_refused(state_dir):
     with Armor(state_dir=state_dir):
         with pytest.raises(StateDirLocked):
             Armor(state_dir=state_dir).open()
+
+
+def test_ingest_block_loses_nothing(armor):
+    import reactivex
+
+    armor.create_task("t1")
+    source = reactivex.from_iterable(TaskEvent.new("exec.output", "t1", {"n": i}) for i in range(3000))
+    armor.ingest(source, max_items=16, policy="block")
+    deadline = time.time() + 30
+    while armor.log.last_seq < 3001 and time.time() < deadline:
+        time.sleep(0.01)
+    armor.wait_idle()
+    assert [e.payload["n"] for e in armor.history(kind="exec.output")] == list(range(3000))
+
+
+def test_ingest_drops_are_reported_as_events(armor):
+    from reactivex.subject import Subject
+
+    armor.create_task("t1")
+    gate = threading.Event()
+    original_record = armor.pipeline.record
+
+    def slow_record(event):
+        if event.kind == "exec.output":
+            gate.wait(10)
+        return original_record(event)
+
+    armor.pipeline.record = slow_record  # a slow consumer: the first delivery waits
+    subject = Subject()
+    sub = armor.ingest(subject, max_items=4, policy="drop_newest", name="flood")
+    for i in range(100):
+        subject.on_next(TaskEvent.new("exec.output", "t1", {"n": i}))
+    gate.set()
+    subject.on_completed()
+    deadline = time.time() + 10
+    while not list(armor.history(kind="backpressure.dropped")) and time.time() < deadline:
+        time.sleep(0.01)
+    armor.wait_idle()
+    sub.dispose()
+    drops = list(armor.history(kind="backpressure.dropped"))
+    delivered = len(list(armor.history(kind="exec.output")))
+    assert drops and drops[-1].payload["name"] == "flood" and drops[-1].payload["policy"] == "drop_newest"
+    assert delivered + drops[-1].payload["total_dropped"] == 100
+    assert delivered <= 4 + 1

@@ -48,7 +48,9 @@ class GitEffect:
         task_id = request.task_id
         if task_id is None:
             raise GitError(f"request {request.kind!r} ({request.id}) has no task id")
-        payload = request.payload
+        payload = dict(request.payload)
+        if "base_ref" not in payload and ctx.task is not None and ctx.task.metadata.get("base_ref"):
+            payload["base_ref"] = ctx.task.metadata["base_ref"]
         # Route the workspace's events through this request so they carry its
         # causation id.
         with self.workspace.routed(lambda kind, _task, data: ctx.emit(kind, data)):
@@ -91,13 +93,15 @@ class GitEffect:
             return {"commit": done.commit, "committed": done.committed, "merged": done.merged,
                     "merge_commit": done.merge_commit, "conflicts": list(done.conflicts), "reason": done.reason}
         if kind == "task.resume.requested":
-            record = ws.records.require(task_id)
+            record = ws.records.get(task_id)
+            # A crash before the start's effect ran leaves no branch yet: make it now.
+            branch = record.branch if record is not None else ws.create_branch(task_id, str(payload.get("base_ref", "HEAD")))
             worktree = ws.worktree_path(task_id)
             if not worktree.is_dir():
-                worktree = ws.add_worktree(task_id, record.branch)
+                worktree = ws.add_worktree(task_id, branch)
             checkpoint = payload.get("checkpoint")
             if checkpoint is not None:
                 ws.restore(task_id, str(checkpoint))
-            return {"branch": record.branch, "worktree": str(worktree), "checkpoint": checkpoint,
-                    "metadata": {"branch": record.branch, "worktree": str(worktree)}}
+            return {"branch": branch, "worktree": str(worktree), "checkpoint": checkpoint,
+                    "metadata": {"branch": branch, "worktree": str(worktree)}}
         raise GitError(f"the git effect does not handle {kind!r}")
