@@ -350,3 +350,40 @@ def test_ingest_drops_are_reported_as_events(armor):
     assert drops and drops[-1].payload["name"] == "flood" and drops[-1].payload["policy"] == "drop_newest"
     assert delivered + drops[-1].payload["total_dropped"] == 100
     assert delivered <= 4 + 1
+
+
+def test_update_task_uses_optimistic_concurrency(armor):
+    from armor_rx import ConcurrencyConflict
+
+    record = armor.create_task("t1")
+    updated = armor.update_task("t1", record.version, {"owner": "ana"})
+    assert updated.metadata["owner"] == "ana" and updated.version == record.version + 1
+    before = armor.log.last_seq
+    with pytest.raises(ConcurrencyConflict) as info:
+        armor.update_task("t1", record.version, {"owner": "bob"})  # stale version
+    assert info.value.actual == updated.version
+    assert armor.task("t1").metadata["owner"] == "ana"
+    assert armor.log.last_seq == before  # the refused update left no trace
+
+
+def test_concurrent_updates_one_wins_per_version(armor):
+    from armor_rx import ConcurrencyConflict
+
+    record = armor.create_task("t1")
+    results = []
+
+    def writer(name):
+        try:
+            armor.update_task("t1", record.version, {"owner": name})
+            results.append(("ok", name))
+        except ConcurrencyConflict:
+            results.append(("conflict", name))
+
+    threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    winners = [n for status, n in results if status == "ok"]
+    assert len(winners) == 1 and len(results) == 8
+    assert armor.task("t1").metadata["owner"] == winners[0]
