@@ -27,7 +27,7 @@ from armor_rx.errors import (
     Vetoed,
 )
 from armor_rx.model import Secret, State, TaskEvent, TaskRecord
-from armor_rx.pipeline.core import RetryPolicy
+from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect, EffectContext
 from armor_rx.pipeline.hooks import Hook
 

@@ -23,7 +23,9 @@ from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, HOOK_POINTS, KIND_TO_STATE, State
 from armor_rx.model.registry import TaskRecord
 from armor_rx.operators import DropReport, backpressure
-from armor_rx.pipeline.core import Pipeline, RetryPolicy
+from armor_rx.pipeline.core import Pipeline
+from armor_rx.pipeline.effect_runner import RetryPolicy
+from armor_rx.pipeline.reconcile import interruptions
 from armor_rx.pipeline.effects import Effect
 from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
@@ -189,33 +191,9 @@ class Armor:
 
     def _reconcile(self) -> None:
         """Mark tasks whose last request has no outcome as interrupted (after a crash)."""
-        answered: set[str] = set()
-        open_requests: dict[str, TaskEvent] = {}
-        for event in self.log.read():
-            if event.causation_id is not None:
-                answered.add(event.causation_id)
-            if event.kind.endswith(".requested") and event.task_id is not None:
-                open_requests[event.id] = event
-        pipeline = self.pipeline
-        for request_id, request in open_requests.items():
-            if request_id in answered:
-                continue
-            assert request.task_id is not None
-            record = pipeline.task(request.task_id)
-            if record.state not in ACTIVE:
-                continue
-            findings: dict[str, Any] = {}
-            for effect in self._effects:
-                reconcile = getattr(effect, "reconcile", None)
-                if callable(reconcile):
-                    findings[effect.name] = reconcile(request)
-            pipeline.record(
-                request.caused(
-                    "task.interrupted",
-                    {"reason": f"armor_rx stopped while {request.kind} was in flight; resume the task to continue", "request_id": request_id, "findings": findings},
-                )
-            ).result()
-            _log.warning("task interrupted by an earlier crash", task_id=request.task_id, request=request.kind)
+        for event in interruptions(self.log.read(), self.pipeline.task, self.pipeline.effects):
+            self.pipeline.record(event).result()
+            _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
 
     # -- tasks --------------------------------------------------------------
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:

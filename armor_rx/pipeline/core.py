@@ -26,11 +26,11 @@ from reactivex.subject import Subject
 from armor_rx.errors import ArmorError, EffectFailed, LogClosed, Vetoed
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE, REQUEST_OUTCOME, State
-from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.registry import Registry, TaskRecord
-from armor_rx.operators import by_task, dedup, default_is_transient, retry_with_backoff
+from armor_rx.operators import by_task, dedup
 from armor_rx.pipeline.bus import EventBus
-from armor_rx.pipeline.effects import Effect, EffectContext
+from armor_rx.pipeline.effect_runner import RetryPolicy, run_effects
+from armor_rx.pipeline.effects import Effect
 from armor_rx.pipeline.hooks import HookSet
 from armor_rx.pipeline.stages import hook_stage
 
@@ -54,18 +54,6 @@ class Log(Protocol):
 
 class DeadLetters(Protocol):
     def add(self, event: TaskEvent, error: BaseException, attempts: int) -> Any: ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How effects are retried: exponential backoff with jitter and a cap."""
-
-    max_attempts: int = 5
-    initial_delay: float = 0.05
-    multiplier: float = 2.0
-    max_delay: float = 5.0
-    jitter: float = 0.5
-    is_transient: Callable[[BaseException], bool] = default_is_transient
 
 
 @dataclass
@@ -391,19 +379,6 @@ class Pipeline:
             item.future.set_exception(exc)
 
     def _run_effects(self, request: TaskEvent) -> Mapping[str, Any]:
-        result: dict[str, Any] = {}
-        for effect in self.effects:
-            if not kind_matcher(effect.kinds)(request.kind):
-                continue
-            extra = dict(self._apply_effect(effect, request))
-            metadata = extra.pop("metadata", None)
-            result.update(extra)
-            if isinstance(metadata, Mapping):
-                result["metadata"] = {**result.get("metadata", {}), **metadata}
-        return result
-
-    def _apply_effect(self, effect: Effect, request: TaskEvent) -> Mapping[str, Any]:
-        attempts = 0
         task = None
         if request.task_id is not None:
             with self._registry_lock:
@@ -412,23 +387,4 @@ class Pipeline:
         def emit(kind: str, payload: Mapping[str, Any]) -> TaskEvent:
             return self._commit(request.caused(kind, payload)).result()
 
-        def attempt() -> Mapping[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            return effect.apply(EffectContext(request=request, task=task, emit=emit, attempt=attempts)) or {}
-
-        policy = self.retry
-        source = reactivex.defer(lambda _: reactivex.from_callable(attempt)).pipe(
-            retry_with_backoff(
-                max_attempts=policy.max_attempts,
-                initial_delay=policy.initial_delay,
-                multiplier=policy.multiplier,
-                max_delay=policy.max_delay,
-                jitter=policy.jitter,
-                is_transient=policy.is_transient,
-            )
-        )
-        try:
-            return source.run()
-        except Exception as exc:
-            raise EffectFailed(effect.name, exc, attempts) from exc
+        return run_effects(self.effects, request, task, emit, self.retry)
