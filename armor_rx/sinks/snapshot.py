@@ -166,22 +166,16 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
         reason = f"the log after the snapshot (seq {snapshot_seq}) does not apply to it: {exc}"
     else:
         reason = f"snapshot at seq {snapshot_seq} verified; replayed {replayed} later event(s)"
-        report = RecoveryReport(options, SNAPSHOT_PLUS_TAIL, reason, snapshot_seq, log_seq, replayed)
-        _logger.info(
-            "registry recovered",
-            chosen=report.chosen,
-            reason=reason,
-            snapshot_seq=snapshot_seq,
-            log_seq=log_seq,
-            replayed=replayed,
-        )
-        return registry, report
+        # The healthy path stays quiet (the report is returned for whoever asks).
+        return registry, RecoveryReport(options, SNAPSHOT_PLUS_TAIL, reason, snapshot_seq, log_seq, replayed)
     registry = Registry()
     replayed = 0
     for event in log.read(1, log_seq):
         registry.apply(event)
         replayed += 1
     report = RecoveryReport(options, REBUILD, reason, snapshot_seq, log_seq, replayed)
+    if reason == "no snapshot" and log_seq == 0:
+        return registry, report  # a new state directory: nothing to say
     log_choice = _logger.info if reason == "no snapshot" else _logger.warning
     log_choice(
         "registry recovered",
