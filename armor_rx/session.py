@@ -26,6 +26,7 @@ from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.reconcile import interruptions
+from armor_rx.pipeline.stages import isolated
 from armor_rx.pipeline.effects import Effect
 from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
@@ -311,9 +312,18 @@ class Armor:
 
     # -- hooks ----------------------------------------------------------------
     def use(self, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
-        """Add a reactivex operator as a hook; higher priority runs first."""
-        hook = Hook(name=name or str(getattr(operator, "__qualname__", None) or repr(operator)), stage=stage, operator=operator, priority=priority)
-        return self._register(hook)
+        """Add a reactivex operator as a hook; higher priority runs first.
+
+        The operator sees every event of its stage and must pass on what it does
+        not mean to change (a filter here hides events from the bus; filter in
+        a subscription instead). If it raises, a before-hook vetoes the event
+        (fails closed) and an after-hook reports ``hook.failed`` (fails open);
+        either way it is subscribed afresh and the pipeline goes on.
+        """
+        hook_name = name or str(getattr(operator, "__qualname__", None) or repr(operator))
+        policy: ErrorPolicy = "fail_closed" if stage == "before" else "fail_open"
+        safe = isolated(operator, name=hook_name, on_error=policy)
+        return self._register(Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy))
 
     @overload
     def hook(

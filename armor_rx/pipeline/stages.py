@@ -13,7 +13,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
 from armor_rx.model.events import TaskEvent
-from armor_rx.pipeline.hooks import HookSet, Stage
+from armor_rx.operators._hook_events import failed, vetoed
+from armor_rx.pipeline.hooks import ErrorPolicy, HookSet, Stage
 
 
 def hook_stage(hooks: HookSet, stage: Stage) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
@@ -56,3 +57,60 @@ def hook_stage(hooks: HookSet, stage: Stage) -> Callable[[Observable[TaskEvent]]
         return Observable(subscribe)
 
     return operator
+
+
+def isolated(
+    operator: Callable[[Observable[TaskEvent]], Observable[TaskEvent]],
+    *,
+    name: str,
+    on_error: ErrorPolicy,
+) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
+    """Run a user's operator so that its error cannot end the stage.
+
+    An error from ``operator`` while it handles an event becomes, under
+    ``fail_open``, a ``hook.failed`` report followed by the event itself, and
+    under ``fail_closed`` a veto of the event; then the operator is subscribed
+    afresh for the next event. Without this, one raising ``ops.map`` would
+    silence the bus for good.
+    """
+
+    def wrapped(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
+        def subscribe(observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            inner = SerialDisposable()
+            head: list[abc.ObserverBase[TaskEvent]] = []
+            errors: list[Exception] = []
+
+            def build() -> None:
+                heads: list[abc.ObserverBase[TaskEvent]] = []
+
+                def entry(obs: abc.ObserverBase[TaskEvent], _: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+                    heads.append(obs)
+                    return Disposable()
+
+                chain = operator(Observable(entry))
+                inner.disposable = chain.subscribe(observer.on_next, errors.append, lambda: head.clear(), scheduler=scheduler)
+                head[:] = heads
+
+            def on_next(event: TaskEvent) -> None:
+                if not head:
+                    build()
+                head[0].on_next(event)
+                if not errors:
+                    return
+                error = errors.pop()
+                errors.clear()
+                head.clear()  # subscribe afresh for the next event
+                if event.kind.startswith("hook."):
+                    observer.on_next(event)
+                elif on_error == "fail_open":
+                    observer.on_next(event)
+                    observer.on_next(failed(event, name, error, "fail_open"))
+                else:
+                    observer.on_next(vetoed(event, name, f"hook {name!r} failed closed: {type(error).__name__}: {error}", error))
+
+            upstream = source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+            return CompositeDisposable(upstream, inner)
+
+        return Observable(subscribe)
+
+    return wrapped

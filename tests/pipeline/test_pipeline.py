@@ -387,3 +387,37 @@ def test_concurrent_updates_one_wins_per_version(armor):
     winners = [n for status, n in results if status == "ok"]
     assert len(winners) == 1 and len(results) == 8
     assert armor.task("t1").metadata["owner"] == winners[0]
+
+
+def test_raising_operator_hooks_are_isolated(armor):
+    from reactivex import operators as ops
+
+    def explode_on_t1(event):
+        if event.task_id == "t1" and event.kind == "task.started":
+            raise RuntimeError("after-hook bug")
+        return event
+
+    def refuse_by_crashing(event):
+        if event.task_id == "t2" and event.kind == "task.start.requested":
+            raise RuntimeError("before-hook bug")
+        return event
+
+    armor.use(ops.map(explode_on_t1), stage="after", name="buggy-after")
+    armor.use(ops.map(refuse_by_crashing), stage="before", name="buggy-before")
+    seen = []
+    armor.events("task.*").subscribe(seen.append)
+    armor.create_task("t1")
+    armor.start("t1")
+    armor.create_task("t2")
+    with pytest.raises(Vetoed, match="failed closed"):
+        armor.start("t2")
+    armor.create_task("t3")
+    armor.start("t3")  # the hooks were subscribed afresh and still work
+    armor.wait_idle()
+    assert armor.task("t1").state is State.RUNNING
+    assert armor.task("t2").state is State.FAILED
+    assert armor.task("t3").state is State.RUNNING
+    reports = list(armor.history(kind="hook.failed"))
+    assert [(e.task_id, e.payload["hook"]) for e in reports] == [("t1", "buggy-after")]
+    assert ("t3", "task.started") in [(e.task_id, e.kind) for e in seen]
+    assert ("t1", "task.started") in [(e.task_id, e.kind) for e in seen]
