@@ -417,6 +417,10 @@ class Armor:
         """Remove the task's worktree; unsaved work is checkpointed first (or refused)."""
         self.git.remove_worktree(validate_task_id(task_id), on_dirty=on_dirty)
 
+    def prune_stale_worktrees(self) -> list[str]:
+        """Remove worktrees whose task this state directory no longer knows; returns their task ids."""
+        return self.git.prune_stale([t.task_id for t in self.tasks()])
+
     # -- dead letters ----------------------------------------------------------
     def dead_letters(self, *, include_redriven: bool = False) -> list[DeadLetter]:
         if self._dead is None:

@@ -130,3 +130,24 @@ def test_crash_mid_start_is_reconciled_and_resumable(repo):
         assert again.worktree("t1").is_dir()
         assert str(again.worktree("t1")) in git(repo, "worktree", "list")
     git(repo, "fsck", "--strict")
+
+
+def test_prune_stale_worktrees_keeps_known_tasks_and_saves_work(repo):
+    with Armor(repo) as armor:
+        armor.create_task("kept")
+        armor.start("kept")
+        # A worktree whose task this state directory does not know (e.g. its log was reset).
+        branch = armor.git.create_branch("ghost")
+        ghost = armor.git.add_worktree("ghost", branch)
+        (ghost / "unsaved.txt").write_text("precious\n")
+        pruned = armor.prune_stale_worktrees()
+        assert pruned == ["ghost"]
+        assert not ghost.exists() and armor.worktree("kept").is_dir()
+        pruned_events = list(armor.history(kind="git.worktree.pruned"))
+        assert pruned_events and pruned_events[0].task_id == "ghost"
+    listing = git(repo, "worktree", "list")
+    assert "ghost" not in listing and "kept" in listing
+    # The unsaved file was checkpointed before removal.
+    files = git(repo, "ls-tree", "-r", "--name-only", "refs/armor/checkpoints/ghost")
+    assert "unsaved.txt" in files
+    git(repo, "fsck", "--strict")
