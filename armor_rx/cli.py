@@ -218,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a state directory that is a file, unreadable, on a full disk ...
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"armor-rx: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ state directories in one process never see each other.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -17,7 +18,7 @@ import structlog
 from reactivex import Observable
 from reactivex import operators as ops
 
-from armor_rx.errors import ArmorError, ConfigError, LogClosed
+from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, HOOK_POINTS, KIND_TO_STATE, State
@@ -33,7 +34,7 @@ from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
 from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
-from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
+from armor_rx.sinks.snapshot import SNAPSHOT_PLUS_TAIL, RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
 _log = structlog.get_logger("armor_rx.session")
@@ -69,6 +70,7 @@ class Armor:
         retry: RetryPolicy = RetryPolicy(),
         lock_timeout: float = 0.0,
         max_workers: int = 8,
+        max_pending: int = 10_000,
         memory_events: int = 10_000,
         snapshot_every: int = 1000,
         segment_bytes: int = 64 * 1024 * 1024,
@@ -84,6 +86,7 @@ class Armor:
         self._effects = list(effects)
         self._retry = retry
         self._max_workers = max_workers
+        self._max_pending = max_pending
         self._memory_events = memory_events
         self._snapshot_every = snapshot_every
         self._segment_bytes = segment_bytes
@@ -127,8 +130,12 @@ class Armor:
                 dead_letters=self._dead,
                 retry=self._retry,
                 max_workers=self._max_workers,
+                max_pending=self._max_pending,
                 memory_events=self._memory_events,
             ).start()
+            if self.recovery is not None and self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
+                # Replace the snapshot we could not use, so it can never be trusted later.
+                self.snapshot()
             self._reconcile()
             self._snapshot_sub = self._pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
         except BaseException:
@@ -277,7 +284,11 @@ class Armor:
             pipeline.record(TaskEvent.new("backpressure.dropped", None, {"name": drop.name, "policy": drop.policy, "dropped": drop.dropped, "total_dropped": drop.total_dropped}))
 
         def record(event: TaskEvent) -> None:
-            pipeline.record(event)
+            # One bad event must not end the stream: it is refused and reported.
+            try:
+                pipeline.record(event)
+            except ArmorError as exc:
+                pipeline.record(TaskEvent.new("ingest.rejected", None, {"name": name, "kind": event.kind, "task_id": event.task_id, "error": str(exc)}))
 
         return source.pipe(backpressure(max_items, policy, on_drop=report, name=name)).subscribe(
             record,
@@ -432,13 +443,27 @@ class Armor:
         if self._dead is None:
             raise LogClosed("the session is not started")
         letter = self._dead.get(letter_id)
+        if letter.redriven_by is not None:
+            raise ConfigError(f"dead letter {letter_id} was already re-driven; 'armor-rx dead-letters --all' shows its history")
         self.pipeline.record(letter.event.caused("deadletter.redriven", {"letter_id": letter_id})).result()
         self._dead.mark_redriven(letter_id, letter.event.id)
         return self.pipeline.redrive(letter.event).result(timeout)
 
-    def snapshot(self) -> int:
-        """Write the registry snapshot now; returns the seq it is at."""
+    def snapshot(self, timeout: float = 10.0) -> int:
+        """Write the registry snapshot now; returns the seq it is at.
+
+        The registry runs a little ahead of the disk (events are applied as
+        they are numbered), so the snapshot is written only once everything it
+        contains is durable: a snapshot never describes events a crash could
+        still take away.
+        """
         pipeline = self.pipeline
         with pipeline._registry_lock:
-            self._snapshots.save(pipeline.registry)
-            return pipeline.registry.seq
+            registry = pipeline.registry.copy()
+        deadline = time.monotonic() + timeout
+        while self.log.last_seq < registry.seq:
+            if time.monotonic() > deadline:
+                raise SnapshotError(f"events up to seq {registry.seq} did not become durable within {timeout:g}s; snapshot not written")
+            time.sleep(0.0005)
+        self._snapshots.save(registry)
+        return registry.seq

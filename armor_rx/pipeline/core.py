@@ -13,13 +13,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import reactivex
 import structlog
 from reactivex import operators as ops
+from reactivex.disposable import Disposable
 from reactivex.scheduler import ThreadPoolScheduler
 from reactivex.subject import Subject
 
@@ -41,6 +42,31 @@ _log = structlog.get_logger("armor_rx.pipeline")
 UNSTOPPABLE = frozenset({"task.fail.requested", "task.cancel.requested"})
 
 
+class Outcome(Future[TaskEvent]):
+    """The future of a request's outcome.
+
+    It cannot be cancelled (once its intent is logged, a request runs), and a
+    caller's done-callbacks run on a helper thread, never on the task's lane:
+    a callback that waits on the same task would otherwise block that lane.
+    """
+
+    def add_done_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
+        super().add_done_callback(lambda f: _callbacks.submit(fn, f))
+
+    def _add_internal_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
+        super().add_done_callback(fn)
+
+
+# Callbacks may block (on another request); a roomy pool keeps one from starving the next.
+_callbacks = ThreadPoolExecutor(64, thread_name_prefix="armor-callback")
+
+
+def _running_future() -> Outcome:
+    future = Outcome()
+    future.set_running_or_notify_cancel()
+    return future
+
+
 class Log(Protocol):
     """What the pipeline needs of the durable event log."""
 
@@ -59,7 +85,7 @@ class DeadLetters(Protocol):
 @dataclass
 class _InFlight:
     event: TaskEvent
-    future: Future[TaskEvent]
+    future: Outcome
 
 
 def outcome_kind(request_kind: str) -> str:
@@ -107,7 +133,8 @@ class Pipeline:
         self._after: Subject[TaskEvent] = Subject()
         self._publisher: threading.Thread | None = None
         self._pool: ThreadPoolScheduler | None = None
-        self._subscriptions: list[reactivex.abc.DisposableBase] = []
+        self._lanes: reactivex.abc.DisposableBase = Disposable()
+        self._after_sub: reactivex.abc.DisposableBase = Disposable()
         self._running = False
         self._generation: dict[str, int] = {}
         self._commits = 0
@@ -117,19 +144,25 @@ class Pipeline:
         if self._running:
             return self
         self._pool = ThreadPoolScheduler(self._max_workers)
+        self._subscribe_lanes()
+        self._subscribe_after()
+        self._publisher = threading.Thread(target=self._publish_loop, name="armor-publisher", daemon=True)
+        self._running = True
+        self._publisher.start()
+        return self
+
+    def _subscribe_lanes(self) -> None:
         lanes = self._requests.pipe(
             # A re-drive delivers the same event again on purpose: its generation
             # makes it distinct, while an accidental duplicate is still dropped.
             dedup(key=lambda e: (e.id, self._generation.get(e.id, 0))),
             by_task(lambda lane: lane.pipe(hook_stage(self.hooks, "before"), ops.do_action(self._effect_stage)), scheduler=self._pool),
         )
-        self._subscriptions.append(lanes.subscribe(on_error=self._lane_failed))
+        self._lanes = lanes.subscribe(on_error=self._lane_failed)
+
+    def _subscribe_after(self) -> None:
         after = self._after.pipe(hook_stage(self.hooks, "after"))
-        self._subscriptions.append(after.subscribe(self._after_out, self._lane_failed))
-        self._publisher = threading.Thread(target=self._publish_loop, name="armor-publisher", daemon=True)
-        self._running = True
-        self._publisher.start()
-        return self
+        self._after_sub = after.subscribe(self._after_out, self._after_failed)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is in flight (up to ``timeout`` seconds), then stop every thread."""
@@ -140,33 +173,37 @@ class Pipeline:
             abandoned = list(self._inflight.values())
         self._running = False
         for item in abandoned:
-            item.future.set_exception(LogClosed(f"session stopped before {item.event.kind} {item.event.id} finished"))
+            try:
+                item.future.set_exception(LogClosed(f"session stopped before {item.event.kind} {item.event.id} finished"))
+            except InvalidStateError:
+                pass  # its lane finished after all
         self._requests.on_completed()
         self._publish_q.put(None)
         if self._publisher is not None:
             self._publisher.join(timeout)
-        for sub in self._subscriptions:
-            sub.dispose()
-        self._subscriptions.clear()
+        self._lanes.dispose()
+        self._after_sub.dispose()
         if self._pool is not None:
             self._pool.executor.shutdown(wait=True)
         self.bus.close()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no request is in flight and everything committed so far is published."""
-        with self._idle:
-            if not self._idle.wait_for(lambda: not self._inflight, timeout=timeout):
-                return False
-        # After-hooks may commit new events (hook.failed) while we wait, so go
-        # round until a whole round passes with no new commit.
+        # After-hooks may commit new events (hook.failed) or start requests (a
+        # fail-closed observer) while we wait, so go round until a whole round
+        # passes with nothing in flight and no new commit.
         while True:
+            with self._idle:
+                if not self._idle.wait_for(lambda: not self._inflight, timeout=timeout):
+                    return False
             before = self._commits
             published = threading.Event()
             self._publish_q.put(published)
             if not published.wait(timeout):
                 return False
-            if self._commits == before:
-                return True
+            with self._inflight_lock:
+                if self._commits == before and not self._inflight:
+                    return True
 
     # -- entry points -----------------------------------------------------
     def submit(self, request: TaskEvent) -> Future[TaskEvent]:
@@ -177,7 +214,7 @@ class Pipeline:
         :class:`Vetoed` / :class:`EffectFailed`.
         """
         self._ensure_running()
-        outcome: Future[TaskEvent] = Future()
+        outcome = _running_future()
         logged = self._commit_external(request).result()
         self._enqueue(logged, outcome)
         return outcome
@@ -185,7 +222,10 @@ class Pipeline:
     def redrive(self, request: TaskEvent) -> Future[TaskEvent]:
         """Run an already-logged request through its lane again (effects are idempotent by id)."""
         self._ensure_running()
-        outcome: Future[TaskEvent] = Future()
+        outcome = _running_future()
+        with self._inflight_lock:
+            if request.id in self._inflight:
+                raise ArmorError(f"request {request.kind} {request.id} is already running; wait for its outcome")
         self._generation[request.id] = self._generation.get(request.id, 0) + 1
         self._enqueue(request, outcome)
         return outcome
@@ -201,7 +241,11 @@ class Pipeline:
 
     def _commit_external(self, event: TaskEvent) -> Future[TaskEvent]:
         # The publisher gives the room back once the event is out (or refused);
-        # here only when the commit failed before it was queued.
+        # here only when the commit failed before it was queued. The publisher
+        # itself (a bus subscriber or after-hook that records) must never wait
+        # for room only it can make.
+        if threading.current_thread() is self._publisher:
+            return self._commit(event)
         self._room.acquire()
         try:
             return self._commit(event, external=True)
@@ -213,10 +257,12 @@ class Pipeline:
         if not self._running:
             raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
 
-    def _enqueue(self, event: TaskEvent, outcome: Future[TaskEvent]) -> None:
+    def _enqueue(self, event: TaskEvent, outcome: Outcome) -> None:
         with self._inflight_lock:
+            if event.id in self._inflight:
+                raise ArmorError(f"request {event.kind} {event.id} is already running; wait for its outcome")
             self._inflight[event.id] = _InFlight(event, outcome)
-        outcome.add_done_callback(lambda _: self._done(event.id))
+        outcome._add_internal_callback(lambda _: self._done(event.id))
         with self._submit_lock:  # a Subject's on_next must not be called concurrently
             self._requests.on_next(event)
 
@@ -255,7 +301,20 @@ class Pipeline:
                 self._room.release()
             if event is None:
                 continue
-            self._after.on_next(event)
+            try:
+                self._after.on_next(event)
+            except Exception as exc:  # the publisher must outlive any one event
+                _log.error("after-stage failed; the event is published without it", kind=event.kind, error=repr(exc))
+                self._publish_safely(event)
+
+    def _publish_safely(self, event: TaskEvent) -> None:
+        if event.seq is not None:
+            self.bus.publish(event)
+
+    def _after_failed(self, error: Exception) -> None:
+        _log.error("after-stage failed; resubscribing it", error=repr(error))
+        if self._running:
+            self._subscribe_after()
 
     def _after_out(self, event: TaskEvent) -> None:
         if event.seq is None:  # made by an after-hook (hook.failed): log it first
@@ -275,12 +334,22 @@ class Pipeline:
             _log.warning("could not fail task after a fatal hook", task_id=cause.task_id, error=str(exc))
 
     def _lane_failed(self, error: Exception) -> None:
-        _log.error("pipeline stage failed; in-flight requests are failed", error=repr(error))
+        _log.error("a lane failed; in-flight requests are failed and the lanes resubscribed", error=repr(error))
         with self._inflight_lock:
             pending = list(self._inflight.values())
         for item in pending:
-            if not item.future.done():
-                item.future.set_exception(error)
+            self._resolve(item.future, error=error)
+        if self._running:
+            self._subscribe_lanes()
+
+    def _resolve(self, future: Future[TaskEvent], result: TaskEvent | None = None, *, error: BaseException | None = None) -> None:
+        try:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+        except InvalidStateError:
+            pass  # already failed by stop() while the lane still finished
 
     def task(self, task_id: str) -> TaskRecord:
         with self._registry_lock:
@@ -306,7 +375,7 @@ class Pipeline:
             with self._inflight_lock:
                 item = self._inflight.get(str(event.payload.get("vetoed_id", event.id)))
             if item is not None and not item.future.done():
-                item.future.set_exception(exc)
+                self._resolve(item.future, error=exc)
 
     def _vetoed(self, veto: TaskEvent) -> None:
         with self._inflight_lock:
@@ -325,7 +394,7 @@ class Pipeline:
             follow = veto.caused("task.fail.requested", {"reason": f"vetoed by {hook}: {reason}", "vetoed": True})
             self._follow_up(follow, item.future, error)
         else:
-            item.future.set_exception(error)
+            self._resolve(item.future, error=error)
 
     def _follow_up(self, request: TaskEvent, original: Future[TaskEvent], error: BaseException) -> None:
         """Submit ``request`` and fail ``original`` with ``error`` once it has finished."""
@@ -333,13 +402,13 @@ class Pipeline:
             logged = self._commit(request).result()
         except ArmorError as exc:
             _log.warning("follow-up request refused", kind=request.kind, error=str(exc))
-            original.set_exception(error)
+            self._resolve(original, error=error)
             return
-        follow: Future[TaskEvent] = Future()
-        follow.add_done_callback(lambda _: original.set_exception(error))
+        follow = _running_future()
+        follow._add_internal_callback(lambda _: self._resolve(original, error=error))
         with self._inflight_lock:
             self._inflight[logged.id] = _InFlight(logged, follow)
-        follow.add_done_callback(lambda _: self._done(logged.id))
+        follow._add_internal_callback(lambda _: self._done(logged.id))
         with self._submit_lock:
             self._requests.on_next(logged)
 
@@ -354,7 +423,7 @@ class Pipeline:
         if request.kind in ("task.fail.requested", "task.cancel.requested") and "reason" in request.payload:
             payload.setdefault("reason", request.payload["reason"])
         outcome = self._commit(request.caused(outcome_kind(request.kind), payload)).result()
-        item.future.set_result(outcome)
+        self._resolve(item.future, outcome)
 
     def _effect_failed(self, item: _InFlight, exc: EffectFailed) -> None:
         request = item.event
@@ -370,13 +439,13 @@ class Pipeline:
         ).result()
         if request.kind in UNSTOPPABLE:
             outcome = self._commit(request.caused(outcome_kind(request.kind), {"reason": request.payload.get("reason"), "effect_error": str(exc)})).result()
-            item.future.set_result(outcome)
+            self._resolve(item.future, outcome)
         elif letter_id is None and request.task_id is not None and request.kind in REQUEST_OUTCOME:
             follow = request.caused("task.fail.requested", {"reason": str(exc)})
             self._follow_up(follow, item.future, exc)
         else:
             # Transient and exhausted: the task waits where it is for a re-drive.
-            item.future.set_exception(exc)
+            self._resolve(item.future, error=exc)
 
     def _run_effects(self, request: TaskEvent) -> Mapping[str, Any]:
         task = None

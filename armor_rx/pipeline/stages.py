@@ -47,9 +47,13 @@ def hook_stage(hooks: HookSet, stage: Stage) -> Callable[[Observable[TaskEvent]]
             def on_next(event: TaskEvent) -> None:
                 # Reading the version without the lock is safe: a stale read only
                 # delays the rebuild to the next event.
-                if hooks.version != version or not head:
-                    rebuild()
-                head[0].on_next(event)
+                try:
+                    if hooks.version != version or not head:
+                        rebuild()
+                    head[0].on_next(event)
+                except Exception as exc:  # a hook that raised outside its own guard
+                    head.clear()  # rebuild for the next event
+                    _contain(observer, event, "hook-stage", exc, "fail_closed" if stage == "before" else "fail_open")
 
             upstream = source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
             return CompositeDisposable(upstream, chain)
@@ -92,21 +96,18 @@ def isolated(
                 head[:] = heads
 
             def on_next(event: TaskEvent) -> None:
-                if not head:
-                    build()
-                head[0].on_next(event)
+                try:
+                    if not head:
+                        build()
+                    head[0].on_next(event)
+                except Exception as exc:  # raised rather than sent as on_error
+                    errors.append(exc)
                 if not errors:
                     return
                 error = errors.pop()
                 errors.clear()
                 head.clear()  # subscribe afresh for the next event
-                if event.kind.startswith("hook."):
-                    observer.on_next(event)
-                elif on_error == "fail_open":
-                    observer.on_next(event)
-                    observer.on_next(failed(event, name, error, "fail_open"))
-                else:
-                    observer.on_next(vetoed(event, name, f"hook {name!r} failed closed: {type(error).__name__}: {error}", error))
+                _contain(observer, event, name, error, on_error)
 
             upstream = source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
             return CompositeDisposable(upstream, inner)
@@ -114,3 +115,13 @@ def isolated(
         return Observable(subscribe)
 
     return wrapped
+
+
+def _contain(observer: abc.ObserverBase[TaskEvent], event: TaskEvent, name: str, error: Exception, policy: ErrorPolicy) -> None:
+    """Turn a hook's error into events: the event and a report, or a veto."""
+    if event.kind.startswith("hook.") or policy == "fail_open":
+        observer.on_next(event)
+        if not event.kind.startswith("hook."):
+            observer.on_next(failed(event, name, error, "fail_open"))
+    else:
+        observer.on_next(vetoed(event, name, f"hook {name!r} failed closed: {type(error).__name__}: {error}", error))
