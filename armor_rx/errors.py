@@ -242,3 +242,46 @@ class SubmoduleConflict(GitError):
             f"task {task_id!r}: submodule(s) not clean: {listed}; fix them, or choose the "
             "submodule strategy 'skip' or 'reset'"
         )
+
+
+class DockerError(ArmorError):
+    """A Docker operation could not be done; the message says which and why."""
+
+
+class DockerUnavailable(DockerError):
+    """No Docker engine answered (or it is too old to use)."""
+
+    def __init__(self, tried: str, reason: str) -> None:
+        self.tried = tried
+        self.reason = reason
+        super().__init__(
+            f"cannot use the Docker engine at {tried}: {reason}; start a daemon "
+            "(for a private one: eval \"$(bash scripts/dockerd.sh)\") or point DOCKER_HOST at a running engine"
+        )
+
+
+class ImageNotFound(DockerError, ValueError):
+    """An image is not on the engine and could not be got."""
+
+    def __init__(self, image: str, why: str = "") -> None:
+        self.image = image
+        extra = f" ({why})" if why else ""
+        super().__init__(
+            f"image {image!r} is not present on the Docker engine{extra}; build or load it "
+            "('armor-rx image ensure' / 'armor-rx image import') or pass another --image"
+        )
+
+
+class ImageBuildFailed(DockerError):
+    """Building an image failed; the message carries the builder's last words."""
+
+
+class ContainerNotFound(DockerError, KeyError):
+    """A task has no container."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(task_id)
+
+    def __str__(self) -> str:
+        return f"task {self.task_id!r} has no container; start the task first (its container is made on start)"

@@ -1,0 +1,232 @@
+"""Task containers: labels, hardened creation, lookup and removal."""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import socket
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+from docker.models.containers import Container
+
+from armor_rx.errors import DockerError, ImageNotFound
+from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.spec import SandboxSpec
+
+LABEL_TASK = "armor.task"
+LABEL_SESSION = "armor.session"
+LABEL_CREATED = "armor.created"
+LABEL_OWNER = "armor.owner"
+LABEL_HOST = "armor.host"
+LABEL_PID = "armor.pid"
+LABEL_REQUEST = "armor.request"
+LABEL_WORKTREE = "armor.worktree"
+LABEL_STATE = "armor.state"
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' if unknown): pid reuse cannot fake it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass(frozen=True)
+class SessionIdentity:
+    """Who owns a container: this process on this host (the ``armor.session`` label)."""
+
+    host: str
+    pid: int
+    started: str
+    owner: str
+
+    @classmethod
+    def current(cls) -> SessionIdentity:
+        pid = os.getpid()
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        host = socket.gethostname()
+        return cls(host=host, pid=pid, started=_proc_start(pid), owner=f"{user}@{host}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}-{self.pid}-{self.started}"
+
+
+def session_alive(labels: dict[str, str]) -> bool | None:
+    """Is the session that made a container still running? None when it is on another host."""
+    if labels.get(LABEL_HOST) != socket.gethostname():
+        return None
+    try:
+        pid = int(labels.get(LABEL_PID, ""))
+    except ValueError:
+        return False
+    started = _proc_start(pid)
+    if not started:
+        return False
+    return labels.get(LABEL_SESSION, "").endswith(f"-{pid}-{started}")
+
+
+def task_labels(task_id: str, session: SessionIdentity, *, request_id: str, worktree: Path | None, state_dir: Path | None) -> dict[str, str]:
+    labels = {
+        LABEL_TASK: task_id,
+        LABEL_SESSION: session.id,
+        LABEL_CREATED: f"{time.time():.3f}",
+        LABEL_OWNER: session.owner,
+        LABEL_HOST: session.host,
+        LABEL_PID: str(session.pid),
+        LABEL_REQUEST: request_id,
+    }
+    if worktree is not None:
+        labels[LABEL_WORKTREE] = str(worktree)
+    if state_dir is not None:
+        labels[LABEL_STATE] = str(state_dir)
+    return labels
+
+
+def _image(engine: Engine, name: str) -> Any:
+    try:
+        return engine.client.images.get(name)
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise DockerError(f"cannot inspect image {name!r}: {exc.explanation or exc}") from None
+    try:
+        return engine.client.images.pull(name)
+    except docker.errors.DockerException as exc:
+        raise ImageNotFound(name, f"pull failed: {str(exc).splitlines()[0][:160]}") from None
+
+
+def _passwd_user(engine: Engine, image_id: str) -> str | None:
+    """The first non-root login in the image's /etc/passwd, read from a created (never started) container."""
+    try:
+        probe = engine.client.containers.create(image_id, command=["true"], network_mode="none", labels={"armor.probe": "1"})
+    except docker.errors.APIError:
+        return None
+    try:
+        stream, _ = probe.get_archive("/etc/passwd")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile("passwd")
+            text = member.read().decode("utf-8", "replace") if member else ""
+    except (docker.errors.APIError, tarfile.TarError, KeyError):
+        return None
+    finally:
+        probe.remove(force=True)
+    for line in text.splitlines():
+        parts = line.split(":")
+        if len(parts) >= 4 and parts[2].isdigit() and 1000 <= int(parts[2]) <= 60000:
+            return f"{parts[2]}:{parts[3]}"
+    return None
+
+
+def resolve_user(engine: Engine, spec: SandboxSpec, image: Any) -> tuple[str | None, str | None]:
+    """(user to run as, note) for ``spec.user``; "auto" picks a non-root user if the image has one."""
+    if spec.user != "auto":
+        return (spec.user or None), None
+    configured = str((image.attrs.get("Config") or {}).get("User") or "")
+    if configured and configured.split(":")[0] not in ("0", "root"):
+        return configured, None
+    if image.id not in engine.image_users:
+        engine.image_users[image.id] = _passwd_user(engine, image.id)
+    user = engine.image_users[image.id]
+    if user is None:
+        return None, f"image {spec.image} has no non-root user; the container runs as root (with no capabilities)"
+    return user, None
+
+
+def create_task_container(
+    engine: Engine,
+    spec: SandboxSpec,
+    *,
+    task_id: str,
+    labels: dict[str, str],
+    worktree: Path | None,
+) -> tuple[Container, dict[str, Any]]:
+    """Create and start the task's container; returns it and the effective settings.
+
+    Options the engine does not support are left out and listed under
+    ``degraded`` in the settings, never silently dropped.
+    """
+    image = _image(engine, spec.image)
+    user, user_note = resolve_user(engine, spec, image)
+    supported = engine.info.supported
+    degraded: list[str] = list(engine.info.notes)
+    security_opt = ["no-new-privileges:true"] if spec.no_new_privileges and supported.get("no_new_privileges", True) else []
+    kwargs: dict[str, Any] = {
+        "command": ["sleep", str(int(spec.wall_clock))],
+        "detach": True,
+        "network_mode": spec.network,
+        "cap_drop": list(spec.cap_drop) or None,
+        "cap_add": list(spec.cap_add) or None,
+        "security_opt": security_opt or None,
+        "read_only": spec.read_only,
+        "tmpfs": dict(spec.tmpfs) or None,
+        "working_dir": spec.workdir,
+        "environment": dict(spec.environment) or None,
+        "labels": {**spec.labels, **labels},
+        "init": spec.init if supported.get("init", True) else None,
+        "stop_signal": "SIGKILL",
+    }
+    if user:
+        kwargs["user"] = user
+    if supported.get("pids_limit", True):
+        kwargs["pids_limit"] = spec.pids_limit
+    if supported.get("memory_limit", True):
+        kwargs["mem_limit"] = spec.mem_limit
+        if supported.get("swap_limit", True):
+            kwargs["memswap_limit"] = spec.mem_limit  # no swap on top of the limit
+    if supported.get("cpu_quota", True):
+        if supported.get("nano_cpus", True):
+            kwargs["nano_cpus"] = spec.nano_cpus
+        else:
+            kwargs["cpu_period"], kwargs["cpu_quota"] = 100_000, spec.nano_cpus // 10_000
+    if worktree is not None:
+        kwargs["volumes"] = {str(worktree): {"bind": spec.workdir, "mode": "rw"}}
+    name = f"armor-{task_id}-{labels.get(LABEL_REQUEST, '')[-8:].lower()}".rstrip("-")
+    try:
+        container = engine.client.containers.run(image.id, name=name, **kwargs)
+    except docker.errors.APIError as exc:
+        raise DockerError(f"task {task_id!r}: the engine refused the container: {exc.explanation or exc}") from None
+    effective = spec.to_payload()
+    effective.update(
+        {
+            "image_id": image.id,
+            "user": user or "root",
+            "security_opt": security_opt,
+            "mounts": {str(worktree): spec.workdir} if worktree is not None else {},
+            "degraded": degraded + ([user_note] if user_note else []),
+        }
+    )
+    return container, effective
+
+
+def find_containers(engine: Engine, *, task_id: str | None = None, request_id: str | None = None) -> list[Container]:
+    """Armor-labelled containers (running or not), optionally for one task or start request."""
+    filters = [LABEL_TASK if task_id is None else f"{LABEL_TASK}={task_id}"]
+    if request_id is not None:
+        filters.append(f"{LABEL_REQUEST}={request_id}")
+    found: list[Container] = engine.client.containers.list(all=True, filters={"label": filters})
+    return found
+
+
+def remove_container(container: Container, *, timeout: int = 5) -> bool:
+    """Stop and remove; True if it was there. Missing containers are not an error (idempotent)."""
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # removal already in progress
+            return True
+        raise DockerError(f"cannot remove container {container.short_id}: {exc.explanation or exc}") from None
+    return True

@@ -1,0 +1,245 @@
+"""DockerEffect: the Docker sink as a pipeline effect.
+
+* ``task.start.requested`` / ``task.resume.requested``: create and start the
+  task's hardened container with its worktree at ``/workspace``; the effective
+  settings go into a ``container.started`` event.
+* ``exec.requested`` (payload ``command``, optional ``timeout``, ``user``,
+  ``env``): run the command, stream ``exec.output``, record ``exec.exited``
+  (and ``container.oom`` when the memory limit killed it).
+* ``task.complete/fail/cancel.requested``: stop and remove the container,
+  unless the spec (or the request payload) says ``keep``.
+
+Idempotent by request id: a start finds the container labelled with its
+request id instead of making a second; an exec whose result is stored (under
+``<state_dir>/docker/requests/``) is not run again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import orjson
+from docker.models.containers import Container
+
+from armor_rx.errors import ConfigError, ContainerNotFound, DockerError
+from armor_rx.model.events import TaskEvent
+from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks.docker.containers import (
+    SessionIdentity,
+    create_task_container,
+    find_containers,
+    remove_container,
+    task_labels,
+)
+from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.exec import ExecRun
+from armor_rx.sinks.docker.spec import SandboxSpec
+
+_REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
+
+
+class DockerEffect:
+    """One hardened container per task. Use as a context manager (or start()/stop()).
+
+    ``worktree_of(task_id)`` gives the directory to mount (for a git session:
+    ``lambda t: armor.worktree(t)``); ``None`` or a missing directory mounts
+    nothing. A start payload may carry ``sandbox`` overrides and ``keep``.
+    """
+
+    name = "docker"
+    kinds = "task.start.requested,task.resume.requested,exec.requested,task.complete.requested,task.fail.requested,task.cancel.requested"
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        spec: SandboxSpec | None = None,
+        worktree_of: Callable[[str], Path | None] | None = None,
+        state_dir: str | Path | None = None,
+        session: SessionIdentity | None = None,
+        output_buffer: int = 64,
+    ) -> None:
+        self._engine = engine
+        self._own_engine = engine is None
+        self.spec = spec or SandboxSpec()
+        self.worktree_of = worktree_of
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.session = session or SessionIdentity.current()
+        self.output_buffer = output_buffer
+        self._specs: dict[str, SandboxSpec] = {}
+        self._containers: dict[str, Container] = {}
+        self._running: dict[str, ExecRun] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine.connect()
+        return self._engine
+
+    def start(self) -> DockerEffect:
+        _ = self.engine  # fail now, with DockerUnavailable, not on the first request
+        return self
+
+    def stop(self) -> None:
+        for run in list(self._running.values()):
+            run.kill("interrupted")
+        if self._own_engine and self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> DockerEffect:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the effect -------------------------------------------------------------
+    def apply(self, ctx: EffectContext) -> Mapping[str, Any] | None:
+        request = ctx.request
+        task_id = request.task_id
+        if task_id is None:
+            raise DockerError(f"request {request.kind!r} ({request.id}) has no task id")
+        if request.kind in ("task.start.requested", "task.resume.requested"):
+            return self._start(ctx, task_id)
+        if request.kind == "exec.requested":
+            return self._exec(ctx, task_id)
+        keep = bool(request.payload.get("keep", self.spec_for(task_id).keep))
+        return self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
+
+    def reconcile(self, request: TaskEvent) -> Mapping[str, Any]:
+        """After a crash: is the task's container still there?"""
+        if request.task_id is None:
+            return {}
+        found = find_containers(self.engine, task_id=request.task_id)
+        return {"containers": [{"id": c.short_id, "status": c.status} for c in found]}
+
+    def spec_for(self, task_id: str) -> SandboxSpec:
+        return self._specs.get(task_id, self.spec)
+
+    def container(self, task_id: str) -> Container:
+        """The task's container. Raises ContainerNotFound."""
+        with self._lock:
+            known = self._containers.get(task_id)
+        if known is not None:
+            return known
+        found = [c for c in find_containers(self.engine, task_id=task_id) if c.labels.get("armor.session") == self.session.id]
+        if not found:
+            raise ContainerNotFound(task_id)
+        with self._lock:
+            self._containers[task_id] = found[0]
+        return found[0]
+
+    def _start(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
+        payload = ctx.request.payload
+        overrides = payload.get("sandbox")
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise ConfigError(f"the start payload's 'sandbox' must be a mapping of settings, not {overrides!r}")
+        spec = self.spec.with_overrides(overrides)
+        if payload.get("image"):
+            spec = spec.with_overrides({"image": payload["image"]})
+        if "keep" in payload:
+            spec = spec.with_overrides({"keep": bool(payload["keep"])})
+        self._specs[task_id] = spec
+        existing = [c for c in find_containers(self.engine, task_id=task_id, request_id=ctx.request.id) if c.status in ("created", "running")]
+        if existing:  # re-delivered after a crash: the container is already there
+            with self._lock:
+                self._containers[task_id] = existing[0]
+            return {"container": existing[0].short_id}
+        worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
+        if worktree is not None and not Path(worktree).is_dir():
+            worktree = None
+        labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
+        container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
+        with self._lock:
+            self._containers[task_id] = container
+        ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
+                                       "settings": effective, "engine": self.engine.info.to_payload()})
+        return {"container": container.short_id}
+
+    def _result_path(self, request_id: str) -> Path | None:
+        if self.state_dir is None:
+            return None
+        if _REQUEST_ID.fullmatch(request_id) is None:
+            raise DockerError(f"request id {request_id!r} is not a plain event id")
+        return self.state_dir / "docker" / "requests" / f"{request_id}.json"
+
+    def _exec(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
+        path = self._result_path(ctx.request.id)
+        if path is not None and path.exists():
+            stored: dict[str, Any] = orjson.loads(path.read_bytes())
+            return stored
+        payload = ctx.request.payload
+        command = payload.get("command")
+        if not command or not isinstance(command, (list, tuple, str)):
+            raise ConfigError(f"exec.requested needs a 'command' (a list of arguments or a shell string), not {command!r}")
+        spec = self.spec_for(task_id)
+        container = self.container(task_id)
+        raw_timeout = payload.get("timeout", spec.exec_timeout)
+        timeout = float(raw_timeout) if isinstance(raw_timeout, (int, float, str)) else spec.wall_clock
+        user = payload.get("user")
+        env = payload.get("env")
+        run = ExecRun(self.engine, container, [str(a) for a in command] if not isinstance(command, str) else ["sh", "-c", command],
+                      emit=ctx.emit, timeout=timeout, user=str(user) if user else None, workdir=spec.workdir,
+                      environment={str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None,
+                      max_items=self.output_buffer)
+        with self._lock:
+            self._running[task_id] = run
+        try:
+            result = run.run()
+        finally:
+            with self._lock:
+                self._running.pop(task_id, None)
+        out = result.to_payload()
+        if result.reason == "timeout":
+            out["message"] = f"the command did not finish within {timeout:g}s and was killed"
+        if result.reason == "oom":
+            ctx.emit("container.oom", {"container": container.id, "mem_limit": spec.mem_limit,
+                                       "message": f"the command was killed: it needed more than the memory limit of {spec.mem_limit} bytes"})
+        ctx.emit("exec.exited", out)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(orjson.dumps(out))
+            os.replace(tmp, path)
+        return out
+
+    def kill(self, task_id: str, reason: str = "interrupted") -> bool:
+        """Stop the task's running command now (Ctrl-C); True if one was running."""
+        with self._lock:
+            run = self._running.get(task_id)
+        if run is None:
+            return False
+        run.kill(reason)
+        return True
+
+    def remove(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], *, reason: str) -> Mapping[str, Any]:
+        """Remove the task's container outside a request (e.g. after Ctrl-C)."""
+        return self._remove(task_id, emit, reason=reason, keep=False)
+
+    def _remove(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], *, reason: str, keep: bool) -> Mapping[str, Any]:
+        try:
+            container = self.container(task_id)
+        except ContainerNotFound:
+            return {}
+        if keep:
+            emit("container.kept", {"container": container.id, "name": container.name, "reason": reason})
+            return {"container": container.short_id, "kept": True}
+        try:
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        except docker.errors.NotFound:
+            oom = False
+        removed = remove_container(container, timeout=self.spec_for(task_id).stop_timeout)
+        with self._lock:
+            self._containers.pop(task_id, None)
+        if removed:
+            emit("container.removed", {"container": container.id, "name": container.name, "reason": reason, "oom_killed": oom})
+        return {"container": container.short_id, "removed": removed}

@@ -1,0 +1,242 @@
+"""Running one command in a task's container, its output streamed as events.
+
+The engine's output stream is the producer; it goes through
+:func:`armor_rx.operators.backpressure` (policy ``block`` by default) to the
+consumer that records ``exec.output`` events, so a command that floods its
+output is slowed to the speed of the log instead of being buffered.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import docker.errors
+import reactivex
+from docker.models.containers import Container
+
+from armor_rx.errors import DockerError
+from armor_rx.operators import backpressure
+from armor_rx.sinks.docker.engine import Engine
+
+Emit = Callable[[str, Mapping[str, Any]], object]
+Policy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
+
+# Output that tells which limit a failed command ran into (matched on its last bytes).
+_LIMIT_HINTS = (
+    ("read_only_rootfs", ("Read-only file system",)),
+    ("network_disabled", ("Network is unreachable", "network unreachable", "bad address", "Could not resolve", "Temporary failure in name resolution", "Name or service not known")),
+    ("pids_limit", ("can't fork", "Resource temporarily unavailable", "fork: retry", "Cannot fork")),
+)
+
+
+@dataclass
+class ExecResult:
+    """How a command ended: exit code, why, and how much it printed."""
+
+    exit_code: int | None
+    reason: str  # "exited" | "timeout" | "oom" | "killed" | "interrupted"
+    limit_hit: str | None
+    bytes_out: int = 0
+    bytes_err: int = 0
+    duration: float = 0.0
+    events: int = 0
+    dropped: int = 0
+    tail: str = field(default="", repr=False)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "limit_hit": self.limit_hit,
+            "bytes": {"stdout": self.bytes_out, "stderr": self.bytes_err},
+            "duration": round(self.duration, 3),
+            "output_events": self.events,
+            "dropped": self.dropped,
+        }
+
+
+def _kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and its descendants, found through the host's /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    todo, seen = [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, []))
+    for pid in seen:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+class ExecRun:
+    """One command in a container. :meth:`run` blocks until it ends; :meth:`kill` ends it from another thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        container: Container,
+        command: list[str] | str,
+        *,
+        emit: Emit,
+        timeout: float | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
+        environment: Mapping[str, str] | None = None,
+        max_items: int = 64,
+        policy: Policy = "block",
+    ) -> None:
+        self.engine = engine
+        self.container = container
+        self.command = command
+        self.emit = emit
+        self.timeout = timeout
+        self.user = user
+        self.workdir = workdir
+        self.environment = dict(environment or {})
+        self.max_items = max_items
+        self.policy = policy
+        self.exec_id: str | None = None
+        self._killed: str | None = None
+        self._lock = threading.Lock()
+
+    def kill(self, reason: str = "killed") -> None:
+        """Stop the command now; the run ends with ``reason`` ("timeout", "interrupted", ...)."""
+        with self._lock:
+            if self._killed is not None:
+                return
+            self._killed = reason
+        pid = 0
+        if self.exec_id is not None:
+            try:
+                pid = int(self.engine.api.exec_inspect(self.exec_id).get("Pid") or 0)
+            except docker.errors.APIError:
+                pid = 0
+        if pid > 0 and self.engine.info.local and Path(f"/proc/{pid}").exists():
+            _kill_tree(pid)
+        else:  # a remote or VM engine: the only way to stop an exec is to stop its container
+            try:
+                self.container.kill()
+            except docker.errors.APIError:
+                pass
+
+    def _frames(self, stream: Iterator[tuple[bytes | None, bytes | None]]) -> Iterator[tuple[str, bytes]]:
+        for out, err in stream:
+            if out:
+                yield "stdout", out
+            if err:
+                yield "stderr", err
+
+    def run(self) -> ExecResult:
+        api = self.engine.api
+        started = time.monotonic()
+        kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "tty": False, "environment": self.environment or None}
+        if self.user:
+            kwargs["user"] = self.user
+        if self.workdir and self.engine.info.supported.get("exec_workdir", True):
+            kwargs["workdir"] = self.workdir
+        try:
+            self.exec_id = api.exec_create(self.container.id, self.command, **kwargs)["Id"]
+            stream = api.exec_start(self.exec_id, stream=True, demux=True)
+        except docker.errors.APIError as exc:
+            raise DockerError(f"cannot run {self.command!r} in container {self.container.short_id}: {exc.explanation or exc}") from None
+        timer = threading.Timer(self.timeout, self.kill, args=("timeout",)) if self.timeout else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        result = ExecResult(exit_code=None, reason="exited", limit_hit=None)
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+        tail = bytearray()
+        done = threading.Event()
+        failure: list[BaseException] = []
+        dropped = [0]
+
+        def consume(frame: tuple[str, bytes]) -> None:
+            name, data = frame
+            self.emit("exec.output", {"stream": name, "data": decoders[name].decode(data), "bytes": len(data)})
+            result.events += 1
+
+        def count_drop(report: Any) -> None:
+            dropped[0] = report.total_dropped
+
+        def produce() -> Iterator[tuple[str, bytes]]:
+            for name, data in self._frames(stream):
+                if name == "stdout":
+                    result.bytes_out += len(data)
+                else:
+                    result.bytes_err += len(data)
+                tail.extend(data[-4096:])
+                del tail[:-4096]
+                yield name, data
+
+        def failed(error: BaseException) -> None:
+            failure.append(error)
+            done.set()
+
+        try:
+            # from_iterable runs the producer in this thread; the backpressure
+            # buffer's own thread drains it into the log.
+            reactivex.from_iterable(produce()).pipe(
+                backpressure(self.max_items, self.policy, on_drop=count_drop, name="exec.output")
+            ).subscribe(consume, failed, done.set)
+            done.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if failure and not isinstance(failure[0], (docker.errors.APIError, OSError)):
+            raise failure[0]
+        info = api.exec_inspect(self.exec_id)
+        result.exit_code = info.get("ExitCode")
+        result.duration = time.monotonic() - started
+        result.dropped = dropped[0]
+        result.tail = tail.decode("utf-8", "replace")
+        if self._killed is not None:
+            result.reason = self._killed
+            result.limit_hit = "exec_timeout" if self._killed == "timeout" else None
+        elif result.exit_code == 137 and self._oom_since(started):
+            result.reason = "oom"
+            result.limit_hit = "memory_limit"
+        elif result.exit_code not in (0, None):
+            for limit, needles in _LIMIT_HINTS:
+                if any(n in result.tail for n in needles):
+                    result.limit_hit = limit
+                    break
+        return result
+
+    def _oom_since(self, started_monotonic: float) -> bool:
+        """Did the engine report an OOM kill in the container while the command ran?"""
+        since = int(time.time() - (time.monotonic() - started_monotonic)) - 1
+        try:
+            events = self.engine.client.events(
+                since=since, until=int(time.time()) + 1, decode=True, filters={"container": self.container.id, "event": "oom"}
+            )
+            found = any(True for _ in events)
+        except docker.errors.APIError:
+            found = False
+        if not found:
+            try:
+                self.container.reload()
+                found = bool(self.container.attrs.get("State", {}).get("OOMKilled"))
+            except docker.errors.APIError:
+                pass
+        return found

@@ -1,0 +1,103 @@
+"""The sandbox spec: what a task's container may do, hardened by default.
+
+Every field can be changed per task: ``SandboxSpec().with_overrides(...)`` or a
+``sandbox`` mapping in the task's start request payload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from armor_rx.errors import ConfigError
+
+DEFAULT_IMAGE = os.environ.get("ARMOR_RX_IMAGE", "debian:bookworm-slim")
+WORKSPACE = "/workspace"
+
+
+def parse_bytes(value: int | str) -> int:
+    """``"512m"`` -> 536870912; ints pass through."""
+    if isinstance(value, bool):
+        raise ConfigError(f"a size must be bytes or a string like '512m', not {value!r}")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().rstrip("b")
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"cannot read size {value!r}; use bytes or a string like '512m' or '2g'") from None
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """A task container's settings. The defaults are the hardened ones.
+
+    ``user="auto"`` runs as the image's configured non-root user, else the
+    first non-root user in the image's ``/etc/passwd`` (uid 1000-60000),
+    else root with a note in ``container.started``. ``wall_clock`` bounds the
+    container's whole life: its keep-alive process ends then and the engine
+    stops the container. ``exec_timeout`` (None: the remaining wall clock)
+    bounds each command.
+    """
+
+    image: str = DEFAULT_IMAGE
+    network: str = "none"
+    cap_drop: tuple[str, ...] = ("ALL",)
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    pids_limit: int = 256
+    mem_limit: int = 1024**3
+    nano_cpus: int = 2_000_000_000  # 2 CPUs
+    read_only: bool = True
+    tmpfs: Mapping[str, str] = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=256m"})
+    user: str = "auto"
+    wall_clock: float = 3600.0
+    exec_timeout: float | None = None
+    workdir: str = WORKSPACE
+    environment: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    init: bool = True
+    keep: bool = False
+    stop_timeout: int = 5
+
+    def __post_init__(self) -> None:
+        if self.pids_limit is not None and self.pids_limit < 1:
+            raise ConfigError(f"pids_limit must be at least 1, not {self.pids_limit!r}")
+        if self.wall_clock <= 0:
+            raise ConfigError(f"wall_clock must be positive seconds, not {self.wall_clock!r}")
+        if self.exec_timeout is not None and self.exec_timeout <= 0:
+            raise ConfigError(f"exec_timeout must be positive seconds or None, not {self.exec_timeout!r}")
+        if not self.workdir.startswith("/"):
+            raise ConfigError(f"workdir must be an absolute path in the container, not {self.workdir!r}")
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> SandboxSpec:
+        """A copy with ``overrides`` applied; unknown names raise ConfigError."""
+        if not overrides:
+            return self
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"unknown sandbox setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        values = dict(overrides)
+        if "mem_limit" in values:
+            values["mem_limit"] = parse_bytes(values["mem_limit"])
+        for name in ("cap_drop", "cap_add"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return dataclasses.replace(self, **values)
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-safe settings, as recorded in ``container.started``."""
+        out = dataclasses.asdict(self)
+        out["tmpfs"] = dict(self.tmpfs)
+        out["environment"] = sorted(self.environment)  # names only: values may be secrets
+        out["labels"] = dict(self.labels)
+        out["cap_drop"] = list(self.cap_drop)
+        out["cap_add"] = list(self.cap_add)
+        return out

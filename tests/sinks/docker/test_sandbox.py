@@ -1,0 +1,112 @@
+"""Task containers on the real daemon: hardening, limits, exec streaming, removal."""
+
+from __future__ import annotations
+
+import pytest
+
+from armor_rx.session import Armor
+from armor_rx.sinks.docker import DockerEffect
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup_containers")]
+
+
+@pytest.fixture
+def session(tmp_path, engine, sandbox):
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "hello.txt").write_text("hello from the host\n")
+    effect = DockerEffect(engine, spec=sandbox, worktree_of=lambda task: workdir, state_dir=tmp_path / ".armor")
+    with Armor(state_dir=tmp_path / ".armor", effects=[effect]) as armor, effect:
+        yield armor, effect
+
+
+def _run(armor, task, command, **payload):
+    outcome = armor.request(task, "exec.requested", {"command": command, **payload}).result(120)
+    armor.wait_idle()
+    output = "".join(e.payload["data"] for e in armor.history(task_id=task, kind="exec.output") if e.causation_id == outcome.causation_id)
+    return outcome, output
+
+
+def _started(armor, task):
+    armor.create_task(task)
+    armor.start(task)
+    return next(e for e in armor.history(task_id=task, kind="container.started"))
+
+
+def test_inspect_shows_every_hardening_default(session, engine):
+    armor, effect = session
+    started = _started(armor, "harden")
+    attrs = engine.api.inspect_container(started.payload["container"])
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "none"
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["PidsLimit"] == 64
+    assert host["Memory"] == 64 * 1024 * 1024 and host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["NanoCpus"] == 2_000_000_000
+    assert host["ReadonlyRootfs"] is True
+    assert "/tmp" in host["Tmpfs"]
+    assert attrs["Config"]["User"] == "1000:1000"
+    assert attrs["Config"]["WorkingDir"] == "/workspace"
+    assert attrs["Config"]["Cmd"] == ["sleep", "120"]
+    assert [m["Destination"] for m in attrs["Mounts"]] == ["/workspace"]
+    labels = attrs["Config"]["Labels"]
+    assert labels["armor.task"] == "harden" and labels["armor.session"] == effect.session.id
+    assert {"armor.created", "armor.owner"} <= set(labels)
+    settings = started.payload["settings"]
+    assert settings["network"] == "none" and settings["user"] == "1000:1000" and settings["read_only"] is True
+
+
+def test_exec_streams_output_and_exit_code(session):
+    armor, _ = session
+    _started(armor, "hello")
+    outcome, output = _run(armor, "hello", ["sh", "-c", "cat hello.txt; id -u; echo oops >&2; exit 3"])
+    assert outcome.payload["exit_code"] == 3 and outcome.payload["reason"] == "exited"
+    assert "hello from the host" in output and "1000" in output and "oops" in output
+    exited = list(armor.history(task_id="hello", kind="exec.exited"))
+    assert exited[-1].payload["exit_code"] == 3
+
+
+@pytest.mark.parametrize(
+    ("command", "limit"),
+    [
+        ("nc -w 2 1.1.1.1 80 </dev/null", "network_disabled"),
+        ("echo x > /home/agent/evil", "read_only_rootfs"),
+        ("for i in $(seq 200); do sleep 5 & done; wait", "pids_limit"),
+    ],
+    ids=["network", "write-root", "fork-bomb"],
+)
+def test_escape_attempts_fail_and_say_why(session, command, limit):
+    armor, _ = session
+    _started(armor, "escape")
+    outcome, output = _run(armor, "escape", command, timeout=30)
+    assert outcome.payload["exit_code"] != 0, output
+    assert outcome.payload["limit_hit"] == limit, output
+
+
+def test_memory_past_the_limit_is_an_oom(session):
+    armor, _ = session
+    _started(armor, "oom")
+    outcome, _ = _run(armor, "oom", "dd if=/dev/zero of=/dev/null bs=200M count=1")
+    assert outcome.payload["reason"] == "oom" and outcome.payload["limit_hit"] == "memory_limit"
+    assert list(armor.history(task_id="oom", kind="container.oom"))
+
+
+def test_timeout_kills_the_command_and_says_so(session):
+    armor, _ = session
+    _started(armor, "slow")
+    outcome, _ = _run(armor, "slow", ["sleep", "30"], timeout=1)
+    assert outcome.payload["reason"] == "timeout"
+    assert "did not finish within 1s" in outcome.payload["message"]
+    assert outcome.payload["duration"] < 10
+
+
+def test_complete_removes_the_container_and_keep_keeps_it(session, engine):
+    armor, _ = session
+    first = _started(armor, "gone").payload["container"]
+    armor.complete("gone")
+    assert not engine.client.containers.list(all=True, filters={"id": first})
+    kept = _started(armor, "kept").payload["container"]
+    armor.complete("kept", keep=True)
+    assert engine.client.containers.list(all=True, filters={"id": kept})
+    assert list(armor.history(task_id="kept", kind="container.kept"))
