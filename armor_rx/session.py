@@ -7,43 +7,45 @@ state directories in one process never see each other.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import reactivex
 import structlog
 from reactivex import Observable
-from reactivex import operators as ops
 
 from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
-from armor_rx.model.lifecycle import ACTIVE, HOOK_POINTS, KIND_TO_STATE, State
 from armor_rx.model.registry import TaskRecord
 from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effect_runner import RetryPolicy
-from armor_rx.pipeline.reconcile import interruptions
-from armor_rx.pipeline.stages import isolated
 from armor_rx.pipeline.effects import Effect
-from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
+from armor_rx.pipeline.hooks import Hook, HookSet
+from armor_rx.pipeline.reconcile import interruptions
+from armor_rx.session_hooks import HookRegistry
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
 from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
-from armor_rx.sinks.snapshot import SNAPSHOT_PLUS_TAIL, RecoveryReport, SnapshotStore, recover_registry
+from armor_rx.sinks.snapshot import (
+    SNAPSHOT_PLUS_TAIL,
+    RecoveryReport,
+    SnapshotStore,
+    recover_registry,
+)
 from armor_rx.sinks.statedir import StateDir
 
 _log = structlog.get_logger("armor_rx.session")
 
-HookFn = Callable[[TaskEvent], Any]
 BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
 
 
-class Armor:
+class Armor(HookRegistry):
     """A session over one state directory.
 
     >>> import tempfile
@@ -320,88 +322,6 @@ class Armor:
     def wait_idle(self, timeout: float | None = 10.0) -> bool:
         """Wait until in-flight requests are done and every event reached the bus."""
         return self.pipeline.wait_idle(timeout)
-
-    # -- hooks ----------------------------------------------------------------
-    def use(self, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
-        """Add a reactivex operator as a hook; higher priority runs first.
-
-        The operator sees every event of its stage and must pass on what it does
-        not mean to change (a filter here hides events from the bus; filter in
-        a subscription instead). If it raises, a before-hook vetoes the event
-        (fails closed) and an after-hook reports ``hook.failed`` (fails open);
-        either way it is subscribed afresh and the pipeline goes on.
-        """
-        hook_name = name or str(getattr(operator, "__qualname__", None) or repr(operator))
-        policy: ErrorPolicy = "fail_closed" if stage == "before" else "fail_open"
-        safe = isolated(operator, name=hook_name, on_error=policy)
-        return self._register(Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy))
-
-    @overload
-    def hook(
-        self, point: str, fn: None = None, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
-    ) -> Callable[[HookFn], HookFn]: ...
-
-    @overload
-    def hook(
-        self, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
-    ) -> HookFn: ...
-
-    def hook(
-        self,
-        point: str,
-        fn: HookFn | None = None,
-        *,
-        priority: int = 0,
-        name: str | None = None,
-        on_error: ErrorPolicy | None = None,
-        timeout: float | None = None,
-    ) -> HookFn | Callable[[HookFn], HookFn]:
-        """Register a plain function at a classic hook point (also usable as a decorator).
-
-        ``point`` is one of before_start, after_start, before_complete,
-        after_complete, before_fail, after_fail. Before-hooks veto by returning
-        False or a reason (or raising Vetoed) and fail closed; after-hooks fail
-        open. Registration is recorded as a ``hook.registered`` event, exactly
-        as for :meth:`use`.
-        """
-        if point not in HOOK_POINTS:
-            raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
-
-        def register(f: HookFn) -> HookFn:
-            self._register(classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
-            return f
-
-        return register(fn) if fn is not None else register
-
-    def before_start(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("before_start", fn, **options)
-
-    def after_start(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("after_start", fn, **options)
-
-    def before_complete(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("before_complete", fn, **options)
-
-    def after_complete(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("after_complete", fn, **options)
-
-    def before_fail(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("before_fail", fn, **options)
-
-    def after_fail(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("after_fail", fn, **options)
-
-    def remove_hook(self, hook: Hook) -> bool:
-        removed = self.hooks.remove(hook)
-        if removed and self._pipeline is not None:
-            self._pipeline.record(TaskEvent.new("hook.removed", None, hook.describe())).result()
-        return removed
-
-    def _register(self, hook: Hook) -> Hook:
-        self.hooks.add(hook)
-        if self._pipeline is not None:
-            self._pipeline.record(TaskEvent.new("hook.registered", None, hook.describe())).result()
-        return hook
 
     # -- git: worktrees and checkpoints -----------------------------------------
     def worktree(self, task_id: str) -> Path:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import reactivex
 import structlog
@@ -33,68 +33,15 @@ from armor_rx.pipeline.bus import EventBus
 from armor_rx.pipeline.effect_runner import RetryPolicy, run_effects
 from armor_rx.pipeline.effects import Effect
 from armor_rx.pipeline.hooks import HookSet
+from armor_rx.pipeline.requests import UNSTOPPABLE, DeadLetters, Log, Outcome, outcome_kind, running_future
 from armor_rx.pipeline.stages import hook_stage
 
 _log = structlog.get_logger("armor_rx.pipeline")
-
-# A fail or cancel must always be able to finish: guards may object, effects may
-# fail, but the task still leaves its active state.
-UNSTOPPABLE = frozenset({"task.fail.requested", "task.cancel.requested"})
-
-
-class Outcome(Future[TaskEvent]):
-    """The future of a request's outcome.
-
-    It cannot be cancelled (once its intent is logged, a request runs), and a
-    caller's done-callbacks run on a helper thread, never on the task's lane:
-    a callback that waits on the same task would otherwise block that lane.
-    """
-
-    def add_done_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
-        super().add_done_callback(lambda f: _callbacks.submit(fn, f))
-
-    def _add_internal_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
-        super().add_done_callback(fn)
-
-
-# Callbacks may block (on another request); a roomy pool keeps one from starving the next.
-_callbacks = ThreadPoolExecutor(64, thread_name_prefix="armor-callback")
-
-
-def _running_future() -> Outcome:
-    future = Outcome()
-    future.set_running_or_notify_cancel()
-    return future
-
-
-class Log(Protocol):
-    """What the pipeline needs of the durable event log."""
-
-    @property
-    def last_seq(self) -> int: ...
-
-    def append_async(self, event: TaskEvent, *, on_append: Callable[[TaskEvent], None] | None = None) -> Future[TaskEvent]: ...
-
-    def read(self, start_seq: int = 1, end_seq: int | None = None, *, task_id: str | None = None, kind: str | None = None) -> Any: ...
-
-
-class DeadLetters(Protocol):
-    def add(self, event: TaskEvent, error: BaseException, attempts: int) -> Any: ...
-
 
 @dataclass
 class _InFlight:
     event: TaskEvent
     future: Outcome
-
-
-def outcome_kind(request_kind: str) -> str:
-    """``task.start.requested`` -> ``task.started``; other ``x.requested`` -> ``x.done``."""
-    if request_kind in REQUEST_OUTCOME:
-        return REQUEST_OUTCOME[request_kind]
-    if request_kind.endswith(".requested"):
-        return request_kind[: -len(".requested")] + ".done"
-    return request_kind + ".done"
 
 
 class Pipeline:
@@ -214,7 +161,7 @@ class Pipeline:
         :class:`Vetoed` / :class:`EffectFailed`.
         """
         self._ensure_running()
-        outcome = _running_future()
+        outcome = running_future()
         logged = self._commit_external(request).result()
         self._enqueue(logged, outcome)
         return outcome
@@ -222,7 +169,7 @@ class Pipeline:
     def redrive(self, request: TaskEvent) -> Future[TaskEvent]:
         """Run an already-logged request through its lane again (effects are idempotent by id)."""
         self._ensure_running()
-        outcome = _running_future()
+        outcome = running_future()
         with self._inflight_lock:
             if request.id in self._inflight:
                 raise ArmorError(f"request {request.kind} {request.id} is already running; wait for its outcome")
@@ -404,7 +351,7 @@ class Pipeline:
             _log.warning("follow-up request refused", kind=request.kind, error=str(exc))
             self._resolve(original, error=error)
             return
-        follow = _running_future()
+        follow = running_future()
         follow._add_internal_callback(lambda _: self._resolve(original, error=error))
         with self._inflight_lock:
             self._inflight[logged.id] = _InFlight(logged, follow)

@@ -15,7 +15,7 @@ from typing import Any
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE
 from armor_rx.model.registry import TaskRecord
-from armor_rx.pipeline.core import outcome_kind
+from armor_rx.pipeline.requests import outcome_kind
 from armor_rx.pipeline.effects import Effect
 
 

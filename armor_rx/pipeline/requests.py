@@ -1,0 +1,65 @@
+"""What a request is to the pipeline: its outcome future and outcome kind, and the
+small protocols the pipeline needs of the event log and the dead-letter log."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from armor_rx.model.events import TaskEvent
+from armor_rx.model.lifecycle import REQUEST_OUTCOME
+
+# A fail or cancel must always be able to finish: guards may object, effects may
+# fail, but the task still leaves its active state.
+UNSTOPPABLE = frozenset({"task.fail.requested", "task.cancel.requested"})
+
+
+class Outcome(Future[TaskEvent]):
+    """The future of a request's outcome.
+
+    It cannot be cancelled (once its intent is logged, a request runs), and a
+    caller's done-callbacks run on a helper thread, never on the task's lane:
+    a callback that waits on the same task would otherwise block that lane.
+    """
+
+    def add_done_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
+        super().add_done_callback(lambda f: _callbacks.submit(fn, f))
+
+    def _add_internal_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
+        super().add_done_callback(fn)
+
+
+# Callbacks may block (on another request); a roomy pool keeps one from starving the next.
+_callbacks = ThreadPoolExecutor(64, thread_name_prefix="armor-callback")
+
+
+def running_future() -> Outcome:
+    """A new, already running (so uncancellable) :class:`Outcome`."""
+    future = Outcome()
+    future.set_running_or_notify_cancel()
+    return future
+
+
+class Log(Protocol):
+    """What the pipeline needs of the durable event log."""
+
+    @property
+    def last_seq(self) -> int: ...
+
+    def append_async(self, event: TaskEvent, *, on_append: Callable[[TaskEvent], None] | None = None) -> Future[TaskEvent]: ...
+
+    def read(self, start_seq: int = 1, end_seq: int | None = None, *, task_id: str | None = None, kind: str | None = None) -> Any: ...
+
+
+class DeadLetters(Protocol):
+    def add(self, event: TaskEvent, error: BaseException, attempts: int) -> Any: ...
+
+
+def outcome_kind(request_kind: str) -> str:
+    """``task.start.requested`` -> ``task.started``; other ``x.requested`` -> ``x.done``."""
+    if request_kind in REQUEST_OUTCOME:
+        return REQUEST_OUTCOME[request_kind]
+    if request_kind.endswith(".requested"):
+        return request_kind[: -len(".requested")] + ".done"
+    return request_kind + ".done"

@@ -1,0 +1,108 @@
+"""Hook registration for a session: operators and the six classic hook points.
+
+Both ways end in the same :class:`~armor_rx.pipeline.hooks.HookSet` and are
+recorded as the same ``hook.registered`` event, so code written either way
+sees the same history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, overload
+
+from armor_rx.errors import ConfigError
+from armor_rx.model.events import TaskEvent
+from armor_rx.model.lifecycle import HOOK_POINTS
+from armor_rx.pipeline.core import Pipeline
+from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
+from armor_rx.pipeline.stages import isolated
+
+HookFn = Callable[[TaskEvent], Any]
+
+
+class HookRegistry:
+    """The hook half of :class:`armor_rx.Armor`."""
+
+    hooks: HookSet
+    _pipeline: Pipeline | None
+
+    def use(self, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
+        """Add a reactivex operator as a hook; higher priority runs first.
+
+        The operator sees every event of its stage and must pass on what it does
+        not mean to change (a filter here hides events from the bus; filter in
+        a subscription instead). If it raises, a before-hook vetoes the event
+        (fails closed) and an after-hook reports ``hook.failed`` (fails open);
+        either way it is subscribed afresh and the pipeline goes on.
+        """
+        hook_name = name or str(getattr(operator, "__qualname__", None) or repr(operator))
+        policy: ErrorPolicy = "fail_closed" if stage == "before" else "fail_open"
+        safe = isolated(operator, name=hook_name, on_error=policy)
+        return self._register(Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy))
+
+    @overload
+    def hook(
+        self, point: str, fn: None = None, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+    ) -> Callable[[HookFn], HookFn]: ...
+
+    @overload
+    def hook(
+        self, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+    ) -> HookFn: ...
+
+    def hook(
+        self,
+        point: str,
+        fn: HookFn | None = None,
+        *,
+        priority: int = 0,
+        name: str | None = None,
+        on_error: ErrorPolicy | None = None,
+        timeout: float | None = None,
+    ) -> HookFn | Callable[[HookFn], HookFn]:
+        """Register a plain function at a classic hook point (also usable as a decorator).
+
+        ``point`` is one of before_start, after_start, before_complete,
+        after_complete, before_fail, after_fail. Before-hooks veto by returning
+        False or a reason (or raising Vetoed) and fail closed; after-hooks fail
+        open. Registration is recorded as a ``hook.registered`` event, exactly
+        as for :meth:`use`.
+        """
+        if point not in HOOK_POINTS:
+            raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
+
+        def register(f: HookFn) -> HookFn:
+            self._register(classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def before_start(self, fn: HookFn, **options: Any) -> HookFn:
+        return self.hook("before_start", fn, **options)
+
+    def after_start(self, fn: HookFn, **options: Any) -> HookFn:
+        return self.hook("after_start", fn, **options)
+
+    def before_complete(self, fn: HookFn, **options: Any) -> HookFn:
+        return self.hook("before_complete", fn, **options)
+
+    def after_complete(self, fn: HookFn, **options: Any) -> HookFn:
+        return self.hook("after_complete", fn, **options)
+
+    def before_fail(self, fn: HookFn, **options: Any) -> HookFn:
+        return self.hook("before_fail", fn, **options)
+
+    def after_fail(self, fn: HookFn, **options: Any) -> HookFn:
+        return self.hook("after_fail", fn, **options)
+
+    def remove_hook(self, hook: Hook) -> bool:
+        removed = self.hooks.remove(hook)
+        if removed and self._pipeline is not None:
+            self._pipeline.record(TaskEvent.new("hook.removed", None, hook.describe())).result()
+        return removed
+
+    def _register(self, hook: Hook) -> Hook:
+        self.hooks.add(hook)
+        if self._pipeline is not None:
+            self._pipeline.record(TaskEvent.new("hook.registered", None, hook.describe())).result()
+        return hook
