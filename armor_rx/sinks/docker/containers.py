@@ -144,6 +144,29 @@ def resolve_user(engine: Engine, spec: SandboxSpec, image: Any) -> tuple[str | N
     return user, None
 
 
+def share_worktree(worktree: Path, user: str | None, spec_user: str) -> tuple[str | None, str | None]:
+    """Make the mounted worktree writable by the container's user; returns (user, note).
+
+    With ``user="auto"`` a worktree owned by a non-root host user is used as
+    that uid:gid (files keep their owner, as in a dev container). A worktree
+    owned by root (a root CI run) is handed to the image's non-root user.
+    """
+    st = worktree.stat()
+    if spec_user == "auto" and st.st_uid != 0:
+        return f"{st.st_uid}:{st.st_gid}", None
+    if user is None or st.st_uid != 0 or os.geteuid() != 0:
+        return user, None
+    uid_text, _, gid_text = user.partition(":")
+    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+        return user, f"the worktree is owned by root and user {user!r} is not numeric; it may not be writable in the container"
+    uid, gid = int(uid_text), int(gid_text or uid_text)
+    for root, dirs, files in os.walk(worktree):
+        os.lchown(root, uid, gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+    return user, f"worktree {worktree} handed to uid {uid} so the container's non-root user can write it"
+
+
 def create_task_container(
     engine: Engine,
     spec: SandboxSpec,
@@ -159,6 +182,11 @@ def create_task_container(
     """
     image = _image(engine, spec.image)
     user, user_note = resolve_user(engine, spec, image)
+    share_note = None
+    if worktree is not None:
+        user, share_note = share_worktree(worktree, user, spec.user)
+        if user is not None:
+            user_note = None
     supported = engine.info.supported
     degraded: list[str] = list(engine.info.notes)
     security_opt = ["no-new-privileges:true"] if spec.no_new_privileges and supported.get("no_new_privileges", True) else []
@@ -205,6 +233,7 @@ def create_task_container(
             "security_opt": security_opt,
             "mounts": {str(worktree): spec.workdir} if worktree is not None else {},
             "degraded": degraded + ([user_note] if user_note else []),
+            "notes": [share_note] if share_note else [],
         }
     )
     return container, effective

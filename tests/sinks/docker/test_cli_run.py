@@ -1,0 +1,139 @@
+"""`armor-rx run`, `armor-rx gc` and the orphan sweep, end to end on the real daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+pytestmark = [pytest.mark.docker]
+
+
+def _git(*args, cwd):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    path = tmp_path / "repo"
+    path.mkdir()
+    _git("init", "-q", cwd=path)
+    (path / "README").write_text("hello from the repository\n")
+    _git("add", "README", cwd=path)
+    _git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "init", cwd=path)
+    return path
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "armor_rx", *args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def _spawn(*args):
+    return subprocess.Popen([sys.executable, "-m", "armor_rx", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _events(repo, task=None):
+    args = ["events", "--repo", str(repo), "--json"] + (["--task", task] if task else [])
+    return [orjson.loads(line) for line in _cli(*args).stdout.splitlines()]
+
+
+def _labelled(engine, task):
+    return engine.client.containers.list(all=True, filters={"label": f"armor.task={task}"})
+
+
+def _wait_started(repo, task, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e["kind"] == "exec.requested" for e in _events(repo, task)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"task {task} never started its command")
+
+
+def test_run_end_to_end(repo, test_image, engine):
+    done = _cli("run", "--repo", str(repo), "--task", "e2e", "--image", test_image, "--",
+                "sh", "-c", "cat README; pwd; echo made > made.txt; echo to-stderr >&2; exit 7")
+    assert done.returncode == 7, done.stderr
+    assert "hello from the repository" in done.stdout and "/workspace" in done.stdout
+    assert "to-stderr" in done.stderr and "Traceback" not in done.stderr
+    listed = _git("worktree", "list", cwd=repo)
+    assert str(repo / ".armor" / "worktrees" / "e2e") in listed and "[task/e2e]" in listed
+    assert (repo / ".armor" / "worktrees" / "e2e" / "made.txt").read_text() == "made\n"
+    kinds = [e["kind"] for e in _events(repo, "e2e")]
+    for kind in ("task.created", "git.worktree.created", "container.started", "exec.output", "exec.exited", "container.removed", "task.failed"):
+        assert kind in kinds, kinds
+    assert not _labelled(engine, "e2e")
+    ok = _cli("run", "--repo", str(repo), "--task", "ok", "--image", test_image, "--keep", "--", "true")
+    assert ok.returncode == 0, ok.stderr
+    assert [c.status for c in _labelled(engine, "ok")] == ["running"]
+    assert "task/ok" in _git("branch", "--list", "task/ok", cwd=repo)
+    for c in _labelled(engine, "ok"):
+        c.remove(force=True)
+
+
+def test_unreachable_docker_host_is_one_clear_line(repo, tmp_path):
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such.sock"}
+    done = _cli("run", "--repo", str(repo), "--task", "nodocker", "--", "true", env=env)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("armor-rx: error: cannot use the Docker engine at unix://"), done.stderr
+    assert "DOCKER_HOST" in lines[0] and "scripts/dockerd.sh" in lines[0]
+    assert not (repo / ".armor" / "worktrees" / "nodocker").exists()
+
+
+def test_ctrl_c_stops_command_and_container_and_records_interrupted(repo, test_image, engine):
+    proc = _spawn("run", "--repo", str(repo), "--task", "ctrlc", "--image", test_image, "--", "sleep", "60")
+    try:
+        _wait_started(repo, "ctrlc")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    kinds = [e["kind"] for e in _events(repo, "ctrlc")]
+    assert "task.interrupted" in kinds and "container.removed" in kinds, kinds
+    assert not _labelled(engine, "ctrlc")
+
+
+def test_killed_armor_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, test_image, engine):
+    from armor_rx.sinks.docker.sweep import Sweeper
+
+    for task in ("orphan-a", "orphan-b"):
+        proc = _spawn("run", "--repo", str(repo), "--task", task, "--image", test_image, "--", "sleep", "300")
+        _wait_started(repo, task)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert [c.status for c in _labelled(engine, task)] == ["running"]
+    sweeper = Sweeper(engine, grace=3.0)
+    first = {d.task_id: d.action for d in sweeper.sweep() if d.task_id.startswith("orphan-")}
+    assert first == {"orphan-a": "waiting", "orphan-b": "waiting"}
+    dry = _cli("gc", "--repo", str(repo), "--now", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("would_remove") >= 2, dry.stdout
+    assert _labelled(engine, "orphan-a") and _labelled(engine, "orphan-b")
+    # gc --now removes at once, checkpointing the worktree and logging each removal.
+    (repo / ".armor" / "worktrees" / "orphan-a" / "unsaved.txt").write_text("work in progress\n")
+    now = _cli("gc", "--repo", str(repo), "--now", "--json")
+    assert now.returncode == 0, now.stderr
+    removed = {row["task"]: row for row in orjson.loads(now.stdout) if row["action"] == "removed"}
+    assert {"orphan-a", "orphan-b"} <= set(removed)
+    assert removed["orphan-a"]["checkpoint"]
+    assert not _labelled(engine, "orphan-a") and not _labelled(engine, "orphan-b")
+    swept = [e for e in _events(repo) if e["kind"] == "container.swept"]
+    assert {e["payload"]["task"] for e in swept} >= {"orphan-a", "orphan-b"}
+    # The periodic sweep removes an orphan once its grace has passed.
+    proc = _spawn("run", "--repo", str(repo), "--task", "orphan-c", "--image", test_image, "--", "sleep", "300")
+    _wait_started(repo, "orphan-c")
+    proc.kill()
+    proc.communicate(timeout=30)
+    with Sweeper(engine, grace=1.0, interval=0.5):
+        deadline = time.monotonic() + 30
+        while _labelled(engine, "orphan-c") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert not _labelled(engine, "orphan-c")
