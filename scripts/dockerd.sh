@@ -17,6 +17,15 @@ say() { echo "dockerd.sh: $*" >&2; }
 
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
+answers() {
+  [ -S "$SOCK" ] || return 1
+  if command -v curl >/dev/null 2>&1; then
+    curl -sf --max-time 2 --unix-socket "$SOCK" http://localhost/_ping >/dev/null 2>&1
+  else
+    DOCKER_HOST="unix://$SOCK" timeout 5 docker version >/dev/null 2>&1
+  fi
+}
+
 stop() {
   if running; then
     local pid; pid="$(cat "$PIDFILE")"
@@ -40,7 +49,7 @@ install() {
 start() {
   install
   mkdir -p "$DIR"
-  if running && DOCKER_HOST="unix://$SOCK" timeout 5 docker version >/dev/null 2>&1; then
+  if running && answers; then
     echo "export DOCKER_HOST=unix://$SOCK"
     return 0
   fi
@@ -50,7 +59,7 @@ start() {
     --pidfile "$PIDFILE" --bridge=none --iptables=false --ip6tables=false \
     >"$LOG" 2>&1 </dev/null &
   for _ in $(seq 1 300); do
-    if [ -S "$SOCK" ] && curl -sf --unix-socket "$SOCK" http://localhost/_ping >/dev/null 2>&1; then
+    if answers; then
       say "dockerd answers on unix://$SOCK (log: $LOG)"
       echo "export DOCKER_HOST=unix://$SOCK"
       return 0

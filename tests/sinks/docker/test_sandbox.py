@@ -110,3 +110,30 @@ def test_complete_removes_the_container_and_keep_keeps_it(session, engine):
     armor.complete("kept", keep=True)
     assert engine.client.containers.list(all=True, filters={"id": kept})
     assert list(armor.history(task_id="kept", kind="container.kept"))
+
+
+def test_redelivered_requests_do_not_repeat_side_effects(session, engine):
+    from armor_rx.model.events import TaskEvent
+    from armor_rx.pipeline.effects import EffectContext
+
+    armor, effect = session
+    started = _started(armor, "again")
+    start_request = next(e for e in armor.history(task_id="again", kind="task.start.requested"))
+    emitted = []
+
+    def ctx(request):
+        return EffectContext(request=request, task=armor.task("again"), emit=lambda kind, payload: emitted.append(kind))
+
+    # A start re-delivered after a crash finds its container instead of making a second one.
+    effect._containers.clear()
+    again = effect.apply(ctx(start_request))
+    assert started.payload["container"].startswith(again["container"])
+    assert len(engine.client.containers.list(all=True, filters={"label": "armor.task=again"})) == 1
+    # An exec re-delivered after it finished returns the stored result and runs nothing.
+    request = TaskEvent.new("exec.requested", "again", {"command": ["sh", "-c", "echo ran >> /tmp/count"]})
+    first = effect.apply(ctx(request))
+    second = effect.apply(ctx(request))
+    assert first == second and emitted.count("exec.exited") == 1
+    outcome, output = _run(armor, "again", ["cat", "/tmp/count"])
+    assert output == "ran\n"
+    assert effect.reconcile(start_request)["containers"][0]["status"] == "running"
