@@ -203,4 +203,4 @@ def _session_hooks(armor: Any) -> dict[str, Any]:
     def emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
         armor.emit(task_id if known(task_id) else None, kind, payload)
 
-    return {"is_active": is_active, "state_dir": str(armor.state.path), "checkpoint": checkpoint, "emit": emit}
+    return {"is_active": is_active, "state_dir": str(Path(armor.state.path).resolve()), "checkpoint": checkpoint, "emit": emit}

@@ -40,6 +40,7 @@ from armor_rx.sinks.docker.containers import (
 from armor_rx.sinks.docker.engine import Engine
 from armor_rx.sinks.docker.exec import ExecRun
 from armor_rx.sinks.docker.spec import SandboxSpec
+from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, SweepEmit, Sweeper
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
 
@@ -50,6 +51,10 @@ class DockerEffect:
     ``worktree_of(task_id)`` gives the directory to mount (for a git session:
     ``lambda t: armor.worktree(t)``); ``None`` or a missing directory mounts
     nothing. A start payload may carry ``sandbox`` overrides and ``keep``.
+    With ``sweep_interval`` set, :meth:`start` also runs an orphan
+    :class:`Sweeper` every so many seconds until :meth:`stop`; ``task_active``
+    (e.g. ``lambda t: armor.task(t).state in ACTIVE``) lets it remove
+    containers of this state directory whose task is over.
     """
 
     name = "docker"
@@ -64,18 +69,24 @@ class DockerEffect:
         state_dir: str | Path | None = None,
         session: SessionIdentity | None = None,
         output_buffer: int = 64,
+        sweep_interval: float | None = None,
+        sweep_grace: float = DEFAULT_GRACE,
+        task_active: Callable[[str], bool] | None = None,
+        sweep_emit: SweepEmit | None = None,
     ) -> None:
         self._engine = engine
         self._own_engine = engine is None
         self.spec = spec or SandboxSpec()
         self.worktree_of = worktree_of
-        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.state_dir = Path(state_dir).resolve() if state_dir is not None else None
         self.session = session or SessionIdentity.current()
         self.output_buffer = output_buffer
         self._specs: dict[str, SandboxSpec] = {}
         self._containers: dict[str, Container] = {}
         self._running: dict[str, ExecRun] = {}
         self._lock = threading.Lock()
+        self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
+        self._sweeper: Sweeper | None = None
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -85,10 +96,18 @@ class DockerEffect:
         return self._engine
 
     def start(self) -> DockerEffect:
-        _ = self.engine  # fail now, with DockerUnavailable, not on the first request
+        """Connect (DockerUnavailable now, not on the first request); start the periodic sweep if asked."""
+        engine = self.engine
+        interval, grace, task_active, sweep_emit = self._sweep_options
+        if interval is not None and self._sweeper is None:
+            self._sweeper = Sweeper(engine, grace=grace, interval=interval, is_active=task_active,
+                                    state_dir=str(self.state_dir) if self.state_dir is not None else None, emit=sweep_emit).start()
         return self
 
     def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
         for run in list(self._running.values()):
             run.kill("interrupted")
         if self._own_engine and self._engine is not None:

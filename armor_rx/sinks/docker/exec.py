@@ -159,7 +159,10 @@ class ExecRun:
             self.exec_id = api.exec_create(self.container.id, self.command, **kwargs)["Id"]
             stream = api.exec_start(self.exec_id, stream=True, demux=True)
         except docker.errors.APIError as exc:
-            raise DockerError(f"cannot run {self.command!r} in container {self.container.short_id}: {exc.explanation or exc}") from None
+            why = str(exc.explanation or exc)
+            if exc.status_code == 409 or "is not running" in why:
+                why += " (the container has stopped: its wall-clock limit may have passed, or it was killed)"
+            raise DockerError(f"cannot run {self.command!r} in container {self.container.short_id}: {why}") from None
         timer = threading.Timer(self.timeout, self.kill, args=("timeout",)) if self.timeout else None
         if timer is not None:
             timer.daemon = True

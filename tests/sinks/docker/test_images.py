@@ -6,14 +6,9 @@ import time
 
 import pytest
 
-from armor_rx.sinks.docker.images import ImageCache, ImageSpec, _dockerfile_sources
+from armor_rx.sinks.docker.images import ImageCache, ImageSpec
 
 pytestmark = [pytest.mark.docker]
-
-
-def test_dockerfile_sources():
-    text = "FROM x AS b\nCOPY --chown=1:1 a.txt b/ /dst/\nADD [\"c d\", \"/e\"]\nCOPY --from=b /x /y\nRUN echo\n"
-    assert _dockerfile_sources(text) == ["a.txt", "b/", "c d"]
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from armor_rx.session import Armor
@@ -134,6 +136,31 @@ def test_redelivered_requests_do_not_repeat_side_effects(session, engine):
     first = effect.apply(ctx(request))
     second = effect.apply(ctx(request))
     assert first == second and emitted.count("exec.exited") == 1
-    outcome, output = _run(armor, "again", ["cat", "/tmp/count"])
+    _outcome, output = _run(armor, "again", ["cat", "/tmp/count"])
     assert output == "ran\n"
     assert effect.reconcile(start_request)["containers"][0]["status"] == "running"
+
+
+def test_periodic_sweep_removes_containers_of_finished_tasks(tmp_path, engine, sandbox):
+    from armor_rx.model.lifecycle import ACTIVE
+
+    holder = {}
+    swept = []
+
+    def active(task):
+        return holder["armor"].task(task).state in ACTIVE
+
+    effect = DockerEffect(engine, spec=sandbox.with_overrides({"keep": True}), state_dir=tmp_path / ".armor",
+                          sweep_interval=0.2, sweep_grace=0.5, task_active=active,
+                          sweep_emit=lambda kind, task, payload: swept.append((kind, task)))
+    with Armor(state_dir=tmp_path / ".armor", effects=[effect]) as armor, effect:
+        holder["armor"] = armor
+        _started(armor, "busy")
+        _started(armor, "done")
+        armor.complete("done")  # kept by the spec: now an orphan of a finished task
+        deadline = time.monotonic() + 20
+        while not swept and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert swept == [("container.swept", "done")]
+        assert not engine.client.containers.list(all=True, filters={"label": "armor.task=done"})
+        assert engine.client.containers.list(filters={"label": "armor.task=busy"})
