@@ -73,6 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.pids:
         overrides["pids_limit"] = args.pids
     spec = spec.with_overrides(overrides)
+    from armor_rx.sinks.docker.containers import ensure_image
+
+    ensure_image(engine, spec.image)  # an unknown image is refused before the task exists
     state = _state(args)
     holder: dict[str, Any] = {}
     effect = DockerEffect(engine, spec=spec, worktree_of=lambda t: holder["armor"].worktree(t), state_dir=state)

@@ -94,7 +94,8 @@ def task_labels(task_id: str, session: SessionIdentity, *, request_id: str, work
     return labels
 
 
-def _image(engine: Engine, name: str) -> Any:
+def ensure_image(engine: Engine, name: str) -> Any:
+    """The image, pulled if missing. Raises ImageNotFound (one line) when it cannot be had."""
     try:
         return engine.client.images.get(name)
     except docker.errors.ImageNotFound:
@@ -104,7 +105,8 @@ def _image(engine: Engine, name: str) -> Any:
     try:
         return engine.client.images.pull(name)
     except docker.errors.DockerException as exc:
-        raise ImageNotFound(name, f"pull failed: {str(exc).splitlines()[0][:160]}") from None
+        why = str(getattr(exc, "explanation", None) or str(exc).splitlines()[0])
+        raise ImageNotFound(name, f"pull failed: {why[:200]}") from None
 
 
 def _passwd_user(engine: Engine, image_id: str) -> str | None:
@@ -180,7 +182,7 @@ def create_task_container(
     Options the engine does not support are left out and listed under
     ``degraded`` in the settings, never silently dropped.
     """
-    image = _image(engine, spec.image)
+    image = ensure_image(engine, spec.image)
     user, user_note = resolve_user(engine, spec, image)
     share_note = None
     if worktree is not None:

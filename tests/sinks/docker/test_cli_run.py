@@ -137,3 +137,11 @@ def test_killed_armor_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, test_i
         while _labelled(engine, "orphan-c") and time.monotonic() < deadline:
             time.sleep(0.2)
     assert not _labelled(engine, "orphan-c")
+
+
+def test_unknown_image_is_refused_before_the_task_exists(repo, engine):
+    done = _cli("run", "--repo", str(repo), "--task", "noimage", "--image", "armor-rx-test/no-such-image:v1", "--", "true")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "image 'armor-rx-test/no-such-image:v1' is not present" in lines[0], done.stderr
+    assert not (repo / ".armor" / "worktrees" / "noimage").exists()
