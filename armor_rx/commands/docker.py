@@ -79,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = _state(args)
     holder: dict[str, Any] = {}
     effect = DockerEffect(engine, spec=spec, worktree_of=lambda t: holder["armor"].worktree(t), state_dir=state)
-    with Armor(repo, state_dir=state, effects=[effect]) as armor, effect:
+    # A small replay window: exec.output events are up to 32 KB each, and the bus keeps
+    # the last memory_events of them in memory.
+    with Armor(repo, state_dir=state, effects=[effect], memory_events=256) as armor, effect:
         holder["armor"] = armor
         return _run_task(armor, effect, task, command)
 

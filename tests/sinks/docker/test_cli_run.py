@@ -145,3 +145,20 @@ def test_unknown_image_is_refused_before_the_task_exists(repo, engine):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "image 'armor-rx-test/no-such-image:v1' is not present" in lines[0], done.stderr
     assert not (repo / ".armor" / "worktrees" / "noimage").exists()
+
+
+def test_run_streams_a_flood_to_the_terminal_in_bounded_memory(repo, test_image, tmp_path):
+    size = 100_000_000
+    out = tmp_path / "out.bin"
+    script = (
+        "import resource, subprocess, sys\n"
+        f"with open({str(out)!r}, 'wb') as f:\n"
+        f"    code = subprocess.run([sys.executable, '-m', 'armor_rx', 'run', '--repo', {str(repo)!r}, '--task', 'flood',"
+        f" '--image', {test_image!r}, '--', 'sh', '-c', 'yes 0123456789abcdef | head -c {size}'], stdout=f).returncode\n"
+        "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    code, maxrss_kb = (int(x) for x in done.stdout.split())
+    assert code == 0
+    assert out.stat().st_size == size
+    assert maxrss_kb < 160 * 1024, f"armor-rx run peaked at {maxrss_kb / 1024:.0f} MB for a {size / 1e6:.0f} MB flood"
