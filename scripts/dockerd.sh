@@ -3,6 +3,7 @@
 #
 #   eval "$(bash scripts/dockerd.sh)"        # install docker.io if missing, start, print `export DOCKER_HOST=...`
 #   bash scripts/dockerd.sh stop             # stop it (only the daemon this script started)
+#   bash scripts/dockerd.sh purge            # stop it and delete its directory (data root included)
 #
 # It runs on its own socket, data root and exec root (under ARMOR_DOCKERD_DIR,
 # default /tmp/armor-dockerd) with no bridge and no iptables, so it does not touch
@@ -72,8 +73,18 @@ start() {
   return 1
 }
 
+purge() {
+  stop
+  if grep -q " $DIR/" /proc/mounts; then
+    say "not deleting $DIR: something is still mounted under it"
+  else
+    rm -rf "$DIR"
+  fi
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  *) say "usage: $0 [start|stop]"; exit 2 ;;
+  purge) purge ;;
+  *) say "usage: $0 [start|stop|purge]"; exit 2 ;;
 esac
