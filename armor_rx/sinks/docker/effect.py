@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ class DockerEffect:
         self._specs: dict[str, SandboxSpec] = {}
         self._containers: dict[str, Container] = {}
         self._running: dict[str, ExecRun] = {}
+        self._started_at: dict[str, float] = {}  # task -> when its container started (monotonic)
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
         self._sweeper: Sweeper | None = None
@@ -179,6 +181,7 @@ class DockerEffect:
         container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
+            self._started_at[task_id] = time.monotonic()
         ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
                                        "settings": effective, "engine": self.engine.info.to_payload()})
         return {"container": container.short_id}
@@ -202,7 +205,9 @@ class DockerEffect:
         spec = self.spec_for(task_id)
         container = self.container(task_id)
         raw_timeout = payload.get("timeout", spec.exec_timeout)
-        timeout = float(raw_timeout) if isinstance(raw_timeout, (int, float, str)) else spec.wall_clock
+        # The container's own life ends at its wall clock: no command outlives it.
+        remaining = max(0.1, spec.wall_clock - (time.monotonic() - self._started_at.get(task_id, time.monotonic())))
+        timeout = min(float(raw_timeout), remaining) if isinstance(raw_timeout, (int, float, str)) else remaining
         user = payload.get("user")
         env = payload.get("env")
         run = ExecRun(self.engine, container, [str(a) for a in command] if not isinstance(command, str) else ["sh", "-c", command],
@@ -217,7 +222,12 @@ class DockerEffect:
             with self._lock:
                 self._running.pop(task_id, None)
         out = result.to_payload()
-        if result.reason == "timeout":
+        started_at = self._started_at.get(task_id)
+        if result.exit_code != 0 and result.reason in ("exited", "timeout") and started_at is not None \
+                and time.monotonic() - started_at >= spec.wall_clock - 0.5:
+            out.update(reason="wall_clock", limit_hit="wall_clock",
+                       message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped")
+        elif result.reason == "timeout":
             out["message"] = f"the command did not finish within {timeout:g}s and was killed"
         if result.reason == "oom":
             ctx.emit("container.oom", {"container": container.id, "mem_limit": spec.mem_limit,

@@ -164,3 +164,14 @@ def test_periodic_sweep_removes_containers_of_finished_tasks(tmp_path, engine, s
         assert swept == [("container.swept", "done")]
         assert not engine.client.containers.list(all=True, filters={"label": "armor.task=done"})
         assert engine.client.containers.list(filters={"label": "armor.task=busy"})
+
+
+def test_wall_clock_limit_stops_the_command_and_the_container(tmp_path, engine, sandbox):
+    effect = DockerEffect(engine, spec=sandbox.with_overrides({"wall_clock": 2}), state_dir=tmp_path / ".armor")
+    with Armor(state_dir=tmp_path / ".armor", effects=[effect]) as armor, effect:
+        started = _started(armor, "clock")
+        outcome, _ = _run(armor, "clock", ["sleep", "30"])
+        assert outcome.payload["reason"] == "wall_clock" and outcome.payload["limit_hit"] == "wall_clock"
+        assert "wall-clock limit of 2s" in outcome.payload["message"]
+        time.sleep(0.5)
+        assert engine.api.inspect_container(started.payload["container"])["State"]["Running"] is False
