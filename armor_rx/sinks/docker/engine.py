@@ -57,11 +57,6 @@ class EngineInfo:
     def unsupported(self) -> list[str]:
         return sorted(k for k, ok in self.supported.items() if not ok)
 
-    @property
-    def local(self) -> bool:
-        """True when the engine's processes are visible in this host's /proc (a local, non-VM daemon)."""
-        return self.flavour in ("Docker Engine", "rootless Docker") and os.path.isdir("/proc/1")
-
     def to_payload(self) -> dict[str, Any]:
         return {
             "flavour": self.flavour,

@@ -63,6 +63,14 @@ class ExecResult:
         }
 
 
+def _in_container(pid: int, container_id: str) -> bool:
+    """Is host process ``pid`` in this container's cgroup? (False for a remote or VM engine.)"""
+    try:
+        return container_id in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
 def _kill_tree(root: int) -> None:
     """SIGKILL ``root`` and its descendants, found through the host's /proc."""
     children: dict[int, list[int]] = {}
@@ -132,7 +140,7 @@ class ExecRun:
                 pid = int(self.engine.api.exec_inspect(self.exec_id).get("Pid") or 0)
             except docker.errors.APIError:
                 pid = 0
-        if pid > 0 and self.engine.info.local and Path(f"/proc/{pid}").exists():
+        if pid > 0 and _in_container(pid, self.container.id):
             _kill_tree(pid)
         else:  # a remote or VM engine: the only way to stop an exec is to stop its container
             try:

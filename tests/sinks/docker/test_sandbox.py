@@ -101,6 +101,9 @@ def test_timeout_kills_the_command_and_says_so(session):
     assert outcome.payload["reason"] == "timeout"
     assert "did not finish within 1s" in outcome.payload["message"]
     assert outcome.payload["duration"] < 10
+    # Only the command was killed (through the host's /proc): the container goes on.
+    again, output = _run(armor, "slow", ["echo", "still here"])
+    assert again.payload["exit_code"] == 0 and output == "still here\n"
 
 
 def test_complete_removes_the_container_and_keep_keeps_it(session, engine):
