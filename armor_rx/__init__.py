@@ -12,6 +12,7 @@ The public surface is what ``__all__`` lists. A session::
 
 from armor_rx.errors import (
     ArmorError,
+    DockerUnavailable,
     BackpressureOverflow,
     ConcurrencyConflict,
     ConfigError,
@@ -34,12 +35,19 @@ from armor_rx.pipeline.hooks import Hook
 __version__ = "0.1.0"
 
 
+_DOCKER = ("DockerEffect", "Engine", "ImageCache", "ImageSpec", "SandboxSpec", "Sweeper")
+
+
 def __getattr__(name: str) -> object:
     # The session pulls in the sinks; import it lazily so 'import armor_rx' stays light.
     if name == "Armor":
         from armor_rx.session import Armor
 
         return Armor
+    if name in _DOCKER:
+        import armor_rx.sinks.docker as docker_sink
+
+        return getattr(docker_sink, name)
     if name == "AsyncArmor":
         from armor_rx.aio import AsyncArmor
 
@@ -54,6 +62,13 @@ __all__ = [
     "BackpressureOverflow",
     "ConcurrencyConflict",
     "ConfigError",
+    "DockerEffect",
+    "DockerUnavailable",
+    "Engine",
+    "ImageCache",
+    "ImageSpec",
+    "SandboxSpec",
+    "Sweeper",
     "Effect",
     "EffectContext",
     "EffectFailed",

@@ -20,6 +20,7 @@ from reactivex import Observable
 from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.lifecycle import ACTIVE, State
 from armor_rx.model.registry import TaskRecord
 from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
@@ -30,6 +31,8 @@ from armor_rx.pipeline.reconcile import interruptions
 from armor_rx.session_hooks import HookRegistry
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
+from armor_rx.sinks.docker import DockerEffect, SandboxSpec
+from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
 from armor_rx.sinks.snapshot import (
@@ -74,9 +77,14 @@ class Armor(HookRegistry):
         max_workers: int = 8,
         max_pending: int = 10_000,
         memory_events: int = 10_000,
+        memory_bytes: int = 32 * 1024 * 1024,
         snapshot_every: int = 1000,
         segment_bytes: int = 64 * 1024 * 1024,
         git: bool | None = None,
+        docker: bool = False,
+        sandbox: SandboxSpec | None = None,
+        sweep_interval: float | None = 300.0,
+        sweep_grace: float = DEFAULT_GRACE,
         git_author: str = "armor-rx <armor-rx@localhost>",
         checkpoint_policy: CheckpointPolicy | None = None,
     ) -> None:
@@ -85,11 +93,12 @@ class Armor(HookRegistry):
         self.hooks = HookSet()
         self.recovery: RecoveryReport | None = None
         self._fsync = fsync
-        self._effects = list(effects)
+        self._effects: list[Effect] = list(effects)
         self._retry = retry
         self._max_workers = max_workers
         self._max_pending = max_pending
         self._memory_events = memory_events
+        self._memory_bytes = memory_bytes
         self._snapshot_every = snapshot_every
         self._segment_bytes = segment_bytes
         self._log: EventLog | None = None
@@ -99,6 +108,20 @@ class Armor(HookRegistry):
         self._last_snapshot_seq = 0
         # Git is on when the session has a repository (unless git=False).
         self._git_enabled = git if git is not None else self.repo is not None
+        if docker:
+            # A container per task with the task's worktree mounted; the periodic
+            # orphan sweep asks this session which tasks are still active.
+            self._effects.append(
+                DockerEffect(
+                    spec=sandbox,
+                    worktree_of=self._worktree_if_any,
+                    state_dir=self.state.path,
+                    sweep_interval=sweep_interval,
+                    sweep_grace=sweep_grace,
+                    task_active=self._is_active,
+                    sweep_emit=lambda kind, task_id, payload: self.emit(task_id, kind, payload),
+                )
+            )
         if self._git_enabled and self.repo is None:
             raise ConfigError("git=True needs a repository: Armor('path/to/repo', git=True)")
         self._git_author = git_author
@@ -124,6 +147,10 @@ class Armor(HookRegistry):
                 effects.insert(0, GitEffect(self._git))
                 if not any(h.name == "git-branch-name" for h in self.hooks.list()):
                     self.hooks.add(Hook(name="git-branch-name", stage="before", operator=branch_name_guard(), priority=1_000_000))
+            for effect in self._effects:  # sinks with a lifecycle start with the session
+                starter = getattr(effect, "start", None)
+                if callable(starter):
+                    starter()
             self._pipeline = Pipeline(
                 log=self._log,
                 registry=registry,
@@ -134,6 +161,7 @@ class Armor(HookRegistry):
                 max_workers=self._max_workers,
                 max_pending=self._max_pending,
                 memory_events=self._memory_events,
+                memory_bytes=self._memory_bytes,
             ).start()
             if self.recovery is not None and self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
                 # Replace the snapshot we could not use, so it can never be trusted later.
@@ -164,6 +192,10 @@ class Armor(HookRegistry):
             if self._git is not None:
                 self._git.stop()
                 self._git = None
+            for effect in reversed(self._effects):
+                stopper = getattr(effect, "stop", None)
+                if callable(stopper):
+                    stopper()
             for sink in (self._dead, self._log):
                 if sink is not None:
                     sink.stop()
@@ -188,6 +220,18 @@ class Armor(HookRegistry):
         if self._git is None:
             raise ConfigError("this session has no git workspace: open it on a repository, Armor('path/to/repo')")
         return self._git
+
+    def _worktree_if_any(self, task_id: str) -> Path | None:
+        if self._git is None:
+            return None
+        path = self._git.worktree_path(task_id)
+        return path if path.is_dir() else None
+
+    def _is_active(self, task_id: str) -> bool:
+        try:
+            return self.task(task_id).state in ACTIVE or self.task(task_id).state == State.INTERRUPTED
+        except ArmorError:
+            return False
 
     def _emit_from_sink(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
         # Sink events outside a request (e.g. a direct worktree removal) are recorded as facts.
@@ -260,6 +304,17 @@ class Armor(HookRegistry):
 
     def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return self._wait(task_id, "task.resume.requested", payload, timeout)
+
+    def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None, **options: Any) -> TaskEvent:
+        """Run ``command`` in the task's container (``docker=True``); its output arrives as ``exec.output`` events.
+
+        The outcome's payload has ``exit_code`` and, when a limit stopped it,
+        ``reason`` and ``limit_hit``.
+        """
+        payload: dict[str, Any] = {"command": list(command), **options}
+        if timeout is not None:
+            payload["timeout"] = timeout
+        return self._wait(task_id, "exec.requested", payload, None)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable."""

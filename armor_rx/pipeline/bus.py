@@ -43,11 +43,21 @@ class _Subscriber:
 class EventBus:
     """Publish logged events in seq order; subscribe by kind pattern with replay."""
 
-    def __init__(self, read_history: ReadHistory, *, memory_events: int = 10_000, last_seq: int = 0) -> None:
+    def __init__(
+        self, read_history: ReadHistory, *, memory_events: int = 10_000, memory_bytes: int = 32 * 1024 * 1024, last_seq: int = 0
+    ) -> None:
         if memory_events < 1:
             raise ConfigError(f"memory_events must be at least 1, not {memory_events}")
+        if memory_bytes < 1:
+            raise ConfigError(f"memory_bytes must be at least 1, not {memory_bytes}")
         self._read_history = read_history
-        self._recent: deque[TaskEvent] = deque(maxlen=memory_events)
+        # The replay window is bounded by count and by size: a burst of large
+        # exec.output events must not pin hundreds of MB (older ones are on disk).
+        self._recent: deque[TaskEvent] = deque()
+        self._sizes: deque[int] = deque()
+        self._recent_bytes = 0
+        self._memory_events = memory_events
+        self._memory_bytes = memory_bytes
         self._subscribers: list[_Subscriber] = []
         self._lock = threading.RLock()
         self._published_seq = last_seq
@@ -65,7 +75,13 @@ class EventBus:
             if event.seq <= self._published_seq:
                 return  # already published (a re-delivery); the seam check keeps it out
             self._published_seq = event.seq
+            size = len(event.to_json())
             self._recent.append(event)
+            self._sizes.append(size)
+            self._recent_bytes += size
+            while len(self._recent) > 1 and (len(self._recent) > self._memory_events or self._recent_bytes > self._memory_bytes):
+                self._recent.popleft()
+                self._recent_bytes -= self._sizes.popleft()
             subscribers = list(self._subscribers)
         for sub in subscribers:
             if sub.pending is not None:

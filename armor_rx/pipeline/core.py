@@ -59,6 +59,7 @@ class Pipeline:
         max_workers: int = 8,
         max_pending: int = 10_000,
         memory_events: int = 10_000,
+        memory_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.log = log
         self.registry = registry
@@ -66,7 +67,7 @@ class Pipeline:
         self.effects = list(effects)
         self.dead_letters = dead_letters
         self.retry = retry
-        self.bus = EventBus(lambda a, b: log.read(a, b), memory_events=memory_events, last_seq=log.last_seq)
+        self.bus = EventBus(lambda a, b: log.read(a, b), memory_events=memory_events, memory_bytes=memory_bytes, last_seq=log.last_seq)
         self._registry_lock = threading.RLock()
         self._commit_lock = threading.Lock()
         self._submit_lock = threading.Lock()

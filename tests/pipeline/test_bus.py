@@ -92,3 +92,14 @@ def test_since_window(armor):
     armor.events(since=60).subscribe(got.append)
     armor.wait_idle()
     assert [e.kind for e in got] == ["task.created"]
+
+
+def test_replay_window_is_bounded_by_bytes_and_replay_stays_seamless():
+    log = [TaskEvent.new("exec.output", "t1", {"data": "x" * 1000, "i": i}).with_seq(i + 1) for i in range(200)]
+    bus = EventBus(lambda a, b: [e for e in log if a <= e.seq <= b], memory_events=10_000, memory_bytes=20_000)
+    for e in log:
+        bus.publish(e)
+    assert bus._recent_bytes <= 20_000 and len(bus._recent) < 25
+    got = []
+    bus.subscribe(from_seq=1).subscribe(got.append)
+    assert [e.seq for e in got] == list(range(1, 201))

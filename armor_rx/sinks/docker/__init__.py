@@ -10,6 +10,23 @@ from armor_rx.sinks.docker.containers import SessionIdentity
 from armor_rx.sinks.docker.effect import DockerEffect
 from armor_rx.sinks.docker.engine import Engine, EngineInfo, connect, detect
 from armor_rx.sinks.docker.exec import ExecResult, ExecRun
+from armor_rx.sinks.docker.images import CacheResult, ImageCache, ImageSpec
 from armor_rx.sinks.docker.spec import SandboxSpec
+from armor_rx.sinks.docker.sweep import Sweeper, SweepDecision
 
-__all__ = ["DockerEffect", "Engine", "EngineInfo", "ExecResult", "ExecRun", "SandboxSpec", "SessionIdentity", "connect", "detect"]
+__all__ = [
+    "CacheResult",
+    "DockerEffect",
+    "Engine",
+    "EngineInfo",
+    "ExecResult",
+    "ExecRun",
+    "ImageCache",
+    "ImageSpec",
+    "SandboxSpec",
+    "SessionIdentity",
+    "SweepDecision",
+    "Sweeper",
+    "connect",
+    "detect",
+]

@@ -41,34 +41,9 @@ def engine():
 
 
 def busybox_rootfs() -> bytes:
-    """A tar of a tiny root filesystem: busybox, applet symlinks, a non-root user."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        def add_dir(name, mode=0o755):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            tar.addfile(info)
+    from armor_rx.sinks.docker.rootfs import busybox_rootfs as build
 
-        def add_file(name, data, mode=0o644):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-
-        for d in ("bin", "etc", "tmp", "workspace", "home", "proc", "sys", "dev"):
-            add_dir(d, 0o1777 if d == "tmp" else 0o755)
-        info = tarfile.TarInfo("home/agent")
-        info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o755, 1000, 1000
-        tar.addfile(info)
-        with open(busybox, "rb") as f:
-            add_file("bin/busybox", f.read(), 0o755)
-        for applet in APPLETS:
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/home/agent:/bin/sh\n")
-        add_file("etc/group", b"root:x:0:\nagent:x:1000:\n")
-    return buf.getvalue()
+    return build()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,61 @@
+"""Armor(repo, docker=True): the whole session with a real container per task."""
+
+import os
+import subprocess
+
+import pytest
+
+from armor_rx import Armor, State
+
+pytestmark = pytest.mark.docker
+
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+
+def git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=ENV).stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    path = tmp_path / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("hello\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "initial")
+    return path
+
+
+def test_session_runs_commands_in_the_task_container(repo, engine, sandbox, cleanup_containers):
+    with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("hello")
+        armor.start("hello")
+        containers = engine.client.containers.list(filters={"label": "armor.task=hello"})
+        assert len(containers) == 1
+        out = []
+        armor.events("exec.output", task_id="hello").subscribe(lambda e: out.append(e.payload["data"]))
+        done = armor.exec("hello", ["sh", "-c", "cat README.md; echo made > note.txt; exit 3"])
+        armor.wait_idle()
+        assert done.payload["exit_code"] == 3
+        assert "hello" in "".join(out)
+        assert (armor.worktree("hello") / "note.txt").read_text() == "made\n"
+        started = next(iter(armor.history(kind="container.started", task_id="hello")))
+        assert started.payload  # the effective settings are recorded
+        armor.complete("hello", message="agent work", merge="ff")
+        assert armor.task("hello").state is State.COMPLETED
+        assert engine.client.containers.list(all=True, filters={"label": "armor.task=hello"}) == []
+    assert "note.txt" in git(repo, "ls-tree", "-r", "--name-only", "main")
+    git(repo, "fsck", "--strict")
+
+
+def test_session_with_dead_engine_is_a_clear_error(repo, monkeypatch, tmp_path):
+    from armor_rx.errors import DockerUnavailable
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    with pytest.raises(DockerUnavailable) as info:
+        Armor(repo, docker=True).open()
+    assert "DOCKER_HOST" in str(info.value)
+    # The failed open released the state directory: a plain session opens fine.
+    with Armor(repo) as armor:
+        assert armor.tasks() == []
