@@ -1,8 +1,9 @@
-"""``armor-rx demo``: a small pipeline end to end, printing its events as they flow.
+"""``armor-rx demo``: the main job end to end on a sample repository it makes.
 
-It makes a throwaway directory, opens a session on it, registers a guard and an
-observer, runs three tasks (one completes, one is vetoed, one fails in its
-effect), and prints every event from the bus, then the task table.
+It creates a small git repository, opens a session on it and prints every event
+as it flows: a task gets its own branch and worktree, runs a command in its
+hardened container (when a Docker engine answers), is checkpointed, and its
+work is merged back; a guard vetoes a second task; a third fails in its setup.
 """
 
 from __future__ import annotations
@@ -13,66 +14,94 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from armor_rx.errors import ArmorError
+from armor_rx.errors import ArmorError, DockerUnavailable
 from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.session import Armor
 
 
-class ScratchDirEffect:
-    """A real (if tiny) effect: a scratch directory per task, written idempotently."""
+class SetupScript:
+    """A tiny effect that stands for a project's setup step; it can be told to fail."""
 
-    name = "scratch"
-    kinds = "task.start.requested,task.complete.requested"
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    name = "setup"
+    kinds = "task.start.requested"
 
     def apply(self, ctx: EffectContext) -> Mapping[str, Any] | None:
-        request = ctx.request
-        assert request.task_id is not None
-        workdir = self.root / request.task_id
-        if request.kind == "task.start.requested":
-            if request.payload.get("explode"):
-                raise RuntimeError("the agent's setup script exited with status 3")
-            workdir.mkdir(parents=True, exist_ok=True)
-            marker = workdir / f".applied-{request.id}"
-            if not marker.exists():  # keyed by the request id: a re-delivery does nothing
-                (workdir / "NOTES.md").write_text(f"task {request.task_id} started\n")
-                marker.touch()
-            ctx.emit("scratch.ready", {"path": str(workdir)})
-            return {"workdir": str(workdir)}
-        files = sorted(p.name for p in workdir.iterdir() if not p.name.startswith("."))
-        return {"files": files}
+        if ctx.request.payload.get("explode"):
+            raise RuntimeError("the agent's setup script exited with status 3")
+        return None
+
+
+def make_sample_repo(path: Path) -> Path:
+    """A git repository with one commit, made with dulwich (no git CLI needed)."""
+    from dulwich import porcelain
+
+    path.mkdir(parents=True)
+    repo = porcelain.init(str(path))
+    (path / "README.md").write_text("# sample\n\nA repository for the armor-rx demo.\n")
+    (path / "app.py").write_text("def greet(name):\n    return 'hello ' + name\n")
+    porcelain.add(repo, [str(path / "README.md"), str(path / "app.py")])
+    porcelain.commit(repo, message=b"initial commit", author=b"demo <demo@localhost>", committer=b"demo <demo@localhost>")
+    repo.close()
+    return path
 
 
 def _line(event: TaskEvent) -> str:
     payload = to_plain(event.payload)
-    detail = ", ".join(f"{k}={v}" for k, v in payload.items() if k not in ("metadata",))
+    detail = ", ".join(f"{k}={v}".replace("\n", "\\n") for k, v in payload.items() if k not in ("metadata", "settings", "labels", "findings"))
+    if len(detail) > 110:
+        detail = detail[:107] + "..."
     return f"  #{event.seq:<3} {event.task_id or '-':<14} {event.kind:<24} {detail}"
+
+
+def _docker_options() -> dict[str, Any]:
+    """Docker settings for the demo, or {} (and why) when no engine answers."""
+    try:
+        from armor_rx.sinks.docker import Engine, SandboxSpec
+        from armor_rx.sinks.docker.rootfs import import_busybox_image
+
+        engine = Engine.connect(timeout=10)
+        try:
+            image = import_busybox_image(engine)
+        finally:
+            engine.close()
+        return {"docker": True, "sandbox": SandboxSpec(image=image, wall_clock=300), "sweep_interval": None}
+    except (DockerUnavailable, ArmorError) as exc:
+        print(f"  (no container part: {exc})\n")
+        return {}
 
 
 def run_demo(*, state_dir: str | None = None, keep: bool = False) -> int:
     root = Path(tempfile.mkdtemp(prefix="armor-demo-"))
-    state = Path(state_dir) if state_dir else root / ".armor"
-    print(f"armor-rx demo: state directory {state}\n")
+    repo = make_sample_repo(root / "sample-repo")
+    state = Path(state_dir) if state_dir else repo / ".armor"
+    print(f"armor-rx demo: sample repository {repo}\n")
     try:
-        with Armor(state_dir=state, effects=[ScratchDirEffect(root / "work")]) as armor:
+        options = _docker_options()
+        with Armor(repo, state_dir=state, effects=[SetupScript()], **options) as armor:
             subscription = armor.events("*").subscribe(lambda e: print(_line(e), flush=True))
 
-            @armor.hook("before_start", priority=10)
+            @armor.hook("before_start", priority=10, name="no-network")
             def no_network(event: TaskEvent) -> str | None:
                 task = armor.task(event.task_id or "")
                 return "tasks may not ask for network access" if task.metadata.get("network") else None
 
-            @armor.hook("after_complete")
+            @armor.hook("after_complete", name="announce")
             def announce(event: TaskEvent) -> None:
-                print(f"  >> after_complete hook saw {event.task_id} finish with {to_plain(event.payload)}")
+                print(f"  >> after_complete hook: {event.task_id} finished, merged={event.payload.get('merged')}")
 
             armor.create_task("write-notes")
             armor.start("write-notes")
-            armor.emit("write-notes", "exec.output", {"stream": "stdout", "text": "hello from the agent\n"})
-            armor.complete("write-notes")
+            worktree = armor.worktree("write-notes")
+            if options:
+                result = armor.exec("write-notes", ["sh", "-c", "echo \"hello from $(id -un) in $(pwd)\"; ls; echo 'notes by the agent' > NOTES.md"])
+                print(f"  >> the command exited with {result.payload.get('exit_code')}")
+            else:
+                (worktree / "NOTES.md").write_text("notes by the agent\n")
+            checkpoint = armor.checkpoint("write-notes", "notes written").payload["checkpoint"]
+            (worktree / "app.py").write_text("this edit goes wrong\n")
+            armor.rollback("write-notes", str(checkpoint))
+            armor.complete("write-notes", message="Add notes", merge="ff")
 
             armor.create_task("phone-home", metadata={"network": True})
             try:
@@ -91,10 +120,21 @@ def run_demo(*, state_dir: str | None = None, keep: bool = False) -> int:
             print("\ntasks:")
             for task in armor.tasks():
                 print(f"  {task.task_id:<14} {task.state.value:<10} {task.reason or ''}")
-        print(f"\nthe whole story is in the log: armor-rx events --state-dir {state}")
+        merged = (repo / "NOTES.md").exists() or "NOTES.md" in _files_on_main(repo)
+        print(f"\nNOTES.md merged into the sample repository's branch: {merged}")
+        print(f"the whole story is in the log: armor-rx events --state-dir {state}")
         return 0
     finally:
-        if not keep and not state_dir:
-            shutil.rmtree(root, ignore_errors=True)
-        elif keep:
+        if keep:
             print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _files_on_main(repo: Path) -> list[str]:
+    from dulwich.repo import Repo
+
+    with Repo(str(repo)) as r:
+        commit: Any = r[r.head()]
+        tree: Any = r[commit.tree]
+        return [entry.path.decode() for entry in tree.items()]

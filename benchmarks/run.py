@@ -28,7 +28,11 @@ def main() -> int:
             print(f"== {name}: not available ({exc})")
             continue
         print(f"== {name}")
-        results = module.run()
+        try:
+            results = module.run()
+        except Exception as exc:  # e.g. no Docker engine: say so, run the rest
+            print(f"   skipped: {type(exc).__name__}: {exc}")
+            continue
         for key, value in results.items():
             shown = f"{value:>14.3f}" if isinstance(value, float) else f"{value!s:>14}"
             print(f"   {key:<44} {shown}")

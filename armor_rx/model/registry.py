@@ -15,6 +15,9 @@ from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.lifecycle import KIND_TO_STATE, State, check_transition
 
 
+_REASONED = frozenset({State.FAILING, State.FAILED, State.INTERRUPTED, State.CANCELLED})
+
+
 @dataclass(frozen=True, slots=True)
 class TaskRecord:
     """What is known of one task at a log position."""
@@ -127,7 +130,8 @@ class Registry:
                 version=record.version + 1,
                 updated_seq=seq,
                 updated_ts=event.ts,
-                reason=str(reason) if reason is not None else record.reason,
+                # Only the ways out of the happy path carry a reason worth keeping.
+                reason=str(reason) if reason is not None and target in _REASONED else record.reason,
                 metadata=metadata,
             )
         elif event.kind == "task.updated":
