@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -47,6 +48,12 @@ def validate_task_id(value: object) -> str:
     return value
 
 
+# A private generator (not the random module's shared one, which callers and
+# test tools may seed or watch), reseeded in a forked child so two processes
+# never share a sequence.
+_rng = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(16)))
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Every pair of Crockford digits (10 bits), so an id is 13 lookups, not 26
 # (Python 3.11's base64.b32encode is pure Python and slower still).
@@ -73,9 +80,8 @@ class EventIdFactory:
                 ms = self._last_ms
                 rand = self._last_rand + 1
             else:
-                # random is reseeded in a forked child, and 79 bits make a
-                # collision within one millisecond negligible.
-                rand = random.getrandbits(79)  # one bit of room to increment
+                # 79 random bits make a collision within one millisecond negligible.
+                rand = _rng.getrandbits(79)  # one bit of room to increment
             self._last_ms, self._last_rand = ms, rand
         value = (ms << 80) | rand  # 128 bits, as 26 digits of 5 bits (2 leading zero bits)
         pairs = _PAIRS
