@@ -69,3 +69,44 @@ def test_unsupported_options_are_degraded_with_a_note(engine, sandbox, tmp_path)
     assert host["NanoCpus"] == 0 and host["CpuQuota"] == 200_000 and host["CpuPeriod"] == 100_000
     assert not host["PidsLimit"]
     assert any("pids_limit" in note for note in effective["degraded"])
+
+
+class _FakeAPI:
+    def __init__(self, api_version):
+        self.api_version = api_version
+
+
+class _FakeClient:
+    """Only what detect() reads: the answers of /info and /version (unit test, no daemon)."""
+
+    def __init__(self, info, version, api_version="1.41"):
+        self._info, self._version, self.api = info, version, _FakeAPI(api_version)
+
+    def info(self):
+        return self._info
+
+    def version(self):
+        return self._version
+
+
+@pytest.mark.parametrize(
+    "info, version, flavour",
+    [
+        ({"OperatingSystem": "Debian GNU/Linux 12 (bookworm)", "SecurityOptions": ["name=seccomp,profile=default"]}, {"Components": [{"Name": "Engine"}]}, "Docker Engine"),
+        ({"OperatingSystem": "Docker Desktop", "SecurityOptions": []}, {"Components": [{"Name": "Engine"}]}, "Docker Desktop"),
+        ({"OperatingSystem": "Ubuntu 22.04", "SecurityOptions": ["name=seccomp,profile=default", "name=rootless", "name=cgroupns"]}, {"Components": [{"Name": "Engine"}]}, "rootless Docker"),
+        ({"OperatingSystem": "fedora", "SecurityOptions": []}, {"Components": [{"Name": "Podman Engine"}]}, "Podman"),
+    ],
+)
+def test_flavour_detection(info, version, flavour):
+    from armor_rx.sinks.docker.engine import detect
+
+    assert detect(_FakeClient(info, version)).flavour == flavour
+
+
+def test_old_api_and_missing_cgroup_controllers_degrade_with_notes():
+    from armor_rx.sinks.docker.engine import detect
+
+    found = detect(_FakeClient({"OperatingSystem": "x", "MemoryLimit": False, "PidsLimit": False}, {"Components": []}, api_version="1.24"))
+    assert found.supported["memory_limit"] is False and found.supported["pids_limit"] is False
+    assert any("memory_limit" in note for note in found.notes)

@@ -97,3 +97,24 @@ def test_unknown_merge_mode(ws: GitWorkspace) -> None:
     started(ws, "mode")
     with pytest.raises(GitError, match="unknown merge mode"):
         ws.complete("mode", "m", merge="octopus")  # type: ignore[arg-type]
+
+
+def test_three_way_merge_is_line_level(ws: GitWorkspace, repo: Path) -> None:
+    """Both sides edit different lines of one file: merged, not a conflict (needs merge3)."""
+    lines = [f"line {i}\n" for i in range(1, 11)]
+    (repo / "shared.txt").write_text("".join(lines))
+    git(repo, "add", "shared.txt")
+    git(repo, "commit", "-q", "-m", "shared file")
+    path = started(ws, "lines")
+    on_main = lines.copy()
+    on_main[0] = "line 1 changed on main\n"
+    (repo / "shared.txt").write_text("".join(on_main))
+    git(repo, "commit", "-q", "-am", "main edits the top")
+    in_task = (path / "shared.txt").read_text().splitlines(keepends=True)
+    in_task[-1] = "line 10 changed by the agent\n"
+    (path / "shared.txt").write_text("".join(in_task))
+    result = ws.complete("lines", "agent edits the bottom", merge="merge")
+    assert result.merged and not result.conflicts
+    merged = git(repo, "show", "main:shared.txt")
+    assert "line 1 changed on main" in merged and "line 10 changed by the agent" in merged
+    git(repo, "fsck", "--strict")
