@@ -116,9 +116,16 @@ class StatCache:
     ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         limit = scan_start_ns - RACY_NS
-        if any(int(e[0]) >= limit for e in entries.values()):  # type: ignore[call-overload]
+        racy = [p for p, e in entries.items() if int(e[0]) >= limit]  # type: ignore[call-overload]
+        if racy:
             entries = {p: e for p, e in entries.items() if int(e[0]) < limit}  # type: ignore[call-overload]
-            trees = {}  # a directory holding a dropped entry must be rebuilt; keep it simple
+            # The directories holding a dropped entry, and their parents, must be
+            # rebuilt next time; every other directory's tree can still be reused.
+            stale = {""}
+            for path in racy:
+                parts = path.split("/")[:-1]
+                stale.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+            trees = {d: t for d, t in (trees or {}).items() if d not in stale}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(
             orjson.dumps(
@@ -189,7 +196,7 @@ def scan_worktree(
     """
     result = ScanResult(tree=b"", cache={})
     ignore = _Ignore(policy, tracked)
-    tree, _ = _scan_dir(str(root), "", store, cache, trees or {}, policy, ignore, result)
+    tree, _, _ = _scan_dir(str(root), "", store, cache, trees or {}, policy, ignore, result)
     if tree is None:
         tree, _ = write_object_bytes(store, b"tree", b"")
         result.trees[""] = [[], tree.decode()]
@@ -206,14 +213,26 @@ def _scan_dir(
     policy: ScanPolicy,
     ignore: _Ignore,
     result: ScanResult,
-) -> tuple[bytes | None, bool]:
-    """Scan one directory; return ``(tree id or None if empty, changed)``.
+) -> tuple[bytes | None, bool, bytes | None]:
+    """Scan one directory; return ``(tree id or None if empty, changed, submodule head)``.
+
+    A directory below the root that holds a ``.git`` is a submodule (or a
+    nested repository): it is not walked, and its checked-out commit is
+    returned as the third value (``None`` if it has none).
 
     This loop runs once per file on every checkpoint, so it is written for
     speed: names stay ``str``, and the tree is only serialised when something
     in the directory changed.
     """
-    pushed = ignore.push_dir(abs_dir, rel_dir)
+    try:
+        entries = list(os.scandir(abs_dir))
+    except OSError as exc:
+        raise GitError(f"cannot list {abs_dir}: {exc}") from None
+    names_here = {entry.name for entry in entries}
+    if rel_dir and ".git" in names_here:
+        return None, True, read_submodule_head(abs_dir) or b""
+    # Only directories that have a .gitignore pay for reading one.
+    pushed = ignore.push_dir(abs_dir, rel_dir) if ".gitignore" in names_here else False
     filtering = ignore.user is not None or bool(ignore.stack)
     max_size = policy.max_file_size
     prefix = rel_dir + "/" if rel_dir else ""
@@ -221,10 +240,6 @@ def _scan_dir(
     # (sort key, mode, name, hex sha) — git orders a directory as if named "name/".
     items: list[tuple[str, int, str, str]] = []
     changed = False
-    try:
-        entries = list(os.scandir(abs_dir))
-    except OSError as exc:
-        raise GitError(f"cannot list {abs_dir}: {exc}") from None
     for entry in entries:
         name = entry.name
         if name == ".git":
@@ -233,14 +248,13 @@ def _scan_dir(
         if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
             if filtering and ignore.excluded(rel, True):
                 continue
-            if os.path.lexists(os.path.join(entry.path, ".git")):
-                head = read_submodule_head(entry.path)
-                if head is not None:
+            sub, sub_changed, head = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
+            if head is not None:
+                if head:  # a submodule with a checked-out commit
                     items.append((name, 0o160000, name, head.decode()))
                     result.links[rel] = head
-                    changed = True  # rare enough not to cache
+                changed = True  # rare enough not to cache
                 continue
-            sub, sub_changed = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
             if sub is not None:
                 items.append((name + "/", 0o40000, name, sub.decode()))
                 changed = changed or sub_changed
@@ -275,19 +289,19 @@ def _scan_dir(
     if pushed:
         ignore.stack.pop()
     if not items:
-        return None, True  # git has no empty trees; an empty directory is not recorded
+        return None, True, None  # git has no empty trees; an empty directory is not recorded
     items.sort()
     names = [item[0] for item in items]
     previous = trees.get(rel_dir)
     if not changed and previous is not None and previous[0] == names:
         result.trees[rel_dir] = previous
-        return str(previous[1]).encode(), False
+        return str(previous[1]).encode(), False, None
     raw = b"".join(
         b"%o %s\x00%s" % (m, os.fsencode(n), binascii.unhexlify(h)) for _, m, n, h in items
     )
     tree_id, _ = write_object_bytes(store, b"tree", raw)
     result.trees[rel_dir] = [names, tree_id.decode()]
-    return tree_id, previous is None or str(previous[1]).encode() != tree_id
+    return tree_id, previous is None or str(previous[1]).encode() != tree_id, None
 
 
 def _blob_for(path: str, info: os.stat_result, store: DiskObjectStore, result: ScanResult) -> CacheEntry:
