@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,12 +164,27 @@ def merge_into_base(
         new_tip = merge.id
         how = "merge"
     checkout = _checkout_of(repo, base_branch)
-    if checkout is not None and _is_dirty(checkout):
-        return False, None, "base-checkout-dirty", []
+    old_tree, new_tree = read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree
+    if checkout is not None:
+        if _is_dirty(checkout):
+            return False, None, "base-checkout-dirty", []
+        blocked = _untracked_in_the_way(repo, Path(checkout), old_tree, new_tree)
+        if blocked:
+            return False, None, "base-checkout-untracked", blocked
     if not repo.refs.set_if_equals(base_ref, base_tip, ObjectID(new_tip), committer=author, message=f"armor-rx: {how} {branch}".encode()):
         raise TransientError(f"base branch {base_branch!r} moved during the merge; retry")
     if checkout is not None:
-        _sync_checkout(checkout, read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree)
+        try:
+            _sync_checkout(checkout, old_tree, new_tree)
+        except Exception as exc:
+            # The ref and the checkout must move together: put the ref back so
+            # the user's branch never names a commit their files do not show.
+            repo.refs.set_if_equals(base_ref, ObjectID(new_tip), base_tip, committer=author,
+                                    message=f"armor-rx: undo {how} {branch}".encode())
+            raise GitError(
+                f"updating the checkout of {base_branch!r} at {checkout} failed ({exc}); {base_branch!r} was "
+                f"moved back to {base_tip.decode()}; check 'git status' there, then merge {branch!r} by hand"
+            ) from None
     return True, new_tip, how, []
 
 
@@ -222,6 +238,48 @@ def _is_dirty(path: str) -> bool:
     status = porcelain.status(path, untracked_files="no")
     staged = status.staged
     return bool(status.unstaged or any(staged[k] for k in ("add", "delete", "modify")))
+
+
+def _untracked_in_the_way(repo: Repo, checkout: Path, old_tree: bytes, new_tree: bytes) -> list[str]:
+    """Paths in ``checkout`` that git does not track and the merge would overwrite.
+
+    ``git merge`` refuses rather than overwrite untracked files; so do we. A
+    spot is in the way when the merge writes a file there (or needs it as a
+    directory) and the disk holds something the base commit does not track.
+    """
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    old, new = flatten_tree(store, old_tree), flatten_tree(store, new_tree)
+    tracked_dirs = {p.rsplit("/", i)[0] for p in old for i in range(1, p.count("/") + 1)}
+    blocked: set[str] = set()
+    for path in (p for p in new if new[p] != old.get(p)):
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            full = checkout / parent
+            if (full.is_symlink() or (full.exists() and not full.is_dir())) and parent not in old:
+                blocked.add(parent)  # a file or link sits where the merge needs a directory
+        full = checkout / path
+        if path in old or not (full.is_symlink() or full.exists()):
+            continue
+        if full.is_dir() and not full.is_symlink():
+            blocked.update(_untracked_under(full, path, old, tracked_dirs))
+        else:
+            blocked.add(path)
+    return sorted(blocked)
+
+
+def _untracked_under(directory: Path, rel: str, old: dict[str, tuple[int, bytes]], tracked_dirs: set[str]) -> list[str]:
+    if rel not in tracked_dirs:
+        return [rel + "/"]
+    found: list[str] = []
+    for entry in os.scandir(directory):
+        child = f"{rel}/{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            found += _untracked_under(Path(entry.path), child, old, tracked_dirs)
+        elif child not in old:
+            found.append(child)
+    return found
 
 
 def _sync_checkout(path: str, old_tree: bytes, new_tree: bytes) -> None:

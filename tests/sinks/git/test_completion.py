@@ -118,3 +118,51 @@ def test_three_way_merge_is_line_level(ws: GitWorkspace, repo: Path) -> None:
     merged = git(repo, "show", "main:shared.txt")
     assert "line 1 changed on main" in merged and "line 10 changed by the agent" in merged
     git(repo, "fsck", "--strict")
+
+
+def test_untracked_user_file_in_the_way_refuses_the_merge(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    """As 'git merge' does: an untracked file the merge would overwrite stops it, nothing moves."""
+    path = started(ws, "clobber")
+    (path / "config.py").write_text("agent version\n")
+    (repo / "config.py").write_text("user's untracked work\n")
+    main_before = git(repo, "rev-parse", "main").strip()
+    result = ws.complete("clobber", "agent config", merge="ff")
+    assert not result.merged and result.reason == "base-checkout-untracked"
+    assert result.conflicts == ("config.py",)
+    assert (repo / "config.py").read_text() == "user's untracked work\n"
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    assert events.of("git.merge.conflict")[0]["paths"] == ["config.py"]
+
+
+def test_untracked_user_dir_where_task_adds_a_file(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "notes")
+    (path / "notes").write_text("a file called notes\n")
+    (repo / "notes").mkdir()
+    (repo / "notes" / "todo.md").write_text("user's notes\n")
+    (repo / "other").write_text("user's file where the task needs a directory\n")
+    (path / "other").mkdir()
+    (path / "other" / "x.txt").write_text("x\n")
+    main_before = git(repo, "rev-parse", "main").strip()
+    result = ws.complete("notes", "notes", merge="merge")
+    assert not result.merged and result.reason == "base-checkout-untracked"
+    assert result.conflicts == ("notes/", "other")
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    assert (repo / "notes" / "todo.md").read_text() == "user's notes\n"
+    assert git(repo, "status", "--porcelain") == "?? notes/\n?? other\n"
+
+
+def test_failed_checkout_update_moves_the_base_back(ws: GitWorkspace, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from armor_rx.sinks.git import completion
+
+    path = started(ws, "undo")
+    (path / "new.txt").write_text("new\n")
+    main_before = git(repo, "rev-parse", "main").strip()
+
+    def broken(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(completion, "_sync_checkout", broken)
+    with pytest.raises(GitError, match="moved back"):
+        ws.complete("undo", "new", merge="ff")
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    assert git(repo, "status", "--porcelain") == ""
