@@ -10,6 +10,7 @@ only store, so nothing can drift out of sync after a crash.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from armor_rx.errors import CheckpointNotFound, GitError
+from armor_rx.sinks.git.restore import flatten_tree
 from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_start, scan_worktree
 
 REF_PREFIX = b"refs/armor/checkpoints/"
 _TRAILER = re.compile(r"^Armor-([A-Za-z]+): (.*)$", re.M)
+_SKIPPED_PATH = re.compile(r"^Armor-Skipped-Path: (.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Checkpoint:
     files: int
     bytes_added: int
     skipped: tuple[str, ...] = field(default=())
+    skipped_count: int = 0
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-safe description for events."""
@@ -88,7 +92,7 @@ def checkpoint_ref(task_id: str) -> Ref:
     return Ref(REF_PREFIX + task_id.encode())
 
 
-def _message(task_id: str, seq: int, text: str, head: bytes | None, files: int, added: int, skipped: int) -> bytes:
+def _message(task_id: str, seq: int, text: str, head: bytes | None, files: int, added: int, skipped: list[str]) -> bytes:
     lines = [
         text.strip() or f"checkpoint {seq}",
         "",
@@ -97,8 +101,10 @@ def _message(task_id: str, seq: int, text: str, head: bytes | None, files: int, 
         f"Armor-Head: {head.decode() if head else '-'}",
         f"Armor-Files: {files}",
         f"Armor-Bytes: {added}",
-        f"Armor-Skipped: {skipped}",
+        f"Armor-Skipped: {len(skipped)}",
     ]
+    # JSON-quoted so any file name (newlines included) survives as one line.
+    lines += [f"Armor-Skipped-Path: {json.dumps(p)}" for p in skipped]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -124,6 +130,8 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         created_at=float(commit.commit_time),
         files=int(trailers.get("Files", "0")),
         bytes_added=int(trailers.get("Bytes", "0")),
+        skipped=tuple(json.loads(p) for p in _SKIPPED_PATH.findall(text)),
+        skipped_count=int(trailers.get("Skipped", "0")),
     )
 
 
@@ -202,7 +210,7 @@ class CheckpointStore:
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, result.count, result.bytes_added, len(result.skipped)),
+            _message(task_id, seq, message or "", head, result.count, result.bytes_added, result.skipped),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(
@@ -210,7 +218,7 @@ class CheckpointStore:
                 "another process is checkpointing the same task — retry"
             )
         cp = _parse(task_id, commit)
-        return Checkpoint(**{**cp.__dict__, "skipped": tuple(result.skipped)})
+        return cp
 
     def _new_commit(self, tree: bytes, parents: list[bytes], message: bytes, when: int | None = None) -> Commit:
         commit = Commit()
@@ -288,12 +296,23 @@ class _TrackedPaths:
 
     def _load(self) -> set[str]:
         if self._paths is None:
+            # The index and HEAD's tree both count: a file the index lost is
+            # still one whose absence would be recorded as a deletion.
+            self._paths = set()
             try:
                 with Repo(str(self.worktree)) as wt:
-                    index = wt.open_index()
-                    self._paths = {p.decode("utf-8", "surrogateescape") for p in index.paths()}
+                    self._paths.update(p.decode("utf-8", "surrogateescape") for p in wt.open_index().paths())
             except Exception:
-                self._paths = set()  # no readable index: nothing counts as tracked
+                pass  # no readable index: HEAD's tree still answers
+            try:
+                with Repo(str(self.worktree)) as wt:
+                    store = wt.object_store
+                    assert isinstance(store, DiskObjectStore)
+                    head = wt[wt.head()]
+                    assert isinstance(head, Commit)
+                    self._paths.update(flatten_tree(store, head.tree))
+            except Exception:
+                pass  # no HEAD commit yet
             for path in self._paths:
                 parts = path.split("/")[:-1]
                 for i in range(1, len(parts) + 1):

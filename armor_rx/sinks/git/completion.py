@@ -218,9 +218,9 @@ def build_tree(store: DiskObjectStore, files: dict[str, tuple[int, bytes]]) -> b
         if sep:
             children.setdefault(head, {})[rest] = (mode, sha)
         else:
-            tree.add(head.encode(), mode, ObjectID(sha))
+            tree.add(head.encode("utf-8", "surrogateescape"), mode, ObjectID(sha))
     for name, sub in children.items():
-        tree.add(name.encode(), 0o040000, ObjectID(build_tree(store, sub)))
+        tree.add(name.encode("utf-8", "surrogateescape"), 0o040000, ObjectID(build_tree(store, sub)))
     store.add_object(tree)
     return bytes(tree.id)
 

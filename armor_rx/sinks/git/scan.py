@@ -168,14 +168,16 @@ class _Ignore:
 
     def excluded(self, rel: str, is_dir: bool) -> bool:
         probe = rel + "/" if is_dir else rel
-        if self.user is not None and self.user.match_file(probe):
-            return True
-        for prefix, spec in self.stack:
-            if spec.match_file(probe[len(prefix) + 1 :] if prefix else probe):
-                # A tracked file stays even if ignored; a directory may hold
-                # tracked files, so it is only skipped when nothing in it is.
-                return not self.tracked(rel) if not is_dir else not self.tracked(rel + "/")
-        return False
+        hit = self.user is not None and self.user.match_file(probe)
+        if not hit:
+            for prefix, spec in self.stack:
+                if spec.match_file(probe[len(prefix) + 1 :] if prefix else probe):
+                    hit = True
+                    break
+        # A tracked file stays even if excluded or ignored (leaving it out would
+        # read as a deletion on completion); a directory may hold tracked
+        # files, so it is only skipped when nothing in it is tracked.
+        return hit and not self.tracked(probe)
 
 
 def scan_worktree(

@@ -21,7 +21,9 @@ from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
 from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore
-from armor_rx.sinks.git.completion import CompletionResult, MergeMode, commit_worktree, make_commit, merge_into_base
+from armor_rx.sinks.git.completion import (
+    CompletionResult, MergeMode, build_tree, commit_worktree, make_commit, merge_into_base,
+)
 from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
@@ -350,12 +352,31 @@ class GitWorkspace:
         source = self.records.get(source_task_id)
         parents = [cp.head.encode()] if cp.head else []
         commit = make_commit(
-            self.repo, cp.tree.encode(), parents,
+            self.repo, self._fill_skipped(cp), parents,
             f"armor-rx: start {new_task_id} from {source_task_id} {cp.id}\n\n{cp.message}\n", self.author,
         )
         return self._create_branch_at(
             new_task_id, commit.id, f"{source_task_id}@{cp.id}", source.base_branch if source else None
         )
+
+    def _fill_skipped(self, cp: Checkpoint) -> bytes:
+        """``cp``'s tree with the files it skipped (too large) taken from its head commit.
+
+        A checkpoint leaves out files over ``max_file_size``; committing its
+        tree as is would delete them from the new branch.
+        """
+        if not cp.skipped_count:
+            return cp.tree.encode()
+        if len(cp.skipped) != cp.skipped_count:
+            raise GitError(
+                f"checkpoint {cp.id} of task {cp.task_id!r} skipped {cp.skipped_count} file(s) without "
+                "recording which; branch from a newer checkpoint (raise max_file_size) or from the task branch"
+            )
+        store = self.checkpoints_store.store
+        files = flatten_tree(store, cp.tree.encode())
+        head = flatten_tree(store, read_commit(self.repo, cp.head.encode()).tree) if cp.head else {}
+        files.update({p: head[p] for p in cp.skipped if p in head})
+        return build_tree(store, files)
 
     # -- completion -------------------------------------------------------
     def complete(self, task_id: str, message: str, *, merge: MergeMode = "none") -> CompletionResult:

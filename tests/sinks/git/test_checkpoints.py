@@ -245,3 +245,30 @@ def test_branch_from_checkpoint(ws: GitWorkspace, repo: Path) -> None:
     assert (fork / "idea.txt").read_text() == "idea\n"
     assert "nothing to commit" in git(fork, "status")
     assert git(repo, "rev-parse", f"{branch}^").strip() == cp.head
+
+
+def test_tracked_files_survive_excludes_and_size_limit(repo: Path, tmp_path: Path, events: Events) -> None:
+    """Excludes and max_file_size apply to untracked files: completion never deletes what it did not look at."""
+    (repo / "data").mkdir()
+    (repo / "data" / "train.csv").write_text("a,b\n")
+    (repo / "app.log").write_text("tracked log\n")
+    (repo / "logo.png").write_bytes(b"P" * 5000)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "tracked files the policy would exclude")
+    policy = CheckpointPolicy(excludes=("data/", "*.log"), max_file_size=1000)
+    with GitWorkspace(repo, tmp_path / "s3", emit=events, checkpoint_policy=policy) as ws:
+        path = started(ws, "keep")
+        (path / "new.py").write_text("x\n")
+        (path / "fresh.log").write_text("untracked log\n")
+        cp = ws.checkpoint("keep")
+        in_cp = git(repo, "ls-tree", "-r", "--name-only", cp.commit).split()
+        assert {"data/train.csv", "app.log", "new.py"} <= set(in_cp) and "fresh.log" not in in_cp
+        assert cp.skipped == ("logo.png",) and ws.checkpoints("keep")[-1].skipped == ("logo.png",)
+        branch = ws.branch_from_checkpoint(cp.id, "child", source_task_id="keep")
+        assert git(repo, "diff", "--name-status", "main", branch) == "A\tnew.py\n"
+        result = ws.complete("keep", "done", merge="ff")
+        assert result.merged
+        assert git(repo, "diff", "--name-status", "HEAD~1", "HEAD") == "A\tnew.py\n"
+        assert (repo / "data" / "train.csv").exists() and (repo / "app.log").exists()
+        assert git(repo, "status", "--porcelain") == ""
+    fsck(repo)
