@@ -402,6 +402,8 @@ class Pipeline:
                 task = self.registry.tasks.get(request.task_id)
 
         def emit(kind: str, payload: Mapping[str, Any]) -> TaskEvent:
-            return self._commit(request.caused(kind, payload)).result()
+            # Effects can produce without end (exec.output): they wait for room
+            # like any producer, so a slow subscriber slows them, not memory.
+            return self._commit_external(request.caused(kind, payload)).result()
 
         return run_effects(self.effects, request, task, emit, self.retry)

@@ -28,6 +28,20 @@ LABEL_PID = "armor.pid"
 LABEL_REQUEST = "armor.request"
 LABEL_WORKTREE = "armor.worktree"
 LABEL_STATE = "armor.state"
+LABEL_PIDNS = "armor.pidns"
+
+
+def _pid_namespace() -> str:
+    """This boot and PID namespace: a pid label means something only where both match."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = "?"
+    return f"{boot}:{ns}"
 
 
 def _proc_start(pid: int) -> str:
@@ -64,13 +78,26 @@ class SessionIdentity:
 
 
 def session_alive(labels: dict[str, str]) -> bool | None:
-    """Is the session that made a container still running? None when it is on another host."""
+    """Is the session that made a container still running? None when that cannot be known.
+
+    Unknown (keep the container) when it was made on another host, in another
+    boot or PID namespace (a session in a container or under ``unshare`` has
+    pids that mean nothing here), or when its ``/proc`` entry is hidden from us.
+    """
     if labels.get(LABEL_HOST) != socket.gethostname():
+        return None
+    if labels.get(LABEL_PIDNS, _pid_namespace()) != _pid_namespace():
         return None
     try:
         pid = int(labels.get(LABEL_PID, ""))
     except ValueError:
         return False
+    try:
+        os.stat(f"/proc/{pid}")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None  # e.g. /proc mounted with hidepid: we cannot tell
     started = _proc_start(pid)
     if not started:
         return False
@@ -85,6 +112,7 @@ def task_labels(task_id: str, session: SessionIdentity, *, request_id: str, work
         LABEL_OWNER: session.owner,
         LABEL_HOST: session.host,
         LABEL_PID: str(session.pid),
+        LABEL_PIDNS: _pid_namespace(),
         LABEL_REQUEST: request_id,
     }
     if worktree is not None:
@@ -206,6 +234,7 @@ def create_task_container(
         "labels": {**spec.labels, **labels},
         "init": spec.init if supported.get("init", True) else None,
         "stop_signal": "SIGKILL",
+        "ulimits": [docker.types.Ulimit(name=name, soft=soft, hard=hard) for name, (soft, hard) in spec.ulimits.items()] or None,
     }
     if user:
         kwargs["user"] = user
@@ -223,10 +252,21 @@ def create_task_container(
     if worktree is not None:
         kwargs["volumes"] = {str(worktree): {"bind": spec.workdir, "mode": "rw"}}
     name = f"armor-{task_id}-{labels.get(LABEL_REQUEST, '')[-8:].lower()}".rstrip("-")
+    kwargs.pop("detach")
     try:
-        container = engine.client.containers.run(image.id, name=name, **kwargs)
+        container = engine.client.containers.create(image.id, name=name, **kwargs)
     except docker.errors.APIError as exc:
         raise DockerError(f"task {task_id!r}: the engine refused the container: {exc.explanation or exc}") from None
+    try:
+        container.start()
+    except docker.errors.APIError as exc:
+        # Created but not started (unknown user, no 'sleep' in the image ...):
+        # remove it now rather than leave a labelled husk for the sweep.
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+        raise DockerError(f"task {task_id!r}: the container would not start: {exc.explanation or exc}") from None
     effective = spec.to_payload()
     effective.update(
         {

@@ -176,7 +176,9 @@ class ExecRun:
             timer.daemon = True
             timer.start()
         result = ExecResult(exit_code=None, reason="exited", limit_hit=None)
-        decoders = {name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")}
+        # Bytes that are not UTF-8 are kept as \xNN escapes (readable, and no
+        # byte is lost); a sequence split across frames is joined by the decoder.
+        decoders = {name: codecs.getincrementaldecoder("utf-8")("backslashreplace") for name in ("stdout", "stderr")}
         tail = bytearray()
         done = threading.Event()
         failure: list[BaseException] = []
@@ -211,6 +213,10 @@ class ExecRun:
                 backpressure(self.max_items, self.policy, on_drop=count_drop, name="exec.output")
             ).subscribe(consume, failed, done.set)
             done.wait()
+            for name, decoder in decoders.items():  # a partial sequence left at the very end
+                rest = decoder.decode(b"", final=True)
+                if rest:
+                    self.emit("exec.output", {"stream": name, "data": rest, "bytes": 0})
         finally:
             if timer is not None:
                 timer.cancel()

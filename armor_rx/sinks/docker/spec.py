@@ -63,6 +63,9 @@ class SandboxSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     init: bool = True
+    # No core dumps (a crashing tool would write them into the worktree) and a
+    # bounded number of open files, whatever dockerd's own limits are.
+    ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: {"core": (0, 0), "nofile": (1024, 4096)})
     keep: bool = False
     stop_timeout: int = 5
 
@@ -90,6 +93,8 @@ class SandboxSpec:
         for name in ("cap_drop", "cap_add"):
             if name in values:
                 values[name] = tuple(values[name])
+        if "ulimits" in values:
+            values["ulimits"] = {str(k): (int(v[0]), int(v[1])) for k, v in dict(values["ulimits"]).items()}
         return dataclasses.replace(self, **values)
 
     def to_payload(self) -> dict[str, Any]:
@@ -100,4 +105,5 @@ class SandboxSpec:
         out["labels"] = dict(self.labels)
         out["cap_drop"] = list(self.cap_drop)
         out["cap_add"] = list(self.cap_add)
+        out["ulimits"] = {name: list(limits) for name, limits in self.ulimits.items()}
         return out

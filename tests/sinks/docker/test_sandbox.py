@@ -178,3 +178,47 @@ def test_wall_clock_limit_stops_the_command_and_the_container(tmp_path, engine, 
         assert "wall-clock limit of 2s" in outcome.payload["message"]
         time.sleep(0.5)
         assert engine.api.inspect_container(started.payload["container"])["State"]["Running"] is False
+
+
+def test_ulimits_forbid_core_dumps_and_bound_open_files(session, engine):
+    armor, _ = session
+    started = _started(armor, "limits")
+    host = engine.api.inspect_container(started.payload["container"])["HostConfig"]
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    assert ulimits["core"] == (0, 0) and ulimits["nofile"] == (1024, 4096)
+    _, output = _run(armor, "limits", ["sh", "-c", "ulimit -c; ulimit -n"])
+    assert output.split() == ["0", "1024"]
+
+
+def test_output_keeps_every_byte_even_split_or_binary(session):
+    armor, _ = session
+    _started(armor, "bytes")
+    outcome, output = _run(armor, "bytes", ["printf", "ok\\342\\202"])  # ends mid-sequence
+    assert outcome.payload["bytes"]["stdout"] == 4
+    assert output == "ok\\xe2\\x82"
+    _, output = _run(armor, "bytes", ["printf", "caf\\303\\251 \\377"])
+    assert output == "café \\xff"
+
+
+def test_a_container_that_cannot_start_is_not_left_behind(tmp_path, engine, sandbox):
+    from armor_rx.errors import ArmorError
+
+    effect = DockerEffect(engine, spec=sandbox.with_overrides({"user": "nosuchuser"}), state_dir=tmp_path / ".armor")
+    with Armor(state_dir=tmp_path / ".armor", effects=[effect]) as armor, effect:
+        armor.create_task("husk")
+        with pytest.raises(ArmorError):
+            armor.start("husk")
+    assert engine.client.containers.list(all=True, filters={"label": "armor.task=husk"}) == []
+
+
+def test_sessions_in_another_pid_namespace_are_never_judged_dead():
+    from armor_rx.sinks.docker.containers import LABEL_HOST, LABEL_PID, LABEL_PIDNS, LABEL_SESSION, SessionIdentity, session_alive, task_labels
+
+    me = SessionIdentity.current()
+    labels = task_labels("t1", me, request_id="r1", worktree=None, state_dir=None)
+    assert session_alive(labels) is True
+    foreign = {**labels, LABEL_PIDNS: "another-boot:4026531836"}
+    assert session_alive(foreign) is None  # unknown: keep it
+    dead = {**labels, LABEL_PID: "999999999", LABEL_SESSION: f"{me.host}-999999999-1"}
+    assert session_alive(dead) is False
+    assert labels[LABEL_HOST] == me.host
