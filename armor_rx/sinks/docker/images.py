@@ -79,6 +79,24 @@ def _dockerfile_sources(text: str) -> list[str]:
     return sources
 
 
+def _base_images(text: str) -> list[str]:
+    """The images a Dockerfile builds FROM, leaving out references to its own earlier stages."""
+    stages: set[str] = set()
+    bases: list[str] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        words = line.strip().split()
+        if len(words) < 2 or words[0].upper() != "FROM":
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        if not args:
+            continue
+        if args[0].lower() not in stages and args[0].lower() != "scratch":
+            bases.append(args[0])
+        if len(args) >= 3 and args[1].upper() == "AS":
+            stages.add(args[2].lower())
+    return bases
+
+
 class ImageCache:
     """Content-addressed image builds with metrics, invalidation, GC and export/import."""
 
@@ -91,6 +109,7 @@ class ImageCache:
         self._lock = threading.Lock()
         self._present: dict[str, tuple[str, float]] = {}  # tag -> (image id, when checked)
         self._hashes: dict[str, tuple[int, int, str]] = {}  # file -> (mtime_ns, size, sha256)
+        self._bases: dict[str, tuple[str, float]] = {}  # base image ref -> (image id, when checked)
         self._data = self._load()
 
     # -- persistence ---------------------------------------------------------------
@@ -147,7 +166,12 @@ class ImageCache:
             raise ConfigError(f"image {spec.name!r}: cannot read its Dockerfile {dockerfile}: {exc.strerror}") from None
         h = hashlib.sha256(b"armor-image-v1\0" + text.encode())
         for path in self._used_files(spec, text):
-            h.update(f"\0{path.relative_to(context)}\0{self._file_hash(path)}".encode())
+            # COPY keeps permissions, so a chmod is a change of the image too.
+            mode = path.stat().st_mode & 0o777
+            h.update(f"\0{path.relative_to(context)}\0{mode:o}\0{self._file_hash(path)}".encode())
+        for base in _base_images(text):
+            # A re-tagged or re-imported base image makes every image built on it stale.
+            h.update(f"\0from {base}={self._base_id(base)}".encode())
         for key in sorted(spec.build_args):
             h.update(f"\0arg {key}={spec.build_args[key]}".encode())
         if spec.git_commit:
@@ -158,6 +182,20 @@ class ImageCache:
             except Exception as exc:  # dulwich raises several types for "no repository"
                 raise ConfigError(f"image {spec.name!r}: git_commit=True but {context} is not in a git repository ({exc})") from None
         return h.hexdigest()
+
+    def _base_id(self, ref: str) -> str:
+        now = time.monotonic()
+        known = self._bases.get(ref)
+        if known is not None and now - known[1] < _RECHECK_SECONDS:
+            return known[0]
+        try:
+            image_id = str(self.engine.client.images.get(ref).id)
+        except docker.errors.ImageNotFound:
+            image_id = "absent"  # the build will pull it; once present its id counts
+        except docker.errors.APIError:
+            image_id = "unknown"
+        self._bases[ref] = (image_id, now)
+        return image_id
 
     def tag(self, spec: ImageSpec) -> str:
         return f"{REPOSITORY}/{spec.name}:{self.digest(spec)[:24]}"

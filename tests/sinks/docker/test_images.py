@@ -107,3 +107,27 @@ def test_cli_image_verbs(context, tmp_path, engine):
     assert cli("import", archive).stdout.strip() == tag
     assert cli("gc", "--cap", "0").stdout.strip() == tag
     assert not engine.client.images.list(name="armor-rx-cache/cachetest")
+
+
+def test_a_changed_base_image_or_file_mode_is_a_miss(engine, tmp_path, test_image):
+    from armor_rx.sinks.docker.rootfs import busybox_rootfs
+
+    base = "armor-rx-test/base:1"
+    engine.api.import_image_from_data(busybox_rootfs(), repository="armor-rx-test/base", tag="1")
+    ctx = tmp_path / "ctx2"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY run.sh /run.sh\n")
+    (ctx / "run.sh").write_text("echo hi\n")
+    try:
+        first = ImageCache(engine, tmp_path / ".armor").tag(ImageSpec("basetest", ctx))
+        # The same tag re-imported with other content (a new layer on top).
+        container = engine.client.containers.create(base, command=["true"])
+        container.commit(repository="armor-rx-test/base", tag="1", changes=["LABEL changed=yes"])
+        container.remove()
+        second = ImageCache(engine, tmp_path / ".armor").tag(ImageSpec("basetest", ctx))
+        assert second != first
+        (ctx / "run.sh").chmod(0o755)
+        third = ImageCache(engine, tmp_path / ".armor").tag(ImageSpec("basetest", ctx))
+        assert third != second
+    finally:
+        engine.client.images.remove(base, force=True)
