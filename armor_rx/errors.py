@@ -285,3 +285,24 @@ class ContainerNotFound(DockerError, KeyError):
 
     def __str__(self) -> str:
         return f"task {self.task_id!r} has no container; start the task first (its container is made on start)"
+
+
+class NestedRepositoryAtRisk(WorktreeDirty):
+    """Removing a worktree would destroy a nested repository or a submodule's unsaved work.
+
+    Checkpoints hold files, not the history of repositories inside the
+    worktree, so these are never removed automatically. ``problems`` maps each
+    path (relative to the worktree) to what is at risk.
+    """
+
+    def __init__(self, task_id: str, path: str, problems: dict[str, str]) -> None:
+        self.task_id = task_id
+        self.path = path
+        self.changes = len(problems)
+        self.problems = dict(problems)
+        listing = "; ".join(f"{p}: {why}" for p, why in sorted(problems.items()))
+        GitError.__init__(
+            self,
+            f"task {task_id!r}: worktree {path} holds repositories a checkpoint cannot save ({listing}); "
+            "commit and push their work, or move them out of the worktree, then remove it again",
+        )

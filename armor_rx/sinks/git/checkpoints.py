@@ -24,6 +24,7 @@ from dulwich.repo import Repo
 
 from armor_rx.errors import CheckpointNotFound, GitError
 from armor_rx.sinks.git.restore import flatten_tree
+from armor_rx.sinks.git.submodules import gitmodules_paths
 from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_start, scan_worktree
 
 REF_PREFIX = b"refs/armor/checkpoints/"
@@ -159,7 +160,9 @@ class CheckpointStore:
         started = scan_start()
         tracked = _TrackedPaths(worktree)
         entries, trees = cache.load_all(self.store)
-        result = scan_worktree(worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees)
+        result = scan_worktree(
+            worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees, tracked.is_submodule
+        )
         cache.save(result.cache, started, result.trees, result.tree)
         return result
 
@@ -293,15 +296,21 @@ class _TrackedPaths:
         self.worktree = worktree
         self._paths: set[str] | None = None
         self._dirs: set[str] = set()
+        self._links: set[str] = set()
 
     def _load(self) -> set[str]:
         if self._paths is None:
             # The index and HEAD's tree both count: a file the index lost is
             # still one whose absence would be recorded as a deletion.
             self._paths = set()
+            self._links = set()
             try:
                 with Repo(str(self.worktree)) as wt:
-                    self._paths.update(p.decode("utf-8", "surrogateescape") for p in wt.open_index().paths())
+                    for raw, entry in wt.open_index().items():
+                        path = raw.decode("utf-8", "surrogateescape")
+                        self._paths.add(path)
+                        if getattr(entry, "mode", 0) == 0o160000:
+                            self._links.add(path)
             except Exception:
                 pass  # no readable index: HEAD's tree still answers
             try:
@@ -310,14 +319,22 @@ class _TrackedPaths:
                     assert isinstance(store, DiskObjectStore)
                     head = wt[wt.head()]
                     assert isinstance(head, Commit)
-                    self._paths.update(flatten_tree(store, head.tree))
+                    files = flatten_tree(store, head.tree)
+                self._paths.update(files)
+                self._links.update(p for p, (mode, _) in files.items() if mode == 0o160000)
             except Exception:
                 pass  # no HEAD commit yet
+            self._links.update(gitmodules_paths(self.worktree))
             for path in self._paths:
                 parts = path.split("/")[:-1]
                 for i in range(1, len(parts) + 1):
                     self._dirs.add("/".join(parts[:i]) + "/")
         return self._paths
+
+    def is_submodule(self, path: str) -> bool:
+        """Whether ``path`` is a registered submodule (a gitlink, or listed in ``.gitmodules``)."""
+        self._load()
+        return path in self._links
 
     def __call__(self, path: str) -> bool:
         paths = self._load()

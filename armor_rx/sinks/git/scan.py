@@ -149,10 +149,11 @@ def file_mode(st_mode: int) -> int:
 class _Ignore:
     """Exclude patterns plus the .gitignore files met on the way down."""
 
-    def __init__(self, policy: ScanPolicy, tracked: Callable[[str], bool]) -> None:
+    def __init__(self, policy: ScanPolicy, tracked: Callable[[str], bool], submodule: Callable[[str], bool]) -> None:
         self.user = pathspec.GitIgnoreSpec.from_lines(policy.excludes) if policy.excludes else None
         self.honor = policy.honor_gitignore
         self.tracked = tracked
+        self.submodule = submodule
         self.stack: list[tuple[str, pathspec.GitIgnoreSpec]] = []
 
     def push_dir(self, abs_dir: str, rel_dir: str) -> bool:
@@ -187,17 +188,21 @@ def scan_worktree(
     policy: ScanPolicy,
     tracked: Callable[[str], bool] = lambda _: False,
     trees: dict[str, TreeEntry] | None = None,
+    submodule: Callable[[str], bool] = lambda _: False,
 ) -> ScanResult:
     """Write every kept file of ``root`` as blobs and trees; return the root tree.
 
     Files whose stat matches ``cache`` are not read, and directories whose
     files all matched and whose names match ``trees`` reuse their tree id.
     ``tracked(path)`` says whether git tracks a path (or, for ``"dir/"``,
-    anything under it); it is only asked about ignored paths. Raises
+    anything under it); it is only asked about ignored paths.
+    ``submodule(path)`` says whether a directory holding a ``.git`` is a
+    registered submodule (recorded as a gitlink); any other nested repository
+    is walked like a plain directory, its ``.git`` left out. Raises
     :class:`GitError` if a file keeps changing while it is read or cannot be read.
     """
     result = ScanResult(tree=b"", cache={})
-    ignore = _Ignore(policy, tracked)
+    ignore = _Ignore(policy, tracked, submodule)
     tree, _, _ = _scan_dir(str(root), "", store, cache, trees or {}, policy, ignore, result)
     if tree is None:
         tree, _ = write_object_bytes(store, b"tree", b"")
@@ -218,9 +223,10 @@ def _scan_dir(
 ) -> tuple[bytes | None, bool, bytes | None]:
     """Scan one directory; return ``(tree id or None if empty, changed, submodule head)``.
 
-    A directory below the root that holds a ``.git`` is a submodule (or a
-    nested repository): it is not walked, and its checked-out commit is
-    returned as the third value (``None`` if it has none).
+    A directory below the root that holds a ``.git`` and is a registered
+    submodule is not walked; its checked-out commit is returned as the third
+    value (``b""`` if it has none). A nested repository that is not a
+    submodule is walked, so its files are saved.
 
     This loop runs once per file on every checkpoint, so it is written for
     speed: names stay ``str``, and the tree is only serialised when something
@@ -231,7 +237,7 @@ def _scan_dir(
     except OSError as exc:
         raise GitError(f"cannot list {abs_dir}: {exc}") from None
     names_here = {entry.name for entry in entries}
-    if rel_dir and ".git" in names_here:
+    if rel_dir and ".git" in names_here and ignore.submodule(rel_dir):
         return None, True, read_submodule_head(abs_dir) or b""
     # Only directories that have a .gitignore pay for reading one.
     pushed = ignore.push_dir(abs_dir, rel_dir) if ".gitignore" in names_here else False

@@ -10,9 +10,11 @@ from typing import Any, Literal
 from dulwich import porcelain
 from dulwich.config import ConfigFile, parse_submodules
 from dulwich.diff_tree import tree_changes
+from dulwich.graph import can_fast_forward
 from dulwich.index import read_submodule_head, update_working_tree
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID
+from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from armor_rx.errors import GitError, SubmoduleConflict
@@ -125,3 +127,97 @@ def _reset(directory: Path, recorded: bytes) -> None:
         # no branch in the submodule loses commits.
         with open(os.path.join(sub.controldir(), "HEAD"), "wb") as f:
             f.write(recorded + b"\n")
+
+
+def gitmodules_paths(worktree: Path) -> set[str]:
+    """The submodule paths ``.gitmodules`` at the top of ``worktree`` lists (empty if none or unreadable)."""
+    gitmodules = worktree / ".gitmodules"
+    if not gitmodules.is_file():
+        return set()
+    try:
+        return {
+            raw_path.decode("utf-8", "surrogateescape").strip("/")
+            for raw_path, _url, _name in parse_submodules(ConfigFile.from_path(str(gitmodules)))
+        }
+    except Exception:
+        return set()  # a broken .gitmodules registers nothing: such repos are then treated as nested
+
+
+def repositories_at_risk(repo: Repo, worktree: Path, admin: Path | None) -> dict[str, str]:
+    """Repositories inside ``worktree`` whose work deleting it would destroy: ``{path: why}``.
+
+    A nested repository that is not a registered submodule (a gitlink in the
+    worktree's HEAD, or listed in ``.gitmodules``) always counts: checkpoints
+    keep its files but not its history. A submodule counts when it has
+    uncommitted or untracked changes, or when its checked-out commit lives only
+    in a git directory that goes away with the worktree (inside it, or under
+    its admin directory ``admin``) and not in ``repo``.
+    """
+    registered = gitmodules_paths(worktree)
+    try:
+        with Repo(str(worktree)) as wt:
+            commit = wt[wt.head()]
+            assert isinstance(commit, Commit)
+            store = repo.object_store
+            assert isinstance(store, DiskObjectStore)
+            registered |= {p for p, (mode, _) in flatten_tree(store, commit.tree).items() if mode == 0o160000}
+    except Exception:
+        pass  # no HEAD commit: only .gitmodules registers submodules
+    doomed = [os.path.realpath(worktree)] + ([os.path.realpath(admin)] if admin is not None else [])
+    problems: dict[str, str] = {}
+    for current, dirnames, filenames in os.walk(worktree):
+        rel = os.path.relpath(current, worktree).replace(os.sep, "/")
+        if rel == ".":
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            continue
+        if ".git" not in dirnames and ".git" not in filenames:
+            continue
+        dirnames[:] = []  # what lies inside is the nested repository's own business
+        if rel not in registered:
+            problems[rel] = "a nested repository that is not a registered submodule"
+            continue
+        why = _submodule_risk(repo, Path(current), doomed)
+        if why:
+            problems[rel] = why
+    return problems
+
+
+def _submodule_risk(repo: Repo, directory: Path, doomed: list[str]) -> str | None:
+    head = read_submodule_head(str(directory))
+    if head is None:
+        return "a submodule with no commit checked out"
+    try:
+        result = porcelain.status(str(directory))
+    except Exception as exc:
+        return f"a submodule whose status cannot be read ({exc})"
+    if result.unstaged or result.untracked or any(result.staged[k] for k in ("add", "delete", "modify")):
+        return "a submodule with uncommitted or untracked changes"
+    if ObjectID(head) in repo.object_store or _fetched(directory, head):
+        return None
+    git_dir = _git_dir_of(directory)
+    if any(git_dir == d or git_dir.startswith(d + os.sep) for d in doomed):
+        return f"a submodule whose commit {head.decode()} exists only in a git directory removed with the worktree"
+    return None
+
+
+def _fetched(directory: Path, head: bytes) -> bool:
+    """Whether ``head`` is in the history of a remote-tracking branch of the submodule (so it exists upstream)."""
+    try:
+        with Repo(str(directory)) as sub:
+            for ref in sub.refs.keys(base=Ref(b"refs/remotes/")):
+                tip = sub.refs[Ref(b"refs/remotes/" + ref)]
+                if tip == head or can_fast_forward(sub, ObjectID(head), tip):
+                    return True
+    except Exception:
+        return False
+    return False
+
+
+def _git_dir_of(directory: Path) -> str:
+    dot_git = directory / ".git"
+    if dot_git.is_file():
+        text = dot_git.read_text(errors="replace").strip()
+        if text.startswith("gitdir:"):
+            target = text[len("gitdir:"):].strip()
+            return os.path.realpath(target if os.path.isabs(target) else directory / target)
+    return os.path.realpath(dot_git)

@@ -15,7 +15,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 from filelock import FileLock
 
-from armor_rx.errors import GitError, WorktreeDirty
+from armor_rx.errors import GitError, NestedRepositoryAtRisk, WorktreeDirty
 from armor_rx.model.ids import validate_task_id
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
@@ -211,12 +211,18 @@ class GitWorkspace:
         If the worktree differs from its branch (changed, new or deleted
         files), it is checkpointed first (``on_dirty="checkpoint"``) or
         :class:`WorktreeDirty` is raised (``"refuse"``). Files too large to
-        checkpoint always make it refuse. The branch and checkpoints stay.
+        checkpoint always make it refuse, and so do nested repositories and
+        submodules with work a checkpoint cannot hold
+        (:class:`NestedRepositoryAtRisk`). The branch and checkpoints stay.
         """
         path = self.worktree_path(task_id)
         with self._task_lock(task_id):
             record = self.records.get(task_id)
             checkpoint_id = None
+            if path.is_dir():
+                at_risk = submodule_ops.repositories_at_risk(self.repo, path, worktrees.admin_dir(self.repo, path))
+                if at_risk:
+                    raise NestedRepositoryAtRisk(task_id, str(path), at_risk)
             if path.is_dir() and record is not None:
                 scan = self.checkpoints_store.scan(task_id, path)
                 head = self._head(record)
