@@ -97,7 +97,10 @@ def _run_task(armor: Any, effect: Any, task: str, command: list[str]) -> int:
     subscription = None
     try:
         armor.create_task(task)
-        armor.start(task)
+        # Held as a future so that a Ctrl-C during a slow start can wait for the
+        # container the start is still making, and remove it.
+        request = armor.request(task, "task.start.requested")
+        request.result()
         subscription = armor.events("exec.output", task_id=task).subscribe(_write_output)
         request = armor.request(task, "exec.requested", {"command": command})
         outcome = request.result()
@@ -127,9 +130,12 @@ def _run_task(armor: Any, effect: Any, task: str, command: list[str]) -> int:
 
 def _interrupted(armor: Any, effect: Any, task: str, request: Any) -> int:
     effect.kill(task, "interrupted")
-    if request is not None:
+    if request is not None and not request.done():
+        # A start still in flight would otherwise create its container after we
+        # looked for it, and leave it running.
+        print("armor-rx: interrupted; waiting for the task's container to be made so it can be removed ...", file=sys.stderr)
         try:
-            request.result(30)
+            request.result(300)
         except Exception:
             pass
     try:

@@ -37,7 +37,9 @@ def unanswered_requests(history: Iterable[TaskEvent]) -> list[TaskEvent]:
                 del open_requests[cause]
         elif cause is not None and event.kind == "deadletter.redriven" and cause in settled:
             open_requests[cause] = settled[cause]
-        if event.kind.endswith(".requested") and event.task_id is not None:
+        # A ".requested" event caused by a request is that request's progress
+        # (git.branch.requested), not a request of its own.
+        if event.kind.endswith(".requested") and event.task_id is not None and (cause is None or cause not in settled):
             open_requests[event.id] = event
             settled[event.id] = event
     return list(open_requests.values())

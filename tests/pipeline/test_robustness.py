@@ -196,3 +196,13 @@ def test_cli_state_dir_that_is_a_file_is_one_line(tmp_path):
         assert proc.returncode in (0, 1), proc.stderr
         assert "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) <= 1
+
+
+def test_progress_events_named_requested_are_not_requests():
+    from armor_rx.pipeline.reconcile import unanswered_requests
+
+    start = TaskEvent.new("task.start.requested", "t1")
+    progress = start.caused("git.branch.requested", {"name": "task/t1"})
+    done = start.caused("task.started")
+    assert unanswered_requests([start, progress, done]) == []
+    assert unanswered_requests([start, progress]) == [start]

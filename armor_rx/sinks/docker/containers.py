@@ -151,7 +151,10 @@ def _passwd_user(engine: Engine, image_id: str) -> str | None:
     except (docker.errors.APIError, tarfile.TarError, KeyError):
         return None
     finally:
-        probe.remove(force=True)
+        try:
+            probe.remove(force=True)
+        except docker.errors.APIError:
+            pass  # a created, never started probe holds nothing; the engine keeps the error
     for line in text.splitlines():
         parts = line.split(":")
         if len(parts) >= 4 and parts[2].isdigit() and 1000 <= int(parts[2]) <= 60000:

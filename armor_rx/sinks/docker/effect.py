@@ -32,6 +32,7 @@ from armor_rx.errors import ConfigError, ContainerNotFound, DockerError
 from armor_rx.model.events import TaskEvent
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.containers import (
+    session_alive,
     SessionIdentity,
     create_task_container,
     find_containers,
@@ -153,10 +154,28 @@ class DockerEffect:
             return known
         found = [c for c in find_containers(self.engine, task_id=task_id) if c.labels.get("armor.session") == self.session.id]
         if not found:
+            found = self._adoptable(task_id)
+        if not found:
             raise ContainerNotFound(task_id)
         with self._lock:
             self._containers[task_id] = found[0]
         return found[0]
+
+    def _adoptable(self, task_id: str) -> list[Container]:
+        """Running containers of this task and state directory whose session has died.
+
+        A reopened session can go on using them (exec) until the orphan sweep's
+        grace period ends; resuming the task gives it a fresh container.
+        """
+        if self.state_dir is None:
+            return []
+        return [
+            c
+            for c in find_containers(self.engine, task_id=task_id)
+            if c.status == "running"
+            and c.labels.get("armor.state") == str(self.state_dir)
+            and session_alive(c.labels) is False
+        ]
 
     def _start(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
         payload = ctx.request.payload
@@ -169,7 +188,7 @@ class DockerEffect:
         if "keep" in payload:
             spec = spec.with_overrides({"keep": bool(payload["keep"])})
         self._specs[task_id] = spec
-        existing = [c for c in find_containers(self.engine, task_id=task_id, request_id=ctx.request.id) if c.status in ("created", "running")]
+        existing = [c for c in find_containers(self.engine, task_id=task_id, request_id=ctx.request.id) if c.status == "running"]
         if existing:  # re-delivered after a crash: the container is already there
             with self._lock:
                 self._containers[task_id] = existing[0]

@@ -59,3 +59,28 @@ def test_session_with_dead_engine_is_a_clear_error(repo, monkeypatch, tmp_path):
     # The failed open released the state directory: a plain session opens fine.
     with Armor(repo) as armor:
         assert armor.tasks() == []
+
+
+def test_a_reopened_session_can_use_its_running_task_container(repo, engine, sandbox, cleanup_containers):
+    import sys
+
+    script = f"""
+import sys
+sys.path.insert(0, {str(__import__('pathlib').Path(__file__).resolve().parents[3])!r})
+from armor_rx import Armor
+from armor_rx.sinks.docker import SandboxSpec
+armor = Armor({str(repo)!r}, docker=True, sandbox=SandboxSpec(image={sandbox.image!r}, wall_clock=120), sweep_interval=None).open()
+armor.create_task("long")
+armor.start("long")
+print("started", flush=True)
+import os; os._exit(0)  # the process dies: no close, the container stays
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "started" in proc.stdout, proc.stderr
+    assert [c.status for c in engine.client.containers.list(filters={"label": "armor.task=long"})] == ["running"]
+    with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        assert armor.task("long").state is State.RUNNING
+        done = armor.exec("long", ["sh", "-c", "echo still here"])
+        assert done.payload["exit_code"] == 0
+        armor.complete("long")
+    assert engine.client.containers.list(all=True, filters={"label": "armor.task=long"}) == []
