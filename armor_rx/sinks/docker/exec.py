@@ -71,6 +71,15 @@ def _in_container(pid: int, container_id: str) -> bool:
         return False
 
 
+def _container_pids(container_id: str) -> set[int]:
+    """Host pids of every process in the container (empty for a remote or VM engine)."""
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _in_container(int(entry), container_id):
+            found.add(int(entry))
+    return found
+
+
 def _kill_tree(root: int) -> None:
     """SIGKILL ``root`` and its descendants, found through the host's /proc."""
     children: dict[int, list[int]] = {}
@@ -126,6 +135,9 @@ class ExecRun:
         self.policy = policy
         self.exec_id: str | None = None
         self._killed: str | None = None
+        # The container's processes before this command: whatever is new when it
+        # is killed belongs to it, even if it double-forked away from its tree.
+        self._before: set[int] | None = None
         self._lock = threading.Lock()
 
     def kill(self, reason: str = "killed") -> None:
@@ -140,8 +152,15 @@ class ExecRun:
                 pid = int(self.engine.api.exec_inspect(self.exec_id).get("Pid") or 0)
             except docker.errors.APIError:
                 pid = 0
-        if pid > 0 and _in_container(pid, self.container.id):
-            _kill_tree(pid)
+        local = self._before is not None and (bool(self._before) or (pid > 0 and _in_container(pid, self.container.id)))
+        if local:
+            if pid > 0:
+                _kill_tree(pid)
+            for stray in _container_pids(self.container.id) - (self._before or set()):
+                try:
+                    os.kill(stray, signal.SIGKILL)
+                except OSError:
+                    pass
         else:  # a remote or VM engine: the only way to stop an exec is to stop its container
             try:
                 self.container.kill()
@@ -163,6 +182,7 @@ class ExecRun:
             kwargs["user"] = self.user
         if self.workdir and self.engine.info.supported.get("exec_workdir", True):
             kwargs["workdir"] = self.workdir
+        self._before = _container_pids(self.container.id)
         try:
             self.exec_id = api.exec_create(self.container.id, self.command, **kwargs)["Id"]
             stream = api.exec_start(self.exec_id, stream=True, demux=True)

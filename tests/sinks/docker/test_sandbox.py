@@ -222,3 +222,16 @@ def test_sessions_in_another_pid_namespace_are_never_judged_dead():
     dead = {**labels, LABEL_PID: "999999999", LABEL_SESSION: f"{me.host}-999999999-1"}
     assert session_alive(dead) is False
     assert labels[LABEL_HOST] == me.host
+
+
+def test_timeout_also_kills_what_the_command_detached(session, engine):
+    armor, _ = session
+    started = _started(armor, "detach")
+    outcome, _ = _run(armor, "detach", ["sh", "-c", '(sh -c "sleep 300" >/dev/null 2>&1 &); sleep 100'], timeout=2)
+    assert outcome.payload["reason"] == "timeout"
+    container = engine.client.containers.get(started.payload["container"])
+    assert container.status == "running"  # only the command died, not the task's container
+    procs = [" ".join(p) for p in container.top()["Processes"]]
+    assert not any("sleep 300" in p or "sleep 100" in p for p in procs), procs
+    again, output = _run(armor, "detach", ["echo", "still usable"])
+    assert again.payload["exit_code"] == 0 and "still usable" in output
