@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from dulwich.objects import Commit
+from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 from filelock import FileLock
@@ -223,9 +223,11 @@ class GitWorkspace:
                 at_risk = submodule_ops.repositories_at_risk(self.repo, path, worktrees.admin_dir(self.repo, path))
                 if at_risk:
                     raise NestedRepositoryAtRisk(task_id, str(path), at_risk)
-            if path.is_dir() and record is not None:
+            if path.is_dir():
                 scan = self.checkpoints_store.scan(task_id, path)
-                head = self._head(record)
+                # Without a record (lost, or deleted) the worktree's own HEAD
+                # says what is saved; nothing is removed unchecked.
+                head = self._head(record) if record is not None else _worktree_head(path)
                 head_tree = read_commit(self.repo, head).tree if head else None
                 if scan.tree != head_tree:
                     changed = self._count_changes(scan, head_tree)
@@ -248,7 +250,10 @@ class GitWorkspace:
     def prune_stale(self, active_task_ids: Collection[str]) -> list[str]:
         """Remove the worktrees of tasks not in ``active_task_ids``; return their ids.
 
-        Uncommitted work is checkpointed first. Git admin entries for
+        Uncommitted work is checkpointed first. A worktree that cannot be
+        removed safely (:class:`WorktreeDirty`) or is locked
+        (``git worktree lock``) is kept and reported with a
+        ``git.worktree.kept`` event; the others are still pruned. Git admin entries for
         worktrees under the state directory whose directory is gone are
         pruned too (like ``git worktree prune``, but never touching the
         user's own worktrees).
@@ -263,12 +268,23 @@ class GitWorkspace:
                     validate_task_id(entry.name)
                 except Exception:
                     continue  # not ours: leave foreign directories alone
-                self.remove_worktree(entry.name, on_dirty="checkpoint")
+                admin = worktrees.admin_dir(self.repo, entry)
+                if admin is not None and (admin / "locked").exists():
+                    self.emit("git.worktree.kept", entry.name, {"path": str(entry), "reason": "locked"})
+                    continue
+                try:
+                    self.remove_worktree(entry.name, on_dirty="checkpoint")
+                except WorktreeDirty as exc:
+                    # One worktree that cannot be saved must not keep the others around.
+                    self.emit("git.worktree.kept", entry.name, {"path": str(entry), "reason": str(exc)})
+                    continue
                 pruned.append(entry.name)
                 self.emit("git.worktree.pruned", entry.name, {"path": str(entry), "reason": "task not active"})
         admin_root = Path(self.repo.commondir()) / "worktrees"
         if admin_root.is_dir():
             for admin in sorted(admin_root.iterdir()):
+                if (admin / "locked").exists():
+                    continue  # 'git worktree prune' leaves locked entries alone too
                 try:
                     gitdir = (admin / "gitdir").read_text().strip()
                 except OSError:
@@ -423,3 +439,13 @@ class GitWorkspace:
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
             new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts),
         )
+
+
+def _worktree_head(path: Path) -> bytes | None:
+    """The commit a worktree has checked out, read through its own ``.git`` (``None`` if unreadable)."""
+    try:
+        with Repo(str(path)) as wt:
+            head = bytes(wt.head())
+            return head if ObjectID(head) in wt.object_store else None
+    except Exception:
+        return None

@@ -127,3 +127,39 @@ def test_resolve_path(ws: GitWorkspace) -> None:
 def test_not_a_repo(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="not a git repository"):
         GitWorkspace(tmp_path, tmp_path / "state").start()
+
+
+def test_remove_without_a_record_checks_against_the_worktree_head(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "orphan")
+    (path / "work.py").write_text("precious\n")
+    ws.records.delete("orphan")
+    with pytest.raises(WorktreeDirty):
+        ws.remove_worktree("orphan", on_dirty="refuse")
+    assert (path / "work.py").read_text() == "precious\n"
+    ws.remove_worktree("orphan")  # saved first
+    assert not path.exists()
+    assert git(repo, "show", "refs/armor/checkpoints/orphan:work.py") == "precious\n"
+    clean = started(ws, "orphan2")
+    ws.records.delete("orphan2")
+    ws.remove_worktree("orphan2", on_dirty="refuse")  # matches its HEAD: nothing to save
+    assert not clean.exists() and ws.checkpoints("orphan2") == []
+
+
+def test_prune_stale_keeps_going_past_refusals_and_locked(ws: GitWorkspace, repo: Path, events: Events) -> None:
+    nested = started(ws, "a-nested")
+    (nested / "lib").mkdir()
+    git(nested / "lib", "init", "-q")
+    locked = started(ws, "b-locked")
+    (locked / "work.txt").write_text("mine\n")
+    git(repo, "worktree", "lock", str(locked))
+    plain = started(ws, "c-plain")
+    pruned = ws.prune_stale(set())
+    assert pruned == ["c-plain"] and not plain.exists()
+    assert nested.exists() and locked.exists() and (locked / "work.txt").exists()
+    kept = {p["path"]: p["reason"] for p in events.of("git.worktree.kept")}
+    assert kept[str(locked)] == "locked" and "nested repository" in kept[str(nested)]
+    git(repo, "worktree", "unlock", str(locked))
+    import shutil
+
+    shutil.rmtree(nested / "lib" / ".git")
+    ws.prune_stale(set())
