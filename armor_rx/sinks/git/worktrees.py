@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 
+from dulwich.refs import Ref
 from dulwich.repo import Repo
-from dulwich.worktree import WorkTreeInfo, add_worktree, list_worktrees
+from dulwich.worktree import WorkTreeInfo, list_worktrees
 
 from armor_rx.errors import GitError
 
@@ -32,35 +34,71 @@ def admin_dir(repo: Repo, worktree: Path) -> Path | None:
 def create(repo: Repo, path: Path, branch: str) -> Path:
     """Check ``branch`` out into a new linked worktree at ``path``.
 
-    The admin directory is named after the last component of ``path`` (git
-    does the same). Raises :class:`GitError` if ``path`` exists, if the branch
-    is checked out elsewhere, or if a live worktree already uses that name.
+    The admin directory is named after the last component of ``path``, or
+    ``<name>-<random>`` when that name is taken (git does the same). An admin
+    directory is only ever deleted when it is a stale one of ours: its
+    worktree was under ``path``'s parent, is gone, and it is not locked.
+    Raises :class:`GitError` if ``path`` exists or if the branch is checked
+    out elsewhere.
     """
     if path.exists():
         raise GitError(
             f"cannot create worktree {path}: the directory exists; "
             "remove it or prune stale worktrees first"
         )
-    admin = Path(repo.commondir()) / "worktrees" / path.name
-    if admin.exists():
-        try:
-            gitdir = (admin / "gitdir").read_text().strip()
-        except OSError:
-            gitdir = ""
-        if gitdir and os.path.exists(os.path.dirname(gitdir)):
-            raise GitError(
-                f"cannot create worktree {path}: git already has a worktree named {path.name!r} "
-                f"at {os.path.dirname(gitdir)}; remove it with 'git worktree remove'"
-            )
-        # Left behind by a worktree whose directory is gone: git would prune it.
-        shutil.rmtree(admin)
+    root = Path(repo.commondir()) / "worktrees"
+    stale = root / path.name
+    if stale.exists() and _stale_and_ours(stale, path.parent):
+        # Left behind by one of our worktrees whose directory is gone: git would prune it.
+        shutil.rmtree(stale)
+    bname = b"refs/heads/" + branch.encode()
+    for info in list_worktrees(repo):
+        if info.branch == bname:
+            raise GitError(f"cannot create worktree {path} for {branch}: it is checked out at {info.path}")
+    admin = _reserve_admin_dir(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        wt = add_worktree(repo, str(path), branch=branch.encode())
-    except ValueError as exc:
-        raise GitError(f"cannot create worktree {path} for {branch}: {exc}") from None
-    wt.close()
+        os.mkdir(path)
+        wt = Repo._init_new_working_directory(str(path), repo, identifier=admin.name)
+        try:
+            wt.refs.set_symbolic_ref(Ref(b"HEAD"), Ref(bname))
+            wt.get_worktree().reset_index(config=wt.get_config_stack())
+        finally:
+            wt.close()
+    except BaseException as exc:
+        # Only what this call made is removed: the reserved admin dir and the new directory.
+        shutil.rmtree(admin, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        if isinstance(exc, (OSError, ValueError, KeyError)):
+            raise GitError(f"cannot create worktree {path} for {branch}: {exc}") from None
+        raise
     return path
+
+
+def _reserve_admin_dir(root: Path, path: Path) -> Path:
+    """Make a fresh ``.git/worktrees/<id>`` for ``path`` (created here, so no one else's)."""
+    root.mkdir(exist_ok=True)
+    admin = root / path.name
+    for _ in range(100):
+        try:
+            admin.mkdir()
+            return admin
+        except FileExistsError:
+            admin = root / f"{path.name}-{secrets.token_hex(4)}"
+    raise GitError(f"cannot create worktree {path}: no free admin directory name under {root}")
+
+
+def _stale_and_ours(admin: Path, worktrees_dir: Path) -> bool:
+    if (admin / "locked").exists():
+        return False  # a locked worktree may just be on an unplugged drive
+    try:
+        gitdir = (admin / "gitdir").read_text().strip()
+    except OSError:
+        return False
+    target = gitdir if os.path.isabs(gitdir) else os.path.join(admin, gitdir)
+    directory = os.path.realpath(os.path.dirname(target))
+    ours = os.path.realpath(worktrees_dir)
+    return directory.startswith(ours + os.sep) and not os.path.exists(directory)
 
 
 def listed(repo: Repo) -> list[WorkTreeInfo]:

@@ -163,3 +163,32 @@ def test_prune_stale_keeps_going_past_refusals_and_locked(ws: GitWorkspace, repo
 
     shutil.rmtree(nested / "lib" / ".git")
     ws.prune_stale(set())
+
+
+def test_a_worktree_with_the_same_name_is_never_deleted(ws: GitWorkspace, repo: Path, tmp_path: Path) -> None:
+    """The user's locked worktree on an unplugged drive shares the task's name: its admin dir stays."""
+    usb = tmp_path / "usb"
+    git(repo, "worktree", "add", "-q", "-b", "mine", str(usb / "fix-login"))
+    git(repo, "worktree", "lock", "--reason", "on a USB stick", str(usb / "fix-login"))
+    (usb / "fix-login" / "staged.txt").write_text("staged work\n")
+    git(usb / "fix-login", "add", "staged.txt")
+    usb.rename(tmp_path / "unplugged")
+    path = started(ws, "fix-login")
+    (tmp_path / "unplugged").rename(usb)
+    listing = git(repo, "worktree", "list", "--porcelain")
+    assert str(usb / "fix-login") in listing and str(path) in listing and "locked on a USB stick" in listing
+    assert git(usb / "fix-login", "status", "--porcelain") == "A  staged.txt\n"
+    assert git(path, "status", "--porcelain") == ""
+    ws.remove_worktree("fix-login")
+    assert git(usb / "fix-login", "status", "--porcelain") == "A  staged.txt\n"
+
+
+def test_a_stale_admin_dir_of_ours_is_reclaimed(ws: GitWorkspace, repo: Path) -> None:
+    import shutil
+
+    first = started(ws, "again")
+    shutil.rmtree(first)  # gone behind our back; its admin dir is stale
+    ws.records.delete("again")
+    path = ws.add_worktree("again", "task/again")
+    assert sorted(p.name for p in (repo / ".git" / "worktrees").iterdir()) == ["again"]
+    assert git(path, "status", "--porcelain") == ""
