@@ -68,8 +68,18 @@ def materialize(
     target needs the spot. Unchanged files are not touched. Submodule
     directories (gitlinks) are never deleted or rewritten. ``cache`` is
     updated in place for every file written. Raises :class:`PathEscape` if a
-    write would go through a symlink out of ``root``.
+    write would go through a symlink out of ``root``, and :class:`GitError`,
+    before changing anything, if the target needs a spot that holds something
+    ``current`` does not (a file where a directory goes, a directory with
+    unsaved files where a file goes, or an unsaved file it would overwrite).
     """
+    blocked = _unsaved_in_the_way(root, current, target)
+    if blocked:
+        raise GitError(
+            f"restoring would overwrite or delete {len(blocked)} path(s) that are not in the current "
+            f"snapshot (excluded, ignored, too large or nested repositories): {', '.join(blocked[:20])}; "
+            "move them away (or widen the checkpoint policy) and restore again"
+        )
     stats = RestoreStats()
     mask = _UMASK
     # Remove first, deepest first, so a file can replace a directory and back.
@@ -114,6 +124,44 @@ def materialize(
             info.st_dev, info.st_uid, info.st_gid, mode, sha.decode(),
         ]
     return stats
+
+
+def _unsaved_in_the_way(root: Path, current: Files, target: Files) -> list[str]:
+    """Paths the restore would replace or delete although ``current`` holds no copy of them."""
+    def saved(path: str) -> bool:
+        return path in current and current[path][0] != 0o160000
+
+    blocked: set[str] = set()
+    seen_dirs: set[str] = set()
+    for path, (mode, sha) in target.items():
+        if current.get(path) == (mode, sha):
+            continue
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in seen_dirs:
+                continue
+            seen_dirs.add(parent)
+            full = root / parent
+            if (full.is_symlink() or (full.exists() and not full.is_dir())) and not saved(parent):
+                blocked.add(parent)  # a file stands where the target needs a directory
+        if mode == 0o160000:
+            continue
+        full = root / path
+        if full.is_dir() and not full.is_symlink():
+            for here, dirnames, filenames in os.walk(full):
+                rel = os.path.relpath(here, root).replace(os.sep, "/")
+                if ".git" in dirnames or ".git" in filenames:
+                    blocked.add(rel + "/")  # a repository, never ours to delete
+                    dirnames[:] = []
+                    continue
+                blocked.update(f"{rel}/{n}" for n in filenames if not saved(f"{rel}/{n}"))
+                for d in dirnames:
+                    if os.path.islink(os.path.join(here, d)) and not saved(f"{rel}/{d}"):
+                        blocked.add(f"{rel}/{d}")
+        elif os.path.lexists(full) and not saved(path) and path not in current:
+            blocked.add(path)  # an unsaved file the target would overwrite
+    return sorted(blocked)
 
 
 def _prune_empty_dirs(root: Path, directory: Path) -> None:

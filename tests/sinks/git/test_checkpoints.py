@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from armor_rx.errors import CheckpointNotFound
+from armor_rx.errors import CheckpointNotFound, GitError
 from armor_rx.sinks.git import CheckpointPolicy, GitWorkspace
 from armor_rx.sinks.git import blobs
 
@@ -271,4 +271,38 @@ def test_tracked_files_survive_excludes_and_size_limit(repo: Path, tmp_path: Pat
         assert git(repo, "diff", "--name-status", "HEAD~1", "HEAD") == "A\tnew.py\n"
         assert (repo / "data" / "train.csv").exists() and (repo / "app.log").exists()
         assert git(repo, "status", "--porcelain") == ""
+    fsck(repo)
+
+
+def test_restore_refuses_to_replace_what_it_never_saved(repo: Path, tmp_path: Path, events: Events) -> None:
+    (repo / ".gitignore").write_text("*.env\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "ignore env files")
+    policy = CheckpointPolicy(max_file_size=1000)
+    with GitWorkspace(repo, tmp_path / "s4", emit=events, checkpoint_policy=policy) as ws:
+        path = started(ws, "spots")
+        (path / "out").write_text("a file\n")
+        one = ws.checkpoint("spots", "out is a file")
+        (path / "out").unlink()
+        (path / "out").mkdir()
+        (path / "out" / "model.bin").write_bytes(b"x" * 5000)  # too large: never saved
+        (path / "out" / "secrets.env").write_text("KEY=1\n")  # ignored: never saved
+        (path / "out" / "notes.txt").write_text("notes\n")
+        with pytest.raises(GitError, match=r"out/model.bin, out/secrets.env"):
+            ws.restore("spots", one.id)
+        assert (path / "out" / "model.bin").exists() and (path / "out" / "notes.txt").read_text() == "notes\n"
+        (path / "out" / "model.bin").unlink()
+        (path / "out" / "secrets.env").unlink()
+        ws.restore("spots", one.id)  # only saved files in the way: fine
+        assert (path / "out").read_text() == "a file\n"
+        (path / "out").unlink()
+        (path / "d").mkdir()
+        (path / "d" / "f").write_text("x\n")
+        two = ws.checkpoint("spots", "d is a directory")
+        (path / "d" / "f").unlink()
+        (path / "d").rmdir()
+        (path / "d").write_bytes(b"y" * 5000)  # a large file where the target needs a directory
+        with pytest.raises(GitError, match=r": d;"):
+            ws.restore("spots", two.id)
+        assert (path / "d").read_bytes() == b"y" * 5000
     fsck(repo)
