@@ -126,6 +126,10 @@ class StatCache:
                 parts = path.split("/")[:-1]
                 stale.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
             trees = {d: t for d, t in (trees or {}).items() if d not in stale}
+        # Names that are not UTF-8 (undecodable bytes, kept as surrogates) cannot
+        # go into JSON: their files are simply re-hashed on every scan.
+        entries = {p: e for p, e in entries.items() if _is_utf8(p)}
+        trees = {d: t for d, t in (trees or {}).items() if _is_utf8(d) and all(_is_utf8(str(n)) for n in t[0])}  # type: ignore[attr-defined]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(
             orjson.dumps(
@@ -139,6 +143,14 @@ class StatCache:
             )
         )
         os.replace(tmp, self.path)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def file_mode(st_mode: int) -> int:
@@ -245,8 +257,9 @@ def _scan_dir(
     max_size = policy.max_file_size
     prefix = rel_dir + "/" if rel_dir else ""
     out_cache = result.cache
-    # (sort key, mode, name, hex sha) — git orders a directory as if named "name/".
-    items: list[tuple[str, int, str, str]] = []
+    # (sort key, mode, name, hex sha) — git orders names as bytes, and a
+    # directory as if named "name/".
+    items: list[tuple[bytes, int, str, str]] = []
     changed = False
     for entry in entries:
         name = entry.name
@@ -259,12 +272,12 @@ def _scan_dir(
             sub, sub_changed, head = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
             if head is not None:
                 if head:  # a submodule with a checked-out commit
-                    items.append((name, 0o160000, name, head.decode()))
+                    items.append((os.fsencode(name), 0o160000, name, head.decode()))
                     result.links[rel] = head
                 changed = True  # rare enough not to cache
                 continue
             if sub is not None:
-                items.append((name + "/", 0o40000, name, sub.decode()))
+                items.append((os.fsencode(name) + b"/", 0o40000, name, sub.decode()))
                 changed = changed or sub_changed
             continue
         try:
@@ -292,14 +305,14 @@ def _scan_dir(
         ):
             record = _blob_for(entry.path, info, store, result)
             changed = True
-        items.append((name, record[7], name, record[8]))  # type: ignore[arg-type]
+        items.append((os.fsencode(name), record[7], name, record[8]))  # type: ignore[arg-type]
         out_cache[rel] = record
     if pushed:
         ignore.stack.pop()
     if not items:
         return None, True, None  # git has no empty trees; an empty directory is not recorded
     items.sort()
-    names = [item[0] for item in items]
+    names = [n + "/" if m == 0o40000 else n for _, m, n, _ in items]
     previous = trees.get(rel_dir)
     if not changed and previous is not None and previous[0] == names:
         result.trees[rel_dir] = previous

@@ -306,3 +306,27 @@ def test_restore_refuses_to_replace_what_it_never_saved(repo: Path, tmp_path: Pa
             ws.restore("spots", two.id)
         assert (path / "d").read_bytes() == b"y" * 5000
     fsck(repo)
+
+
+def test_non_utf8_names_sort_as_git_does_and_the_cache_survives(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "bytes")
+    raw = os.fsencode(path)
+    old = 1_000_000_000  # well outside the racy window, so the cache keeps what it can
+    for name in (b"\x80raw", "\u00e9t\u00e9".encode(), b"caf\xe9.txt", b"sub.txt", b"sub-a"):
+        full = os.path.join(raw, name)
+        with open(full, "wb") as f:
+            f.write(name + b"\n")
+        os.utime(full, (old, old))
+    (path / "sub").mkdir()
+    (path / "sub" / "x").write_text("x\n")
+    os.mkdir(os.path.join(raw, b"d\xff"))
+    with open(os.path.join(raw, b"d\xff", b"in"), "wb") as f:
+        f.write(b"in\n")
+    cp = ws.checkpoint("bytes")
+    fsck(repo)
+    assert ws.checkpoints_store.stat_cache("bytes").path.exists()
+    assert ws.checkpoint("bytes").tree == cp.tree  # same files, same tree, cache or not
+    os.unlink(os.path.join(raw, b"caf\xe9.txt"))
+    ws.restore("bytes", cp.id)
+    with open(os.path.join(raw, b"caf\xe9.txt"), "rb") as f:
+        assert f.read() == b"caf\xe9.txt\n"
