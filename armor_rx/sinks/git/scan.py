@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 import pathspec
-from dulwich.index import read_submodule_head
+from dulwich.index import read_submodule_head, validate_path_element_hfs, validate_path_element_ntfs
 from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
@@ -145,6 +145,19 @@ class StatCache:
         os.replace(tmp, self.path)
 
 
+def _aliases_git_dir(name: str) -> bool:
+    """Whether ``name`` means ``.git`` on a case-insensitive, NTFS or HFS+ filesystem.
+
+    Such entries in a tree are how checkouts get hooks planted in them; git's
+    fsck rejects them, so they are never recorded.
+    """
+    raw = os.fsencode(name)
+    # dulwich's HFS check refuses any undecodable name; HFS+ cannot store one,
+    # so only its decodable characters could spell '.git' there.
+    readable = raw.decode("utf-8", "ignore").encode("utf-8")
+    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -266,6 +279,9 @@ def _scan_dir(
         if name == ".git":
             continue  # the worktree's link to the repository, or a nested repo's
         rel = prefix + name
+        if (name[0] in ".gG" or not name.isascii()) and _aliases_git_dir(name):
+            result.skipped.append(rel)  # '.GIT', 'git~1', '.g\u200cit': .git on other filesystems
+            continue
         if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
             if filtering and ignore.excluded(rel, True):
                 continue

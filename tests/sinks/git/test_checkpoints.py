@@ -330,3 +330,24 @@ def test_non_utf8_names_sort_as_git_does_and_the_cache_survives(ws: GitWorkspace
     ws.restore("bytes", cp.id)
     with open(os.path.join(raw, b"caf\xe9.txt"), "rb") as f:
         assert f.read() == b"caf\xe9.txt\n"
+
+
+def test_names_that_mean_dot_git_elsewhere_are_skipped(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "aliases")
+    (path / ".GIT" / "hooks").mkdir(parents=True)
+    (path / ".GIT" / "hooks" / "post-checkout").write_text("#!/bin/sh\necho pwned\n")
+    (path / "git~1").write_text("ntfs short name\n")
+    (path / ".g\u200cit").mkdir()  # HFS+ ignores the zero-width non-joiner
+    (path / ".g\u200cit" / "config").write_text("[core]\n")
+    (path / "sub" / ".git").mkdir(parents=True)
+    (path / "sub" / ".git" / "x").write_text("y\n")
+    (path / ".gitignore").write_text("")
+    (path / "GITHUB.md").write_text("fine\n")
+    cp = ws.checkpoint("aliases")
+    assert set(cp.skipped) == {".GIT", "git~1", ".g\u200cit"}
+    files = git(repo, "ls-tree", "-r", "--name-only", "-z", cp.commit).split("\0")
+    assert ".gitignore" in files and "GITHUB.md" in files
+    assert not [f for f in files if f.lower().startswith((".git/", "git~", "sub/"))] and ".GIT/hooks/post-checkout" not in files
+    result = ws.complete("aliases", "done", merge="ff")
+    assert result.merged and not (repo / ".GIT").exists()
+    fsck(repo)
