@@ -28,6 +28,9 @@ _DEVICES = frozenset(
     + [f"lpt{i}" for i in "123456789¹²³"]
 )
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Zero-width and direction-control code points: invisible in a listing, and
+# HFS+ ignores some of them, so '.g\u200cit' there is '.git'.
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 
 
 def _refuse(path: str, why: str) -> PathEscape:
@@ -41,7 +44,8 @@ def check_relative_path(path: object) -> list[str]:
     """Check ``path`` as text and return its components.
 
     Raises :class:`PathEscape` for: non-strings, empty paths, NUL and control
-    characters, absolute paths, drive (``C:``) and UNC (``\\\\host``) forms,
+    characters, invisible (zero-width, bidi-control) characters, absolute
+    paths, drive (``C:``) and UNC (``\\\\host``) forms,
     ``..`` components, ``.git`` components, Windows device names, components
     ending in a dot or space (Windows strips them), and over-long names.
     ``.`` components and repeated separators are dropped.
@@ -52,6 +56,8 @@ def check_relative_path(path: object) -> list[str]:
         raise _refuse(path, "it is empty")
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
         raise _refuse(path, "it contains NUL or a control character")
+    if _INVISIBLE.search(path):
+        raise _refuse(path, "it contains an invisible (zero-width or direction-control) character")
     try:
         encoded = path.encode("utf-8")
     except UnicodeEncodeError:
@@ -99,6 +105,10 @@ def resolve_inside(root: str | os.PathLike[str], path: object) -> Path:
     candidate = Path(os.path.realpath(real_root.joinpath(*parts)))
     if candidate != real_root and real_root not in candidate.parents:
         raise _refuse(str(path), f"it resolves to {candidate}, outside {real_root} (through a symlink)")
+    # A symlink inside the worktree may lead into its '.git': check where it landed too.
+    landed = candidate.relative_to(real_root).parts
+    if any(part.lower() == ".git" or part.lower().startswith("git~") for part in landed):
+        raise _refuse(str(path), f"it resolves to {candidate}, inside '.git' (through a symlink)")
     return candidate
 
 

@@ -20,6 +20,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.symlink(base / "outside", root / "out")  # absolute link leaving the root
     os.symlink("../..", root / "a" / "up")  # relative link leaving the root
     os.symlink("b", root / "a" / "in")  # link staying inside
+    (root / ".git").mkdir()
+    os.symlink(".git", root / "innocent")  # link into the repository's own files
+    os.symlink("../.git/hooks", root / "a" / "hooks")
     return root
 
 
@@ -27,7 +30,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     "bad",
     ["../x", "a/../../x", "/etc/passwd", "C:\\x", "c:x", "\\\\server\\share", "//server/share", "a\x00b",
      "a\nb", "CON", "a/nul.txt", "COM1", "lpt9.log", "a/b.", "a/b ", ".git/config", "a/.GIT/x",
-     "x" * 300, "a/" * 600, "out/secret", "a/up/etc", "a\\..\\..\\x", "", "a:b"],
+     "x" * 300, "a/" * 600, "out/secret", "a/up/etc", "a\\..\\..\\x", "", "a:b",
+     "innocent", "innocent/config", "a/hooks/post-checkout", ".g\u200cit/config", "a\u202eb", "\ufeffx",
+     "x\u2060y", "\u200b"],
 )
 def test_refused(tree: Path, bad: str) -> None:
     with pytest.raises(PathEscape):
@@ -45,7 +50,8 @@ def test_error_message_names_the_path(tree: Path) -> None:
         resolve_inside(tree, "../x")
 
 
-_PARTS = hs.sampled_from(["a", "b", "..", ".", "out", "up", "in", "CON", "x.txt", "", "C:", "\\", "\x00", " ", "a.", "~"])
+_PARTS = hs.sampled_from(["a", "b", "..", ".", "out", "up", "in", "CON", "x.txt", "", "C:", "\\", "\x00", " ", "a.", "~",
+                          "innocent", "hooks", ".g\u200cit", "\u200b", "\ufeff"])
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -59,6 +65,8 @@ def test_no_accepted_path_escapes(tree: Path, parts: list[str], sep: str, absolu
     root = Path(os.path.realpath(tree))
     real = Path(os.path.realpath(resolved))
     assert real == root or root in real.parents, (text, real)
+    assert ".git" not in [p.lower() for p in real.relative_to(root).parts], (text, real)
+    assert not any("\u200b" <= c <= "\u200f" or c == "\ufeff" for c in text), text
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
