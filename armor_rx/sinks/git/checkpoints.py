@@ -144,6 +144,7 @@ class CheckpointStore:
         self.cache_dir = cache_dir
         self.author = author
         self.policy = policy
+        self._stat_caches: dict[str, StatCache] = {}
 
     @property
     def store(self) -> DiskObjectStore:
@@ -152,7 +153,11 @@ class CheckpointStore:
         return store
 
     def stat_cache(self, task_id: str) -> StatCache:
-        return StatCache(self.cache_dir / f"{task_id}.json")
+        # One object per task, so its memory of the last save spares a re-parse.
+        cache = self._stat_caches.get(task_id)
+        if cache is None:
+            cache = self._stat_caches[task_id] = StatCache(self.cache_dir / f"{task_id}.json")
+        return cache
 
     def scan(self, task_id: str, worktree: Path, policy: ScanPolicy | None = None) -> ScanResult:
         """Scan ``worktree`` with the task's stat cache (updated afterwards)."""

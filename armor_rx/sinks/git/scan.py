@@ -90,11 +90,26 @@ class StatCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # What this object last saved, with the file's stat signature: the next
+        # load skips parsing the file when nobody else has written it since.
+        self._memo: tuple[tuple[int, int, int], dict[str, CacheEntry], dict[str, TreeEntry], str | None] | None = None
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
 
     def load(self, store: DiskObjectStore | None = None) -> dict[str, CacheEntry]:
         return self.load_all(store)[0]
 
     def load_all(self, store: DiskObjectStore | None = None) -> tuple[dict[str, CacheEntry], dict[str, TreeEntry]]:
+        memo = self._memo
+        if memo is not None and memo[0] == self._signature():
+            _, entries, trees, root_hex = memo
+            if store is None or (root_hex is not None and has_object(store, root_hex.encode())):
+                return entries, trees
         try:
             data = orjson.loads(self.path.read_bytes())
         except (FileNotFoundError, orjson.JSONDecodeError):
@@ -116,9 +131,11 @@ class StatCache:
     ) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         limit = scan_start_ns - RACY_NS
-        racy = [p for p, e in entries.items() if int(e[0]) >= limit]  # type: ignore[call-overload]
+        # e[0] is always an int (mtime_ns), from os.stat or from JSON.
+        racy = [p for p, e in entries.items() if e[0] >= limit]  # type: ignore[operator]
         if racy:
-            entries = {p: e for p, e in entries.items() if int(e[0]) < limit}  # type: ignore[call-overload]
+            dropped = set(racy)
+            entries = {p: e for p, e in entries.items() if p not in dropped}
             # The directories holding a dropped entry, and their parents, must be
             # rebuilt next time; every other directory's tree can still be reused.
             stale = {""}
@@ -126,23 +143,28 @@ class StatCache:
                 parts = path.split("/")[:-1]
                 stale.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
             trees = {d: t for d, t in (trees or {}).items() if d not in stale}
-        # Names that are not UTF-8 (undecodable bytes, kept as surrogates) cannot
-        # go into JSON: their files are simply re-hashed on every scan.
-        entries = {p: e for p, e in entries.items() if _is_utf8(p)}
-        trees = {d: t for d, t in (trees or {}).items() if _is_utf8(d) and all(_is_utf8(str(n)) for n in t[0])}  # type: ignore[attr-defined]
+        trees = trees or {}
+        document = {
+            "version": CACHE_VERSION,
+            "scan_start_ns": scan_start_ns,
+            "root": root.decode() if root else None,
+            "entries": entries,
+            "trees": trees,
+        }
+        try:
+            raw = orjson.dumps(document)
+        except orjson.JSONEncodeError:
+            # Names that are not UTF-8 (undecodable bytes, kept as surrogates)
+            # cannot go into JSON: their files are simply re-hashed on every scan.
+            entries = {p: e for p, e in entries.items() if _is_utf8(p)}
+            trees = {d: t for d, t in trees.items() if _is_utf8(d) and all(_is_utf8(str(n)) for n in t[0])}  # type: ignore[attr-defined]
+            document["entries"], document["trees"] = entries, trees
+            raw = orjson.dumps(document)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_bytes(
-            orjson.dumps(
-                {
-                    "version": CACHE_VERSION,
-                    "scan_start_ns": scan_start_ns,
-                    "root": root.decode() if root else None,
-                    "entries": entries,
-                    "trees": trees or {},
-                }
-            )
-        )
+        tmp.write_bytes(raw)
         os.replace(tmp, self.path)
+        signature = self._signature()
+        self._memo = (signature, entries, trees, root.decode() if root else None) if signature is not None else None
 
 
 def _aliases_git_dir(name: str) -> bool:
@@ -272,7 +294,7 @@ def _scan_dir(
     out_cache = result.cache
     # (sort key, mode, name, hex sha) — git orders names as bytes, and a
     # directory as if named "name/".
-    items: list[tuple[bytes, int, str, str]] = []
+    items: list[tuple[str, int, str, str]] = []
     changed = False
     for entry in entries:
         name = entry.name
@@ -288,12 +310,12 @@ def _scan_dir(
             sub, sub_changed, head = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
             if head is not None:
                 if head:  # a submodule with a checked-out commit
-                    items.append((os.fsencode(name), 0o160000, name, head.decode()))
+                    items.append((name, 0o160000, name, head.decode()))
                     result.links[rel] = head
                 changed = True  # rare enough not to cache
                 continue
             if sub is not None:
-                items.append((os.fsencode(name) + b"/", 0o40000, name, sub.decode()))
+                items.append((name + "/", 0o40000, name, sub.decode()))
                 changed = changed or sub_changed
             continue
         try:
@@ -321,14 +343,20 @@ def _scan_dir(
         ):
             record = _blob_for(entry.path, info, store, result)
             changed = True
-        items.append((os.fsencode(name), record[7], name, record[8]))  # type: ignore[arg-type]
+        items.append((name, record[7], name, record[8]))  # type: ignore[arg-type]
         out_cache[rel] = record
     if pushed:
         ignore.stack.pop()
     if not items:
         return None, True, None  # git has no empty trees; an empty directory is not recorded
-    items.sort()
-    names = [n + "/" if m == 0o40000 else n for _, m, n, _ in items]
+    # Git orders entries by their bytes. For names that are valid UTF-8 the
+    # code-point order of str is the same, and much cheaper; only a directory
+    # holding an undecodable name (kept as surrogates) pays for bytes keys.
+    if all(item[0].isascii() for item in items) or all(_is_utf8(item[0]) for item in items):
+        items.sort()
+    else:
+        items.sort(key=lambda item: os.fsencode(item[0]))
+    names = [item[0] for item in items]
     previous = trees.get(rel_dir)
     if not changed and previous is not None and previous[0] == names:
         result.trees[rel_dir] = previous

@@ -68,6 +68,7 @@ class GitWorkspace:
         self._repo: Repo | None = None
         self._routes = threading.local()
         self.records = RecordStore(self.git_dir / "tasks")
+        self._checkpoints: CheckpointStore | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> GitWorkspace:
@@ -142,7 +143,10 @@ class GitWorkspace:
 
     @property
     def checkpoints_store(self) -> CheckpointStore:
-        return CheckpointStore(self.repo, self.git_dir / "cache", self.author, self.policy)
+        # Kept for the workspace's life: its stat caches remember their last save.
+        if self._checkpoints is None or self._checkpoints.repo is not self.repo:
+            self._checkpoints = CheckpointStore(self.repo, self.git_dir / "cache", self.author, self.policy)
+        return self._checkpoints
 
     # -- branches and worktrees -----------------------------------------
     def create_branch(self, task_id: str, base_ref: str = "HEAD") -> str:
