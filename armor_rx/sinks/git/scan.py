@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 import os
 import stat as st
-from stat import S_ISDIR, S_ISLNK, S_ISREG, S_IXUSR
+from stat import S_ISLNK, S_IXUSR
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -323,8 +323,12 @@ def _scan_dir(
         except FileNotFoundError:
             continue  # deleted while we looked: it is simply not in this snapshot
         mode = info.st_mode
-        is_link = S_ISLNK(mode)
-        if not (is_link or S_ISREG(mode)):
+        kind = mode & 0o170000  # S_IFMT, inline: this runs once per file
+        if kind == 0o100000:
+            is_link = False
+        elif kind == 0o120000:
+            is_link = True
+        else:
             continue  # sockets, fifos, devices have no git representation
         if filtering and ignore.excluded(rel, False):
             continue
@@ -352,7 +356,9 @@ def _scan_dir(
     # Git orders entries by their bytes. For names that are valid UTF-8 the
     # code-point order of str is the same, and much cheaper; only a directory
     # holding an undecodable name (kept as surrogates) pays for bytes keys.
-    if all(item[0].isascii() for item in items) or all(_is_utf8(item[0]) for item in items):
+    names = [item[0] for item in items]
+    joined = "".join(names)  # one C-level check for the whole directory
+    if joined.isascii() or _is_utf8(joined):
         items.sort()
     else:
         items.sort(key=lambda item: os.fsencode(item[0]))
