@@ -84,6 +84,7 @@ __all__ = [
     "TaskEvent",
     "TaskExists",
     "TaskNotFound",
+    "TaskRecord",
     "TransientError",
     "Vetoed",
 ]
