@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -10,13 +9,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from dulwich.objects import ObjectID
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 from filelock import FileLock
 
-from armor_rx.errors import GitError, NestedRepositoryAtRisk, WorktreeDirty
+from armor_rx.errors import GitError
 from armor_rx.model.ids import validate_task_id
+from armor_rx.sinks.git import cleanup
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
@@ -28,7 +27,7 @@ from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
 from armor_rx.sinks.git.restore import flatten_tree, materialize
-from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, scan_start
+from armor_rx.sinks.git.scan import ScanPolicy, scan_start
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
@@ -210,96 +209,12 @@ class GitWorkspace:
             return None
 
     def remove_worktree(self, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
-        """Remove the task's worktree without losing work.
-
-        If the worktree differs from its branch (changed, new or deleted
-        files), it is checkpointed first (``on_dirty="checkpoint"``) or
-        :class:`WorktreeDirty` is raised (``"refuse"``). Files too large to
-        checkpoint always make it refuse, and so do nested repositories and
-        submodules with work a checkpoint cannot hold
-        (:class:`NestedRepositoryAtRisk`). The branch and checkpoints stay.
-        """
-        path = self.worktree_path(task_id)
-        with self._task_lock(task_id):
-            record = self.records.get(task_id)
-            checkpoint_id = None
-            if path.is_dir():
-                at_risk = submodule_ops.repositories_at_risk(self.repo, path, worktrees.admin_dir(self.repo, path))
-                if at_risk:
-                    raise NestedRepositoryAtRisk(task_id, str(path), at_risk)
-            if path.is_dir():
-                scan = self.checkpoints_store.scan(task_id, path)
-                # Without a record (lost, or deleted) the worktree's own HEAD
-                # says what is saved; nothing is removed unchecked.
-                head = self._head(record) if record is not None else _worktree_head(path)
-                head_tree = read_commit(self.repo, head).tree if head else None
-                if scan.tree != head_tree:
-                    changed = self._count_changes(scan, head_tree)
-                    if on_dirty == "refuse" or scan.skipped:
-                        raise WorktreeDirty(task_id, str(path), changed)
-                    cp = self.checkpoints_store.commit_scan(task_id, scan, "auto: before removing the worktree", head)
-                    checkpoint_id = cp.id
-                    self.emit("checkpoint.created", task_id, {**cp.to_payload(), "auto": True})
-            worktrees.delete(self.repo, path)
-            if record is not None:
-                record.worktree = None
-                self.records.put(record)
-        self.emit("git.worktree.removed", task_id, {"path": str(path), "checkpoint": checkpoint_id})
-
-    def _count_changes(self, scan: ScanResult, head_tree: bytes | None) -> int:
-        before = flatten_tree(self.checkpoints_store.store, head_tree) if head_tree else {}
-        after = scan.files
-        return sum(1 for p in set(before) | set(after) if before.get(p) != after.get(p))
+        """Remove the task's worktree without losing work (see :func:`.cleanup.remove_worktree`)."""
+        cleanup.remove_worktree(self, task_id, on_dirty=on_dirty)
 
     def prune_stale(self, active_task_ids: Collection[str]) -> list[str]:
-        """Remove the worktrees of tasks not in ``active_task_ids``; return their ids.
-
-        Uncommitted work is checkpointed first. A worktree that cannot be
-        removed safely (:class:`WorktreeDirty`) or is locked
-        (``git worktree lock``) is kept and reported with a
-        ``git.worktree.kept`` event; the others are still pruned. Git admin entries for
-        worktrees under the state directory whose directory is gone are
-        pruned too (like ``git worktree prune``, but never touching the
-        user's own worktrees).
-        """
-        active = set(active_task_ids)
-        pruned: list[str] = []
-        if self.worktrees_dir.is_dir():
-            for entry in sorted(self.worktrees_dir.iterdir()):
-                if entry.name in active or not entry.is_dir():
-                    continue
-                try:
-                    validate_task_id(entry.name)
-                except Exception:
-                    continue  # not ours: leave foreign directories alone
-                admin = worktrees.admin_dir(self.repo, entry)
-                if admin is not None and (admin / "locked").exists():
-                    self.emit("git.worktree.kept", entry.name, {"path": str(entry), "reason": "locked"})
-                    continue
-                try:
-                    self.remove_worktree(entry.name, on_dirty="checkpoint")
-                except WorktreeDirty as exc:
-                    # One worktree that cannot be saved must not keep the others around.
-                    self.emit("git.worktree.kept", entry.name, {"path": str(entry), "reason": str(exc)})
-                    continue
-                pruned.append(entry.name)
-                self.emit("git.worktree.pruned", entry.name, {"path": str(entry), "reason": "task not active"})
-        admin_root = Path(self.repo.commondir()) / "worktrees"
-        if admin_root.is_dir():
-            for admin in sorted(admin_root.iterdir()):
-                if (admin / "locked").exists():
-                    continue  # 'git worktree prune' leaves locked entries alone too
-                try:
-                    gitdir = (admin / "gitdir").read_text().strip()
-                except OSError:
-                    continue
-                wt_dir = Path(os.path.dirname(gitdir))
-                if self.worktrees_dir in wt_dir.parents and not wt_dir.exists() and admin.name not in active:
-                    worktrees.delete(self.repo, wt_dir)
-                    if admin.name not in pruned:
-                        pruned.append(admin.name)
-                        self.emit("git.worktree.pruned", None, {"path": str(wt_dir), "reason": "directory gone"})
-        return pruned
+        """Remove the worktrees of tasks not in ``active_task_ids`` (see :func:`.cleanup.prune_stale`)."""
+        return cleanup.prune_stale(self, active_task_ids)
 
     def resolve_path(self, task_id: str, path: str) -> Path:
         """``path`` resolved inside the task's worktree; :class:`PathEscape` if it would leave it."""
@@ -443,13 +358,3 @@ class GitWorkspace:
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
             new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts),
         )
-
-
-def _worktree_head(path: Path) -> bytes | None:
-    """The commit a worktree has checked out, read through its own ``.git`` (``None`` if unreadable)."""
-    try:
-        with Repo(str(path)) as wt:
-            head = bytes(wt.head())
-            return head if ObjectID(head) in wt.object_store else None
-    except Exception:
-        return None
