@@ -55,3 +55,25 @@ def capture_events(armor: Armor, pattern: str = "*", *, task_id: str | None = No
     finally:
         armor.wait_idle()
         subscription.dispose()
+
+
+def crash(armor: Armor) -> None:
+    """Stop ``armor`` the way a killed process would, for recovery tests.
+
+    What was acknowledged stays durable (it already is); no snapshot is
+    written, no effect is told to clean up, nothing in flight is finished:
+    requests whose outcome was not logged are exactly what the next
+    :class:`~armor_rx.Armor` finds and marks ``interrupted``. The state
+    directory's lock is released, as the kernel would on exit.
+    """
+    pipeline, armor._pipeline = armor._pipeline, None
+    if pipeline is not None:
+        pipeline.stop(timeout=5)
+    if armor._git is not None:
+        armor._git.stop()
+        armor._git = None
+    for sink in (armor._dead, armor._log):
+        if sink is not None:
+            sink.stop()
+    armor._dead = armor._log = None
+    armor.state.release()

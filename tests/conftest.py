@@ -12,3 +12,31 @@ def armor(state_dir):
 
     with Armor(state_dir=state_dir) as session:
         yield session
+
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+
+def run_git(repo, *args):
+    """The real git CLI on ``repo``; its stdout (raises if git fails)."""
+    import os
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env={**os.environ, **GIT_ENV}).stdout
+
+
+@pytest.fixture
+def git():
+    return run_git
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A git repository with one commit on 'main' (tests/sinks/git has its own, richer one)."""
+    path = tmp_path / "repo"
+    path.mkdir()
+    run_git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("hello\n")
+    run_git(path, "add", "-A")
+    run_git(path, "commit", "-qm", "initial")
+    return path

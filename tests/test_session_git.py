@@ -1,6 +1,5 @@
 """The session with its git workspace, on real repositories checked with the git CLI."""
 
-import os
 import subprocess
 import sys
 
@@ -8,26 +7,10 @@ import orjson
 import pytest
 
 from armor_rx import Armor, State
-
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
-
-
-def git(repo, *args):
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=ENV).stdout
+from armor_rx.testing import crash
 
 
-@pytest.fixture
-def repo(tmp_path):
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("hello\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "initial")
-    return path
-
-
-def test_task_gets_branch_worktree_checkpoints_and_merge(repo):
+def test_task_gets_branch_worktree_checkpoints_and_merge(repo, git):
     with Armor(repo) as armor:
         armor.create_task("fix-login")
         started = armor.start("fix-login")
@@ -58,7 +41,7 @@ def test_task_gets_branch_worktree_checkpoints_and_merge(repo):
     assert git(repo, "status", "--porcelain") == ""  # .armor/ is ignored
 
 
-def test_branch_from_a_checkpoint(repo):
+def test_branch_from_a_checkpoint(repo, git):
     with Armor(repo) as armor:
         armor.create_task("a")
         armor.start("a")
@@ -110,19 +93,13 @@ def test_branch_name_guard_runs_first(repo):
         assert armor.task("ok-name").state is State.RUNNING
 
 
-def test_crash_mid_start_is_reconciled_and_resumable(repo):
+def test_crash_mid_start_is_reconciled_and_resumable(repo, git):
     from armor_rx.model.events import TaskEvent
 
     armor = Armor(repo).open()
     armor.create_task("t1")
     armor.log.append(TaskEvent.new("task.start.requested", "t1"), on_append=armor.pipeline._apply)
-    armor.pipeline.stop()
-    armor._pipeline = None
-    armor._git.stop()
-    armor._git = None
-    armor.log.stop()
-    armor._dead.stop()
-    armor.state.release()
+    crash(armor)
     with Armor(repo) as again:
         assert again.task("t1").state is State.INTERRUPTED
         again.resume("t1")
@@ -132,7 +109,7 @@ def test_crash_mid_start_is_reconciled_and_resumable(repo):
     git(repo, "fsck", "--strict")
 
 
-def test_prune_stale_worktrees_keeps_known_tasks_and_saves_work(repo):
+def test_prune_stale_worktrees_keeps_known_tasks_and_saves_work(repo, git):
     with Armor(repo) as armor:
         armor.create_task("kept")
         armor.start("kept")

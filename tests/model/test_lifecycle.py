@@ -1,8 +1,21 @@
 import pytest
 
-from armor_rx.errors import ConcurrencyConflict, IllegalTransition, TaskExists, TaskNotFound
+from armor_rx.errors import (
+    ConcurrencyConflict,
+    IllegalTransition,
+    TaskExists,
+    TaskNotFound,
+)
 from armor_rx.model import TaskEvent
-from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, TERMINAL, TRANSITIONS, State, check_transition, mermaid
+from armor_rx.model.lifecycle import (
+    ACTIVE,
+    KIND_TO_STATE,
+    TERMINAL,
+    TRANSITIONS,
+    State,
+    check_transition,
+    mermaid,
+)
 from armor_rx.model.registry import Registry
 
 

@@ -6,9 +6,17 @@ import time
 
 import pytest
 
-from armor_rx import Armor, EffectFailed, IllegalTransition, RetryPolicy, State, TransientError, Vetoed
+from armor_rx import (
+    Armor,
+    EffectFailed,
+    IllegalTransition,
+    RetryPolicy,
+    State,
+    TransientError,
+    Vetoed,
+)
 from armor_rx.model.events import TaskEvent
-from armor_rx.testing import capture_events
+from armor_rx.testing import capture_events, crash
 
 
 class RecordingEffect:
@@ -250,11 +258,7 @@ def test_crash_leaves_interrupted_task_that_can_resume(state_dir):
     armor.start("t1")
     # Simulate a crash between intent and outcome: the intent is durable, nothing else.
     armor.log.append(TaskEvent.new("task.complete.requested", "t1"), on_append=armor.pipeline._apply)
-    armor.pipeline.stop()
-    armor._pipeline = None
-    armor.log.stop()
-    armor._dead.stop()
-    armor.state.release()
+    crash(armor)
 
     with Armor(state_dir=state_dir) as again:
         record = again.task("t1")

@@ -10,6 +10,7 @@ import pytest
 from armor_rx import Armor, ArmorError, RetryPolicy, State, TransientError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.registry import Registry
+from armor_rx.testing import crash
 
 
 def test_subscriber_that_records_cannot_deadlock_the_publisher(state_dir):
@@ -76,11 +77,7 @@ def test_progress_events_do_not_count_as_an_answer_after_a_crash(state_dir):
     armor.create_task("t1")
     request = armor.log.append(TaskEvent.new("task.start.requested", "t1"), on_append=armor.pipeline._apply)
     armor.log.append(request.caused("git.branch.requested", {"name": "task/t1"}))  # the effect had begun
-    armor.pipeline.stop()
-    armor._pipeline = None
-    armor.log.stop()
-    armor._dead.stop()
-    armor.state.release()
+    crash(armor)
     with Armor(state_dir=state_dir) as again:
         assert again.task("t1").state is State.INTERRUPTED
         again.resume("t1")
@@ -101,11 +98,7 @@ def test_a_stale_snapshot_is_replaced_and_never_trusted_later(state_dir):
         armor.create_task("e")
         armor.create_task("f")
         # crash: no close, no final snapshot
-        armor.pipeline.stop()
-        armor._pipeline = None
-        armor.log.stop()
-        armor._dead.stop()
-        armor.state.release()
+        crash(armor)
     with Armor(state_dir=state_dir) as armor:
         expected = Registry().apply_all(armor.log.read())
         assert sorted(t.task_id for t in armor.tasks()) == sorted(expected.tasks)

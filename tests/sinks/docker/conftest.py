@@ -6,10 +6,8 @@ filesystem made from Debian's busybox-static, with a non-root user.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
-import tarfile
 import time
 
 import pytest

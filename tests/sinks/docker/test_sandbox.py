@@ -212,7 +212,15 @@ def test_a_container_that_cannot_start_is_not_left_behind(tmp_path, engine, sand
 
 
 def test_sessions_in_another_pid_namespace_are_never_judged_dead():
-    from armor_rx.sinks.docker.containers import LABEL_HOST, LABEL_PID, LABEL_PIDNS, LABEL_SESSION, SessionIdentity, session_alive, task_labels
+    from armor_rx.sinks.docker.containers import (
+        LABEL_HOST,
+        LABEL_PID,
+        LABEL_PIDNS,
+        LABEL_SESSION,
+        SessionIdentity,
+        session_alive,
+        task_labels,
+    )
 
     me = SessionIdentity.current()
     labels = task_labels("t1", me, request_id="r1", worktree=None, state_dir=None)

@@ -1,6 +1,5 @@
 """Armor(repo, docker=True): the whole session with a real container per task."""
 
-import os
 import subprocess
 
 import pytest
@@ -9,25 +8,8 @@ from armor_rx import Armor, State
 
 pytestmark = pytest.mark.docker
 
-ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
 
-
-def git(repo, *args):
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=ENV).stdout
-
-
-@pytest.fixture
-def repo(tmp_path):
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("hello\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "initial")
-    return path
-
-
-def test_session_runs_commands_in_the_task_container(repo, engine, sandbox, cleanup_containers):
+def test_session_runs_commands_in_the_task_container(repo, engine, sandbox, cleanup_containers, git):
     with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
         armor.create_task("hello")
         armor.start("hello")

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from armor_rx.errors import CheckpointNotFound, GitError
-from armor_rx.sinks.git import CheckpointPolicy, GitWorkspace
-from armor_rx.sinks.git import blobs
+from armor_rx.sinks.git import CheckpointPolicy, GitWorkspace, blobs
 
 from .conftest import Events, fsck, git, started
 

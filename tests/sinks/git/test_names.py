@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from armor_rx.errors import InvalidBranchName, InvalidTaskId
-from armor_rx.sinks.git.names import BRANCH_MAX, branch_for_task, unique_branch_name, validate_branch_name
+from armor_rx.sinks.git.names import (
+    BRANCH_MAX,
+    branch_for_task,
+    unique_branch_name,
+    validate_branch_name,
+)
 
 
 def test_task_branch_name() -> None:
