@@ -30,9 +30,9 @@ from armor_rx.pipeline.hooks import Hook, HookSet
 from armor_rx.pipeline.reconcile import interruptions
 from armor_rx.session_hooks import HookRegistry
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
-from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
 from armor_rx.sinks.docker import DockerEffect, SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
+from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
 from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
 from armor_rx.sinks.snapshot import (
@@ -145,6 +145,9 @@ class Armor(HookRegistry):
                     self.repo, self.state.path, emit=self._emit_from_sink, author=self._git_author, checkpoint_policy=self._checkpoint_policy
                 ).start()
                 effects.insert(0, GitEffect(self._git))
+                docker_effect = next((e for e in effects if isinstance(e, DockerEffect)), None)
+                if docker_effect is not None:
+                    self._git.freeze = docker_effect.paused  # restores run with the task's container frozen
                 if not any(h.name == "git-branch-name" for h in self.hooks.list()):
                     self.hooks.add(Hook(name="git-branch-name", stage="before", operator=branch_name_guard(), priority=1_000_000))
             for effect in self._effects:  # sinks with a lifecycle start with the session
@@ -391,7 +394,11 @@ class Armor(HookRegistry):
         return self.git.checkpoints(validate_task_id(task_id))
 
     def rollback(self, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
-        """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first)."""
+        """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).
+
+        With ``docker=True`` the task's container is frozen while its worktree
+        is rewritten, so nothing inside can race the restore.
+        """
         return self._wait(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}, timeout)
 
     def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:

@@ -20,7 +20,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,11 @@ from armor_rx.errors import ConfigError, ContainerNotFound, DockerError
 from armor_rx.model.events import TaskEvent
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.containers import (
-    session_alive,
     SessionIdentity,
     create_task_container,
     find_containers,
     remove_container,
+    session_alive,
     task_labels,
 )
 from armor_rx.sinks.docker.engine import Engine
@@ -258,6 +259,32 @@ class DockerEffect:
             tmp.write_bytes(orjson.dumps(out))
             os.replace(tmp, path)
         return out
+
+    @contextmanager
+    def paused(self, task_id: str) -> Iterator[bool]:
+        """Freeze the task's container (if it has a running one) for the block.
+
+        Used around a restore: a process in the container must not change the
+        worktree (or swap a directory for a symlink) while it is rewritten.
+        Yields whether a container was paused.
+        """
+        try:
+            container = self.container(task_id)
+            container.reload()
+            running = container.status == "running"
+        except (ContainerNotFound, docker.errors.APIError):
+            running = False
+        if not running:
+            yield False
+            return
+        container.pause()
+        try:
+            yield True
+        finally:
+            try:
+                container.unpause()
+            except docker.errors.APIError:
+                pass  # it was removed meanwhile: nothing left to thaw
 
     def kill(self, task_id: str, reason: str = "interrupted") -> bool:
         """Stop the task's running command now (Ctrl-C); True if one was running."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -67,6 +67,9 @@ class GitWorkspace:
         self._repo: Repo | None = None
         self._routes = threading.local()
         self.records = RecordStore(self.git_dir / "tasks")
+        # freeze(task_id) is a context manager that stops whatever could write to
+        # the task's worktree (the Docker sink pauses the task's container).
+        self.freeze: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
         self._checkpoints: CheckpointStore | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -257,7 +260,9 @@ class GitWorkspace:
         Unsaved state is checkpointed first (an ``auto`` checkpoint), so a
         restore can itself be undone. Excluded files are left alone.
         """
-        with self._task_lock(task_id):
+        # The scan and the rewrite happen with the task's processes frozen (when
+        # the session has a container per task): nothing can race them.
+        with self._task_lock(task_id), self.freeze(task_id):
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
             target = store.find(task_id, checkpoint)

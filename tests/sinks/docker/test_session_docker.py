@@ -1,5 +1,6 @@
 """Armor(repo, docker=True): the whole session with a real container per task."""
 
+import contextlib
 import subprocess
 
 import pytest
@@ -66,3 +67,31 @@ import os; os._exit(0)  # the process dies: no close, the container stays
         assert done.payload["exit_code"] == 0
         armor.complete("long")
     assert engine.client.containers.list(all=True, filters={"label": "armor.task=long"}) == []
+
+
+def test_rollback_freezes_the_container_so_nothing_races_the_restore(repo, engine, sandbox, cleanup_containers):
+    with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("busy")
+        armor.start("busy")
+        worktree = armor.worktree("busy")
+        (worktree / "keep.txt").write_text("v1\n")
+        cp = armor.checkpoint("busy").payload["checkpoint"]
+        (worktree / "keep.txt").write_text("v2\n")
+        container = engine.client.containers.list(filters={"label": "armor.task=busy"})[0]
+        states = []
+        original = armor.git.freeze
+
+        @contextlib.contextmanager
+        def watching(task_id):
+            with original(task_id) as paused:
+                container.reload()
+                states.append(container.status)  # as seen while the worktree is rewritten
+                yield paused
+
+        armor.git.freeze = watching
+        armor.rollback("busy", cp)
+        assert states == ["paused"]
+        container.reload()
+        assert container.status == "running"
+        assert (worktree / "keep.txt").read_text() == "v1\n"
+        assert armor.exec("busy", ["cat", "keep.txt"]).payload["exit_code"] == 0
