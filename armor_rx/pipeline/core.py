@@ -86,6 +86,7 @@ class Pipeline:
         self._running = False
         self._generation: dict[str, int] = {}
         self._commits = 0
+        self._followups = 0  # fail requests that fatal after-hooks are about to start
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> Pipeline:
@@ -117,7 +118,7 @@ class Pipeline:
         if not self._running:
             return
         with self._idle:
-            self._idle.wait_for(lambda: not self._inflight, timeout=timeout)
+            self._idle.wait_for(self._quiet, timeout=timeout)
             abandoned = list(self._inflight.values())
         self._running = False
         for item in abandoned:
@@ -142,7 +143,7 @@ class Pipeline:
         # passes with nothing in flight and no new commit.
         while True:
             with self._idle:
-                if not self._idle.wait_for(lambda: not self._inflight, timeout=timeout):
+                if not self._idle.wait_for(self._quiet, timeout=timeout):
                     return False
             before = self._commits
             published = threading.Event()
@@ -150,7 +151,7 @@ class Pipeline:
             if not published.wait(timeout):
                 return False
             with self._inflight_lock:
-                if self._commits == before and not self._inflight:
+                if self._commits == before and self._quiet():
                     return True
 
     # -- entry points -----------------------------------------------------
@@ -217,8 +218,11 @@ class Pipeline:
     def _done(self, event_id: str) -> None:
         with self._idle:
             self._inflight.pop(event_id, None)
-            if not self._inflight:
+            if self._quiet():
                 self._idle.notify_all()
+
+    def _quiet(self) -> bool:
+        return not self._inflight and not self._followups
 
     # -- commit and publish -----------------------------------------------
     def _apply(self, event: TaskEvent) -> None:
@@ -268,6 +272,8 @@ class Pipeline:
         if event.seq is None:  # made by an after-hook (hook.failed): log it first
             self._commit(event)
             if event.kind == "hook.failed" and event.payload.get("fatal") and event.task_id:
+                with self._idle:
+                    self._followups += 1  # counted as work in flight until its fail has finished
                 threading.Thread(target=self._fail_quietly, args=(event,), daemon=True).start()
             return
         self.bus.publish(event)
@@ -277,9 +283,14 @@ class Pipeline:
         try:
             record = self.task(cause.task_id)
             if record.state in ACTIVE or record.state == State.INTERRUPTED:
-                self.submit(cause.caused("task.fail.requested", {"reason": f"hook {cause.payload.get('hook')} failed closed: {cause.payload.get('error')}"}))
+                reason = f"hook {cause.payload.get('hook')} failed closed: {cause.payload.get('error')}"
+                self.submit(cause.caused("task.fail.requested", {"reason": reason})).exception()
         except ArmorError as exc:
             _log.warning("could not fail task after a fatal hook", task_id=cause.task_id, error=str(exc))
+        finally:
+            with self._idle:
+                self._followups -= 1
+                self._idle.notify_all()
 
     def _lane_failed(self, error: Exception) -> None:
         _log.error("a lane failed; in-flight requests are failed and the lanes resubscribed", error=repr(error))
