@@ -28,12 +28,14 @@ from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect
 from armor_rx.pipeline.hooks import Hook, HookSet
 from armor_rx.pipeline.reconcile import interruptions
+from armor_rx.session_deadletters import DeadLetterOperations
+from armor_rx.session_git import GitOperations
 from armor_rx.session_hooks import HookRegistry
-from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
+from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect, SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
-from armor_rx.sinks.git import Checkpoint, CheckpointPolicy, GitEffect, GitWorkspace
+from armor_rx.sinks.git import CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
 from armor_rx.sinks.snapshot import (
     SNAPSHOT_PLUS_TAIL,
@@ -48,7 +50,7 @@ _log = structlog.get_logger("armor_rx.session")
 BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
 
 
-class Armor(HookRegistry):
+class Armor(HookRegistry, GitOperations, DeadLetterOperations):
     """A session over one state directory.
 
     >>> import tempfile
@@ -217,19 +219,6 @@ class Armor(HookRegistry):
             raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
         return self._pipeline
 
-    @property
-    def git(self) -> GitWorkspace:
-        """The git workspace (branches, worktrees, checkpoints) of this session's repository."""
-        if self._git is None:
-            raise ConfigError("this session has no git workspace: open it on a repository, Armor('path/to/repo')")
-        return self._git
-
-    def _worktree_if_any(self, task_id: str) -> Path | None:
-        if self._git is None:
-            return None
-        path = self._git.worktree_path(task_id)
-        return path if path.is_dir() else None
-
     def _is_active(self, task_id: str) -> bool:
         try:
             return self.task(task_id).state in ACTIVE or self.task(task_id).state == State.INTERRUPTED
@@ -380,56 +369,6 @@ class Armor(HookRegistry):
     def wait_idle(self, timeout: float | None = 10.0) -> bool:
         """Wait until in-flight requests are done and every event reached the bus."""
         return self.pipeline.wait_idle(timeout)
-
-    # -- git: worktrees and checkpoints -----------------------------------------
-    def worktree(self, task_id: str) -> Path:
-        """The task's worktree (exists once the task has started)."""
-        return self.git.worktree_path(validate_task_id(task_id))
-
-    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
-        """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint."""
-        return self._wait(task_id, "checkpoint.requested", {"message": message}, timeout)
-
-    def checkpoints(self, task_id: str) -> list[Checkpoint]:
-        return self.git.checkpoints(validate_task_id(task_id))
-
-    def rollback(self, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
-        """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).
-
-        With ``docker=True`` the task's container is frozen while its worktree
-        is rewritten, so nothing inside can race the restore.
-        """
-        return self._wait(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}, timeout)
-
-    def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
-        """Create and start ``new_task`` on a new branch holding ``checkpoint`` of ``source_task``."""
-        self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
-        return self._wait(new_task, "task.start.requested", {"source_task": source_task, "from_checkpoint": checkpoint}, timeout)
-
-    def remove_worktree(self, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
-        """Remove the task's worktree; unsaved work is checkpointed first (or refused)."""
-        self.git.remove_worktree(validate_task_id(task_id), on_dirty=on_dirty)
-
-    def prune_stale_worktrees(self) -> list[str]:
-        """Remove worktrees whose task this state directory no longer knows; returns their task ids."""
-        return self.git.prune_stale([t.task_id for t in self.tasks()])
-
-    # -- dead letters ----------------------------------------------------------
-    def dead_letters(self, *, include_redriven: bool = False) -> list[DeadLetter]:
-        if self._dead is None:
-            raise LogClosed("the session is not started")
-        return self._dead.list(include_redriven=include_redriven)
-
-    def redrive(self, letter_id: str, *, timeout: float | None = None) -> TaskEvent:
-        """Run a dead-lettered request again; returns its outcome (or raises again)."""
-        if self._dead is None:
-            raise LogClosed("the session is not started")
-        letter = self._dead.get(letter_id)
-        if letter.redriven_by is not None:
-            raise ConfigError(f"dead letter {letter_id} was already re-driven; 'armor-rx dead-letters --all' shows its history")
-        self.pipeline.record(letter.event.caused("deadletter.redriven", {"letter_id": letter_id})).result()
-        self._dead.mark_redriven(letter_id, letter.event.id)
-        return self.pipeline.redrive(letter.event).result(timeout)
 
     def snapshot(self, timeout: float = 10.0) -> int:
         """Write the registry snapshot now; returns the seq it is at.
