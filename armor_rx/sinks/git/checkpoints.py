@@ -25,7 +25,7 @@ from dulwich.repo import Repo
 from armor_rx.errors import CheckpointNotFound, GitError
 from armor_rx.sinks.git.restore import flatten_tree
 from armor_rx.sinks.git.submodules import gitmodules_paths
-from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_start, scan_worktree
+from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_worktree
 
 REF_PREFIX = b"refs/armor/checkpoints/"
 _TRAILER = re.compile(r"^Armor-([A-Za-z]+): (.*)$", re.M)
@@ -162,13 +162,14 @@ class CheckpointStore:
     def scan(self, task_id: str, worktree: Path, policy: ScanPolicy | None = None) -> ScanResult:
         """Scan ``worktree`` with the task's stat cache (updated afterwards)."""
         cache = self.stat_cache(task_id)
-        started = scan_start()
+        stamp = cache.stamp(worktree)
         tracked = _TrackedPaths(worktree)
         entries, trees = cache.load_all(self.store)
         result = scan_worktree(
-            worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees, tracked.is_submodule
+            worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees, tracked.is_submodule,
+            stamp,
         )
-        cache.save(result.cache, started, result.trees, result.tree)
+        cache.save(result.dirs, stamp, result.trees, result.tree, result.racy)
         return result
 
     def history(self, task_id: str, limit: int | None = None) -> list[Checkpoint]:

@@ -25,15 +25,17 @@ from dulwich.object_store import DiskObjectStore
 from armor_rx.errors import GitError
 from armor_rx.sinks.git.blobs import FileChanged, has_object, write_blob_bytes, write_blob_from_file, write_object_bytes
 
-# A file modified within this window before a scan began may have been changed
-# again in the same timestamp tick after we hashed it; such entries are not
-# trusted next time (git calls this the "racy" case).
-RACY_NS = 1_000_000_000
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+#: Where no timestamp can be taken on the worktree's own filesystem, files
+#: modified this close to the wall clock at scan start are not trusted (this
+#: covers FAT's 2 s timestamps).
+FALLBACK_RACY_NS = 2_000_000_000
 
 # Cache entry: [mtime_ns, ctime_ns, size, ino, dev, uid, gid, mode, sha]
 CacheEntry = list[object]
-# Tree entry: [names in the directory, tree sha]
+# The stat cache, per directory: {directory: {name: entry}}
+DirCache = dict[str, dict[str, CacheEntry]]
+# Tree entry: [names of the subdirectories and gitlinks in the directory, tree sha]
 TreeEntry = list[object]
 
 
@@ -56,43 +58,63 @@ class ScanPolicy:
 class ScanResult:
     """A scanned worktree: its tree id, and the stat entries of the files in it.
 
-    ``files`` maps each path to ``(mode, sha)``, submodules included.
+    ``dirs`` holds the stat entries per directory; ``racy`` lists the files
+    hashed in this scan that changed too recently (at or after ``stamp``) to
+    be trusted next time.
     """
 
     tree: bytes
-    cache: dict[str, CacheEntry]
+    dirs: DirCache
     links: dict[str, bytes] = field(default_factory=dict)
     trees: dict[str, TreeEntry] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    racy: list[str] = field(default_factory=list)
+    stamp: int = 1 << 63
     hashed: int = 0
     bytes_added: int = 0
 
     @property
+    def cache(self) -> dict[str, CacheEntry]:
+        """The stat entries by path (a new dict: built on demand, restore and completion need it)."""
+        return {
+            (f"{d}/{name}" if d else name): entry for d, entries in self.dirs.items() for name, entry in entries.items()
+        }
+
+    @property
     def files(self) -> dict[str, tuple[int, bytes]]:
-        # Built on demand: a plain checkpoint never needs it, restore does.
+        """Each path's ``(mode, sha)``, submodules included."""
         out = {p: (int(e[7]), str(e[8]).encode()) for p, e in self.cache.items()}  # type: ignore[call-overload]
         out.update({p: (0o160000, sha) for p, sha in self.links.items()})
         return out
 
     @property
     def count(self) -> int:
-        return len(self.cache) + len(self.links)
+        return sum(len(entries) for entries in self.dirs.values()) + len(self.links)
+
+
+def nest(flat: dict[str, CacheEntry]) -> DirCache:
+    """Stat entries by path, regrouped per directory (the inverse of :attr:`ScanResult.cache`)."""
+    out: DirCache = {}
+    for path, entry in flat.items():
+        directory, _, name = path.rpartition("/")
+        out.setdefault(directory, {})[name] = entry
+    return out
 
 
 class StatCache:
     """The per-task stat cache, stored as JSON next to the other git state.
 
-    Besides per-file stat entries it keeps, per directory, the names it held
-    and its tree id, so an unchanged directory's tree is reused without being
-    rebuilt. The root tree id is kept too: if ``git gc`` has removed it, the
-    objects the cache points at may be gone as well, and the cache is dropped.
+    Besides per-file stat entries it keeps, per directory, its tree id, so an
+    unchanged directory's tree is reused without being rebuilt. The root tree
+    id is kept too: if ``git gc`` has removed it, the objects the cache points
+    at may be gone as well, and the cache is dropped.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         # What this object last saved, with the file's stat signature: the next
         # load skips parsing the file when nobody else has written it since.
-        self._memo: tuple[tuple[int, int, int], dict[str, CacheEntry], dict[str, TreeEntry], str | None] | None = None
+        self._memo: tuple[tuple[int, int, int], DirCache, dict[str, TreeEntry], str | None] | None = None
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:
@@ -101,10 +123,32 @@ class StatCache:
             return None
         return (info.st_mtime_ns, info.st_size, info.st_ino)
 
-    def load(self, store: DiskObjectStore | None = None) -> dict[str, CacheEntry]:
+    def stamp(self, worktree: Path) -> int:
+        """A timestamp from the worktree's filesystem clock, taken before a scan.
+
+        Files whose mtime or ctime is at or after it may change again within
+        the same timestamp tick after being hashed, so they are not trusted
+        next time (git's "racy" case). Reading the time off a freshly touched
+        file makes the comparison hold on filesystems with coarse timestamps
+        and on network filesystems whose server clock differs from ours.
+        """
+        marker = self.path.with_name(self.path.name + ".stamp")
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            os.utime(marker)  # touch() leaves an existing file's times alone on some systems
+            info = marker.stat()
+            if info.st_dev == os.stat(worktree).st_dev:
+                return info.st_mtime_ns
+        except OSError:
+            pass
+        # Another filesystem, or no stamp could be written: a generous window.
+        return time.time_ns() - FALLBACK_RACY_NS
+
+    def load(self, store: DiskObjectStore | None = None) -> DirCache:
         return self.load_all(store)[0]
 
-    def load_all(self, store: DiskObjectStore | None = None) -> tuple[dict[str, CacheEntry], dict[str, TreeEntry]]:
+    def load_all(self, store: DiskObjectStore | None = None) -> tuple[DirCache, dict[str, TreeEntry]]:
         memo = self._memo
         if memo is not None and memo[0] == self._signature():
             _, entries, trees, root_hex = memo
@@ -114,41 +158,53 @@ class StatCache:
             data = orjson.loads(self.path.read_bytes())
         except (FileNotFoundError, orjson.JSONDecodeError):
             return {}, {}  # a lost cache only costs a full re-hash
-        if data.get("version") != CACHE_VERSION:
+        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION:
             return {}, {}
         root = data.get("root")
         if store is not None and (not isinstance(root, str) or not has_object(store, root.encode())):
             return {}, {}
         # Racy entries were left out when saving (see save), so no filtering here.
-        return data.get("entries", {}), data.get("trees", {})
+        return data.get("dirs", {}), data.get("trees", {})
 
     def save(
         self,
-        entries: dict[str, CacheEntry],
-        scan_start_ns: int,
+        dirs: DirCache,
+        stamp_ns: int,
         trees: dict[str, TreeEntry] | None = None,
         root: bytes | None = None,
+        racy: list[str] | None = None,
     ) -> None:
+        """Store ``dirs`` and ``trees``, leaving out entries changed at or after ``stamp_ns``.
+
+        ``racy`` names those entries when the caller knows them (a scan
+        does); otherwise every entry is checked. ``dirs`` is not modified.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        limit = scan_start_ns - RACY_NS
-        # e[0] is always an int (mtime_ns), from os.stat or from JSON.
-        racy = [p for p, e in entries.items() if e[0] >= limit]  # type: ignore[operator]
+        if racy is None:
+            # e[0], e[1] are always ints (mtime_ns, ctime_ns), from os.stat or from JSON.
+            racy = [
+                f"{d}/{name}" if d else name
+                for d, entries in dirs.items()
+                for name, e in entries.items()
+                if e[0] >= stamp_ns or e[1] >= stamp_ns  # type: ignore[operator]
+            ]
+        trees = trees or {}
         if racy:
-            dropped = set(racy)
-            entries = {p: e for p, e in entries.items() if p not in dropped}
+            dirs = dict(dirs)
             # The directories holding a dropped entry, and their parents, must be
             # rebuilt next time; every other directory's tree can still be reused.
             stale = {""}
             for path in racy:
-                parts = path.split("/")[:-1]
+                directory, _, name = path.rpartition("/")
+                if directory in dirs:
+                    dirs[directory] = {n: e for n, e in dirs[directory].items() if n != name}
+                parts = directory.split("/") if directory else []
                 stale.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-            trees = {d: t for d, t in (trees or {}).items() if d not in stale}
-        trees = trees or {}
+            trees = {d: t for d, t in trees.items() if d not in stale}
         document = {
             "version": CACHE_VERSION,
-            "scan_start_ns": scan_start_ns,
             "root": root.decode() if root else None,
-            "entries": entries,
+            "dirs": dirs,
             "trees": trees,
         }
         try:
@@ -156,15 +212,17 @@ class StatCache:
         except orjson.JSONEncodeError:
             # Names that are not UTF-8 (undecodable bytes, kept as surrogates)
             # cannot go into JSON: their files are simply re-hashed on every scan.
-            entries = {p: e for p, e in entries.items() if _is_utf8(p)}
+            dirs = {
+                d: {n: e for n, e in entries.items() if _is_utf8(n)} for d, entries in dirs.items() if _is_utf8(d)
+            }
             trees = {d: t for d, t in trees.items() if _is_utf8(d) and all(_is_utf8(str(n)) for n in t[0])}  # type: ignore[attr-defined]
-            document["entries"], document["trees"] = entries, trees
+            document["dirs"], document["trees"] = dirs, trees
             raw = orjson.dumps(document)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_bytes(raw)
         os.replace(tmp, self.path)
         signature = self._signature()
-        self._memo = (signature, entries, trees, root.decode() if root else None) if signature is not None else None
+        self._memo = (signature, dirs, trees, root.decode() if root else None) if signature is not None else None
 
 
 def _aliases_git_dir(name: str) -> bool:
@@ -231,148 +289,176 @@ class _Ignore:
 def scan_worktree(
     root: Path,
     store: DiskObjectStore,
-    cache: dict[str, CacheEntry],
+    cache: DirCache,
     policy: ScanPolicy,
     tracked: Callable[[str], bool] = lambda _: False,
     trees: dict[str, TreeEntry] | None = None,
     submodule: Callable[[str], bool] = lambda _: False,
+    stamp_ns: int | None = None,
 ) -> ScanResult:
     """Write every kept file of ``root`` as blobs and trees; return the root tree.
 
     Files whose stat matches ``cache`` are not read, and directories whose
-    files all matched and whose names match ``trees`` reuse their tree id.
-    ``tracked(path)`` says whether git tracks a path (or, for ``"dir/"``,
-    anything under it); it is only asked about ignored paths.
+    files all matched and whose subdirectories are unchanged reuse their tree
+    id from ``trees``. ``tracked(path)`` says whether git tracks a path (or,
+    for ``"dir/"``, anything under it); it is only asked about ignored paths.
     ``submodule(path)`` says whether a directory holding a ``.git`` is a
     registered submodule (recorded as a gitlink); any other nested repository
-    is walked like a plain directory, its ``.git`` left out. Raises
-    :class:`GitError` if a file keeps changing while it is read or cannot be read.
+    is walked like a plain directory, its ``.git`` left out. Files hashed
+    whose mtime or ctime is at or after ``stamp_ns`` (see
+    :meth:`StatCache.stamp`) are listed in ``racy``. Raises :class:`GitError`
+    if a file keeps changing while it is read or cannot be read.
     """
-    result = ScanResult(tree=b"", cache={})
-    ignore = _Ignore(policy, tracked, submodule)
-    tree, _, _ = _scan_dir(str(root), "", store, cache, trees or {}, policy, ignore, result)
+    scan = _Scan(store, cache, trees or {}, policy, _Ignore(policy, tracked, submodule), stamp_ns)
+    tree, _, _ = scan.directory(str(root), "")
     if tree is None:
         tree, _ = write_object_bytes(store, b"tree", b"")
-        result.trees[""] = [[], tree.decode()]
-    result.tree = tree
-    return result
+        scan.result.trees[""] = [[], tree.decode()]
+    scan.result.tree = tree
+    return scan.result
 
 
-def _scan_dir(
-    abs_dir: str,
-    rel_dir: str,
-    store: DiskObjectStore,
-    cache: dict[str, CacheEntry],
-    trees: dict[str, TreeEntry],
-    policy: ScanPolicy,
-    ignore: _Ignore,
-    result: ScanResult,
-) -> tuple[bytes | None, bool, bytes | None]:
-    """Scan one directory; return ``(tree id or None if empty, changed, submodule head)``.
+_NOTHING: dict[str, CacheEntry] = {}
 
-    A directory below the root that holds a ``.git`` and is a registered
-    submodule is not walked; its checked-out commit is returned as the third
-    value (``b""`` if it has none). A nested repository that is not a
-    submodule is walked, so its files are saved.
 
-    This loop runs once per file on every checkpoint, so it is written for
-    speed: names stay ``str``, and the tree is only serialised when something
-    in the directory changed.
-    """
-    try:
-        entries = list(os.scandir(abs_dir))
-    except OSError as exc:
-        raise GitError(f"cannot list {abs_dir}: {exc}") from None
-    names_here = {entry.name for entry in entries}
-    if rel_dir and ".git" in names_here and ignore.submodule(rel_dir):
-        return None, True, read_submodule_head(abs_dir) or b""
-    # Only directories that have a .gitignore pay for reading one.
-    pushed = ignore.push_dir(abs_dir, rel_dir) if ".gitignore" in names_here else False
-    filtering = ignore.user is not None or bool(ignore.stack)
-    max_size = policy.max_file_size
-    prefix = rel_dir + "/" if rel_dir else ""
-    out_cache = result.cache
-    # (sort key, mode, name, hex sha) — git orders names as bytes, and a
-    # directory as if named "name/".
-    items: list[tuple[str, int, str, str]] = []
-    changed = False
-    for entry in entries:
-        name = entry.name
-        if name == ".git":
-            continue  # the worktree's link to the repository, or a nested repo's
-        rel = prefix + name
-        if (name[0] in ".gG" or not name.isascii()) and _aliases_git_dir(name):
-            result.skipped.append(rel)  # '.GIT', 'git~1', '.g\u200cit': .git on other filesystems
-            continue
-        if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
-            if filtering and ignore.excluded(rel, True):
-                continue
-            sub, sub_changed, head = _scan_dir(entry.path, rel, store, cache, trees, policy, ignore, result)
-            if head is not None:
-                if head:  # a submodule with a checked-out commit
-                    items.append((name, 0o160000, name, head.decode()))
-                    result.links[rel] = head
-                changed = True  # rare enough not to cache
-                continue
-            if sub is not None:
-                items.append((name + "/", 0o40000, name, sub.decode()))
-                changed = changed or sub_changed
-            continue
+class _Scan:
+    """One walk of a worktree (the state shared by its directories)."""
+
+    def __init__(
+        self,
+        store: DiskObjectStore,
+        cache: DirCache,
+        trees: dict[str, TreeEntry],
+        policy: ScanPolicy,
+        ignore: _Ignore,
+        stamp_ns: int | None,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.trees = trees
+        self.max_size = policy.max_file_size
+        self.ignore = ignore
+        # Without a stamp nothing hashed now counts as racy (callers that save
+        # the cache always pass one).
+        self.stamp = stamp_ns if stamp_ns is not None else 1 << 63
+        self.result = ScanResult(tree=b"", dirs={}, stamp=self.stamp)
+
+    def directory(self, abs_dir: str, rel_dir: str) -> tuple[bytes | None, bool, bytes | None]:
+        """Scan one directory; return ``(tree id or None if empty, changed, submodule head)``.
+
+        A directory below the root that holds a ``.git`` and is a registered
+        submodule is not walked; its checked-out commit is returned as the
+        third value (``b""`` if it has none). A nested repository that is not
+        a submodule is walked, so its files are saved.
+
+        This loop runs once per file on every checkpoint, so it is written for
+        speed: an unchanged file costs one ``lstat`` and a few comparisons,
+        and a directory's tree is only serialised when something in it changed.
+        """
         try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted while we looked: it is simply not in this snapshot
-        mode = info.st_mode
-        kind = mode & 0o170000  # S_IFMT, inline: this runs once per file
-        if kind == 0o100000:
-            is_link = False
-        elif kind == 0o120000:
-            is_link = True
+            entries = list(os.scandir(abs_dir))
+        except OSError as exc:
+            raise GitError(f"cannot list {abs_dir}: {exc}") from None
+        result, ignore = self.result, self.ignore
+        names_here = {entry.name for entry in entries}
+        if rel_dir and ".git" in names_here and ignore.submodule(rel_dir):
+            return None, True, read_submodule_head(abs_dir) or b""
+        # Only directories that have a .gitignore pay for reading one.
+        pushed = ignore.push_dir(abs_dir, rel_dir) if ".gitignore" in names_here else False
+        filtering = ignore.user is not None or bool(ignore.stack)
+        max_size, stamp = self.max_size, self.stamp
+        prefix = rel_dir + "/" if rel_dir else ""
+        known = self.cache.get(rel_dir, _NOTHING)
+        files: dict[str, CacheEntry] = {}
+        subs: list[tuple[str, int, bytes]] = []  # subdirectories and gitlinks: (name, mode, hex sha)
+        changed = False
+        for entry in entries:
+            name = entry.name
+            if name == ".git":
+                continue  # the worktree's link to the repository, or a nested repo's
+            if (name[0] in ".gG" or not name.isascii()) and _aliases_git_dir(name):
+                result.skipped.append(prefix + name)  # '.GIT', 'git~1', '.g\u200cit': .git on other filesystems
+                continue
+            if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
+                rel = prefix + name
+                if filtering and ignore.excluded(rel, True):
+                    continue
+                sub, sub_changed, head = self.directory(entry.path, rel)
+                if head is not None:
+                    if head:  # a submodule with a checked-out commit
+                        subs.append((name, 0o160000, head))
+                        result.links[rel] = head
+                    changed = True  # rare enough not to cache
+                elif sub is not None:
+                    subs.append((name, 0o40000, sub))
+                    changed = changed or sub_changed
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted while we looked: it is simply not in this snapshot
+            mode = info.st_mode
+            kind = mode & 0o170000  # S_IFMT, inline: this runs once per file
+            if kind == 0o100000:
+                git_mode = 0o100755 if mode & S_IXUSR else 0o100644
+            elif kind == 0o120000:
+                git_mode = 0o120000
+            else:
+                continue  # sockets, fifos, devices have no git representation
+            if filtering and ignore.excluded(prefix + name, False):
+                continue
+            if max_size is not None and kind == 0o100000 and info.st_size > max_size:
+                result.skipped.append(prefix + name)
+                continue
+            record = known.get(name)
+            if (
+                record is None
+                or record[0] != info.st_mtime_ns
+                or record[2] != info.st_size
+                or record[1] != info.st_ctime_ns
+                or record[3] != info.st_ino
+                or record[7] != git_mode
+            ):
+                record = _blob_for(entry.path, info, self.store, result)
+                changed = True
+                if record[0] >= stamp or record[1] >= stamp:  # type: ignore[operator]
+                    result.racy.append(prefix + name)
+            files[name] = record
+        if pushed:
+            ignore.stack.pop()
+        if files:
+            result.dirs[rel_dir] = files
+        if not files and not subs:
+            return None, True, None  # git has no empty trees; an empty directory is not recorded
+        previous = self.trees.get(rel_dir)
+        sub_names = sorted(name for name, _, _ in subs) if subs else []
+        # Every file matched its cache entry one to one, so the names are the
+        # same as last time; only the subdirectory names are left to compare.
+        if not changed and previous is not None and len(files) == len(known) and previous[0] == sub_names:
+            result.trees[rel_dir] = previous
+            return str(previous[1]).encode(), False, None
+        tree_id = self._write_tree(files, subs)
+        result.trees[rel_dir] = [sub_names, tree_id.decode()]
+        return tree_id, previous is None or str(previous[1]).encode() != tree_id, None
+
+    def _write_tree(self, files: dict[str, CacheEntry], subs: list[tuple[str, int, bytes]]) -> bytes:
+        # (sort key, mode, name, hex sha): git orders names as bytes, and a
+        # directory as if named "name/".
+        items: list[tuple[str, int, str, bytes]] = [
+            (name, int(e[7]), name, str(e[8]).encode()) for name, e in files.items()  # type: ignore[call-overload]
+        ]
+        items += [(name + "/" if mode == 0o40000 else name, mode, name, sha) for name, mode, sha in subs]
+        # For names that are valid UTF-8 the code-point order of str is the
+        # same as git's byte order, and much cheaper; only a directory holding
+        # an undecodable name (kept as surrogates) pays for bytes keys.
+        joined = "".join(item[0] for item in items)  # one C-level check for the whole directory
+        if joined.isascii() or _is_utf8(joined):
+            items.sort()
         else:
-            continue  # sockets, fifos, devices have no git representation
-        if filtering and ignore.excluded(rel, False):
-            continue
-        if max_size is not None and not is_link and info.st_size > max_size:
-            result.skipped.append(rel)
-            continue
-        git_mode = 0o120000 if is_link else (0o100755 if mode & S_IXUSR else 0o100644)
-        record = cache.get(rel)
-        if (
-            record is None
-            or record[0] != info.st_mtime_ns
-            or record[2] != info.st_size
-            or record[1] != info.st_ctime_ns
-            or record[3] != info.st_ino
-            or record[7] != git_mode
-        ):
-            record = _blob_for(entry.path, info, store, result)
-            changed = True
-        items.append((name, record[7], name, record[8]))  # type: ignore[arg-type]
-        out_cache[rel] = record
-    if pushed:
-        ignore.stack.pop()
-    if not items:
-        return None, True, None  # git has no empty trees; an empty directory is not recorded
-    # Git orders entries by their bytes. For names that are valid UTF-8 the
-    # code-point order of str is the same, and much cheaper; only a directory
-    # holding an undecodable name (kept as surrogates) pays for bytes keys.
-    names = [item[0] for item in items]
-    joined = "".join(names)  # one C-level check for the whole directory
-    if joined.isascii() or _is_utf8(joined):
-        items.sort()
-    else:
-        items.sort(key=lambda item: os.fsencode(item[0]))
-    names = [item[0] for item in items]
-    previous = trees.get(rel_dir)
-    if not changed and previous is not None and previous[0] == names:
-        result.trees[rel_dir] = previous
-        return str(previous[1]).encode(), False, None
-    raw = b"".join(
-        b"%o %s\x00%s" % (m, os.fsencode(n), binascii.unhexlify(h)) for _, m, n, h in items
-    )
-    tree_id, _ = write_object_bytes(store, b"tree", raw)
-    result.trees[rel_dir] = [names, tree_id.decode()]
-    return tree_id, previous is None or str(previous[1]).encode() != tree_id, None
+            items.sort(key=lambda item: os.fsencode(item[0]))
+        raw = b"".join(b"%o %s\x00%s" % (m, os.fsencode(n), binascii.unhexlify(h)) for _, m, n, h in items)
+        tree_id, _ = write_object_bytes(self.store, b"tree", raw)
+        return tree_id
 
 
 def _blob_for(path: str, info: os.stat_result, store: DiskObjectStore, result: ScanResult) -> CacheEntry:
@@ -397,8 +483,3 @@ def _blob_for(path: str, info: os.stat_result, store: DiskObjectStore, result: S
             info.st_dev, info.st_uid, info.st_gid, git_mode, sha.decode(),
         ]
     raise GitError(f"{path} kept changing while it was read; stop the writer and retry the checkpoint")
-
-
-def scan_start() -> int:
-    """The timestamp to save with a cache: taken before the walk starts."""
-    return time.time_ns()

@@ -27,7 +27,7 @@ from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
 from armor_rx.sinks.git.restore import flatten_tree, materialize
-from armor_rx.sinks.git.scan import ScanPolicy, scan_start
+from armor_rx.sinks.git.scan import ScanPolicy, nest
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
@@ -266,7 +266,6 @@ class GitWorkspace:
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
             target = store.find(task_id, checkpoint)
-            started = scan_start()
             current = store.scan(task_id, path)
             safety = None
             if current.tree != target.tree.encode():
@@ -276,9 +275,12 @@ class GitWorkspace:
                     safety = auto.id
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
             files = flatten_tree(store.store, target.tree.encode())
-            stats = materialize(path, store.store, current.files, files, current.cache)
-            # Directory trees changed under the cache: keep file entries, rebuild trees next time.
-            store.stat_cache(task_id).save(current.cache, started, {}, target.tree.encode())
+            entries = current.cache
+            stats = materialize(path, store.store, current.files, files, entries)
+            # Directory trees changed under the cache: keep file entries, rebuild
+            # trees next time. What the restore wrote is newer than the scan's
+            # stamp, so it is re-hashed next time too.
+            store.stat_cache(task_id).save(nest(entries), current.stamp, {}, target.tree.encode())
         self.emit(
             "checkpoint.restored",
             task_id,

@@ -96,14 +96,14 @@ def test_incremental_scan_rehashes_only_changes(ws: GitWorkspace) -> None:
     first = store.scan("inc", path)
     # make the cache trustworthy (entries younger than the racy window are re-hashed)
     cache = store.stat_cache("inc")
-    cache.save(first.cache, 10**19, first.trees, first.tree)
+    cache.save(first.dirs, 10**19, first.trees, first.tree)
     (path / "f3.txt").write_text("changed\n")
     second = store.scan("inc", path)
     assert second.hashed == 1
     assert second.tree != first.tree
     assert second.trees["src"] == first.trees["src"]  # untouched directory reused as is
     # A cache whose root tree is gone from the store (git gc) is not trusted.
-    cache.save(second.cache, 10**19, second.trees, b"0" * 40)
+    cache.save(second.dirs, 10**19, second.trees, b"0" * 40)
     third = store.scan("inc", path)
     assert third.hashed == len(third.cache)
     assert third.tree == second.tree
