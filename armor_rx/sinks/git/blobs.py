@@ -68,10 +68,37 @@ def write_object_bytes(store: DiskObjectStore, kind: bytes, data: bytes) -> tupl
     sha = hashlib.sha1(header + data).hexdigest().encode()
     if has_object(store, sha):
         return sha, 0
-    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=os.fspath(store.path))
-    with os.fdopen(fd, "wb") as out:
-        out.write(zlib.compress(header + data, LOOSE_LEVEL))
-    return sha, _install(store, tmp, sha)
+    return sha, _write_loose(store, sha, zlib.compress(header + data, LOOSE_LEVEL))
+
+
+def _write_loose(store: DiskObjectStore, sha: bytes, compressed: bytes) -> int:
+    """Write one small object's compressed bytes into place; return their size.
+
+    Checkpoints write tens of these each time, so this is kept to the fewest
+    system calls: created read-only as git leaves them, renamed into place,
+    and the fan-out directory made only when the rename finds it missing.
+    """
+    base = os.fspath(store.path)
+    tmp = os.path.join(base, f"tmp_obj_{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    try:
+        view = memoryview(compressed)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    final = _object_path(store, sha)
+    try:
+        # A concurrent writer of the same object wrote the same bytes, so
+        # replacing it is harmless.
+        os.replace(tmp, final)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.replace(tmp, final)
+    return len(compressed)
 
 
 def write_blob_from_file(store: DiskObjectStore, path: str, size: int) -> tuple[bytes, int]:
