@@ -231,6 +231,21 @@ class CheckpointNotFound(GitError, KeyError):
         )
 
 
+class CheckpointsOwnedElsewhere(GitError):
+    """The task id's checkpoint ref in this repository was written by another state directory."""
+
+    def __init__(self, task_id: str, owner: str, ref: str) -> None:
+        self.task_id = task_id
+        self.owner = owner
+        self.ref = ref
+        super().__init__(
+            f"task {task_id!r} already has checkpoints in this repository from another armor_rx state "
+            f"directory (id {owner}); two sessions must not share a task id's checkpoints. Pick another "
+            f"task id, or, if that state directory is gone for good, delete them with "
+            f"'git update-ref -d {ref}'"
+        )
+
+
 class SubmoduleConflict(GitError):
     """A submodule is not at its recorded commit and the task's strategy is 'fail'."""
 

@@ -22,7 +22,7 @@ from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from armor_rx.errors import CheckpointNotFound, GitError
+from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
 from armor_rx.sinks.git.restore import flatten_tree
 from armor_rx.sinks.git.submodules import gitmodules_paths
 from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_worktree
@@ -73,6 +73,7 @@ class Checkpoint:
     bytes_added: int
     skipped: tuple[str, ...] = field(default=())
     skipped_count: int = 0
+    owner: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-safe description for events."""
@@ -93,7 +94,9 @@ def checkpoint_ref(task_id: str) -> Ref:
     return Ref(REF_PREFIX + task_id.encode())
 
 
-def _message(task_id: str, seq: int, text: str, head: bytes | None, files: int, added: int, skipped: list[str]) -> bytes:
+def _message(
+    task_id: str, seq: int, text: str, head: bytes | None, files: int, added: int, skipped: list[str], owner: str | None
+) -> bytes:
     lines = [
         text.strip() or f"checkpoint {seq}",
         "",
@@ -104,6 +107,8 @@ def _message(task_id: str, seq: int, text: str, head: bytes | None, files: int, 
         f"Armor-Bytes: {added}",
         f"Armor-Skipped: {len(skipped)}",
     ]
+    if owner:
+        lines.append(f"Armor-State: {owner}")
     # JSON-quoted so any file name (newlines included) survives as one line.
     lines += [f"Armor-Skipped-Path: {json.dumps(p)}" for p in skipped]
     return ("\n".join(lines) + "\n").encode()
@@ -133,14 +138,24 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         bytes_added=int(trailers.get("Bytes", "0")),
         skipped=tuple(json.loads(p) for p in _SKIPPED_PATH.findall(text)),
         skipped_count=int(trailers.get("Skipped", "0")),
+        owner=trailers.get("State"),
     )
 
 
 class CheckpointStore:
-    """Creates, lists and prunes the checkpoints of tasks in one repository."""
+    """Creates, lists and prunes the checkpoints of tasks in one repository.
 
-    def __init__(self, repo: Repo, cache_dir: Path, author: bytes, policy: CheckpointPolicy) -> None:
+    ``owner`` identifies the state directory this store works for; it is
+    recorded in every checkpoint, and a task id whose checkpoints another
+    owner wrote is refused (:class:`CheckpointsOwnedElsewhere`) instead of
+    mixing two histories on one ref.
+    """
+
+    def __init__(
+        self, repo: Repo, cache_dir: Path, author: bytes, policy: CheckpointPolicy, owner: str | None = None
+    ) -> None:
         self.repo = repo
+        self.owner = owner
         self.cache_dir = cache_dir
         self.author = author
         self.policy = policy
@@ -202,8 +217,19 @@ class CheckpointStore:
                 return cp
         raise CheckpointNotFound(task_id, checkpoint)
 
+    def check_owner(self, task_id: str) -> None:
+        """Raise :class:`CheckpointsOwnedElsewhere` if another state directory wrote the task's checkpoints.
+
+        Checkpoints without an owner (written before owners were recorded)
+        count as this store's.
+        """
+        latest = self.history(task_id, limit=1)
+        if latest and latest[-1].owner and self.owner and latest[-1].owner != self.owner:
+            raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, checkpoint_ref(task_id).decode())
+
     def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None) -> Checkpoint:
         """Snapshot ``worktree`` as the task's next checkpoint; return it."""
+        self.check_owner(task_id)
         result = self.scan(task_id, worktree)
         return self.commit_scan(task_id, result, message, head)
 
@@ -214,12 +240,14 @@ class CheckpointStore:
         except KeyError:
             old = None
         latest = self.history(task_id, limit=1) if old is not None else []
+        if latest and latest[-1].owner and self.owner and latest[-1].owner != self.owner:
+            raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, ref.decode())
         seq = latest[-1].seq + 1 if latest else 1
         parents = ([old] if old is not None else []) + ([head] if head is not None else [])
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, result.count, result.bytes_added, result.skipped),
+            _message(task_id, seq, message or "", head, result.count, result.bytes_added, result.skipped, self.owner),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(
@@ -282,13 +310,6 @@ class CheckpointStore:
         assert parent is not None
         if not self.repo.refs.set_if_equals(checkpoint_ref(task_id), ObjectID(old_tip), ObjectID(parent)):
             raise GitError(f"checkpoints of task {task_id!r} changed during pruning; retry")
-
-    def drop_all(self, task_id: str) -> None:
-        """Delete the task's checkpoint ref and stat cache."""
-        ref = checkpoint_ref(task_id)
-        if ref in self.repo.refs:
-            self.repo.refs.remove_if_equals(ref, None)
-        self.stat_cache(task_id).path.unlink(missing_ok=True)
 
 
 class _TrackedPaths:

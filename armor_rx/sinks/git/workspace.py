@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -71,6 +72,7 @@ class GitWorkspace:
         # the task's worktree (the Docker sink pauses the task's container).
         self.freeze: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
         self._checkpoints: CheckpointStore | None = None
+        self.state_id: str | None = None
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> GitWorkspace:
@@ -85,6 +87,7 @@ class GitWorkspace:
         for directory in (self.git_dir / "locks", self.git_dir / "cache", self.git_dir / "requests", self.worktrees_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._repo = repo
+        self.state_id = self._read_state_id()
         self._exclude_state_dir()
         return self
 
@@ -125,6 +128,21 @@ class GitWorkspace:
         finally:
             self._routes.emit = previous
 
+    def _read_state_id(self) -> str:
+        """This state directory's id, made on first start; checkpoints record it."""
+        path = self.git_dir / "id"
+        fresh = os.urandom(8).hex()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            found = path.read_text().strip()
+            if not found.isalnum():
+                raise GitError(f"{path} is damaged ({found[:40]!r}); delete it and start again") from None
+            return found
+        with os.fdopen(fd, "w") as f:
+            f.write(fresh + "\n")
+        return fresh
+
     def _exclude_state_dir(self) -> None:
         # A state dir inside the repository (the default '.armor/') would show
         # up in the user's 'git status' and be swept into their commits.
@@ -147,7 +165,9 @@ class GitWorkspace:
     def checkpoints_store(self) -> CheckpointStore:
         # Kept for the workspace's life: its stat caches remember their last save.
         if self._checkpoints is None or self._checkpoints.repo is not self.repo:
-            self._checkpoints = CheckpointStore(self.repo, self.git_dir / "cache", self.author, self.policy)
+            self._checkpoints = CheckpointStore(
+                self.repo, self.git_dir / "cache", self.author, self.policy, owner=self.state_id
+            )
         return self._checkpoints
 
     # -- branches and worktrees -----------------------------------------
@@ -158,6 +178,9 @@ class GitWorkspace:
         return self._create_branch_at(task_id, sha, base_ref, base_branch.decode() if base_branch else None)
 
     def _create_branch_at(self, task_id: str, sha: bytes, base_ref: str, base_branch: str | None) -> str:
+        # Refused before anything is made: the task's checkpoints would land
+        # on a ref another state directory writes to.
+        self.checkpoints_store.check_owner(task_id)
         allocator = BranchAllocator(self.repo_path, self.git_dir / "locks" / "branches.lock", self.author, self.emit)
         branch = allocator.create(task_id, sha, base_ref)
         with self._task_lock(task_id):
@@ -265,6 +288,7 @@ class GitWorkspace:
         with self._task_lock(task_id), self.freeze(task_id):
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
+            store.check_owner(task_id)
             target = store.find(task_id, checkpoint)
             current = store.scan(task_id, path)
             safety = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from armor_rx.errors import CheckpointNotFound, GitError
+from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
 from armor_rx.sinks.git import CheckpointPolicy, GitWorkspace, blobs
 
 from .conftest import Events, fsck, git, started
@@ -349,4 +349,38 @@ def test_names_that_mean_dot_git_elsewhere_are_skipped(ws: GitWorkspace, repo: P
     assert not [f for f in files if f.lower().startswith((".git/", "git~", "sub/"))] and ".GIT/hooks/post-checkout" not in files
     result = ws.complete("aliases", "done", merge="ff")
     assert result.merged and not (repo / ".GIT").exists()
+    fsck(repo)
+
+
+def test_two_state_directories_never_share_a_task_checkpoint_ref(repo: Path, tmp_path: Path) -> None:
+    with GitWorkspace(repo, tmp_path / "one") as one, GitWorkspace(repo, tmp_path / "two") as two:
+        assert one.state_id and two.state_id and one.state_id != two.state_id
+        # Both start a task 't' before either has checkpointed (branches differ by suffix).
+        path_one = started(one, "t")
+        path_two = started(two, "t")
+        (path_one / "mine.txt").write_text("one\n")
+        cp = one.checkpoint("t")
+        assert cp.owner == one.state_id
+        assert f"Armor-State: {one.state_id}" in git(repo, "log", "-1", "--format=%B", cp.commit)
+        tip = git(repo, "rev-parse", "refs/armor/checkpoints/t").strip()
+        (path_two / "theirs.txt").write_text("two\n")
+        with pytest.raises(CheckpointsOwnedElsewhere) as refused:
+            two.checkpoint("t")
+        assert f"git update-ref -d refs/armor/checkpoints/t" in str(refused.value)
+        with pytest.raises(CheckpointsOwnedElsewhere):
+            two.restore("t", cp.id)
+        assert (path_two / "theirs.txt").read_text() == "two\n"  # nothing touched
+        # A new task with that id is refused before any branch is made.
+        branches = git(repo, "branch", "--list", "task/*")
+        with pytest.raises(CheckpointsOwnedElsewhere):
+            two.create_branch("t")
+        assert git(repo, "branch", "--list", "task/*") == branches
+        assert git(repo, "rev-parse", "refs/armor/checkpoints/t").strip() == tip
+        # The owner keeps going, also after a restart of its state directory.
+        one.stop()
+        one.start()
+        assert one.checkpoint("t", "again").seq == 2
+        # Following the message frees the id for the other state directory.
+        git(repo, "update-ref", "-d", "refs/armor/checkpoints/t")
+        assert two.checkpoint("t").seq == 1
     fsck(repo)
