@@ -6,7 +6,7 @@ import sys
 import orjson
 import pytest
 
-from armor_rx import Armor, State
+from armor_rx import Armor, EffectFailed, State
 from armor_rx.testing import crash
 
 
@@ -128,3 +128,18 @@ def test_prune_stale_worktrees_keeps_known_tasks_and_saves_work(repo, git):
     files = git(repo, "ls-tree", "-r", "--name-only", "refs/armor/checkpoints/ghost")
     assert "unsaved.txt" in files
     git(repo, "fsck", "--strict")
+
+
+def test_a_second_state_directory_cannot_reuse_a_task_id_with_checkpoints(repo, tmp_path, git):
+    with Armor(repo, state_dir=tmp_path / "first") as first:
+        first.create_task("shared")
+        first.start("shared")
+        first.checkpoint("shared")
+    tip = git(repo, "rev-parse", "refs/armor/checkpoints/shared")
+    with Armor(repo, state_dir=tmp_path / "second") as second:
+        second.create_task("shared")
+        with pytest.raises(EffectFailed, match="git update-ref -d refs/armor/checkpoints/shared"):
+            second.start("shared")
+        assert second.task("shared").state is State.FAILED
+    assert git(repo, "rev-parse", "refs/armor/checkpoints/shared") == tip
+    assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/task").split() == ["refs/heads/task/shared"]
