@@ -41,6 +41,12 @@ class CheckpointPolicy:
     ``keep_last`` keeps the newest N checkpoints of a task; ``max_bytes`` caps
     the bytes their new objects added to the store. The newest checkpoint is
     always kept. ``None`` means no limit.
+
+    Dropping the oldest checkpoint rewrites every newer one (each names its
+    predecessor), so for ``keep_last`` of 10 or more, pruning waits until a
+    tenth more than ``keep_last`` exist and then drops them together: at most
+    ``keep_last + keep_last // 10`` are ever kept, and a checkpoint costs the
+    same after the first hundred as before. ``max_bytes`` is applied exactly.
     """
 
     excludes: tuple[str, ...] = ()
@@ -160,6 +166,9 @@ class CheckpointStore:
         self.author = author
         self.policy = policy
         self._stat_caches: dict[str, StatCache] = {}
+        # Parsed history per task: (tip sha, checkpoints oldest first). Reused
+        # while the ref still points at that tip or one of its descendants.
+        self._histories: dict[str, tuple[bytes, list[Checkpoint]]] = {}
 
     @property
     def store(self) -> DiskObjectStore:
@@ -190,12 +199,24 @@ class CheckpointStore:
     def history(self, task_id: str, limit: int | None = None) -> list[Checkpoint]:
         """The task's checkpoints, oldest first (only the newest ``limit`` if given)."""
         try:
-            sha = self.repo.refs[checkpoint_ref(task_id)]
+            tip = self.repo.refs[checkpoint_ref(task_id)]
         except KeyError:
+            self._histories.pop(task_id, None)
             return []
+        cached = self._histories.get(task_id)
+        known = {cp.commit.encode(): i for i, cp in enumerate(cached[1])} if cached else {}
         found: list[Checkpoint] = []
         seen: set[bytes] = set()
+        sha = tip
+        # What precedes ``found``: set once the walk reaches the oldest
+        # checkpoint or one already parsed; a walk cut short by ``limit``
+        # leaves it None and is not remembered.
+        base: list[Checkpoint] | None = None
         while sha not in seen and (limit is None or len(found) < limit):
+            if sha in known:
+                assert cached is not None
+                base = cached[1][: known[sha] + 1]  # the rest is already parsed
+                break
             seen.add(sha)
             commit = self.repo[sha]
             assert isinstance(commit, Commit)
@@ -204,9 +225,14 @@ class CheckpointStore:
             # Parents are [previous checkpoint] + [task head]; the oldest
             # checkpoint has only the head (when there is one).
             if len(commit.parents) <= (1 if cp.head else 0):
+                base = []
                 break
             sha = commit.parents[0]
         found.reverse()
+        if base is not None:
+            full = base + found
+            self._histories[task_id] = (tip, full)
+            return full[-limit:] if limit is not None else full
         return found
 
     def find(self, task_id: str, checkpoint: str) -> Checkpoint:
@@ -276,19 +302,21 @@ class CheckpointStore:
         unreachable and ``git gc --prune=now`` can delete them. No reflog is
         written for checkpoint refs, so nothing else keeps them alive.
         """
-        if self.policy.max_bytes is None:
-            if self.policy.keep_last is None:
-                return []
-            # Only the newest keep_last + 1 need reading to know nothing is due.
-            if len(self.history(task_id, limit=max(1, self.policy.keep_last) + 1)) <= max(1, self.policy.keep_last):
+        keep_last, max_bytes = self.policy.keep_last, self.policy.max_bytes
+        if keep_last is not None:
+            keep_last = max(1, keep_last)
+        # Batched (see CheckpointPolicy): nothing is due until this many exist.
+        due_at = None if keep_last is None else keep_last + keep_last // 10 + 1
+        if max_bytes is None:
+            if due_at is None or len(self.history(task_id, limit=due_at)) < due_at:
                 return []
         history = self.history(task_id)
         keep = len(history)
-        if self.policy.keep_last is not None:
-            keep = min(keep, max(1, self.policy.keep_last))
-        if self.policy.max_bytes is not None:
+        if due_at is not None and keep_last is not None and keep >= due_at:
+            keep = keep_last
+        if max_bytes is not None:
             total = sum(cp.bytes_added for cp in history[-keep:])
-            while keep > 1 and total > self.policy.max_bytes:
+            while keep > 1 and total > max_bytes:
                 total -= history[-keep].bytes_added
                 keep -= 1
         if keep >= len(history):
@@ -299,17 +327,23 @@ class CheckpointStore:
 
     def _rewrite(self, task_id: str, kept: list[Checkpoint], old_tip: bytes) -> None:
         parent: bytes | None = None
+        rewritten: list[Checkpoint] = []
         for cp in kept:
             original = self.repo[cp.commit.encode()]
             assert isinstance(original, Commit)
             parents = ([parent] if parent is not None else []) + ([cp.head.encode()] if cp.head else [])
             if parents == list(original.parents):
                 parent = original.id
+                rewritten.append(cp)
                 continue
-            parent = self._new_commit(original.tree, parents, original.message, original.commit_time).id
+            commit = self._new_commit(original.tree, parents, original.message, original.commit_time)
+            parent = commit.id
+            rewritten.append(_parse(task_id, commit))
         assert parent is not None
         if not self.repo.refs.set_if_equals(checkpoint_ref(task_id), ObjectID(old_tip), ObjectID(parent)):
+            self._histories.pop(task_id, None)
             raise GitError(f"checkpoints of task {task_id!r} changed during pruning; retry")
+        self._histories[task_id] = (parent, rewritten)
 
 
 class _TrackedPaths:

@@ -11,6 +11,7 @@ import pytest
 
 from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
 from armor_rx.sinks.git import CheckpointPolicy, GitWorkspace, blobs
+from armor_rx.sinks.git.checkpoints import CheckpointStore
 
 from .conftest import Events, fsck, git, started
 
@@ -383,4 +384,42 @@ def test_two_state_directories_never_share_a_task_checkpoint_ref(repo: Path, tmp
         # Following the message frees the id for the other state directory.
         git(repo, "update-ref", "-d", "refs/armor/checkpoints/t")
         assert two.checkpoint("t").seq == 1
+    fsck(repo)
+
+
+def test_retention_batches_its_rewrites_and_keeps_at_least_keep_last(repo: Path, tmp_path: Path, events: Events) -> None:
+    policy = CheckpointPolicy(keep_last=10)
+    with GitWorkspace(repo, tmp_path / "batch", emit=events, checkpoint_policy=policy) as ws:
+        path = started(ws, "many")
+        for n in range(1, 31):
+            (path / "n.txt").write_text(f"{n}\n")
+            ws.checkpoint("many", f"n{n}")
+            ids = [c.seq for c in ws.checkpoints("many")]
+            assert ids == list(range(ids[0], n + 1))  # contiguous, newest last
+            assert min(n, 10) <= len(ids) <= 11
+        # A prune drops two at a time (every other checkpoint), not one each time.
+        pruned = events.of("checkpoint.pruned")
+        assert pruned and all(len(p["checkpoints"]) == 2 for p in pruned)
+        assert len(pruned) == 10
+        # git sees the same chain: the kept checkpoints, then the task branch it started from.
+        listed = git(repo, "log", "--format=%s", "--first-parent", "refs/armor/checkpoints/many").split()
+        assert listed == [f"n{c.seq}" for c in reversed(ws.checkpoints("many"))] + ["initial"]
+    fsck(repo)
+
+
+def test_history_follows_the_ref_when_someone_else_moves_it(repo: Path, tmp_path: Path) -> None:
+    with GitWorkspace(repo, tmp_path / "moved") as ws:
+        path = started(ws, "mv")
+        for n in range(5):
+            (path / "n.txt").write_text(f"{n}\n")
+            ws.checkpoint("mv", f"n{n}")
+        assert [c.id for c in ws.checkpoints("mv")] == ["cp-1", "cp-2", "cp-3", "cp-4", "cp-5"]
+        third = ws.checkpoints("mv")[2].commit
+        git(repo, "update-ref", "refs/armor/checkpoints/mv", third)  # a user resets the ref
+        assert [c.id for c in ws.checkpoints("mv")] == ["cp-1", "cp-2", "cp-3"]
+        # Another store on the same repository prunes (rewrites every kept commit).
+        other = CheckpointStore(ws.repo, tmp_path / "other-cache", b"x <x@y>", CheckpointPolicy(keep_last=1), ws.state_id)
+        other.prune("mv")
+        assert [(c.id, c.message) for c in ws.checkpoints("mv")] == [("cp-3", "n2")]
+        assert ws.checkpoint("mv").id == "cp-4"
     fsck(repo)
