@@ -28,7 +28,7 @@ from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
 from armor_rx.sinks.git.restore import flatten_tree, materialize
-from armor_rx.sinks.git.scan import ScanPolicy, nest
+from armor_rx.sinks.git.scan import ScanPolicy, nest, trees_of
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
@@ -301,10 +301,11 @@ class GitWorkspace:
             files = flatten_tree(store.store, target.tree.encode())
             entries = current.cache
             stats = materialize(path, store.store, current.files, files, entries)
-            # Directory trees changed under the cache: keep file entries, rebuild
-            # trees next time. What the restore wrote is newer than the scan's
-            # stamp, so it is re-hashed next time too.
-            store.stat_cache(task_id).save(nest(entries), current.stamp, {}, target.tree.encode())
+            # The worktree now holds the target's tree, so its directory trees
+            # are the target's. What the restore wrote is newer than the scan's
+            # stamp, so those files (and the trees above them) are re-read next time.
+            tree = target.tree.encode()
+            store.stat_cache(task_id).save(nest(entries), current.stamp, trees_of(store.store, tree), tree)
         self.emit(
             "checkpoint.restored",
             task_id,

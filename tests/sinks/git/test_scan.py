@@ -173,3 +173,48 @@ def test_incremental_scan_equals_a_full_scan(ws: GitWorkspace, repo: Path, seed:
         assert result.tree == fresh_tree(ws, path), f"step {step}"
     cp = ws.checkpoint(f"inv{seed}")
     assert git(repo, "rev-parse", f"{cp.commit}^{{tree}}").strip() == fresh_tree(ws, path).decode()
+
+
+def test_after_a_restore_only_what_it_wrote_is_read_again(ws: GitWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = started(ws, "back")
+    for d in ("a", "b", "c"):
+        (path / d).mkdir()
+        for i in range(5):
+            (path / d / f"{i}.txt").write_text(f"{d}{i}\n")
+    settle()
+    first = ws.checkpoint("back")
+    (path / "b" / "0.txt").write_text("changed\n")
+    ws.checkpoint("back")
+    ws.restore("back", first.id)
+    settle()
+    built: list[int] = []
+    real = scan_module._Scan._write_tree
+    monkeypatch.setattr(scan_module._Scan, "_write_tree", lambda self, *a: built.append(1) or real(self, *a))
+    result = ws.checkpoints_store.scan("back", path)
+    assert len(built) == 2  # b/ and the root; a/, c/ and src/ come from the checkpoint's trees
+    assert result.hashed == 1  # b/0.txt, written by the restore
+    assert result.tree.decode() == first.tree == fresh_tree(ws, path).decode()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_scans_after_restores_equal_a_full_scan(ws: GitWorkspace, seed: int) -> None:
+    rng = random.Random(seed)
+    task = f"rr{seed}"
+    path = started(ws, task)
+    for i in range(10):
+        d = path / f"d{i % 3}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i}.txt").write_text(f"file {i}\n")
+    saved = []
+    for step in range(12):
+        for k in range(rng.randint(1, 3)):
+            _random_change(rng, path, step * 10 + k)
+        if rng.random() < 0.5:
+            saved.append(ws.checkpoint(task))
+        elif saved:
+            target = rng.choice(saved)
+            ws.restore(task, target.id)
+            assert fresh_tree(ws, path).decode() == target.tree
+        if rng.random() < 0.3:
+            settle()
+        assert ws.checkpoints_store.scan(task, path).tree == fresh_tree(ws, path), f"step {step}"
