@@ -255,7 +255,9 @@ def _chmod_regular_file(pfd: int, name: str, perms: int) -> bool:
     """Set the permissions of ``name`` in ``pfd`` if it is a regular file we can open; else False.
 
     The mode is set on a descriptor opened without following symlinks (Linux
-    has no chmod that refuses to follow one), after checking what it is.
+    has no chmod that refuses to follow one), after checking what it is. A
+    file with other hard links is left for the caller to rewrite: the mode
+    belongs to the inode, which may have a name outside the worktree too.
     """
     try:
         if not st.S_ISREG(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode):
@@ -264,7 +266,8 @@ def _chmod_regular_file(pfd: int, name: str, perms: int) -> bool:
     except OSError:
         return False  # gone, unreadable or swapped: rewriting it does the job
     try:
-        if not st.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not st.S_ISREG(info.st_mode) or info.st_nlink != 1:
             return False
         os.fchmod(fd, perms)
     finally:
@@ -298,7 +301,13 @@ class _Worktree:
     def __init__(self, root: Path, current: Files) -> None:
         self.root = root
         self.current = current
-        self.fds: dict[str, int] = {"": os.open(root, _DIR_FLAGS)}
+        try:
+            self.fds: dict[str, int] = {"": os.open(root, _DIR_FLAGS)}
+        except OSError as e:
+            raise GitError(
+                f"cannot open the worktree {root} to restore it ({e.strerror}); it must be a directory, "
+                "not a symlink: check the task's worktree path"
+            ) from None
         self.token = os.urandom(6).hex()
         self.temps = 0
 

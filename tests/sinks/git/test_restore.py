@@ -224,6 +224,27 @@ def test_a_saved_symlink_to_outside_is_replaced_by_a_directory_not_followed(
     assert listing(outside) == before
 
 
+def test_a_mode_change_never_reaches_a_hard_link_outside(ws: GitWorkspace, outside: Path) -> None:
+    path = started(ws, "hardlink")
+    (path / "run.sh").write_text("outside\n")
+    (path / "run.sh").chmod(0o755)
+    cp = ws.checkpoint("hardlink")
+    (path / "run.sh").unlink()
+    os.link(outside / "run.sh", path / "run.sh")  # same content, mode 644: only the mode differs
+    before = listing(outside)
+    ws.restore("hardlink", cp.id)
+    assert listing(outside) == before
+    assert (path / "run.sh").stat().st_mode & 0o111 and (path / "run.sh").stat().st_nlink == 1
+
+
+def test_a_worktree_root_that_is_a_symlink_is_refused(ws: GitWorkspace, tmp_path: Path, outside: Path) -> None:
+    os.symlink(outside, tmp_path / "fake-worktree")
+    before = listing(outside)
+    with pytest.raises(GitError, match="cannot open the worktree"):
+        materialize(tmp_path / "fake-worktree", ws.checkpoints_store.store, {"keep.txt": (0o100644, b"1" * 40)}, {}, {})
+    assert listing(outside) == before
+
+
 def test_empty_directories_where_a_file_goes_are_removed(ws: GitWorkspace) -> None:
     path = started(ws, "dir-to-file")
     (path / "out").write_text("a file\n")
