@@ -145,10 +145,10 @@ def materialize(
             stats.removed += 1
             emptied.add(parent)
         tree.prune(emptied)
-        for path, (mode, sha) in sorted(target.items()):
+        # Sorted, so each directory's files come together while its descriptor is open.
+        for path in sorted(path for path, entry in target.items() if current.get(path) != entry):
+            mode, sha = target[path]
             have = current.get(path)
-            if have == (mode, sha):
-                continue
             parent, _, name = path.rpartition("/")
             _check_name(name, path)
             pfd = tree.directory(parent, path)
