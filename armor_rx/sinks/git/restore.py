@@ -119,8 +119,10 @@ def materialize(
     unsaved files where a file goes, or an unsaved file it would overwrite).
     Raises :class:`PathEscape` if a directory on the way turns out to be a
     symlink ``current`` does not hold (something in the worktree swapped it
-    in during the restore) or a name in ``target`` means ``.git``; the
-    restore then stops part-way, having changed nothing outside ``root``.
+    in during the restore) or a name in ``target`` is ``..`` or means
+    ``.git``, and :class:`GitError` if ``root`` is not a directory or
+    something else in it changes under the restore; the restore then stops
+    part-way, having changed nothing outside ``root``.
     """
     blocked = _unsaved_in_the_way(root, current, target)
     if blocked:
