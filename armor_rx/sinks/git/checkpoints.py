@@ -23,7 +23,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
-from armor_rx.sinks.git.restore import flatten_tree
+from armor_rx.sinks.git.trees import flatten_tree
 from armor_rx.sinks.git.submodules import gitmodules_paths
 from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_worktree
 

@@ -15,7 +15,7 @@ from armor_rx.model.ids import validate_task_id
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.refs import read_commit
-from armor_rx.sinks.git.restore import flatten_tree
+from armor_rx.sinks.git.trees import flatten_tree
 from armor_rx.sinks.git.scan import ScanResult
 
 if TYPE_CHECKING:

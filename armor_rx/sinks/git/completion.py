@@ -20,7 +20,7 @@ from dulwich.worktree import list_worktrees
 
 from armor_rx.errors import GitError, TransientError
 from armor_rx.sinks.git.refs import read_commit
-from armor_rx.sinks.git.restore import flatten_tree
+from armor_rx.sinks.git.trees import flatten_tree
 from armor_rx.sinks.git.scan import ScanResult
 
 MergeMode = Literal["none", "ff", "merge"]

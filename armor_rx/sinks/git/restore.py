@@ -1,39 +1,32 @@
 """Making a worktree match a tree exactly: the write side of checkpoints.
 
 The worktree belongs to a task whose processes may still run while it is
-restored, so every change is made through directory file descriptors opened
-one component at a time without following symlinks. A directory swapped for
-a symlink in the middle of a restore makes the restore fail; it never makes
-it write, chmod or delete anything outside the worktree.
+restored, so every change goes through :class:`~armor_rx.sinks.git.beneath.Beneath`:
+a directory swapped for a symlink in the middle of a restore makes the
+restore fail; it never makes it write, chmod or delete anything outside the
+worktree.
 """
 
 from __future__ import annotations
 
 import os
 import stat as st
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dulwich.index import validate_path_element_hfs, validate_path_element_ntfs
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import ObjectID, Tree, parse_tree
 
-from armor_rx.errors import GitError, PathEscape
+from armor_rx.errors import GitError
+from armor_rx.sinks.git.beneath import GITLINK as _GITLINK
+from armor_rx.sinks.git.beneath import Beneath, check_name, chmod_regular_file
 from armor_rx.sinks.git.blobs import iter_blob
 from armor_rx.sinks.git.scan import CacheEntry
+from armor_rx.sinks.git.trees import Files, flatten_tree
 
-Files = dict[str, tuple[int, bytes]]
+__all__ = ["Files", "RestoreStats", "flatten_tree", "materialize"]
 
-_GITLINK = 0o160000
 _SYMLINK = 0o120000
 _EXECUTABLE = 0o100755
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-#: Open directory descriptors kept per restore; the rest are reopened on
-#: demand (paths come sorted, so the ones in use are the recent ones).
-_MAX_OPEN_DIRS = 128
 
 
 @dataclass
@@ -41,52 +34,6 @@ class RestoreStats:
     written: int = 0
     removed: int = 0
     chmodded: int = 0
-
-
-def flatten_tree(store: DiskObjectStore, tree_id: bytes, prefix: str = "") -> Files:
-    """Every blob and gitlink under ``tree_id`` as ``{path: (mode, sha)}``.
-
-    Raises :class:`GitError` if ``tree_id`` is not a tree and ``KeyError`` if
-    it (or a tree under it) is missing from ``store``.
-    """
-    out: Files = {}
-    _flatten_into(out, store, tree_id, f"{prefix}/" if prefix else "")
-    return out
-
-
-def _flatten_into(out: Files, store: DiskObjectStore, tree_id: bytes, prefix: str) -> None:
-    # Raw entries straight from the object: building a Tree and its entry
-    # objects costs more than everything else here.
-    for name, mode, sha in _parse_entries(_read_tree(store, tree_id)):
-        path = prefix + name.decode("utf-8", "surrogateescape")
-        if st.S_ISDIR(mode):
-            _flatten_into(out, store, sha, path + "/")
-        else:
-            out[path] = (mode, sha)
-
-
-def _read_tree(store: DiskObjectStore, tree_id: bytes) -> bytes:
-    """The body of tree ``tree_id``: read from its loose file when it has one, else through dulwich."""
-    hexsha = tree_id.decode("ascii")
-    try:
-        with open(os.path.join(os.fspath(store.path), hexsha[:2], hexsha[2:]), "rb") as f:
-            data = zlib.decompress(f.read())
-    except FileNotFoundError:
-        kind, body = store.get_raw(ObjectID(tree_id))
-        if kind != Tree.type_num:
-            raise GitError(f"object {hexsha} is not a tree") from None
-        return body
-    header, _, body = data.partition(b"\x00")
-    if not header.startswith(b"tree "):
-        raise GitError(f"object {hexsha} is not a tree")
-    return body
-
-
-def _parse_entries(body: bytes) -> Iterator[tuple[bytes, int, bytes]]:
-    try:
-        return parse_tree(body, sha_len=20)
-    except TypeError:  # dulwich before 1.0 has no sha_len (SHA-256 repositories)
-        return parse_tree(body)  # type: ignore[call-arg]
 
 
 def _read_umask() -> int:
@@ -133,14 +80,14 @@ def materialize(
         )
     stats = RestoreStats()
     mask = _UMASK
-    with _Worktree(root, current) as tree:
+    with Beneath(root, current) as tree:
         # Remove first, deepest first, so a file can replace a directory and back.
         emptied: set[str] = set()
         for path in sorted(current.keys() - target.keys(), reverse=True):
             if current[path][0] == _GITLINK:
                 continue
             parent, _, name = path.rpartition("/")
-            _check_name(name, path)
+            check_name(name, path)
             if not tree.unlink(parent, name, path):
                 continue  # a directory now: not ours to delete
             cache.pop(path, None)
@@ -152,7 +99,7 @@ def materialize(
             mode, sha = target[path]
             have = current.get(path)
             parent, _, name = path.rpartition("/")
-            _check_name(name, path)
+            check_name(name, path)
             pfd = tree.directory(parent, path)
             if mode == _GITLINK:
                 tree.make_dir(pfd, name, path)
@@ -160,7 +107,7 @@ def materialize(
             perms = (0o777 if mode == _EXECUTABLE else 0o666) & ~mask
             if (
                 have is not None and have[1] == sha and have[0] != _SYMLINK and mode != _SYMLINK
-                and _chmod_regular_file(pfd, name, perms)
+                and chmod_regular_file(pfd, name, perms)
             ):
                 stats.chmodded += 1
             elif mode == _SYMLINK:
@@ -234,275 +181,3 @@ def _lstat_kind(path: str) -> int | None:
         return None
 
 
-def _refused_name(name: str) -> bool:
-    """Whether ``name`` cannot be written: empty, ``.``, ``..`` or a spelling of ``.git``."""
-    if name in ("", ".", ".."):
-        return True
-    if name.isascii() and "git" not in name.lower():
-        return False  # the common case, and no such name can mean '.git' anywhere
-    raw = os.fsencode(name)
-    readable = raw.decode("utf-8", "ignore").encode("utf-8")
-    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))
-
-
-def _check_name(name: str, path: str) -> None:
-    if _refused_name(name):
-        raise PathEscape(
-            f"refused to restore {path!r}: its component {name!r} is empty, '.', '..' or means '.git'; "
-            "such a tree was not made by a scan of a worktree, so restore a different checkpoint"
-        )
-
-
-def _chmod_regular_file(pfd: int, name: str, perms: int) -> bool:
-    """Set the permissions of ``name`` in ``pfd`` if it is a regular file we can open; else False.
-
-    The mode is set on a descriptor opened without following symlinks (Linux
-    has no chmod that refuses to follow one), after checking what it is. A
-    file with other hard links is left for the caller to rewrite: the mode
-    belongs to the inode, which may have a name outside the worktree too.
-    """
-    try:
-        if not st.S_ISREG(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode):
-            return False
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=pfd)
-    except OSError:
-        return False  # gone, unreadable or swapped: rewriting it does the job
-    try:
-        info = os.fstat(fd)
-        if not st.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            return False
-        os.fchmod(fd, perms)
-    finally:
-        os.close(fd)
-    return True
-
-
-def _remove_tree(pfd: int, name: str) -> None:
-    """Delete directory ``name`` in ``pfd`` and all it holds, never following a symlink."""
-    fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-    try:
-        with os.scandir(fd) as entries:
-            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
-        for child, is_dir in children:
-            if is_dir:
-                _remove_tree(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=pfd)
-
-
-class _Worktree:
-    """The directories of one worktree, opened beneath its root without following symlinks.
-
-    Descriptors are cached by relative directory (``""`` is the root) for
-    the length of one restore and closed by :meth:`close`.
-    """
-
-    def __init__(self, root: Path, current: Files) -> None:
-        self.root = root
-        self.current = current
-        try:
-            self.fds: dict[str, int] = {"": os.open(root, _DIR_FLAGS)}
-        except OSError as e:
-            raise GitError(
-                f"cannot open the worktree {root} to restore it ({e.strerror}); it must be a directory, "
-                "not a symlink: check the task's worktree path"
-            ) from None
-        self.token = os.urandom(6).hex()
-        self.temps = 0
-
-    def __enter__(self) -> _Worktree:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()
-
-    def directory(self, rel: str, path: str) -> int:
-        """A descriptor for directory ``rel``, made if missing; ``path`` names the file it is for in errors.
-
-        A file or symlink in the way is replaced by a directory when
-        ``current`` holds it (so it is saved); otherwise this raises.
-        """
-        fd = self.fds.get(rel)
-        if fd is not None:
-            return fd
-        parent, _, name = rel.rpartition("/")
-        _check_name(name, path)  # before the parents are made: a refused path changes nothing
-        pfd = self.directory(parent, path)
-        for _ in range(3):
-            try:
-                fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-            except FileNotFoundError:
-                try:
-                    os.mkdir(name, 0o777, dir_fd=pfd)
-                except FileExistsError:
-                    pass  # made by someone else meanwhile: open what is there
-                except FileNotFoundError:
-                    break  # the parent itself was deleted meanwhile
-                continue
-            except NotADirectoryError:
-                if rel in self.current and self.current[rel][0] != _GITLINK:
-                    os.unlink(name, dir_fd=pfd)  # removes the entry itself, never what a symlink points at
-                    continue
-                raise self._not_a_directory(pfd, rel, path) from None
-            return self._keep(rel, fd)
-        raise GitError(
-            f"cannot restore {path!r}: directory {rel!r} in {self.root} kept changing while the restore "
-            "made it (something in the worktree is racing the restore); stop the task's processes and restore again"
-        )
-
-    def existing_directory(self, rel: str, path: str) -> int | None:
-        """A descriptor for directory ``rel`` if it exists (None if not); raises if it is not a directory."""
-        fd = self.fds.get(rel)
-        if fd is not None:
-            return fd
-        parent, _, name = rel.rpartition("/")
-        _check_name(name, path)
-        pfd = self.existing_directory(parent, path)
-        if pfd is None:
-            return None
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
-            raise self._not_a_directory(pfd, rel, path) from None
-        return self._keep(rel, fd)
-
-    def _keep(self, rel: str, fd: int) -> int:
-        if len(self.fds) > _MAX_OPEN_DIRS:
-            # Oldest first; never the root, which the others are reopened from.
-            oldest = next(k for k in self.fds if k)
-            os.close(self.fds.pop(oldest))
-        self.fds[rel] = fd
-        return fd
-
-    def _forget(self, rel: str) -> None:
-        """Close the descriptors of ``rel`` and everything below it (they were deleted)."""
-        below = rel + "/"
-        for key in [k for k in self.fds if k == rel or k.startswith(below)]:
-            os.close(self.fds.pop(key))
-
-    def _not_a_directory(self, pfd: int, rel: str, path: str) -> Exception:
-        try:
-            kind: int | None = os.stat(rel.rpartition("/")[2], dir_fd=pfd, follow_symlinks=False).st_mode
-        except OSError:
-            kind = None
-        if kind is not None and st.S_ISLNK(kind):
-            return PathEscape(
-                f"refused to restore {path!r}: {rel!r} in {self.root} is a symlink that was not there when "
-                "the restore started (something in the worktree swapped it in), and following it could lead "
-                "outside the worktree; stop the task's processes and restore again"
-            )
-        what = "a file" if kind is not None and not st.S_ISDIR(kind) else "changing under it"
-        return GitError(
-            f"cannot restore {path!r}: {rel!r} in {self.root} is {what}, which it was not when the restore "
-            "started (something in the worktree is racing the restore); stop the task's processes and restore again"
-        )
-
-    def unlink(self, parent: str, name: str, path: str) -> bool:
-        """Delete file ``name`` in ``parent`` (gone already counts); False if it is a directory."""
-        pfd = self.existing_directory(parent, path)
-        if pfd is None:
-            return True
-        try:
-            os.unlink(name, dir_fd=pfd)
-        except FileNotFoundError:
-            pass
-        except IsADirectoryError:
-            return False
-        return True
-
-    def prune(self, emptied: set[str]) -> None:
-        """Remove the directories in ``emptied``, and their parents, that are now empty."""
-        candidates = set()
-        for rel in emptied:
-            while rel and rel not in candidates:
-                candidates.add(rel)
-                rel = rel.rpartition("/")[0]
-        # Reverse order puts every directory before its parent.
-        for rel in sorted(candidates, reverse=True):
-            parent, _, name = rel.rpartition("/")
-            try:
-                pfd = self.existing_directory(parent, rel)
-                if pfd is None:
-                    continue
-                os.rmdir(name, dir_fd=pfd)  # fails on a symlink: never follows one
-            except (OSError, PathEscape, GitError):
-                continue  # not empty, gone or not a directory: leave it
-            self._forget(rel)
-
-    def make_dir(self, pfd: int, name: str, path: str) -> None:
-        try:
-            os.mkdir(name, 0o777, dir_fd=pfd)
-        except FileExistsError:
-            if not st.S_ISDIR(os.stat(name, dir_fd=pfd, follow_symlinks=False).st_mode):
-                raise GitError(
-                    f"cannot restore submodule {path!r} in {self.root}: a file or symlink stands where its "
-                    "directory goes; move it away and restore again"
-                ) from None
-
-    def _temp_name(self) -> str:
-        self.temps += 1
-        return f".armor-tmp-{self.token}-{self.temps}"
-
-    def write_file(self, pfd: int, parent: str, name: str, chunks: Iterator[bytes], perms: int) -> None:
-        """Write ``chunks`` to a new file with ``perms`` and move it over ``name`` in ``pfd``."""
-        while True:
-            tmp = self._temp_name()
-            try:
-                fd = os.open(tmp, _NEW_FILE_FLAGS, 0o600, dir_fd=pfd)
-                break
-            except FileExistsError:
-                continue  # the worktree's processes can make any name: take the next one
-        try:
-            try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-                os.fchmod(fd, perms)
-            finally:
-                os.close(fd)
-            self._move_into_place(pfd, parent, tmp, name)
-        except BaseException:
-            _unlink_quietly(pfd, tmp)
-            raise
-
-    def write_symlink(self, pfd: int, parent: str, name: str, link: bytes) -> None:
-        while True:
-            tmp = self._temp_name()
-            try:
-                os.symlink(os.fsdecode(link), tmp, dir_fd=pfd)
-                break
-            except FileExistsError:
-                continue
-        try:
-            self._move_into_place(pfd, parent, tmp, name)
-        except BaseException:
-            _unlink_quietly(pfd, tmp)
-            raise
-
-    def _move_into_place(self, pfd: int, parent: str, tmp: str, name: str) -> None:
-        try:
-            os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-        except IsADirectoryError:
-            # The target has a file where a directory now stands; what is left in
-            # it was excluded from the scan (ignored files), which git too deletes.
-            self._forget(f"{parent}/{name}" if parent else name)
-            _remove_tree(pfd, name)
-            os.replace(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-
-
-def _unlink_quietly(pfd: int, name: str) -> None:
-    try:
-        os.unlink(name, dir_fd=pfd)
-    except OSError:
-        pass

@@ -21,7 +21,6 @@ import orjson
 import pathspec
 from dulwich.index import read_submodule_head, validate_path_element_hfs, validate_path_element_ntfs
 from dulwich.object_store import DiskObjectStore
-from dulwich.objects import ObjectID, Tree
 
 from armor_rx.errors import GitError
 from armor_rx.sinks.git.blobs import FileChanged, has_object, write_blob_bytes, write_blob_from_file, write_object_bytes
@@ -224,30 +223,6 @@ class StatCache:
         os.replace(tmp, self.path)
         signature = self._signature()
         self._memo = (signature, dirs, trees, root.decode() if root else None) if signature is not None else None
-
-
-def trees_of(store: DiskObjectStore, tree_id: bytes) -> dict[str, TreeEntry]:
-    """The tree cache a scan would have built for a worktree holding exactly ``tree_id``.
-
-    After a restore the worktree's kept files are the checkpoint's, so its
-    directories' trees can be taken from there instead of rebuilt next time.
-    """
-    out: dict[str, TreeEntry] = {}
-    pending = [("", tree_id)]
-    while pending:
-        rel, sha = pending.pop()
-        tree = store[ObjectID(sha)]
-        if not isinstance(tree, Tree):
-            raise GitError(f"object {sha.decode()} is not a tree")
-        subs: list[str] = []
-        for item in tree.iteritems():
-            if item.mode == 0o40000 or item.mode == 0o160000:
-                name = item.path.decode("utf-8", "surrogateescape")
-                subs.append(name)
-                if item.mode == 0o40000:
-                    pending.append((f"{rel}/{name}" if rel else name, item.sha))
-        out[rel] = [sorted(subs), sha.decode()]
-    return out
 
 
 def _aliases_git_dir(name: str) -> bool:

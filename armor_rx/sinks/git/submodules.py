@@ -18,7 +18,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from armor_rx.errors import GitError, SubmoduleConflict
-from armor_rx.sinks.git.restore import flatten_tree
+from armor_rx.sinks.git.trees import flatten_tree
 
 SubmoduleState = Literal["clean", "dirty", "diverged", "uninitialised"]
 SubmoduleStrategy = Literal["skip", "reset", "fail"]

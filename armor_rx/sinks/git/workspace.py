@@ -27,8 +27,9 @@ from armor_rx.sinks.git.completion import (
 from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
-from armor_rx.sinks.git.restore import flatten_tree, materialize
-from armor_rx.sinks.git.scan import ScanPolicy, nest, trees_of
+from armor_rx.sinks.git.restore import materialize
+from armor_rx.sinks.git.scan import ScanPolicy, nest
+from armor_rx.sinks.git.trees import flatten_tree, trees_of
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]

@@ -16,6 +16,7 @@ from dulwich.objects import Tree
 
 from armor_rx.errors import ArmorError, GitError, PathEscape
 from armor_rx.sinks.git import GitWorkspace
+from armor_rx.sinks.git import beneath
 from armor_rx.sinks.git import restore as restore_module
 from armor_rx.sinks.git.blobs import write_blob_bytes
 from armor_rx.sinks.git.restore import flatten_tree, materialize
@@ -261,7 +262,7 @@ def _open_fds() -> int:
 
 def test_many_directories_and_no_descriptor_left_open(ws: GitWorkspace, repo: Path) -> None:
     path = started(ws, "wide")
-    for i in range(3 * restore_module._MAX_OPEN_DIRS):
+    for i in range(3 * beneath._MAX_OPEN_DIRS):
         d = path / f"d{i % 7}" / f"e{i}"
         d.mkdir(parents=True)
         (d / "f.txt").write_text(f"{i}\n")
@@ -273,7 +274,7 @@ def test_many_directories_and_no_descriptor_left_open(ws: GitWorkspace, repo: Pa
     ws.restore("wide", full.id)
     assert _open_fds() == fds
     assert all((path / f"d{i % 7}" / f"e{i}" / "f.txt").read_text() == f"{i}\n"
-               for i in range(3 * restore_module._MAX_OPEN_DIRS))
+               for i in range(3 * beneath._MAX_OPEN_DIRS))
     ws.restore("wide", empty.id)
     assert _open_fds() == fds
     assert not list(path.glob("d*"))  # emptied directories are pruned
