@@ -12,7 +12,9 @@ import pytest
 
 from armor_rx.sinks.git import GitWorkspace
 from armor_rx.sinks.git import scan as scan_module
-from armor_rx.sinks.git.scan import FALLBACK_RACY_NS, ScanPolicy, StatCache, scan_worktree
+from armor_rx.sinks.git import statcache
+from armor_rx.sinks.git.scan import ScanPolicy, scan_worktree
+from armor_rx.sinks.git.statcache import FALLBACK_RACY_NS, StatCache
 
 from .conftest import git, started
 
@@ -84,7 +86,7 @@ def test_stamp_reads_the_filesystem_clock_not_ours(ws: GitWorkspace, monkeypatch
     cache = ws.checkpoints_store.stat_cache("clock")
     before = time.time_ns()
     # A wall clock an hour behind the filesystem's (an NFS server's, say) must not matter.
-    monkeypatch.setattr(scan_module.time, "time_ns", lambda: before - 3600 * 10**9)
+    monkeypatch.setattr(statcache.time, "time_ns", lambda: before - 3600 * 10**9)
     stamp = cache.stamp(path)
     marker = cache.path.with_name(cache.path.name + ".stamp")
     assert stamp == marker.stat().st_mtime_ns
@@ -106,7 +108,7 @@ def test_stamp_falls_back_to_a_wide_window_on_another_filesystem(
             return os.stat_result((info.st_mode, info.st_ino, info.st_dev + 1, *tuple(info)[3:]))
         return info
 
-    monkeypatch.setattr(scan_module.os, "stat", stat)
+    monkeypatch.setattr(statcache.os, "stat", stat)
     now = time.time_ns()
     stamp = cache.stamp(path)
     assert now - FALLBACK_RACY_NS <= stamp <= time.time_ns() - FALLBACK_RACY_NS
