@@ -183,8 +183,8 @@ class CheckpointStore:
             cache = self._stat_caches[task_id] = StatCache(self.cache_dir / f"{task_id}.json")
         return cache
 
-    def scan(self, task_id: str, worktree: Path, policy: ScanPolicy | None = None) -> ScanResult:
-        """Scan ``worktree`` with the task's stat cache (updated afterwards)."""
+    def scan(self, task_id: str, worktree: Path, policy: ScanPolicy | None = None, *, save: bool = True) -> ScanResult:
+        """Scan ``worktree`` with the task's stat cache (updated afterwards unless ``save`` is false)."""
         cache = self.stat_cache(task_id)
         stamp = cache.stamp(worktree)
         tracked = _TrackedPaths(worktree)
@@ -193,7 +193,8 @@ class CheckpointStore:
             worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees, tracked.is_submodule,
             stamp,
         )
-        cache.save(result.dirs, stamp, result.trees, result.tree, result.racy)
+        if save:
+            cache.save(result.dirs, stamp, result.trees, result.tree, result.racy)
         return result
 
     def history(self, task_id: str, limit: int | None = None) -> list[Checkpoint]:

@@ -20,9 +20,9 @@ from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
 from armor_rx.sinks.git.blobs import FileChanged, write_blob_bytes, write_blob_from_file, write_object_bytes
-from armor_rx.sinks.git.statcache import CacheEntry, DirCache, StatCache, TreeEntry, is_utf8, nest
+from armor_rx.sinks.git.statcache import CacheEntry, DirCache, StatCache, TreeEntry, is_utf8
 
-__all__ = ["CacheEntry", "DirCache", "ScanPolicy", "ScanResult", "StatCache", "TreeEntry", "nest", "scan_worktree"]
+__all__ = ["CacheEntry", "DirCache", "ScanPolicy", "ScanResult", "StatCache", "TreeEntry", "scan_worktree"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class ScanResult:
 
     @property
     def cache(self) -> dict[str, CacheEntry]:
-        """The stat entries by path (a new dict: built on demand, restore and completion need it)."""
+        """The stat entries by path (a new dict, built on demand: completion needs it)."""
         return {
             (f"{d}/{name}" if d else name): entry for d, entries in self.dirs.items() for name, entry in entries.items()
         }

@@ -29,15 +29,6 @@ DirCache = dict[str, dict[str, CacheEntry]]
 TreeEntry = list[object]
 
 
-def nest(flat: dict[str, CacheEntry]) -> DirCache:
-    """Stat entries by path, regrouped per directory (the inverse of :attr:`ScanResult.cache`)."""
-    out: DirCache = {}
-    for path, entry in flat.items():
-        directory, _, name = path.rpartition("/")
-        out.setdefault(directory, {})[name] = entry
-    return out
-
-
 class StatCache:
     """The per-task stat cache, stored as JSON next to the other git state.
 

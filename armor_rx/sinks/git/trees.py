@@ -1,4 +1,4 @@
-"""Reading trees fast: every file under a tree, and the directory trees under one.
+"""Reading trees fast: every file under a tree, and what differs between two.
 
 Restore, completion and the stat cache read whole trees of thousands of
 entries; going through dulwich's ``Tree`` objects costs more than the rest of
@@ -11,6 +11,7 @@ import os
 import stat as st
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, Tree, parse_tree
@@ -66,24 +67,59 @@ def parse_entries(body: bytes) -> Iterator[tuple[bytes, int, bytes]]:
         return parse_tree(body)  # type: ignore[call-arg]
 
 
-def trees_of(store: DiskObjectStore, tree_id: bytes) -> dict[str, list[object]]:
-    """The tree cache a scan would have built for a worktree holding exactly ``tree_id``.
+@dataclass
+class TreeDiff:
+    """What differs between two trees, read only as deep as they differ.
 
-    Per directory: the sorted names of its subdirectories and gitlinks, and
-    its tree id (see :mod:`armor_rx.sinks.git.scan`). After a restore the
-    worktree's kept files are the checkpoint's, so its directories' trees
-    are taken from there instead of rebuilt by the next scan.
+    ``old`` and ``new`` hold the blobs and gitlinks that differ (each side's
+    ``(mode, sha)``; a path on one side only is missing from the other).
+    ``trees`` holds, for every directory of the new tree on a differing
+    path, the tree-cache entry a scan would have made (sorted names of its
+    subdirectories and gitlinks, tree id); ``gone`` the directories only the
+    old tree has. Directories that are the same in both are not visited.
     """
-    out: dict[str, list[object]] = {}
-    pending = [("", tree_id)]
-    while pending:
-        rel, sha = pending.pop()
-        subs: list[str] = []
-        for name, mode, child in parse_entries(read_tree(store, sha)):
-            if mode == 0o40000 or mode == 0o160000:
-                text = name.decode("utf-8", "surrogateescape")
-                subs.append(text)
-                if mode == 0o40000:
-                    pending.append((f"{rel}/{text}" if rel else text, child))
-        out[rel] = [sorted(subs), sha.decode()]
-    return out
+
+    old: Files = field(default_factory=dict)
+    new: Files = field(default_factory=dict)
+    trees: dict[str, list[object]] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)
+
+
+def diff_trees(store: DiskObjectStore, old_id: bytes, new_id: bytes) -> TreeDiff:
+    """Compare two trees of ``store``; see :class:`TreeDiff`."""
+    diff = TreeDiff()
+    if old_id != new_id:
+        _diff_into(diff, store, old_id, new_id, "")
+    return diff
+
+
+def _entries(store: DiskObjectStore, tree_id: bytes | None) -> dict[bytes, tuple[int, bytes]]:
+    if tree_id is None:
+        return {}
+    return {name: (mode, sha) for name, mode, sha in parse_entries(read_tree(store, tree_id))}
+
+
+def _diff_into(diff: TreeDiff, store: DiskObjectStore, old_id: bytes | None, new_id: bytes | None, rel: str) -> None:
+    old, new = _entries(store, old_id), _entries(store, new_id)
+    if new_id is None:
+        diff.gone.add(rel)
+    else:
+        subs = sorted(n.decode("utf-8", "surrogateescape") for n, (m, _) in new.items() if m in (0o40000, 0o160000))
+        diff.trees[rel] = [subs, new_id.decode()]
+    prefix = rel + "/" if rel else ""
+    for name in old.keys() | new.keys():
+        was, now = old.get(name), new.get(name)
+        if was == now:
+            continue  # the same blob, or the same subtree: nothing below differs
+        path = prefix + name.decode("utf-8", "surrogateescape")
+        was_tree = was is not None and st.S_ISDIR(was[0])
+        now_tree = now is not None and st.S_ISDIR(now[0])
+        if was_tree or now_tree:
+            _diff_into(
+                diff, store, was[1] if was is not None and was_tree else None,
+                now[1] if now is not None and now_tree else None, path,
+            )
+        if was is not None and not was_tree:
+            diff.old[path] = was
+        if now is not None and not now_tree:
+            diff.new[path] = now

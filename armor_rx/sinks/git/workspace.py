@@ -28,8 +28,8 @@ from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
 from armor_rx.sinks.git.restore import materialize
-from armor_rx.sinks.git.scan import ScanPolicy, nest
-from armor_rx.sinks.git.trees import flatten_tree, trees_of
+from armor_rx.sinks.git.scan import CacheEntry, DirCache, ScanPolicy, ScanResult, TreeEntry
+from armor_rx.sinks.git.trees import TreeDiff, diff_trees, flatten_tree
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
@@ -291,7 +291,8 @@ class GitWorkspace:
             store = self.checkpoints_store
             store.check_owner(task_id)
             target = store.find(task_id, checkpoint)
-            current = store.scan(task_id, path)
+            # Not saved yet: the cache is saved once, below, as the restore leaves the worktree.
+            current = store.scan(task_id, path, save=False)
             safety = None
             if current.tree != target.tree.encode():
                 history = store.history(task_id)
@@ -299,14 +300,13 @@ class GitWorkspace:
                     auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}", self._head(record))
                     safety = auto.id
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
-            files = flatten_tree(store.store, target.tree.encode())
-            entries = current.cache
-            stats = materialize(path, store.store, current.files, files, entries)
-            # The worktree now holds the target's tree, so its directory trees
-            # are the target's. What the restore wrote is newer than the scan's
-            # stamp, so those files (and the trees above them) are re-read next time.
             tree = target.tree.encode()
-            store.stat_cache(task_id).save(nest(entries), current.stamp, trees_of(store.store, tree), tree)
+            # Only the directories that differ are read and compared; the files
+            # of the others are the same on both sides.
+            diff = diff_trees(store.store, current.tree, tree)
+            written: dict[str, CacheEntry] = {}
+            stats = materialize(path, store.store, diff.old, diff.new, written)
+            store.stat_cache(task_id).save(*_after_restore(current, diff, written), tree)
         self.emit(
             "checkpoint.restored",
             task_id,
@@ -391,3 +391,26 @@ class GitWorkspace:
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
             new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts),
         )
+
+
+def _after_restore(
+    current: ScanResult, diff: TreeDiff, written: dict[str, CacheEntry]
+) -> tuple[DirCache, int, dict[str, TreeEntry]]:
+    """The stat cache for a worktree that was ``current`` and was restored by ``diff``.
+
+    Files are the scan's, less what the restore removed, plus what it wrote
+    (those are newer than the scan's stamp, so they and the trees above them
+    are re-read next time). Directory trees are the scan's where nothing
+    differed and the restored tree's along the paths that did.
+    """
+    dirs = dict(current.dirs)
+    for path in diff.old.keys() - diff.new.keys():
+        directory, _, name = path.rpartition("/")
+        if name in dirs.get(directory, {}):
+            dirs[directory] = {n: e for n, e in dirs[directory].items() if n != name}
+    for path, entry in written.items():
+        directory, _, name = path.rpartition("/")
+        dirs[directory] = {**dirs.get(directory, {}), name: entry}
+    trees = {d: t for d, t in current.trees.items() if d not in diff.gone}
+    trees.update(diff.trees)
+    return dirs, current.stamp, trees

@@ -15,6 +15,7 @@ from armor_rx.sinks.git import scan as scan_module
 from armor_rx.sinks.git import statcache
 from armor_rx.sinks.git.scan import ScanPolicy, scan_worktree
 from armor_rx.sinks.git.statcache import FALLBACK_RACY_NS, StatCache
+from armor_rx.sinks.git.trees import diff_trees
 
 from .conftest import git, started
 
@@ -220,3 +221,37 @@ def test_scans_after_restores_equal_a_full_scan(ws: GitWorkspace, seed: int) -> 
         if rng.random() < 0.3:
             settle()
         assert ws.checkpoints_store.scan(task, path).tree == fresh_tree(ws, path), f"step {step}"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_diff_trees_agrees_with_git(ws: GitWorkspace, repo: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    task = f"diff{seed}"
+    path = started(ws, task)
+    for i in range(10):
+        d = path / f"d{i % 3}" / f"e{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.txt").write_text(f"file {i}\n")
+    trees = [ws.checkpoint(task).tree]
+    for step in range(8):
+        for k in range(rng.randint(1, 4)):
+            _random_change(rng, path, step * 10 + k)
+        trees.append(ws.checkpoint(task).tree)
+    store = ws.checkpoints_store.store
+    pairs = list(zip(trees, trees[1:])) + [(rng.choice(trees), rng.choice(trees)) for _ in range(8)]
+    for old, new in pairs:
+        diff = diff_trees(store, old.encode(), new.encode())
+        expected: dict[str, tuple[str, str]] = {}
+        for line in git(repo, "diff-tree", "-r", "--no-renames", old, new).splitlines():
+            meta, name = line.split("\t")
+            old_mode, new_mode, old_sha, new_sha, _ = meta[1:].split()
+            expected[name] = (old_mode, new_mode)
+            if old_mode != "000000":
+                assert diff.old[name] == (int(old_mode, 8), old_sha.encode())
+            if new_mode != "000000":
+                assert diff.new[name] == (int(new_mode, 8), new_sha.encode())
+        assert set(diff.old) | set(diff.new) == set(expected)
+        # The directory entries given are those of the new tree.
+        for rel, (subs, sha) in diff.trees.items():
+            assert git(repo, "rev-parse", f"{new}:{rel}" if rel else f"{new}^{{tree}}").strip() == sha
+        assert all(git(repo, "cat-file", "-t", f"{new}:{d}", check=False).strip() != "tree" for d in diff.gone)
