@@ -102,41 +102,65 @@ def _write_loose(store: DiskObjectStore, sha: bytes, compressed: bytes) -> int:
 
 
 def write_blob_from_file(store: DiskObjectStore, path: str, size: int) -> tuple[bytes, int]:
-    """Store the file at ``path`` (of ``size`` bytes, from lstat) as a blob.
+    """Store the file at ``path`` (of ``size`` bytes, from lstat) as a blob; see :func:`write_blob_from_fd`."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return write_blob_from_fd(store, fd, size, path)
+    finally:
+        os.close(fd)
+
+
+def write_blob_from_fd(store: DiskObjectStore, fd: int, size: int, name: str) -> tuple[bytes, int]:
+    """Store the open file ``fd`` (of ``size`` bytes, from lstat) as a blob, reading from its start.
 
     Returns ``(sha, bytes added)``. Raises :class:`FileChanged` when the file
     does not have ``size`` bytes any more, so the caller can re-stat and retry
-    instead of storing a blob whose header lies.
+    instead of storing a blob whose header lies. ``name`` is for messages.
     """
     if size <= SMALL_FILE:
-        with open(path, "rb") as f:
-            data = f.read(size + 1)
+        data = _read_exactly(fd, size + 1)
         if len(data) != size:
-            raise FileChanged(path)
+            raise FileChanged(name)
         return write_blob_bytes(store, data)
     header = b"blob %d\x00" % size
     hasher = hashlib.sha1(header)
     compressor = zlib.compressobj(LOOSE_LEVEL)
-    fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=os.fspath(store.path))
+    out_fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=os.fspath(store.path))
     try:
-        with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+        with os.fdopen(out_fd, "wb") as out:
             out.write(compressor.compress(header))
             remaining = size
             while remaining:
-                chunk = src.read(min(CHUNK, remaining))
+                chunk = os.read(fd, min(CHUNK, remaining))
                 if not chunk:
-                    raise FileChanged(path)
+                    raise FileChanged(name)
                 remaining -= len(chunk)
                 hasher.update(chunk)
                 out.write(compressor.compress(chunk))
-            if src.read(1):
-                raise FileChanged(path)
+            if os.read(fd, 1):
+                raise FileChanged(name)
             out.write(compressor.flush())
     except BaseException:
         os.unlink(tmp)
         raise
     sha = hasher.hexdigest().encode()
     return sha, _install(store, tmp, sha)
+
+
+def _read_exactly(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd`` (fewer only at end of file)."""
+    data = os.read(fd, limit)
+    if len(data) == limit or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < limit:
+        more = os.read(fd, limit - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def iter_blob(store: DiskObjectStore, sha: bytes) -> Iterator[bytes]:

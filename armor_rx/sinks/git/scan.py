@@ -8,18 +8,20 @@ kept in a :class:`~armor_rx.sinks.git.statcache.StatCache`.
 from __future__ import annotations
 
 import binascii
+import errno
 import os
+import stat as st
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISLNK, S_IXUSR
+from stat import S_IXUSR
 
 import pathspec
 from dulwich.index import read_submodule_head, validate_path_element_hfs, validate_path_element_ntfs
 from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
-from armor_rx.sinks.git.blobs import FileChanged, write_blob_bytes, write_blob_from_file, write_object_bytes
+from armor_rx.sinks.git.blobs import FileChanged, write_blob_bytes, write_blob_from_fd, write_object_bytes
 from armor_rx.sinks.git.statcache import CacheEntry, DirCache, StatCache, TreeEntry, is_utf8
 
 __all__ = ["CacheEntry", "DirCache", "ScanPolicy", "ScanResult", "StatCache", "TreeEntry", "scan_worktree"]
@@ -101,14 +103,18 @@ class _Ignore:
         self.submodule = submodule
         self.stack: list[tuple[str, pathspec.GitIgnoreSpec]] = []
 
-    def push_dir(self, abs_dir: str, rel_dir: str) -> bool:
+    def push_dir(self, dir_fd: int, rel_dir: str) -> bool:
         if not self.honor:
             return False
         try:
-            with open(os.path.join(abs_dir, ".gitignore"), encoding="utf-8", errors="replace") as f:
-                spec = pathspec.GitIgnoreSpec.from_lines(f.read().splitlines())
-        except (FileNotFoundError, NotADirectoryError):
+            # Never through a symlink: a '.gitignore' pointing elsewhere is not read.
+            fd = os.open(".gitignore", _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError:
             return False
+        with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+            if not st.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            spec = pathspec.GitIgnoreSpec.from_lines(f.read().splitlines())
         self.stack.append((rel_dir, spec))
         return True
 
@@ -149,8 +155,15 @@ def scan_worktree(
     :meth:`StatCache.stamp`) are listed in ``racy``. Raises :class:`GitError`
     if a file keeps changing while it is read or cannot be read.
     """
-    scan = _Scan(store, cache, trees or {}, policy, _Ignore(policy, tracked, submodule), stamp_ns)
-    tree, _, _ = scan.directory(str(root), "")
+    scan = _Scan(store, cache, trees or {}, policy, _Ignore(policy, tracked, submodule), stamp_ns, str(root))
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise GitError(f"cannot scan {root}: {exc.strerror}; it must be a directory, not a symlink") from None
+    try:
+        tree, _, _ = scan.directory(root_fd, "")
+    finally:
+        os.close(root_fd)
     if tree is None:
         tree, _ = write_object_bytes(store, b"tree", b"")
         scan.result.trees[""] = [[], tree.decode()]
@@ -159,6 +172,9 @@ def scan_worktree(
 
 
 _NOTHING: dict[str, CacheEntry] = {}
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a fifo swapped in after the stat must not hang the open.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class _Scan:
@@ -172,7 +188,9 @@ class _Scan:
         policy: ScanPolicy,
         ignore: _Ignore,
         stamp_ns: int | None,
+        root: str,
     ) -> None:
+        self.root = root
         self.store = store
         self.cache = cache
         self.trees = trees
@@ -183,28 +201,33 @@ class _Scan:
         self.stamp = stamp_ns if stamp_ns is not None else 1 << 63
         self.result = ScanResult(tree=b"", dirs={}, stamp=self.stamp)
 
-    def directory(self, abs_dir: str, rel_dir: str) -> tuple[bytes | None, bool, bytes | None]:
-        """Scan one directory; return ``(tree id or None if empty, changed, submodule head)``.
+    def directory(self, dir_fd: int, rel_dir: str) -> tuple[bytes | None, bool, bytes | None]:
+        """Scan one directory (open as ``dir_fd``); return ``(tree id or None if empty, changed, submodule head)``.
 
         A directory below the root that holds a ``.git`` and is a registered
         submodule is not walked; its checked-out commit is returned as the
         third value (``b""`` if it has none). A nested repository that is not
         a submodule is walked, so its files are saved.
 
-        This loop runs once per file on every checkpoint, so it is written for
-        speed: an unchanged file costs one ``lstat`` and a few comparisons,
-        and a directory's tree is only serialised when something in it changed.
+        Everything is opened relative to ``dir_fd`` without following
+        symlinks, so a directory swapped for a symlink while the scan runs
+        cannot make it read (and store) files from outside the worktree.
+        This loop runs once per file on every checkpoint, so it is written
+        for speed: an unchanged file costs one ``fstatat`` and a few
+        comparisons, and a directory's tree is only serialised when
+        something in it changed.
         """
         try:
-            entries = list(os.scandir(abs_dir))
+            with os.scandir(dir_fd) as listing:
+                entries = list(listing)
         except OSError as exc:
-            raise GitError(f"cannot list {abs_dir}: {exc}") from None
+            raise GitError(f"cannot list {self._path(rel_dir)}: {exc.strerror}") from None
         result, ignore = self.result, self.ignore
         names_here = {entry.name for entry in entries}
         if rel_dir and ".git" in names_here and ignore.submodule(rel_dir):
-            return None, True, read_submodule_head(abs_dir) or b""
+            return None, True, read_submodule_head(self._path(rel_dir)) or b""
         # Only directories that have a .gitignore pay for reading one.
-        pushed = ignore.push_dir(abs_dir, rel_dir) if ".gitignore" in names_here else False
+        pushed = ignore.push_dir(dir_fd, rel_dir) if ".gitignore" in names_here else False
         filtering = ignore.user is not None or bool(ignore.stack)
         max_size, stamp = self.max_size, self.stamp
         prefix = rel_dir + "/" if rel_dir else ""
@@ -223,18 +246,28 @@ class _Scan:
                 rel = prefix + name
                 if filtering and ignore.excluded(rel, True):
                     continue
-                sub, sub_changed, head = self.directory(entry.path, rel)
-                if head is not None:
-                    if head:  # a submodule with a checked-out commit
-                        subs.append((name, 0o160000, head))
-                        result.links[rel] = head
-                    changed = True  # rare enough not to cache
-                elif sub is not None:
-                    subs.append((name, 0o40000, sub))
-                    changed = changed or sub_changed
-                continue
+                try:
+                    sub_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue  # deleted while we looked
+                except OSError:
+                    sub_fd = -1  # no longer a directory (swapped meanwhile): taken as what it is now
+                if sub_fd >= 0:
+                    try:
+                        sub, sub_changed, head = self.directory(sub_fd, rel)
+                    finally:
+                        os.close(sub_fd)
+                    if head is not None:
+                        if head:  # a submodule with a checked-out commit
+                            subs.append((name, 0o160000, head))
+                            result.links[rel] = head
+                        changed = True  # rare enough not to cache
+                    elif sub is not None:
+                        subs.append((name, 0o40000, sub))
+                        changed = changed or sub_changed
+                    continue
             try:
-                info = entry.stat(follow_symlinks=False)
+                info = entry.stat(follow_symlinks=False)  # fstatat on dir_fd: the name, not a path
             except FileNotFoundError:
                 continue  # deleted while we looked: it is simply not in this snapshot
             mode = info.st_mode
@@ -244,7 +277,7 @@ class _Scan:
             elif kind == 0o120000:
                 git_mode = 0o120000
             else:
-                continue  # sockets, fifos, devices have no git representation
+                continue  # sockets, fifos, devices (and a directory that just appeared) have no blob
             if filtering and ignore.excluded(prefix + name, False):
                 continue
             if max_size is not None and kind == 0o100000 and info.st_size > max_size:
@@ -259,7 +292,9 @@ class _Scan:
                 or record[3] != info.st_ino
                 or record[7] != git_mode
             ):
-                record = _blob_for(entry.path, info, self.store, result)
+                record = self._blob(dir_fd, name, prefix + name, info)
+                if record is None:
+                    continue  # gone or no longer a file: not in this snapshot
                 changed = True
                 if record[0] >= stamp or record[1] >= stamp:  # type: ignore[operator]
                     result.racy.append(prefix + name)
@@ -281,6 +316,60 @@ class _Scan:
         result.trees[rel_dir] = [sub_names, tree_id.decode()]
         return tree_id, previous is None or str(previous[1]).encode() != tree_id, None
 
+    def _path(self, rel: str) -> str:
+        """``rel`` under the root, for messages and the rare path-based reads."""
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def _blob(self, dir_fd: int, name: str, rel: str, info: os.stat_result) -> CacheEntry | None:
+        """Hash and store one file whose stat did not match the cache; return its cache entry.
+
+        None if it is gone or is no longer a file or symlink. Raises
+        :class:`GitError` if it keeps changing while it is read or cannot be read.
+        """
+        for _ in range(5):
+            kind = info.st_mode & 0o170000
+            try:
+                if kind == 0o120000:
+                    git_mode = 0o120000
+                    sha, added = write_blob_bytes(self.store, os.fsencode(os.readlink(name, dir_fd=dir_fd)))
+                elif kind == 0o100000:
+                    git_mode = 0o100755 if info.st_mode & S_IXUSR else 0o100644
+                    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+                    try:
+                        opened = os.fstat(fd)
+                        if (opened.st_ino, opened.st_dev) != (info.st_ino, info.st_dev):
+                            raise FileChanged(rel)  # replaced between the stat and the open
+                        sha, added = write_blob_from_fd(self.store, fd, info.st_size, rel)
+                    finally:
+                        os.close(fd)
+                else:
+                    return None
+            except FileChanged:
+                pass
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EINVAL):  # swapped for a symlink, or one for a file
+                    pass
+                else:
+                    raise GitError(
+                        f"cannot read {self._path(rel)}: {exc.strerror}; fix its permissions or exclude it"
+                    ) from None
+            else:
+                self.result.hashed += 1
+                self.result.bytes_added += added
+                return [
+                    info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino,
+                    info.st_dev, info.st_uid, info.st_gid, git_mode, sha.decode(),
+                ]
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+        raise GitError(
+            f"{self._path(rel)} kept changing while it was read; stop the writer and retry the checkpoint"
+        )
+
     def _write_tree(self, files: dict[str, CacheEntry], subs: list[tuple[str, int, bytes]]) -> bytes:
         # (sort key, mode, name, hex sha): git orders names as bytes, and a
         # directory as if named "name/".
@@ -299,27 +388,3 @@ class _Scan:
         raw = b"".join(b"%o %s\x00%s" % (m, os.fsencode(n), binascii.unhexlify(h)) for _, m, n, h in items)
         tree_id, _ = write_object_bytes(self.store, b"tree", raw)
         return tree_id
-
-
-def _blob_for(path: str, info: os.stat_result, store: DiskObjectStore, result: ScanResult) -> CacheEntry:
-    """Hash and store one file whose stat did not match the cache; return its cache entry."""
-    for _ in range(5):
-        is_link = S_ISLNK(info.st_mode)
-        git_mode = 0o120000 if is_link else (0o100755 if info.st_mode & S_IXUSR else 0o100644)
-        try:
-            if is_link:
-                sha, added = write_blob_bytes(store, os.fsencode(os.readlink(path)))
-            else:
-                sha, added = write_blob_from_file(store, path, info.st_size)
-        except FileChanged:
-            info = os.lstat(path)
-            continue
-        except OSError as exc:
-            raise GitError(f"cannot read {path}: {exc}; fix its permissions or exclude it") from None
-        result.hashed += 1
-        result.bytes_added += added
-        return [
-            info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino,
-            info.st_dev, info.st_uid, info.st_gid, git_mode, sha.decode(),
-        ]
-    raise GitError(f"{path} kept changing while it was read; stop the writer and retry the checkpoint")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import random
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -255,3 +258,38 @@ def test_diff_trees_agrees_with_git(ws: GitWorkspace, repo: Path, seed: int) -> 
         for rel, (subs, sha) in diff.trees.items():
             assert git(repo, "rev-parse", f"{new}:{rel}" if rel else f"{new}^{{tree}}").strip() == sha
         assert all(git(repo, "cat-file", "-t", f"{new}:{d}", check=False).strip() != "tree" for d in diff.gone)
+
+
+def test_a_directory_swapped_for_a_symlink_mid_scan_is_not_followed(
+    ws: GitWorkspace, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = started(ws, "swap")
+    (path / "inner").mkdir()
+    (path / "inner" / "mine.txt").write_text("mine\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = b"host secret that must never enter the repository\n"
+    (outside / "secret.txt").write_bytes(secret)
+    real_scandir = os.scandir
+    swapped: list[bool] = []
+
+    def scandir_then_swap(target: Any) -> Any:
+        with real_scandir(target) as listing:
+            entries = list(listing)
+        if not swapped and any(e.name == "inner" for e in entries):
+            # Listed as a directory; now an agent swaps it for a symlink out.
+            (path / "inner").rename(path / "moved")
+            os.symlink(outside, path / "inner")
+            swapped.append(True)
+        return contextlib.nullcontext(entries)
+
+    monkeypatch.setattr(os, "scandir", scandir_then_swap)
+    result = ws.checkpoints_store.scan("swap", path)
+    monkeypatch.undo()
+    assert swapped
+    secret_sha = hashlib.sha1(b"blob %d\x00" % len(secret) + secret).hexdigest()
+    assert subprocess.run(["git", "cat-file", "-e", secret_sha], cwd=repo).returncode != 0
+    assert git(repo, "ls-tree", result.tree.decode(), "inner").split()[:2] == ["120000", "blob"]
+    # The next scan sees the worktree as it is now: the symlink, and 'moved/'.
+    assert ws.checkpoints_store.scan("swap", path).tree == fresh_tree(ws, path)
+    assert subprocess.run(["git", "cat-file", "-e", secret_sha], cwd=repo).returncode != 0
