@@ -15,7 +15,7 @@ from armor_rx.model.ids import validate_task_id
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.refs import read_commit
-from armor_rx.sinks.git.trees import flatten_tree
+from armor_rx.sinks.git.trees import diff_trees
 from armor_rx.sinks.git.scan import ScanResult
 
 if TYPE_CHECKING:
@@ -59,10 +59,13 @@ def remove_worktree(ws: GitWorkspace, task_id: str, *, on_dirty: Literal["checkp
             ws.records.put(record)
     ws.emit("git.worktree.removed", task_id, {"path": str(path), "checkpoint": checkpoint_id})
 
+
 def _count_changes(ws: GitWorkspace, scan: ScanResult, head_tree: bytes | None) -> int:
-    before = flatten_tree(ws.checkpoints_store.store, head_tree) if head_tree else {}
-    after = scan.files
-    return sum(1 for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if head_tree is None:
+        return scan.count
+    diff = diff_trees(ws.checkpoints_store.store, head_tree, scan.tree)
+    return len(diff.old.keys() | diff.new.keys())
+
 
 def prune_stale(ws: GitWorkspace, active_task_ids: Collection[str]) -> list[str]:
     """Remove the worktrees of tasks not in ``active_task_ids``; return their ids.
