@@ -14,9 +14,8 @@ import stat as st
 from collections.abc import Iterator
 from pathlib import Path
 
-from dulwich.index import validate_path_element_hfs, validate_path_element_ntfs
-
 from armor_rx.errors import GitError, PathEscape
+from armor_rx.sinks.git.paths import means_dot_git
 from armor_rx.sinks.git.trees import Files
 
 GITLINK = 0o160000
@@ -33,9 +32,7 @@ def refused_name(name: str) -> bool:
         return True
     if name.isascii() and "git" not in name.lower():
         return False  # the common case, and no such name can mean '.git' anywhere
-    raw = os.fsencode(name)
-    readable = raw.decode("utf-8", "ignore").encode("utf-8")
-    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))
+    return means_dot_git(name)
 
 
 def check_name(name: str, path: str) -> None:

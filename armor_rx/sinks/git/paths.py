@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from dulwich.index import validate_path_element_hfs, validate_path_element_ntfs
+
 from armor_rx.errors import PathEscape
 
 #: Longest accepted relative path, in UTF-8 bytes (Linux PATH_MAX is 4096 and
@@ -113,3 +115,16 @@ def resolve_inside(root: str | os.PathLike[str], path: object) -> Path:
 
 
 __all__ = ["NAME_MAX", "PATH_MAX", "check_relative_path", "resolve_inside"]
+
+
+def means_dot_git(name: str) -> bool:
+    """Whether ``name`` means ``.git`` on a case-insensitive, NTFS or HFS+ filesystem.
+
+    Such entries in a tree are how checkouts get hooks planted in them; git's
+    fsck rejects them, so they are never recorded or written.
+    """
+    raw = os.fsencode(name)
+    # dulwich's HFS check refuses any undecodable name; HFS+ cannot store one,
+    # so only its decodable characters could spell '.git' there.
+    readable = raw.decode("utf-8", "ignore").encode("utf-8")
+    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))

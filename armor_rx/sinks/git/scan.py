@@ -17,11 +17,12 @@ from pathlib import Path
 from stat import S_IXUSR
 
 import pathspec
-from dulwich.index import read_submodule_head, validate_path_element_hfs, validate_path_element_ntfs
+from dulwich.index import read_submodule_head
 from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
 from armor_rx.sinks.git.blobs import FileChanged, write_blob_bytes, write_blob_from_fd, write_object_bytes
+from armor_rx.sinks.git.paths import means_dot_git
 from armor_rx.sinks.git.statcache import CacheEntry, DirCache, StatCache, TreeEntry, is_utf8
 
 __all__ = ["CacheEntry", "DirCache", "ScanPolicy", "ScanResult", "StatCache", "TreeEntry", "scan_worktree"]
@@ -78,19 +79,6 @@ class ScanResult:
     @property
     def count(self) -> int:
         return sum(len(entries) for entries in self.dirs.values()) + len(self.links)
-
-
-def _aliases_git_dir(name: str) -> bool:
-    """Whether ``name`` means ``.git`` on a case-insensitive, NTFS or HFS+ filesystem.
-
-    Such entries in a tree are how checkouts get hooks planted in them; git's
-    fsck rejects them, so they are never recorded.
-    """
-    raw = os.fsencode(name)
-    # dulwich's HFS check refuses any undecodable name; HFS+ cannot store one,
-    # so only its decodable characters could spell '.git' there.
-    readable = raw.decode("utf-8", "ignore").encode("utf-8")
-    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))
 
 
 class _Ignore:
@@ -239,7 +227,7 @@ class _Scan:
             name = entry.name
             if name == ".git":
                 continue  # the worktree's link to the repository, or a nested repo's
-            if (name[0] in ".gG" or not name.isascii()) and _aliases_git_dir(name):
+            if (name[0] in ".gG" or not name.isascii()) and means_dot_git(name):
                 result.skipped.append(prefix + name)  # '.GIT', 'git~1', '.g\u200cit': .git on other filesystems
                 continue
             if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
