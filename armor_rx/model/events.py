@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Union
 
@@ -66,17 +66,8 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-class _JSONSlot:
-    # Where an event keeps its JSON once made (by to_json, or by the event log
-    # as it numbers the event), so the log, the bus and the CLI serialise it
-    # once. Events are immutable, so the bytes never go stale. A base-class
-    # slot rather than a dataclass field: it takes no part in fields(), eq,
-    # repr, replace or pickling.
-    __slots__ = ("_json",)
-
-
 @dataclass(frozen=True, slots=True)
-class TaskEvent(_JSONSlot):
+class TaskEvent:
     """One lifecycle event.
 
     ``seq`` is ``None`` until the event log assigns it; every other field is
@@ -122,10 +113,7 @@ class TaskEvent(_JSONSlot):
         return TaskEvent.new(kind, task_id or self.task_id, payload, causation_id=self.id)
 
     def with_seq(self, seq: int) -> TaskEvent:
-        """This event numbered ``seq`` (a new event; this one is unchanged)."""
-        if type(self) is not TaskEvent:  # a subclass may have fields the fast copy does not know
-            return replace(self, seq=seq)
-        return _copy_with_seq(self, seq)
+        return replace(self, seq=seq)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the serialised form, before the checksum)."""
@@ -141,16 +129,7 @@ class TaskEvent(_JSONSlot):
         }
 
     def to_json(self) -> bytes:
-        """The event as compact JSON (the log line without its checksum).
-
-        Made once per event and kept. Raises ``orjson.JSONEncodeError`` for
-        values JSON readers would mangle (an int beyond 64 bits).
-        """
-        cached: bytes | None = getattr(self, "_json", None)
-        if cached is None:
-            cached = _dumps(self, self.seq)
-            _set_json(self, cached)
-        return cached
+        return orjson.dumps(self.to_dict(), default=_default)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskEvent:
@@ -186,63 +165,3 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [to_plain(v) for v in value]
     return value
-
-
-def _dumps(event: TaskEvent, seq: int | None) -> bytes:
-    # The same bytes as orjson.dumps(event.to_dict(), default=_default), built
-    # without the method call; a top-level read-only payload is handed over as
-    # a shallow dict copy (one C call) so orjson calls back into Python only
-    # for nested mappings.
-    payload = event.payload
-    return orjson.dumps(
-        {
-            "v": event.schema,
-            "seq": seq,
-            "id": event.id,
-            "kind": event.kind,
-            "task_id": event.task_id,
-            "ts": event.ts,
-            "causation_id": event.causation_id,
-            "payload": payload.copy() if type(payload) is MappingProxyType else payload,
-        },
-        default=_default,
-    )
-
-
-# Copying an event slot by slot skips the frozen dataclass __init__ (one
-# object.__setattr__ per field): numbering is twice as fast as positional
-# construction and four times as fast as dataclasses.replace. The check below
-# keeps the copy honest if TaskEvent grows a field.
-_FIELDS = ("id", "kind", "task_id", "ts", "payload", "causation_id", "seq", "schema")
-if tuple(f.name for f in fields(TaskEvent)) != _FIELDS:  # pragma: no cover - caught by any test run
-    raise TypeError("TaskEvent's fields changed: update _FIELDS and _copy_with_seq in armor_rx/model/events.py")
-_new_event = object.__new__
-_set_id, _set_kind, _set_task_id, _set_ts, _set_payload, _set_causation_id, _set_seq, _set_schema = (
-    TaskEvent.__dict__[name].__set__ for name in _FIELDS
-)
-_set_json: Callable[[TaskEvent, bytes], None] = _JSONSlot.__dict__["_json"].__set__
-
-
-def _copy_with_seq(event: TaskEvent, seq: int) -> TaskEvent:
-    numbered = _new_event(TaskEvent)
-    _set_id(numbered, event.id)
-    _set_kind(numbered, event.kind)
-    _set_task_id(numbered, event.task_id)
-    _set_ts(numbered, event.ts)
-    _set_payload(numbered, event.payload)
-    _set_causation_id(numbered, event.causation_id)
-    _set_seq(numbered, seq)
-    _set_schema(numbered, event.schema)
-    return numbered
-
-
-def numbered_json(event: TaskEvent, seq: int) -> tuple[TaskEvent, bytes]:
-    """``event.with_seq(seq)`` and its JSON, made in one go (the event log's hot path).
-
-    The numbered event keeps the JSON, so its ``to_json`` costs nothing later.
-    Raises ``orjson.JSONEncodeError`` like :meth:`TaskEvent.to_json`.
-    """
-    body = _dumps(event, seq)
-    numbered = _copy_with_seq(event, seq) if type(event) is TaskEvent else replace(event, seq=seq)
-    _set_json(numbered, body)
-    return numbered, body

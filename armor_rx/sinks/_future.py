@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, _base
 from typing import Any, TypeVar, cast
 
@@ -33,15 +33,6 @@ _RUNNING = _base.RUNNING
 
 class AppendFuture(Future[T]):
     """A Future whose condition is created on first use (see the module docs)."""
-
-    # Until someone waits or adds a callback these class-level Nones stand in
-    # for the instance's lazy attributes, so the fast paths never touch
-    # ``__dict__``: reading it would make CPython build a dict per future
-    # (values otherwise live inline in the object), and the garbage collector
-    # would then track that dict for as long as the future lives.
-    _lazy_condition: threading.Condition | None = None
-    _lazy_waiters: list[Any] | None = None
-    _lazy_callbacks: list[Callable[[Future[T]], object]] | None = None
 
     def __init__(self) -> None:  # no super().__init__(): that is the cost we avoid
         self._state = _RUNNING
@@ -83,16 +74,17 @@ class AppendFuture(Future[T]):
         # condition before this check (and is notified under it) or makes it
         # after, and then sees FINISHED before it would wait.
         self._state = _FINISHED
-        condition = self._lazy_condition
+        slots = self.__dict__
+        condition = slots.get("_lazy_condition")
         if condition is not None:
             with condition:
-                for waiter in self._lazy_waiters or ():
+                for waiter in slots.get("_lazy_waiters") or ():
                     if self._exception is None:
                         waiter.add_result(self)
                     else:
                         waiter.add_exception(self)
                 condition.notify_all()
-        if self._lazy_callbacks:
+        if slots.get("_lazy_callbacks"):
             self._invoke_callbacks()  # type: ignore[attr-defined]
 
     def result(self, timeout: float | None = None) -> T:
@@ -119,22 +111,3 @@ def _stock_future() -> Future[Any]:
 
 # A future in the RUNNING state: an AppendFuture when the layout allows, else a stock one.
 new_future: Callable[[], Future[Any]] = AppendFuture if _LIGHT else _stock_future
-
-
-def set_results(futures: Iterable[Future[T] | None], results: Iterable[T]) -> None:
-    """``future.set_result(result)`` for each pair, skipping ``None`` futures.
-
-    The event log resolves a whole group commit at once; for an AppendFuture
-    that nobody waits on yet (the usual case) this is two stores, not a call.
-    """
-    for future, result in zip(futures, results):
-        if future is None:
-            continue
-        if type(future) is AppendFuture:
-            future._result = result
-            future._state = _FINISHED
-            # As in _finish: the state is set before looking for a waiter.
-            if future._lazy_condition is not None or future._lazy_callbacks:
-                future._finish()
-        else:
-            future.set_result(result)

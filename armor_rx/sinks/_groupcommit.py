@@ -12,24 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Any
 
 from armor_rx.model import TaskEvent
 
-
-class Batch(NamedTuple):
-    """One group commit: events with consecutive seqs from ``first_seq`` on.
-
-    ``futures[i]`` resolves to ``events[i]``; it is None when the appender
-    waits for the durable seq itself. Parallel lists rather than a tuple per
-    event: an object per append that lives until its flush is work for the
-    garbage collector in a burst of thousands.
-    """
-
-    first_seq: int
-    lines: list[bytes]
-    events: list[TaskEvent]
-    futures: list[Future[Any] | None]
+# One queued event: its seq, its line, the numbered event, and the future to
+# resolve (None when the appender waits for the durable seq itself).
+Entry = tuple[int, bytes, TaskEvent, "Future[Any] | None"]
 
 
 class GroupCommit:
@@ -38,7 +27,7 @@ class GroupCommit:
     def __init__(
         self,
         lock: threading.Lock,
-        flush: Callable[[Batch], None],
+        flush: Callable[[list[Entry]], None],
         *,
         batch_delay: float,
         batch_max: int,
@@ -48,10 +37,7 @@ class GroupCommit:
         self._flush = flush
         self._batch_delay = batch_delay
         self._batch_max = batch_max
-        self._first_seq = 0  # the seq of the oldest pending event
-        self._lines: list[bytes] = []
-        self._events: list[TaskEvent] = []
-        self._futures: list[Future[Any] | None] = []
+        self._pending: list[Entry] = []
         self._since = 0.0  # when the oldest pending entry arrived
         self._last_batch = 0
         self._open = False
@@ -61,16 +47,12 @@ class GroupCommit:
         self._open = True
         self._thread.start()
 
-    def push(self, seq: int, line: bytes, event: TaskEvent, future: Future[Any] | None) -> None:
-        """Queue the next event (``seq`` is one more than the last pushed, or the first)."""
-        lines = self._lines
-        lines.append(line)
-        self._events.append(event)
-        self._futures.append(future)
-        count = len(lines)
+    def push(self, entry: Entry) -> None:
+        pending = self._pending
+        pending.append(entry)
+        count = len(pending)
         # Wake the thread only when it has something new to decide.
         if count == 1:
-            self._first_seq = seq
             self._since = time.monotonic()
             self._wakeup.notify()
         elif count == self._batch_max:
@@ -91,32 +73,22 @@ class GroupCommit:
     def _run(self) -> None:
         while True:
             with self._wakeup:
-                while not self._lines and self._open:
+                while not self._pending and self._open:
                     self._wakeup.wait()
-                if not self._lines:
+                if not self._pending:
                     return
                 # Wait for company only when there is concurrency to gather: a
                 # lone sequential appender should not pay batch_delay each time.
-                if self._batch_delay > 0 and self._open and (self._last_batch > 1 or len(self._lines) > 1):
+                if self._batch_delay > 0 and self._open and (self._last_batch > 1 or len(self._pending) > 1):
                     deadline = self._since + self._batch_delay
-                    while len(self._lines) < self._batch_max and self._open:
+                    while len(self._pending) < self._batch_max and self._open:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
                             break
                         self._wakeup.wait(remaining)
                 # Leftovers (more than batch_max were waiting) keep the old
                 # arrival time, so they go out next without further waiting.
-                batch = self._take(self._batch_max)
-                self._last_batch = len(batch.lines)
+                batch = self._pending[: self._batch_max]
+                del self._pending[: self._batch_max]
+                self._last_batch = len(batch)
             self._flush(batch)
-
-    def _take(self, most: int) -> Batch:
-        lines, events, futures = self._lines, self._events, self._futures
-        if len(lines) <= most:  # the usual case: take the lists themselves, no copies
-            batch = Batch(self._first_seq, lines, events, futures)
-            self._lines, self._events, self._futures = [], [], []
-            return batch
-        batch = Batch(self._first_seq, lines[:most], events[:most], futures[:most])
-        del lines[:most], events[:most], futures[:most]
-        self._first_seq += most
-        return batch

@@ -48,8 +48,8 @@ class SegmentWriter:
             finally:
                 os.close(dir_fd)
 
-    def write(self, first_seq: int, lines: Sequence[bytes]) -> None:
-        """Write ``lines`` (of the events from ``first_seq`` on, in order) and fsync once.
+    def write(self, seqs: Sequence[int], lines: Sequence[bytes]) -> None:
+        """Write ``lines`` (``seqs[i]`` is the seq of ``lines[i]``) and fsync once.
 
         A new segment starts before the first line that would begin at or past
         ``segment_bytes``; the old one is fsynced first.
@@ -60,7 +60,7 @@ class SegmentWriter:
             if self.size + len(data) - len(lines[-1]) < self.segment_bytes:
                 self._write_all(data)  # every group starts below the limit: no rotation
             else:
-                self._write_rotating(first_seq, lines)
+                self._write_rotating(seqs, lines)
             if self.fsync:
                 os.fsync(self._fd)
                 self.fsyncs += 1
@@ -75,10 +75,10 @@ class SegmentWriter:
                     pass
             raise
 
-    def _write_rotating(self, first_seq: int, lines: Sequence[bytes]) -> None:
+    def _write_rotating(self, seqs: Sequence[int], lines: Sequence[bytes]) -> None:
         chunk: list[bytes] = []
         chunk_bytes = 0
-        for first, line in enumerate(lines, first_seq):
+        for first, line in zip(seqs, lines):
             if self.size + chunk_bytes >= self.segment_bytes:
                 if chunk:
                     self._write_all(b"".join(chunk))

@@ -26,15 +26,16 @@ import structlog
 
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
-from armor_rx.sinks._future import new_future, set_results
-from armor_rx.sinks._groupcommit import Batch, GroupCommit
+from armor_rx.sinks._future import new_future
+from armor_rx.sinks._groupcommit import Entry, GroupCommit
 from armor_rx.sinks._logfile import (
     Cursor,
     TailRepair,
     check_sealed,
+    event_line,
     list_segments,
     matching,
-    numbered_line,
+    number_event,
     repair_tail,
 )
 from armor_rx.sinks._segwriter import SegmentWriter
@@ -224,16 +225,12 @@ class EventLog:
             if self._state != "open" or self.read_only:
                 raise self._not_open()
             first = self._next_seq
-            lines = []
-            numbered = []
-            for i, event in enumerate(events):
-                event, line = numbered_line(event, first + i)
-                numbered.append(event)
-                lines.append(line)
+            numbered = [number_event(event, first + i) for i, event in enumerate(events)]
+            lines = [event_line(event) for event in numbered]
             self._next_seq = first + len(numbered)
             assert self._committer is not None
-            for i, (event, line) in enumerate(zip(numbered, lines)):
-                self._committer.push(first + i, line, event, None)
+            for event, line in zip(numbered, lines):
+                self._committer.push((event.seq or 0, line, event, None))
         self._wait_durable(first + len(numbered) - 1)
         return numbered
 
@@ -242,12 +239,13 @@ class EventLog:
             if self._state != "open" or self.read_only:
                 raise self._not_open()
             seq = self._next_seq
-            numbered, line = numbered_line(event, seq)
+            numbered = number_event(event, seq)
+            line = event_line(numbered)
             if on_append is not None:
                 on_append(numbered)
             self._next_seq = seq + 1
             assert self._committer is not None
-            self._committer.push(seq, line, numbered, future)
+            self._committer.push((seq, line, numbered, future))
         return numbered
 
     def _wait_durable(self, seq: int) -> None:
@@ -263,15 +261,12 @@ class EventLog:
             if self._state != "open" or self.read_only:
                 raise self._not_open()
             first = self._next_seq
-            numbered, lines = [], []
-            for i, event in enumerate(events):
-                event, line = numbered_line(event, first + i)
-                numbered.append(event)
-                lines.append(line)
+            numbered = [number_event(event, first + i) for i, event in enumerate(events)]
+            lines = [event_line(event) for event in numbered]
             if on_append is not None:
                 on_append(numbered[0])
             try:
-                self._writer.write(first, lines)
+                self._writer.write(range(first, first + len(lines)), lines)
             except OSError as exc:
                 raise self._fail(exc, first) from exc
             last = self._next_seq = first + len(numbered)
@@ -299,26 +294,28 @@ class EventLog:
             self._durable.notify_all()
         return self._failure
 
-    def _flush(self, batch: Batch) -> None:
+    def _flush(self, batch: list[Entry]) -> None:
         """Write one group commit and resolve its appenders (on the commit thread)."""
-        first, lines, _, futures = batch
         error = self._failure
         if error is None:
             try:
-                self._writer.write(first, lines)
+                self._writer.write([entry[0] for entry in batch], [entry[1] for entry in batch])
             except OSError as exc:
-                error = self._fail(exc, first)
+                error = self._fail(exc, batch[0][0])
             except BaseException as exc:  # noqa: BLE001 - never leave an appender waiting forever
-                error = self._fail(OSError(repr(exc)), first)
+                error = self._fail(OSError(repr(exc)), batch[0][0])
         if error is not None:
-            for future in futures:
-                if future is not None:
-                    future.set_exception(error)
+            for entry in batch:
+                if entry[3] is not None:
+                    entry[3].set_exception(error)
             return
-        self._events += len(lines)
+        last = batch[-1][0]
+        self._events += last - batch[0][0] + 1
         self._flushes += 1
-        self._publish(first + len(lines) - 1)
-        set_results(futures, batch.events)
+        self._publish(last)
+        for _, _, result, future in batch:
+            if future is not None:
+                future.set_result(result)
 
     def _publish(self, seq: int) -> None:
         with self._durable:
