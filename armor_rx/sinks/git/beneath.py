@@ -19,6 +19,9 @@ from armor_rx.sinks.git.paths import means_dot_git
 from armor_rx.sinks.git.trees import Files
 
 GITLINK = 0o160000
+#: Temp files are made under this prefix and renamed into place; the scan
+#: leaves any that a crash left behind out of checkpoints.
+TEMP_PREFIX = ".armor-tmp-"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Open directory descriptors kept at once; the rest are reopened on demand
@@ -241,7 +244,7 @@ class Beneath:
 
     def _temp_name(self) -> str:
         self.temps += 1
-        return f".armor-tmp-{self.token}-{self.temps}"
+        return f"{TEMP_PREFIX}{self.token}-{self.temps}"
 
     def write_file(self, pfd: int, parent: str, name: str, chunks: Iterator[bytes], perms: int) -> None:
         """Write ``chunks`` to a new file with ``perms`` and move it over ``name`` in ``pfd``."""

@@ -92,12 +92,16 @@ def _write_loose(store: DiskObjectStore, sha: bytes, compressed: bytes) -> int:
     os.close(fd)
     final = _object_path(store, sha)
     try:
-        # A concurrent writer of the same object wrote the same bytes, so
-        # replacing it is harmless.
-        os.replace(tmp, final)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(tmp, final)
+        try:
+            # A concurrent writer of the same object wrote the same bytes, so
+            # replacing it is harmless.
+            os.replace(tmp, final)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(tmp, final)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return len(compressed)
 
 

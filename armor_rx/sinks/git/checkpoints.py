@@ -233,7 +233,7 @@ class CheckpointStore:
         if base is not None:
             full = base + found
             self._histories[task_id] = (tip, full)
-            return full[-limit:] if limit is not None else full
+            return full[-limit:] if limit is not None else list(full)  # a copy: callers may change theirs
         return found
 
     def find(self, task_id: str, checkpoint: str) -> Checkpoint:
@@ -250,7 +250,9 @@ class CheckpointStore:
         Checkpoints without an owner (written before owners were recorded)
         count as this store's.
         """
-        latest = self.history(task_id, limit=1)
+        self._refuse_foreign(task_id, self.history(task_id, limit=1))
+
+    def _refuse_foreign(self, task_id: str, latest: list[Checkpoint]) -> None:
         if latest and latest[-1].owner and self.owner and latest[-1].owner != self.owner:
             raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, checkpoint_ref(task_id).decode())
 
@@ -267,8 +269,7 @@ class CheckpointStore:
         except KeyError:
             old = None
         latest = self.history(task_id, limit=1) if old is not None else []
-        if latest and latest[-1].owner and self.owner and latest[-1].owner != self.owner:
-            raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, ref.decode())
+        self._refuse_foreign(task_id, latest)
         seq = latest[-1].seq + 1 if latest else 1
         parents = ([old] if old is not None else []) + ([head] if head is not None else [])
         commit = self._new_commit(

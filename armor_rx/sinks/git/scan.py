@@ -21,6 +21,7 @@ from dulwich.index import read_submodule_head
 from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
+from armor_rx.sinks.git.beneath import TEMP_PREFIX
 from armor_rx.sinks.git.blobs import FileChanged, write_blob_bytes, write_blob_from_fd, write_object_bytes
 from armor_rx.sinks.git.paths import means_dot_git
 from armor_rx.sinks.git.statcache import CacheEntry, DirCache, StatCache, TreeEntry, is_utf8
@@ -95,13 +96,15 @@ class _Ignore:
         if not self.honor:
             return False
         try:
-            # Never through a symlink: a '.gitignore' pointing elsewhere is not read.
+            # Never through a symlink (git does not follow one either), and only
+            # a regular file: a directory or fifo by that name is not read.
             fd = os.open(".gitignore", _FILE_FLAGS, dir_fd=dir_fd)
         except OSError:
             return False
+        if not st.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return False
         with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
-            if not st.S_ISREG(os.fstat(fd).st_mode):
-                return False
             spec = pathspec.GitIgnoreSpec.from_lines(f.read().splitlines())
         self.stack.append((rel_dir, spec))
         return True
@@ -225,8 +228,8 @@ class _Scan:
         changed = False
         for entry in entries:
             name = entry.name
-            if name == ".git":
-                continue  # the worktree's link to the repository, or a nested repo's
+            if name == ".git" or name.startswith(TEMP_PREFIX):
+                continue  # the worktree's link to its repository (or a nested repo's); a crashed restore's temp file
             if (name[0] in ".gG" or not name.isascii()) and means_dot_git(name):
                 result.skipped.append(prefix + name)  # '.GIT', 'git~1', '.g\u200cit': .git on other filesystems
                 continue

@@ -118,17 +118,7 @@ class StatCache:
             ]
         trees = trees or {}
         if racy:
-            dirs = dict(dirs)
-            # The directories holding a dropped entry, and their parents, must be
-            # rebuilt next time; every other directory's tree can still be reused.
-            stale = {""}
-            for path in racy:
-                directory, _, name = path.rpartition("/")
-                if directory in dirs:
-                    dirs[directory] = {n: e for n, e in dirs[directory].items() if n != name}
-                parts = directory.split("/") if directory else []
-                stale.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-            trees = {d: t for d, t in trees.items() if d not in stale}
+            dirs, trees = _without(dirs, trees, racy)
         document = {
             "version": CACHE_VERSION,
             "root": root.decode() if root else None,
@@ -139,10 +129,18 @@ class StatCache:
             raw = orjson.dumps(document)
         except orjson.JSONEncodeError:
             # Names that are not UTF-8 (undecodable bytes, kept as surrogates)
-            # cannot go into JSON: their files are simply re-hashed on every scan.
-            dirs = {
-                d: {n: e for n, e in entries.items() if is_utf8(n)} for d, entries in dirs.items() if is_utf8(d)
-            }
+            # cannot go into JSON: their files are re-hashed on every scan, and
+            # their directories' trees rebuilt, since they lack an entry.
+            bad_dirs = {d for d in dirs if not is_utf8(d)}
+            bad_files = [
+                f"{d}/{n}" if d else n
+                for d, entries in dirs.items()
+                if d not in bad_dirs
+                for n in entries
+                if not is_utf8(n)
+            ]
+            dirs, trees = _without(dirs, trees, bad_files)
+            dirs = {d: entries for d, entries in dirs.items() if d not in bad_dirs}
             trees = {d: t for d, t in trees.items() if is_utf8(d) and all(is_utf8(str(n)) for n in t[0])}  # type: ignore[attr-defined]
             document["dirs"], document["trees"] = dirs, trees
             raw = orjson.dumps(document)
@@ -151,6 +149,27 @@ class StatCache:
         os.replace(tmp, self.path)
         signature = self._signature()
         self._memo = (signature, dirs, trees, root.decode() if root else None) if signature is not None else None
+
+
+def _without(
+    dirs: DirCache, trees: dict[str, TreeEntry], paths: list[str]
+) -> tuple[DirCache, dict[str, TreeEntry]]:
+    """``dirs`` and ``trees`` without the entries of ``paths`` (the arguments are not modified).
+
+    A directory's tree may only be reused while the cache holds an entry for
+    every file in it (see the scan), so the trees of the directories that
+    lose one go too, with their parents'; every other tree is kept.
+    """
+    dirs = dict(dirs)
+    stale = {""}
+    for path in paths:
+        directory, _, name = path.rpartition("/")
+        entries = dirs.get(directory)
+        if entries is not None and name in entries:
+            dirs[directory] = {n: e for n, e in entries.items() if n != name}
+        parts = directory.split("/") if directory else []
+        stale.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return dirs, {d: t for d, t in trees.items() if d not in stale}
 
 
 def is_utf8(text: str) -> bool:

@@ -132,17 +132,21 @@ class GitWorkspace:
     def _read_state_id(self) -> str:
         """This state directory's id, made on first start; checkpoints record it."""
         path = self.git_dir / "id"
-        fresh = os.urandom(8).hex()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            found = path.read_text().strip()
-            if not found.isalnum():
-                raise GitError(f"{path} is damaged ({found[:40]!r}); delete it and start again") from None
-            return found
-        with os.fdopen(fd, "w") as f:
-            f.write(fresh + "\n")
-        return fresh
+        if not path.exists():
+            # Written whole under another name and linked into place: a second
+            # process starting at the same moment reads a complete id or none.
+            tmp = path.with_name(f"id.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+            tmp.write_text(os.urandom(8).hex() + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # someone else's won
+            finally:
+                tmp.unlink()
+        found = path.read_text().strip()
+        if not found.isalnum():
+            raise GitError(f"{path} is damaged ({found[:40]!r}); delete it and start again")
+        return found
 
     def _exclude_state_dir(self) -> None:
         # A state dir inside the repository (the default '.armor/') would show

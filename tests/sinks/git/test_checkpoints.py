@@ -423,3 +423,43 @@ def test_history_follows_the_ref_when_someone_else_moves_it(repo: Path, tmp_path
         assert [(c.id, c.message) for c in ws.checkpoints("mv")] == [("cp-3", "n2")]
         assert ws.checkpoint("mv").id == "cp-4"
     fsck(repo)
+
+
+def test_history_hands_out_copies(ws: GitWorkspace) -> None:
+    path = started(ws, "copies")
+    for n in range(3):
+        (path / "n.txt").write_text(f"{n}\n")
+        ws.checkpoint("copies")
+    mine = ws.checkpoints("copies")
+    mine.reverse()
+    mine.clear()
+    (path / "n.txt").write_text("more\n")
+    ws.checkpoint("copies")
+    assert [c.id for c in ws.checkpoints("copies")] == ["cp-1", "cp-2", "cp-3", "cp-4"]
+
+
+def test_the_state_id_is_made_once_even_by_racing_starts(repo: Path, tmp_path: Path) -> None:
+    import threading
+
+    spaces = [GitWorkspace(repo, tmp_path / "racing") for _ in range(8)]
+    barrier = threading.Barrier(len(spaces))
+    errors: list[BaseException] = []
+
+    def start(ws: GitWorkspace) -> None:
+        barrier.wait()
+        try:
+            ws.start()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(ws,)) for ws in spaces]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({ws.state_id for ws in spaces}) == 1
+    assert (tmp_path / "racing" / "git" / "id").read_text().strip() == spaces[0].state_id
+    assert not list((tmp_path / "racing" / "git").glob("id.*"))
+    for ws in spaces:
+        ws.stop()

@@ -293,3 +293,48 @@ def test_a_directory_swapped_for_a_symlink_mid_scan_is_not_followed(
     # The next scan sees the worktree as it is now: the symlink, and 'moved/'.
     assert ws.checkpoints_store.scan("swap", path).tree == fresh_tree(ws, path)
     assert subprocess.run(["git", "cat-file", "-e", secret_sha], cwd=repo).returncode != 0
+
+
+def test_a_deleted_file_with_an_undecodable_name_is_seen(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "bytes")
+    (path / "d").mkdir()
+    (path / "d" / "ok.txt").write_text("ok\n")
+    bad = os.path.join(os.fsencode(path / "d"), b"bad\xff.txt")
+    with open(bad, "wb") as f:
+        f.write(b"not utf-8 named\n")
+    settle()
+    first = ws.checkpoint("bytes")
+    os.unlink(bad)
+    second = ws.checkpoint("bytes")
+    assert second.tree != first.tree
+    assert second.tree.encode() == fresh_tree(ws, path)
+    assert git(repo, "ls-tree", "-r", "--name-only", second.commit).split() .count("d/ok.txt") == 1
+    assert "bad" not in git(repo, "ls-tree", "-r", "--name-only", second.commit)
+
+
+@pytest.mark.parametrize("kind", ["directory", "loop", "fifo", "outside"])
+def test_a_gitignore_that_is_not_a_regular_file_is_not_read(
+    ws: GitWorkspace, repo: Path, tmp_path: Path, kind: str
+) -> None:
+    path = started(ws, f"gi-{kind}")
+    (path / "sub").mkdir()
+    (path / "sub" / "keep.log").write_text("kept\n")
+    target = path / "sub" / ".gitignore"
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "loop":
+        os.symlink(".gitignore", target)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        (tmp_path / "patterns").write_text("*.log\n")
+        os.symlink(tmp_path / "patterns", target)
+    cp = ws.checkpoint(f"gi-{kind}")  # neither raises nor hangs on a fifo
+    assert "sub/keep.log" in git(repo, "ls-tree", "-r", "--name-only", cp.commit).split()
+
+
+def test_temp_files_left_by_a_crashed_restore_are_not_checkpointed(ws: GitWorkspace, repo: Path) -> None:
+    path = started(ws, "crashed")
+    (path / ".armor-tmp-0123456789ab-1").write_text("half a file\n")
+    cp = ws.checkpoint("crashed")
+    assert ".armor-tmp" not in git(repo, "ls-tree", "-r", "--name-only", cp.commit)
