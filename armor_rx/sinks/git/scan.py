@@ -152,6 +152,7 @@ def scan_worktree(
     except OSError as exc:
         raise GitError(f"cannot scan {root}: {exc.strerror}; it must be a directory, not a symlink") from None
     try:
+        scan.root_dev = os.fstat(root_fd).st_dev
         tree, _, _ = scan.directory(root_fd, "")
     finally:
         os.close(root_fd)
@@ -182,6 +183,7 @@ class _Scan:
         root: str,
     ) -> None:
         self.root = root
+        self.root_dev = -1
         self.store = store
         self.cache = cache
         self.trees = trees
@@ -220,7 +222,7 @@ class _Scan:
         # Only directories that have a .gitignore pay for reading one.
         pushed = ignore.push_dir(dir_fd, rel_dir) if ".gitignore" in names_here else False
         filtering = ignore.user is not None or bool(ignore.stack)
-        max_size, stamp = self.max_size, self.stamp
+        max_size, stamp, root_dev = self.max_size, self.stamp, self.root_dev
         prefix = rel_dir + "/" if rel_dir else ""
         known = self.cache.get(rel_dir, _NOTHING)
         files: dict[str, CacheEntry] = {}
@@ -287,7 +289,9 @@ class _Scan:
                 if record is None:
                     continue  # gone or no longer a file: not in this snapshot
                 changed = True
-                if record[0] >= stamp or record[1] >= stamp:  # type: ignore[operator]
+                # A file on another filesystem (a mount inside the worktree) has
+                # timestamps from another clock than the stamp's: never trusted.
+                if record[0] >= stamp or record[1] >= stamp or record[4] != root_dev:  # type: ignore[operator]
                     result.racy.append(prefix + name)
             files[name] = record
         if pushed:

@@ -338,3 +338,26 @@ def test_temp_files_left_by_a_crashed_restore_are_not_checkpointed(ws: GitWorksp
     (path / ".armor-tmp-0123456789ab-1").write_text("half a file\n")
     cp = ws.checkpoint("crashed")
     assert ".armor-tmp" not in git(repo, "ls-tree", "-r", "--name-only", cp.commit)
+
+
+def test_files_on_another_filesystem_are_never_trusted(ws: GitWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their timestamps come from another clock than the stamp (a mount inside the worktree)."""
+    path = started(ws, "mounted")
+    (path / "a.txt").write_text("a\n")
+    settle()
+    real_fstat = os.fstat
+    calls: list[int] = []
+
+    def fstat(fd: int) -> os.stat_result:
+        info = real_fstat(fd)
+        calls.append(fd)
+        if len(calls) == 1:  # the worktree root: pretend the files live on another device
+            return os.stat_result((info.st_mode, info.st_ino, info.st_dev + 1, *tuple(info)[3:]))
+        return info
+
+    store = ws.checkpoints_store
+    monkeypatch.setattr(os, "fstat", fstat)
+    first = store.scan("mounted", path)
+    monkeypatch.undo()
+    assert "a.txt" in first.racy
+    assert store.scan("mounted", path).hashed >= 1  # read again, not taken from the cache
