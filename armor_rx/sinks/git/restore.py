@@ -56,9 +56,11 @@ def materialize(
 ) -> RestoreStats:
     """Change the files of ``root`` from ``current`` to ``target``.
 
-    ``current`` must come from a fresh scan of ``root`` (so it lists exactly
-    the files the excludes keep); paths outside it are left alone unless the
-    target needs the spot. Unchanged files are not touched. Submodule
+    ``current`` comes from a fresh scan of ``root``: all the files it kept, or
+    only those that differ from ``target`` (see
+    :func:`~armor_rx.sinks.git.trees.diff_trees`; files the same on both sides
+    need no change). Paths on disk that it does not list are left alone
+    unless the target needs the spot. Unchanged files are not touched. Submodule
     directories (gitlinks) are never deleted or rewritten. ``cache`` is
     updated in place for every file written. Raises :class:`GitError`,
     before changing anything, if the target needs a spot that holds something

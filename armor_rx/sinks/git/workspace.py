@@ -299,8 +299,8 @@ class GitWorkspace:
             current = store.scan(task_id, path, save=False)
             safety = None
             if current.tree != target.tree.encode():
-                history = store.history(task_id)
-                if not history or history[-1].tree.encode() != current.tree:
+                latest = store.history(task_id, limit=1)
+                if not latest or latest[-1].tree.encode() != current.tree:
                     auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}", self._head(record))
                     safety = auto.id
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
