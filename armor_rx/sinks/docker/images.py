@@ -165,6 +165,12 @@ class ImageCache:
         except OSError as exc:
             raise ConfigError(f"image {spec.name!r}: cannot read its Dockerfile {dockerfile}: {exc.strerror}") from None
         h = hashlib.sha256(b"armor-image-v1\0" + text.encode())
+        for ignore in (context / ".dockerignore", dockerfile.with_name(dockerfile.name + ".dockerignore")):
+            # What the ignore files leave out of the build context changes the
+            # image even when no file it names does (a pattern removed lets a
+            # file into a COPY).
+            if ignore.is_file():
+                h.update(f"\0ignore {ignore.relative_to(context)}\0{self._file_hash(ignore)}".encode())
         for path in self._used_files(spec, text):
             # COPY keeps permissions, so a chmod is a change of the image too.
             mode = path.stat().st_mode & 0o777

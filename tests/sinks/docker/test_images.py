@@ -131,3 +131,21 @@ def test_a_changed_base_image_or_file_mode_is_a_miss(engine, tmp_path, test_imag
         assert third != second
     finally:
         engine.client.images.remove(base, force=True)
+
+
+def test_a_changed_dockerignore_is_a_miss(cache, tmp_path, test_image, engine):
+    ctx = tmp_path / "ignoring"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(f"FROM {test_image}\nCOPY src /src\n")
+    (ctx / "src" / "app.txt").write_text("app\n")
+    (ctx / "src" / "extra.txt").write_text("extra\n")
+    (ctx / ".dockerignore").write_text("src/extra.txt\n")
+    spec = ImageSpec("cachetest", ctx)
+    first = cache.ensure(spec)
+    # Dropping the pattern lets src/extra.txt into the image: a new build, not the old image.
+    (ctx / ".dockerignore").write_text("# nothing ignored\n")
+    second = cache.ensure(spec)
+    assert not second.hit and second.tag != first.tag
+    out = engine.client.containers.run(second.tag, ["cat", "/src/extra.txt"], remove=True, network_mode="none")
+    assert out == b"extra\n"
+    assert cache.ensure(spec).hit
