@@ -2,7 +2,8 @@
 
 An image is tagged ``armor-rx-cache/<name>:<digest>``, where the digest covers
 the Dockerfile, the context files it uses (the sources of its COPY/ADD lines,
-or an explicit list of globs), the build args and, when asked, the context's
+or an explicit list of globs) with their modes, the ``.dockerignore`` files,
+the ids of its base images, the build args and, when asked, the context's
 git HEAD. A lookup whose tag exists is a hit; anything that changes a
 dependency changes the digest and is a miss. Entries also expire after a TTL,
 can be invalidated by hand, are garbage-collected to a storage cap (least
