@@ -30,10 +30,14 @@ class HookRegistry:
         """Add a reactivex operator as a hook; higher priority runs first.
 
         The operator sees every event of its stage and must pass on what it does
-        not mean to change (a filter here hides events from the bus; filter in
-        a subscription instead). If it raises, a before-hook vetoes the event
-        (fails closed) and an after-hook reports ``hook.failed`` (fails open);
-        either way it is subscribed afresh and the pipeline goes on.
+        not mean to change (an after-stage filter hides events from the bus;
+        filter in a subscription instead). A before-stage operator must answer
+        each request synchronously, passing it on (changed or not) or vetoing
+        it; a request it drops is vetoed in its name, so the caller gets
+        :class:`~armor_rx.errors.Vetoed` rather than waiting forever. If it
+        raises, a before-hook vetoes the event (fails closed) and an
+        after-hook reports ``hook.failed`` (fails open); either way it is
+        subscribed afresh and the pipeline goes on.
         """
         hook_name = name or str(getattr(operator, "__qualname__", None) or repr(operator))
         policy: ErrorPolicy = "fail_closed" if stage == "before" else "fail_open"

@@ -76,6 +76,13 @@ def isolated(
     under ``fail_closed`` a veto of the event; then the operator is subscribed
     afresh for the next event. Without this, one raising ``ops.map`` would
     silence the bus for good.
+
+    Under ``fail_closed`` (the before-stage, where each request has a caller
+    waiting for its outcome) the operator must also answer every request
+    before returning: pass it on (changed or not, same id) or veto it. One it
+    swallows (an ``ops.filter``, or an asynchronous operator) is vetoed in its
+    name, so the caller gets :class:`~armor_rx.errors.Vetoed` instead of
+    waiting forever; a ``hook.*`` report it swallows is passed on regardless.
     """
 
     def wrapped(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
@@ -92,17 +99,37 @@ def isolated(
                     return Disposable()
 
                 chain = operator(Observable(entry))
-                inner.disposable = chain.subscribe(observer.on_next, errors.append, lambda: head.clear(), scheduler=scheduler)
+                inner.disposable = chain.subscribe(forward, errors.append, lambda: head.clear(), scheduler=scheduler)
                 head[:] = heads
 
+            # The event being handled, and whether it was answered (passed on or vetoed).
+            current: list[str | None] = [None]
+            answered = [False]
+
+            def forward(out: TaskEvent) -> None:
+                if out.id == current[0] or (out.kind == "hook.vetoed" and out.payload.get("vetoed_id") == current[0]):
+                    answered[0] = True
+                observer.on_next(out)
+
             def on_next(event: TaskEvent) -> None:
+                current[0], answered[0] = event.id, False
                 try:
                     if not head:
                         build()
                     head[0].on_next(event)
                 except Exception as exc:  # raised rather than sent as on_error
                     errors.append(exc)
+                finally:
+                    current[0] = None
                 if not errors:
+                    if on_error == "fail_closed" and not answered[0]:
+                        if event.kind.startswith("hook."):
+                            observer.on_next(event)
+                        else:
+                            observer.on_next(vetoed(event, name, (
+                                f"hook {name!r} dropped the {event.kind} request; a before-hook must pass each "
+                                "request on (changed or not) or veto it, synchronously"
+                            )))
                     return
                 error = errors.pop()
                 errors.clear()

@@ -425,3 +425,25 @@ def test_raising_operator_hooks_are_isolated(armor):
     assert [(e.task_id, e.payload["hook"]) for e in reports] == [("t1", "buggy-after")]
     assert ("t3", "task.started") in [(e.task_id, e.kind) for e in seen]
     assert ("t1", "task.started") in [(e.task_id, e.kind) for e in seen]
+
+
+def test_a_before_operator_that_drops_a_request_vetoes_it_instead_of_hanging(armor):
+    from reactivex import operators as ops
+
+    armor.use(ops.filter(lambda e: e.task_id != "t2"), stage="before", name="drops-t2")
+    armor.use(ops.filter(lambda e: not e.kind.startswith("hook.")), stage="before", priority=-1, name="drops-reports")
+    armor.create_task("t1")
+    armor.start("t1", timeout=10)
+    armor.create_task("t2")
+    with pytest.raises(Vetoed, match="dropped the task.start.requested request") as info:
+        armor.start("t2", timeout=10)
+    assert info.value.hook == "drops-t2"
+    assert armor.wait_idle(timeout=10)
+    # The veto itself went through the later hook that drops hook.* events: reports cannot be swallowed.
+    vetoes = list(armor.history(kind="hook.vetoed"))
+    assert [(e.payload["vetoed_kind"], e.payload["hook"]) for e in vetoes] == [
+        ("task.start.requested", "drops-t2"),
+        ("task.fail.requested", "drops-t2"),  # failing a task cannot be vetoed: ignored, as for guards
+    ]
+    assert armor.task("t2").state is State.FAILED
+    assert armor.task("t1").state is State.RUNNING
