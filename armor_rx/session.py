@@ -33,7 +33,7 @@ from armor_rx.session_git import GitOperations
 from armor_rx.session_hooks import HookRegistry
 from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect, SandboxSpec
-from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
+from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, SweepDecision
 from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
 from armor_rx.sinks.git import CheckpointPolicy, GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
@@ -307,6 +307,17 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         if timeout is not None:
             payload["timeout"] = timeout
         return self._wait(task_id, "exec.requested", payload, None)
+
+    def sweep(self, *, now: bool = False, dry_run: bool = False) -> list[SweepDecision]:
+        """Sweep orphaned task containers once, as the periodic sweep does (``docker=True``).
+
+        ``now`` ignores the grace period; ``dry_run`` removes nothing. The
+        containers this session runs its tasks in are kept, adopted ones too.
+        """
+        effect = next((e for e in self._effects if isinstance(e, DockerEffect)), None)
+        if effect is None:
+            raise ConfigError("this session has no containers to sweep: open it with Armor(..., docker=True)")
+        return effect.sweeper().sweep(now=now, dry_run=dry_run)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable."""

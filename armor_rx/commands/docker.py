@@ -160,6 +160,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     engine = Engine.connect()
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     armor = None
+    spare: set[str] = set()
     try:
         state = _state(args)
     except Exception:
@@ -169,10 +170,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
         try:
             armor = Armor(repo, state_dir=state, git=repo is not None and (Path(repo) / ".git").exists()).open()
         except StateDirLocked as exc:
-            print(f"armor-rx: warning: {exc}; sweeping only containers of dead sessions, without logging events", file=sys.stderr)
+            # The live session there may have adopted containers of a dead one;
+            # it sweeps its own, so they are left to it.
+            print(f"armor-rx: warning: {exc}; leaving its containers to that session, sweeping only "
+                  "containers of dead sessions elsewhere, without logging events", file=sys.stderr)
             armor = None
+            spare.add(str(state))
     try:
-        sweeper = Sweeper(engine, grace=grace, **(_session_hooks(armor) if armor is not None else {}))
+        sweeper = Sweeper(engine, grace=grace, spare_states=spare, **(_session_hooks(armor) if armor is not None else {}))
         decisions = sweeper.sweep(now=args.now, dry_run=args.dry_run)
     finally:
         if armor is not None:

@@ -43,7 +43,7 @@ from armor_rx.sinks.docker.containers import (
 from armor_rx.sinks.docker.engine import Engine
 from armor_rx.sinks.docker.exec import ExecRun
 from armor_rx.sinks.docker.spec import SandboxSpec
-from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, SweepEmit, Sweeper
+from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
 
@@ -102,11 +102,32 @@ class DockerEffect:
     def start(self) -> DockerEffect:
         """Connect (DockerUnavailable now, not on the first request); start the periodic sweep if asked."""
         engine = self.engine
-        interval, grace, task_active, sweep_emit = self._sweep_options
+        interval = self._sweep_options[0]
         if interval is not None and self._sweeper is None:
-            self._sweeper = Sweeper(engine, grace=grace, interval=interval, is_active=task_active,
-                                    state_dir=str(self.state_dir) if self.state_dir is not None else None, emit=sweep_emit).start()
+            self._sweeper = self.sweeper(interval=interval).start()
         return self
+
+    def sweeper(self, *, grace: float | None = None, interval: float | None = None) -> Sweeper:
+        """A sweep for this session: its registry says which tasks are active, and
+        the containers it runs active tasks in (adopted ones too) are never
+        taken for orphans."""
+        default_interval, default_grace, task_active, sweep_emit = self._sweep_options
+        return Sweeper(
+            self.engine,
+            grace=default_grace if grace is None else grace,
+            interval=interval or default_interval or DEFAULT_INTERVAL,
+            is_active=task_active,
+            state_dir=str(self.state_dir) if self.state_dir is not None else None,
+            emit=sweep_emit,
+            in_use=self._holds,
+        )
+
+    def _holds(self, container_id: str) -> bool:
+        """Whether this session runs an active task in the container (a finished task's kept one is not in use)."""
+        task_active = self._sweep_options[2]
+        with self._lock:
+            tasks = [task for task, c in self._containers.items() if c.id == container_id]
+        return any(task_active is None or task_active(task) for task in tasks)
 
     def stop(self) -> None:
         if self._sweeper is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,10 @@ class Sweeper:
 
     ``is_active(task_id)`` answers from this session's registry;
     ``state_dir`` says which containers that registry speaks for.
+    ``in_use(container_id)`` says whether this process is using a container
+    (one a reopened session adopted still carries its dead session's label);
+    containers of the ``spare_states`` directories are left to the live
+    sessions that hold them.
     """
 
     def __init__(
@@ -76,6 +80,8 @@ class Sweeper:
         checkpoint: Callable[[str, Mapping[str, str]], Any] | None = None,
         emit: SweepEmit | None = None,
         clock: Callable[[], float] = time.time,
+        in_use: Callable[[str], bool] | None = None,
+        spare_states: Collection[str] = (),
     ) -> None:
         if grace < 0 or interval <= 0:
             raise ConfigError(f"the sweep needs grace >= 0 and interval > 0 seconds, not grace={grace!r} interval={interval!r}")
@@ -87,11 +93,17 @@ class Sweeper:
         self.checkpoint = checkpoint
         self.emit = emit
         self.clock = clock
+        self.in_use = in_use
+        self.spare_states = frozenset(spare_states)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def orphan_reason(self, labels: Mapping[str, str]) -> str | None:
+    def orphan_reason(self, labels: Mapping[str, str], container_id: str = "") -> str | None:
         task = labels.get(LABEL_TASK, "?")
+        if container_id and self.in_use is not None and self.in_use(container_id):
+            return None  # this session runs the task in it, whatever its label says
+        if labels.get(LABEL_STATE) in self.spare_states:
+            return None  # a live session holds that state directory and sweeps its own
         alive = session_alive(dict(labels))
         if alive is False:
             return f"its session {labels.get(LABEL_SESSION, '?')} is gone"
@@ -109,7 +121,7 @@ class Sweeper:
                 age = self.clock() - float(labels.get(LABEL_CREATED, "0"))
             except ValueError:
                 age = float("inf")
-            reason = self.orphan_reason(labels)
+            reason = self.orphan_reason(labels, container.id)
             base = {"container": container.short_id, "name": container.name, "task_id": labels.get(LABEL_TASK, "?"),
                     "session": labels.get(LABEL_SESSION, "?"), "age": age, "orphan": reason}
             if reason is None:

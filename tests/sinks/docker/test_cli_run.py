@@ -162,3 +162,28 @@ def test_run_streams_a_flood_to_the_terminal_in_bounded_memory(repo, test_image,
     assert code == 0
     assert out.stat().st_size == size
     assert maxrss_kb < 160 * 1024, f"armor-rx run peaked at {maxrss_kb / 1024:.0f} MB for a {size / 1e6:.0f} MB flood"
+
+
+def test_gc_leaves_the_containers_of_a_state_directory_a_live_session_holds(repo, test_image, engine):
+    from armor_rx import Armor
+
+    proc = _spawn("run", "--repo", str(repo), "--task", "held", "--image", test_image, "--", "sleep", "300")
+    _wait_started(repo, "held")
+    proc.kill()
+    proc.communicate(timeout=30)
+    try:
+        # A session reopens the state directory (it could adopt the container); gc from
+        # outside must leave that state directory's containers to it.
+        with Armor(repo, docker=True, sweep_interval=None):
+            kept = _cli("gc", "--repo", str(repo), "--now", "--json")
+            assert kept.returncode == 0, kept.stderr
+            rows = [row for row in orjson.loads(kept.stdout) if row["task"] == "held"]
+            assert [row["action"] for row in rows] == ["kept"]
+            assert "leaving its containers to that session" in kept.stderr
+            assert _labelled(engine, "held")
+        # With no live session there, the dead session's container is an orphan.
+        gone = _cli("gc", "--repo", str(repo), "--now", "--json")
+        assert {row["task"]: row["action"] for row in orjson.loads(gone.stdout)}.get("held") == "removed"
+    finally:
+        for container in _labelled(engine, "held"):
+            container.remove(force=True)

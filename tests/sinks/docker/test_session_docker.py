@@ -65,6 +65,11 @@ import os; os._exit(0)  # the process dies: no close, the container stays
         assert armor.task("long").state is State.RUNNING
         done = armor.exec("long", ["sh", "-c", "echo still here"])
         assert done.payload["exit_code"] == 0
+        # Its label names the dead session, but this session runs the task in it:
+        # even a sweep that ignores the grace period keeps it.
+        decisions = [d for d in armor.sweep(now=True) if d.task_id == "long"]
+        assert [d.action for d in decisions] == ["kept"]
+        assert armor.exec("long", ["true"]).payload["exit_code"] == 0
         armor.complete("long")
     assert engine.client.containers.list(all=True, filters={"label": "armor.task=long"}) == []
 
