@@ -1,4 +1,10 @@
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Timing is noise on a shared CI machine: no per-example deadline, and no
+# failing a property test because generating its inputs was slow there.
+settings.register_profile("armor", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("armor")
 
 
 @pytest.fixture
