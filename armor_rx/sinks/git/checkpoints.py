@@ -183,6 +183,11 @@ class CheckpointStore:
             cache = self._stat_caches[task_id] = StatCache(self.cache_dir / f"{task_id}.json")
         return cache
 
+    def forget_worktree(self, task_id: str) -> None:
+        """Drop the task's stat cache (its worktree is gone; the checkpoints stay)."""
+        cache = self._stat_caches.pop(task_id, None) or StatCache(self.cache_dir / f"{task_id}.json")
+        cache.delete()
+
     def scan(self, task_id: str, worktree: Path, policy: ScanPolicy | None = None, *, save: bool = True) -> ScanResult:
         """Scan ``worktree`` with the task's stat cache (updated afterwards unless ``save`` is false)."""
         cache = self.stat_cache(task_id)

@@ -54,6 +54,7 @@ def remove_worktree(ws: GitWorkspace, task_id: str, *, on_dirty: Literal["checkp
                 checkpoint_id = cp.id
                 ws.emit("checkpoint.created", task_id, {**cp.to_payload(), "auto": True})
         worktrees.delete(ws.repo, path)
+        ws.checkpoints_store.forget_worktree(task_id)
         if record is not None:
             record.worktree = None
             ws.records.put(record)

@@ -60,7 +60,7 @@ class StatCache:
         file makes the comparison hold on filesystems with coarse timestamps
         and on network filesystems whose server clock differs from ours.
         """
-        marker = self.path.with_name(self.path.name + ".stamp")
+        marker = self._marker()
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
@@ -72,6 +72,15 @@ class StatCache:
             pass
         # Another filesystem, or no stamp could be written: a generous window.
         return time.time_ns() - FALLBACK_RACY_NS
+
+    def _marker(self) -> Path:
+        return self.path.with_name(self.path.name + ".stamp")
+
+    def delete(self) -> None:
+        """Remove the cache and its stamp file (a worktree of thousands of files has a cache of megabytes)."""
+        self._memo = None
+        for path in (self.path, self._marker(), self.path.with_suffix(".tmp")):
+            path.unlink(missing_ok=True)
 
     def load(self, store: DiskObjectStore | None = None) -> DirCache:
         return self.load_all(store)[0]

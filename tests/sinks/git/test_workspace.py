@@ -92,6 +92,8 @@ def test_remove_refuses_dirty_then_checkpoints(ws: GitWorkspace, repo: Path, eve
     assert len(cps) == 1
     assert git(repo, "show", f"{cps[0].commit}:untracked.txt") == "new\n"
     assert events.of("git.worktree.removed")[0]["checkpoint"] == cps[0].id
+    # The stat cache went with the worktree (the checkpoints stay).
+    assert not list((ws.git_dir / "cache").glob("dirty.json*"))
 
 
 def test_remove_clean_makes_no_checkpoint(ws: GitWorkspace) -> None:
