@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import io
+import json
 import os
 import socket
 import tarfile
@@ -120,6 +121,37 @@ def task_labels(task_id: str, session: SessionIdentity, *, request_id: str, work
     if state_dir is not None:
         labels[LABEL_STATE] = str(state_dir)
     return labels
+
+
+def _adoption_marker(state_dir: str, container_id: str) -> Path:
+    return Path(state_dir) / "docker" / "adopted" / container_id
+
+
+def mark_adopted(state_dir: Path, container_id: str, session: SessionIdentity) -> None:
+    """Record that ``session`` now runs a task in a container another (dead) session made.
+
+    Labels cannot change on a container, so its label still names the dead
+    session; a sweep in any process reads this marker before taking the
+    container for an orphan.
+    """
+    marker = _adoption_marker(str(state_dir), container_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    identity = task_labels("-", session, request_id="", worktree=None, state_dir=None)
+    tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({k: identity[k] for k in (LABEL_SESSION, LABEL_HOST, LABEL_PID, LABEL_PIDNS)}))
+    os.replace(tmp, marker)
+
+
+def adopted_by_live_session(labels: dict[str, str], container_id: str) -> bool:
+    """Whether a live session (or one we cannot rule out) adopted this container."""
+    state = labels.get(LABEL_STATE)
+    if not state:
+        return False
+    try:
+        adopter = json.loads(_adoption_marker(state, container_id).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(adopter, dict) and session_alive({str(k): str(v) for k, v in adopter.items()}) is not False
 
 
 def ensure_image(engine: Engine, name: str) -> Any:
@@ -295,6 +327,9 @@ def find_containers(engine: Engine, *, task_id: str | None = None, request_id: s
 
 def remove_container(container: Container, *, timeout: int = 5) -> bool:
     """Stop and remove; True if it was there. Missing containers are not an error (idempotent)."""
+    state = (container.labels or {}).get(LABEL_STATE)
+    if state:
+        _adoption_marker(state, container.id).unlink(missing_ok=True)
     try:
         container.remove(force=True, v=True)
     except docker.errors.NotFound:

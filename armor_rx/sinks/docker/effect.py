@@ -36,6 +36,7 @@ from armor_rx.sinks.docker.containers import (
     SessionIdentity,
     create_task_container,
     find_containers,
+    mark_adopted,
     remove_container,
     session_alive,
     task_labels,
@@ -177,6 +178,8 @@ class DockerEffect:
         found = [c for c in find_containers(self.engine, task_id=task_id) if c.labels.get("armor.session") == self.session.id]
         if not found:
             found = self._adoptable(task_id)
+            if found and self.state_dir is not None:
+                mark_adopted(self.state_dir, found[0].id, self.session)
         if not found:
             raise ContainerNotFound(task_id)
         with self._lock:

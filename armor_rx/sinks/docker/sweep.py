@@ -26,6 +26,7 @@ from armor_rx.sinks.docker.containers import (
     LABEL_STATE,
     LABEL_TASK,
     LABEL_WORKTREE,
+    adopted_by_live_session,
     find_containers,
     remove_container,
     session_alive,
@@ -105,7 +106,7 @@ class Sweeper:
         if labels.get(LABEL_STATE) in self.spare_states:
             return None  # a live session holds that state directory and sweeps its own
         alive = session_alive(dict(labels))
-        if alive is False:
+        if alive is False and not (container_id and adopted_by_live_session(dict(labels), container_id)):
             return f"its session {labels.get(LABEL_SESSION, '?')} is gone"
         if self.is_active is not None and self.state_dir is not None and labels.get(LABEL_STATE) == self.state_dir:
             if not self.is_active(task):

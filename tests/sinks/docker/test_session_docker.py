@@ -69,8 +69,16 @@ import os; os._exit(0)  # the process dies: no close, the container stays
         # even a sweep that ignores the grace period keeps it.
         decisions = [d for d in armor.sweep(now=True) if d.task_id == "long"]
         assert [d.action for d in decisions] == ["kept"]
+        # So does a sweep in any other process that knows nothing of this session
+        # (armor-rx gc pointed at another state directory): the adoption is on disk.
+        from armor_rx.sinks.docker.sweep import Sweeper
+
+        elsewhere = [d for d in Sweeper(engine).sweep(now=True) if d.task_id == "long"]
+        assert [d.action for d in elsewhere] == ["kept"]
+        assert list((armor.state.path / "docker" / "adopted").iterdir())
         assert armor.exec("long", ["true"]).payload["exit_code"] == 0
         armor.complete("long")
+        assert not list((armor.state.path / "docker" / "adopted").iterdir())  # gone with the container
     assert engine.client.containers.list(all=True, filters={"label": "armor.task=long"}) == []
 
 
