@@ -1,8 +1,10 @@
 """The orphan sweep: armor-labelled containers nobody will clean up.
 
 A container is an orphan when the session that made it is dead (its process
-is gone from this host), or when it belongs to this state directory and its
-task is no longer active in the registry. An orphan is removed once it is
+is gone from this host) and no live session adopted it (a reopened session
+that goes on using its task's container records that under
+``<state_dir>/docker/adopted/``), or when it belongs to this state directory
+and its task is no longer active in the registry. An orphan is removed once it is
 older than the grace period (default 24 h). Before removal the task's
 worktree is checkpointed (through the ``checkpoint`` callback), and every
 removal is reported through ``emit`` as ``container.swept``.
