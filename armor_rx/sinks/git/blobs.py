@@ -105,15 +105,6 @@ def _write_loose(store: DiskObjectStore, sha: bytes, compressed: bytes) -> int:
     return len(compressed)
 
 
-def write_blob_from_file(store: DiskObjectStore, path: str, size: int) -> tuple[bytes, int]:
-    """Store the file at ``path`` (of ``size`` bytes, from lstat) as a blob; see :func:`write_blob_from_fd`."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return write_blob_from_fd(store, fd, size, path)
-    finally:
-        os.close(fd)
-
-
 def write_blob_from_fd(store: DiskObjectStore, fd: int, size: int, name: str) -> tuple[bytes, int]:
     """Store the open file ``fd`` (of ``size`` bytes, from lstat) as a blob, reading from its start.
 

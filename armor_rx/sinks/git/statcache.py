@@ -82,9 +82,6 @@ class StatCache:
         for path in (self.path, self._marker(), self.path.with_suffix(".tmp")):
             path.unlink(missing_ok=True)
 
-    def load(self, store: DiskObjectStore | None = None) -> DirCache:
-        return self.load_all(store)[0]
-
     def load_all(self, store: DiskObjectStore | None = None) -> tuple[DirCache, dict[str, TreeEntry]]:
         memo = self._memo
         if memo is not None and memo[0] == self._signature():

@@ -10,7 +10,7 @@ from pathlib import Path
 from dulwich.repo import Repo
 
 from armor_rx.sinks.git import blobs
-from armor_rx.sinks.git.blobs import iter_blob, write_blob_bytes, write_blob_from_file, write_object_bytes
+from armor_rx.sinks.git.blobs import iter_blob, write_blob_bytes, write_blob_from_fd, write_object_bytes
 
 from .conftest import fsck, git
 
@@ -29,7 +29,8 @@ def test_objects_are_what_git_reads(repo: Path, tmp_path: Path) -> None:
         assert git(repo, "cat-file", "-p", sha.decode()) == data.decode()
         big = tmp_path / "big.bin"
         big.write_bytes(os.urandom(3 * blobs.CHUNK + 5))
-        big_sha, _ = write_blob_from_file(store, str(big), big.stat().st_size)
+        with open(big, "rb") as f:
+            big_sha, _ = write_blob_from_fd(store, f.fileno(), big.stat().st_size, str(big))
         assert b"".join(iter_blob(store, big_sha)) == big.read_bytes()
         tree, _ = write_object_bytes(store, b"tree", b"100644 a\x00" + bytes.fromhex(sha.decode()))
         assert git(repo, "ls-tree", tree.decode()).split() == ["100644", "blob", sha.decode(), "a"]
