@@ -6,14 +6,16 @@ git-object checkpoints and completion.
 ...     branch = ws.create_branch("fix-login")
 ...     path = ws.add_worktree("fix-login", branch)
 ...     cp = ws.checkpoint("fix-login", "before refactor")
+...     print(ws.diff("fix-login").patch)
 ...     ws.complete("fix-login", "Fix login", merge="ff")
 
 The lower floor (:mod:`.names`, :mod:`.paths`, :mod:`.blobs`, :mod:`.scan`,
-:mod:`.checkpoints`, :mod:`.completion`) can be used on its own.
+:mod:`.checkpoints`, :mod:`.diffs`, :mod:`.completion`) can be used on its own.
 """
 
 from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy
 from armor_rx.sinks.git.completion import CompletionResult, MergeMode
+from armor_rx.sinks.git.diffs import FileChange, TaskDiff
 from armor_rx.sinks.git.effect import GitEffect
 from armor_rx.sinks.git.names import branch_for_task, unique_branch_name, validate_branch_name
 from armor_rx.sinks.git.paths import check_relative_path, resolve_inside
@@ -24,12 +26,14 @@ __all__ = [
     "Checkpoint",
     "CheckpointPolicy",
     "CompletionResult",
+    "FileChange",
     "GitEffect",
     "GitWorkspace",
     "MergeMode",
     "SubmoduleState",
     "SubmoduleStatus",
     "SubmoduleStrategy",
+    "TaskDiff",
     "branch_for_task",
     "check_relative_path",
     "resolve_inside",

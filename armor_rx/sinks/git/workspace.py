@@ -24,6 +24,7 @@ from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, Checkpo
 from armor_rx.sinks.git.completion import (
     CompletionResult, MergeMode, build_tree, commit_worktree, make_commit, merge_into_base,
 )
+from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES, TaskDiff, compare_trees
 from armor_rx.sinks.git.paths import resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
@@ -318,6 +319,36 @@ class GitWorkspace:
              "removed": stats.removed, "chmodded": stats.chmodded, "safety_checkpoint": safety},
         )
         return target
+
+    def diff(self, task_id: str, checkpoint: str | None = None, *, max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
+        """What the task changed: its worktree now against its base commit, or against ``checkpoint``.
+
+        The worktree is read with the checkpoints' scan (same excludes, no
+        symlink followed, the state directory never in it). Nothing is
+        recorded: no checkpoint, no event, the stat cache left as it was;
+        only the scanned blobs and trees land in the object store. Raises
+        :class:`TaskNotFound` for a task without a branch here,
+        :class:`CheckpointNotFound` for an unknown ``checkpoint`` and
+        :class:`GitError` when the task has no worktree.
+        """
+        # Under the task lock: a restore rewriting the worktree mid-scan would
+        # make the new side a mix of two states.
+        with self._task_lock(task_id):
+            record, path = self._worktree(task_id)
+            store = self.checkpoints_store
+            if checkpoint is None:
+                against, old_commit = "base", record.base_commit
+                old_tree = read_commit(self.repo, record.base_commit.encode()).tree
+            else:
+                cp = store.find(task_id, checkpoint)
+                against, old_commit, old_tree = cp.id, cp.commit, cp.tree.encode()
+            scan = store.scan(task_id, path, save=False)
+        files, patch, truncated = compare_trees(
+            store.store, old_tree, scan.tree, unchanged=scan.skipped, max_patch_bytes=max_patch_bytes
+        )
+        return TaskDiff(
+            task_id, against, old_commit, scan.tree.decode(), files, patch, truncated, tuple(scan.skipped)
+        )
 
     def branch_from_checkpoint(self, checkpoint: str, new_task_id: str, *, source_task_id: str) -> str:
         """Create a branch for ``new_task_id`` whose tip holds ``checkpoint``'s files.
