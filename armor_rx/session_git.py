@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from armor_rx.errors import ConfigError
+from armor_rx.errors import ConfigError, GitError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
-from armor_rx.sinks.git import Checkpoint, GitWorkspace
+from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
+from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
 
 
 class GitOperations:
@@ -28,6 +29,8 @@ class GitOperations:
         def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
 
         def tasks(self) -> list[TaskRecord]: ...
+
+        def task(self, task_id: str) -> TaskRecord: ...
 
         def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent: ...
 
@@ -54,6 +57,22 @@ class GitOperations:
 
     def checkpoints(self, task_id: str) -> list[Checkpoint]:
         return self.git.checkpoints(validate_task_id(task_id))
+
+    def diff(self, task_id: str, checkpoint: str | None = None, *, max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
+        """What the task changed: its worktree now against its base commit, or against ``checkpoint``.
+
+        A read: no checkpoint is made and nothing is logged. Raises
+        :class:`TaskNotFound` for an unknown task, :class:`GitError` for one
+        not started yet (it has no worktree) and :class:`CheckpointNotFound`
+        for an unknown checkpoint (``armor-rx checkpoints TASK`` lists them).
+        """
+        self.task(validate_task_id(task_id))  # TaskNotFound names the session's tasks, not the git records
+        if self.git.records.get(task_id) is None:
+            raise GitError(
+                f"task {task_id!r} has not started, so it has no worktree to diff; "
+                f"start it first (Armor.start({task_id!r}))"
+            )
+        return self.git.diff(task_id, checkpoint, max_patch_bytes=max_patch_bytes)
 
     def rollback(self, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
         """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).

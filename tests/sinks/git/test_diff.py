@@ -236,3 +236,29 @@ def test_diff_records_nothing(ws: GitWorkspace, repo: Path, events: Events) -> N
     assert (cache.read_bytes() if cache.exists() else None) == cached
     assert [cp.id for cp in ws.checkpoints("quiet")] == ["cp-1"]
 
+
+def test_session_diff(repo: Path) -> None:
+    from armor_rx import Armor
+
+    with Armor(repo) as armor:
+        armor.create_task("fix")
+        armor.start("fix")
+        (armor.worktree("fix") / "fix.py").write_text("fixed = True\n")
+        cp = armor.checkpoint("fix").payload["checkpoint"]
+        (armor.worktree("fix") / "README.md").unlink()
+        before = [e.kind for e in armor.history(task_id="fix")]
+
+        base = armor.diff("fix")
+        since = armor.diff("fix", cp)
+
+        assert [(f.path, f.status) for f in base.files] == [("README.md", "deleted"), ("fix.py", "added")]
+        assert [(f.path, f.status) for f in since.files] == [("README.md", "deleted")]
+        assert not any(f.path.startswith(".armor") for f in base.files)
+        assert [e.kind for e in armor.history(task_id="fix")] == before
+        with pytest.raises(CheckpointNotFound, match="armor-rx checkpoints fix"):
+            armor.diff("fix", "cp-99")
+        with pytest.raises(TaskNotFound):
+            armor.diff("nope")
+        armor.create_task("idle")
+        with pytest.raises(GitError, match="has not started"):
+            armor.diff("idle")
