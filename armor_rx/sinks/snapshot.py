@@ -39,6 +39,18 @@ def _canonical(schema: Any, seq: Any, tasks: Any) -> bytes:
     return orjson.dumps({"schema": schema, "seq": seq, "tasks": tasks}, option=orjson.OPT_SORT_KEYS)
 
 
+def _digest_suffix(digest: str) -> bytes:
+    return b',"sha256":"%s"}' % digest.encode("ascii")
+
+
+def _digest_matches(raw: bytes, digest: Any) -> bool:
+    """Whether ``raw`` ends with ``digest`` and it is the hash of the bytes before it (and ``}``)."""
+    if not isinstance(digest, str) or not digest.isascii():
+        return False
+    suffix = _digest_suffix(digest)
+    return raw.endswith(suffix) and hashlib.sha256(raw[: -len(suffix)] + b"}").hexdigest() == digest
+
+
 class _Unusable(Exception):
     """Why a snapshot cannot be used, in a few words (for reports)."""
 
@@ -52,13 +64,16 @@ class SnapshotStore:
     def save(self, registry: Registry) -> None:
         """Write ``registry`` atomically: a crash leaves the old snapshot or the new one, whole.
 
-        The file is ``{"schema":1,"seq":..,"tasks":[...],"sha256":..}`` where the
-        hash covers the canonical (sorted-key) JSON of the other three fields.
+        The file is ``{"schema":1,"seq":..,"tasks":[...],"sha256":..}``: the
+        canonical (sorted-key) JSON of the other three fields, byte for byte as
+        written, then the hash of those bytes (with the closing brace). The hash
+        covers bytes on disk, never a re-serialisation, so a snapshot stays valid
+        when the JSON library that reads it spells a number differently (orjson
+        3.8 writes ``1e16`` where later releases write ``1e+16``).
         Raises :class:`SnapshotError` on an I/O error.
         """
-        tasks = registry.to_list()
-        digest = hashlib.sha256(_canonical(SCHEMA, registry.seq, tasks)).hexdigest()
-        data = orjson.dumps({"schema": SCHEMA, "seq": registry.seq, "tasks": tasks, "sha256": digest})
+        body = _canonical(SCHEMA, registry.seq, registry.to_list())
+        data = body[:-1] + _digest_suffix(hashlib.sha256(body).hexdigest())
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +129,9 @@ class SnapshotStore:
         if data.get("schema") != SCHEMA:
             raise _Unusable(f"snapshot schema {data.get('schema')!r} is not {SCHEMA}")
         seq, tasks, digest = data.get("seq"), data.get("tasks"), data.get("sha256")
-        if hashlib.sha256(_canonical(data["schema"], seq, tasks)).hexdigest() != digest:
+        if not _digest_matches(raw, digest) and hashlib.sha256(_canonical(data["schema"], seq, tasks)).hexdigest() != digest:
+            # (The second check reads snapshots saved before the hash covered the
+            # file's bytes: it holds while the JSON library spells numbers as it did.)
             raise _Unusable("snapshot checksum mismatch")
         if not isinstance(seq, int) or seq < 0 or not isinstance(tasks, list):
             raise _Unusable("snapshot has no valid seq or task list")

@@ -83,6 +83,52 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events", "snapshot.json"]
 
 
+def _spelled_by_another_orjson(raw: bytes) -> bytes:
+    """``raw`` as an orjson release that spells exponents the other way would write it."""
+    ours = orjson.dumps(1e16)
+    other = b"1e16" if ours == b"1e+16" else b"1e+16"
+    assert ours in raw
+    return raw.replace(ours, other)
+
+
+def _registry_with_big_floats(tmp_path: Path) -> Registry:
+    with EventLog(tmp_path / "events") as log:
+        log.append_many([TaskEvent.new("task.created", "a", {"metadata": {"big": 1e16, "small": 1.5e-7}})])
+        return folded(log)
+
+
+def test_a_snapshot_saved_under_another_orjson_release_loads(tmp_path: Path) -> None:
+    # orjson 3.8 writes 1e16, 3.10+ writes 1e+16: the hash must cover the bytes on disk, not
+    # what the installed orjson makes of the parsed data, or an upgrade voids every snapshot.
+    registry = _registry_with_big_floats(tmp_path)
+    SnapshotStore(tmp_path / "mine.json").save(registry)
+    body = (tmp_path / "mine.json").read_bytes()
+    body = _spelled_by_another_orjson(body[: body.rindex(b',"sha256":"')] + b"}")
+    theirs = body[:-1] + b',"sha256":"%s"}' % hashlib.sha256(body).hexdigest().encode()
+    (tmp_path / "theirs.json").write_bytes(theirs)
+    loaded = SnapshotStore(tmp_path / "theirs.json").load()
+    assert same(loaded, registry) and loaded.get("a").metadata["big"] == 1e16
+
+
+def test_a_snapshot_saved_by_earlier_versions_still_loads(tmp_path: Path) -> None:
+    # Before, the file was the fields in insertion order and the hash covered their sorted re-serialisation.
+    registry = _registry_with_big_floats(tmp_path)
+    tasks = registry.to_list()
+    digest = hashlib.sha256(orjson.dumps({"schema": 1, "seq": 1, "tasks": tasks}, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    (tmp_path / "snapshot.json").write_bytes(orjson.dumps({"schema": 1, "seq": 1, "tasks": tasks, "sha256": digest}))
+    assert same(SnapshotStore(tmp_path / "snapshot.json").load(), registry)
+
+
+def test_a_changed_byte_is_a_checksum_mismatch(tmp_path: Path) -> None:
+    registry = _registry_with_big_floats(tmp_path)
+    store = SnapshotStore(tmp_path / "snapshot.json")
+    store.save(registry)
+    raw = (tmp_path / "snapshot.json").read_bytes()
+    (tmp_path / "snapshot.json").write_bytes(raw.replace(b'"task_id":"a"', b'"task_id":"b"'))
+    with pytest.raises(SnapshotError, match="checksum mismatch"):
+        store.load()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
