@@ -25,6 +25,8 @@ from armor_rx.errors import (
     TaskExists,
     TaskNotFound,
     TransientError,
+    ServiceLost,
+    ServiceUnavailable,
     Vetoed,
 )
 from armor_rx.model import Secret, State, TaskEvent, TaskRecord
@@ -48,6 +50,10 @@ def __getattr__(name: str) -> object:
         import armor_rx.sinks.docker as docker_sink
 
         return getattr(docker_sink, name)
+    if name in ("connect", "RemoteArmor"):
+        import armor_rx.client.sync as remote
+
+        return getattr(remote, name)
     if name == "AsyncArmor":
         from armor_rx.aio import AsyncArmor
 
@@ -62,6 +68,10 @@ __all__ = [
     "BackpressureOverflow",
     "ConcurrencyConflict",
     "ConfigError",
+    "RemoteArmor",
+    "ServiceLost",
+    "ServiceUnavailable",
+    "connect",
     "DockerEffect",
     "DockerUnavailable",
     "Engine",

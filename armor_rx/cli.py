@@ -29,14 +29,24 @@ EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
+    # The shared options are accepted before the verb and after it ("armor-rx --repo R tasks",
+    # "armor-rx tasks --repo R"): the verb's copies default to SUPPRESS so they never
+    # overwrite a value given before the verb.
+    def add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
+        default = argparse.SUPPRESS if suppress else None
+        p.add_argument("--state-dir", metavar="DIR", default=default, help="state directory (default: .armor/ in the repository)")
+        p.add_argument("--repo", metavar="PATH", default=default,
+                       help="repository whose .armor/ to use (default: the one containing the current directory)")
+        p.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                       help="write armor_rx's own log lines as JSON")
+        p.add_argument("--log-level", default=argparse.SUPPRESS if suppress else "warning", choices=["debug", "info", "warning", "error"])
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--state-dir", metavar="DIR", help="state directory (default: .armor/ in the repository)")
-    common.add_argument("--repo", metavar="PATH", help="repository whose .armor/ to use (default: the one containing the current directory)")
-    common.add_argument("--log-json", action="store_true", help="write armor_rx's own log lines as JSON")
-    common.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    add_common(common, suppress=True)
 
     parser = argparse.ArgumentParser(prog="armor-rx", description="Run AI coding agents safely.")
     parser.add_argument("--version", action="version", version=f"armor-rx {__version__}")
+    add_common(parser, suppress=False)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
@@ -106,11 +116,46 @@ def _print_event(event: TaskEvent, as_json: bool) -> None:
         print(_format(event), flush=True)
 
 
+def live_service(args: argparse.Namespace) -> Any:
+    """A client of the state directory's service if one is running (read-only verbs never start one)."""
+    from armor_rx.client.autostart import probe
+    from armor_rx.client.sync import RemoteArmor
+    from armor_rx.service.paths import ServicePaths
+
+    if probe(ServicePaths.of(_state_path(args))) is None:
+        return None
+    try:
+        return RemoteArmor(args.repo, state_dir=args.state_dir, autostart=False)
+    except ArmorError:
+        return None
+
+
+def _events_from_service(args: argparse.Namespace, remote: Any) -> int:
+    with remote:
+        if not args.follow:
+            for event in remote.history(task_id=args.task, kind=args.kind, start_seq=args.since_seq):
+                _print_event(event, args.json)
+            return 0
+        try:
+            for key, value in remote.follow(args.kind or "*", task_id=args.task, from_seq=args.since_seq):
+                if key == "lagged":
+                    print(f"armor-rx: too slow: skipped {value['count']} events (seq {value['from_seq']}-{value['to_seq']}); "
+                          f"'armor-rx events --since-seq {value['from_seq']}' shows them", file=sys.stderr, flush=True)
+                else:
+                    _print_event(value, args.json)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     if args.task is not None:
         validate_task_id(args.task)
     if args.kind is not None:
         kind_matcher(args.kind)
+    remote = live_service(args)
+    if remote is not None:
+        return _events_from_service(args, remote)
     state = _state_path(args)
     log = _read_log(state)
     if log is None and not args.follow:
@@ -150,8 +195,12 @@ def _registry(state: Path) -> Registry:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    registry = _registry(_state_path(args))
-    rows = registry.to_list()
+    remote = live_service(args)
+    if remote is not None:
+        with remote:
+            rows = [record.to_dict() for record in remote.tasks()]
+    else:
+        rows = _registry(_state_path(args)).to_list()
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
         return 0
@@ -188,9 +237,9 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from armor_rx.session import Armor
+    from armor_rx.client.sync import connect
 
-    with Armor(args.repo, state_dir=_state_path(args)) as armor:
+    with connect(args.repo, state_dir=args.state_dir) as armor:
         outcome = armor.redrive(args.letter)
     print(_format(outcome))
     return 0
@@ -206,7 +255,19 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"events": cmd_events
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first "--" is the command of 'run' / 'exec', never options of
+    # ours, so options like --repo may come anywhere before it.
+    tail: list[str] | None = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
     args = _parser().parse_args(argv)
+    if tail is not None:
+        if not hasattr(args, "command"):
+            print(f"armor-rx: error: 'armor-rx {args.verb}' takes no command after '--'", file=sys.stderr)
+            return EXIT_USAGE
+        args.command = [*args.command, *tail]
     configure_logging(json=args.log_json, level=args.log_level)
     try:
         return COMMANDS[args.verb](args)

@@ -321,3 +321,23 @@ class NestedRepositoryAtRisk(WorktreeDirty):
             f"task {task_id!r}: worktree {path} holds repositories a checkpoint cannot save ({listing}); "
             "commit and push their work, or move them out of the worktree, then remove it again",
         )
+
+
+class BadRequest(ArmorError, ValueError):
+    """A request to the service is malformed (not JSON, wrong types, unknown route)."""
+
+
+class PermissionDenied(ArmorError):
+    """The service refused a client: another user, or a missing or wrong token."""
+
+
+class ServiceError(ArmorError):
+    """The service failed in a way that is not one of armor_rx's own errors (its log has the details)."""
+
+
+class ServiceUnavailable(ArmorError):
+    """No service answers for this state directory, and none could be started."""
+
+
+class ServiceLost(ServiceUnavailable):
+    """The service went away in the middle of a call (killed, crashed, or its socket removed)."""

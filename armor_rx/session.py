@@ -21,6 +21,7 @@ from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, State
+from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.registry import TaskRecord
 from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
@@ -275,6 +276,13 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         """Submit a request event without waiting; the future gives the outcome."""
         return self.pipeline.submit(TaskEvent.new(kind, validate_task_id(task_id), payload))
 
+    def submit(self, request: TaskEvent) -> Future[TaskEvent]:
+        """Submit a request event you built yourself (so you know its id, e.g. to pick out
+        the ``exec.output`` events it causes); the future gives the outcome."""
+        if request.task_id is not None:
+            validate_task_id(request.task_id)
+        return self.pipeline.submit(request)
+
     def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent:
         return self.request(task_id, kind, payload).result(timeout)
 
@@ -303,21 +311,52 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         The outcome's payload has ``exit_code`` and, when a limit stopped it,
         ``reason`` and ``limit_hit``.
         """
+        if not self.can_exec:
+            raise ConfigError(f"cannot run {list(command)!r} in task {task_id!r}: this session runs no containers "
+                              "(open it with Armor(..., docker=True), or start a Docker engine before the service starts)")
         payload: dict[str, Any] = {"command": list(command), **options}
         if timeout is not None:
             payload["timeout"] = timeout
         return self._wait(task_id, "exec.requested", payload, None)
 
-    def sweep(self, *, now: bool = False, dry_run: bool = False) -> list[SweepDecision]:
+    @property
+    def docker(self) -> DockerEffect | None:
+        """The session's container effect (``docker=True``), or None."""
+        return next((e for e in self._effects if isinstance(e, DockerEffect)), None)
+
+    @property
+    def can_exec(self) -> bool:
+        """Whether an effect of this session runs commands (``exec``)."""
+        return any(kind_matcher(e.kinds)("exec.requested") for e in self._effects)
+
+    def stop_command(self, task_id: str, reason: str = "stopped by the user", *, request_id: str | None = None) -> bool:
+        """Kill the command running in the task's container now; True if one was running.
+
+        Only that command stops (its ``exec`` outcome says why); the task and its
+        container stay as they are. With ``request_id``, only if the running
+        command is that ``exec.requested`` event's.
+        """
+        effect = self.docker
+        return effect.kill(validate_task_id(task_id), reason, request_id=request_id) if effect is not None else False
+
+    def remove_container(self, task_id: str, reason: str) -> Mapping[str, Any]:
+        """Remove the task's container outside a request (after an interruption); ``{}`` if it has none."""
+        effect = self.docker
+        if effect is None:
+            return {}
+        validate_task_id(task_id)
+        return effect.remove(task_id, lambda kind, payload: self.emit(task_id, kind, payload), reason=reason)
+
+    def sweep(self, *, now: bool = False, dry_run: bool = False, grace: float | None = None) -> list[SweepDecision]:
         """Sweep orphaned task containers once, as the periodic sweep does (``docker=True``).
 
         ``now`` ignores the grace period; ``dry_run`` removes nothing. The
         containers this session runs its tasks in are kept, adopted ones too.
         """
-        effect = next((e for e in self._effects if isinstance(e, DockerEffect)), None)
+        effect = self.docker
         if effect is None:
             raise ConfigError("this session has no containers to sweep: open it with Armor(..., docker=True)")
-        return effect.sweeper().sweep(now=now, dry_run=dry_run)
+        return effect.sweeper(grace=grace).sweep(now=now, dry_run=dry_run)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable."""

@@ -1,3 +1,6 @@
+import os
+import signal
+
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -46,3 +49,26 @@ def repo(tmp_path):
     run_git(path, "add", "-A")
     run_git(path, "commit", "-qm", "initial")
     return path
+
+
+# Services a test's commands auto-start exit soon when idle, and each test stops
+# those left in its own directory, so no test leaves a process behind.
+os.environ.setdefault("ARMOR_RX_IDLE_TIMEOUT", "20")
+
+
+@pytest.fixture(autouse=True)
+def _stop_services(request):
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp_path is None:
+        return
+    from armor_rx.client.autostart import probe
+    from armor_rx.service.paths import ServicePaths
+
+    for log in tmp_path.rglob("service.log"):
+        found = probe(ServicePaths.of(log.parent), timeout=1.0)
+        if found is not None:
+            try:
+                os.kill(int(found["pid"]), signal.SIGTERM)
+            except ProcessLookupError:
+                pass

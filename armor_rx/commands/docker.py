@@ -21,10 +21,11 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     run.add_argument("--task", required=True, metavar="NAME", help="the new task's id (a slug such as fix-login)")
     run.add_argument("--image", metavar="IMAGE", help="container image (default: $ARMOR_RX_IMAGE or debian:bookworm-slim)")
     run.add_argument("--keep", action="store_true", help="keep the container afterwards")
+    run.add_argument("--detach", action="store_true", help="the task goes on in the service if this terminal goes away")
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command after this long")
     run.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 512m (default 1g)")
     run.add_argument("--pids", type=int, metavar="N", help="process limit (default 256)")
-    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    run.add_argument("command", nargs="*", metavar="-- COMMAND...")
 
     gc = verbs.add_parser("gc", parents=[common], help="remove orphaned task containers")
     gc.add_argument("--now", action="store_true", help="ignore the grace period")
@@ -46,110 +47,79 @@ def _state(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from armor_rx.session import Armor
-    from armor_rx.sinks.docker import DockerEffect, Engine, SandboxSpec
+    """A task, its container and one command, through the repository's service.
 
-    command = list(args.command)
-    if command and command[0] == "--":
-        command = command[1:]
-    if not command:
-        raise ConfigError("armor-rx run needs a command after '--', e.g. armor-rx run --repo . --task t1 -- make test")
+    Any number of these run at once on one repository; a name that is taken
+    gets a suffix (the chosen id is printed on stderr). Ctrl-C or a closed
+    terminal interrupts the task (its worktree is kept) unless ``--detach``.
+    """
+    from armor_rx.client.sync import connect
+    from armor_rx.commands.lifecycle import command_of
+
+    command = command_of(args, "run")
     if not args.repo:
         raise ConfigError("armor-rx run needs --repo PATH (the git repository the task branches from)")
     task = validate_task_id(args.task)
     repo = Path(args.repo).resolve()
     if not (repo / ".git").exists():
         raise ConfigError(f"--repo {args.repo!r} is not a git repository (no .git in {repo})")
-    engine = Engine.connect()  # before anything is made: a dead daemon leaves no half-made task
-    spec = SandboxSpec()
-    overrides: dict[str, Any] = {"keep": args.keep}
-    if args.image:
-        overrides["image"] = args.image
-    if args.timeout:
-        overrides["exec_timeout"] = args.timeout
-        overrides["wall_clock"] = max(spec.wall_clock, args.timeout + 60)
+    sandbox: dict[str, Any] = {}
     if args.memory:
-        overrides["mem_limit"] = args.memory
+        sandbox["mem_limit"] = args.memory
     if args.pids:
-        overrides["pids_limit"] = args.pids
-    spec = spec.with_overrides(overrides)
-    from armor_rx.sinks.docker.containers import ensure_image
+        sandbox["pids_limit"] = args.pids
+    if args.timeout:
+        sandbox["exec_timeout"] = args.timeout
+        sandbox["wall_clock"] = args.timeout + 60
+    chosen: dict[str, str] = {}
 
-    ensure_image(engine, spec.image)  # an unknown image is refused before the task exists
-    state = _state(args)
-    holder: dict[str, Any] = {}
-    effect = DockerEffect(engine, spec=spec, worktree_of=lambda t: holder["armor"].worktree(t), state_dir=state)
-    # A small replay window: exec.output events are up to 32 KB each, and the bus keeps
-    # the last memory_events of them in memory.
-    with Armor(repo, state_dir=state, effects=[effect], memory_events=256) as armor, effect:
-        holder["armor"] = armor
-        return _run_task(armor, effect, task, command)
+    def on_line(key: str, value: Any) -> None:
+        if key == "task":
+            chosen["task"] = value["task_id"]
+            if value["task_id"] != task:
+                print(f"armor-rx: task {task} exists; this run is task {value['task_id']}", file=sys.stderr, flush=True)
+        elif key == "event":
+            stream = sys.stderr if value.payload.get("stream") == "stderr" else sys.stdout
+            stream.write(str(value.payload.get("data", "")))
+            stream.flush()
+        elif key == "outcome":
+            payload = value.get("payload", {})
+            if payload.get("reason") in ("timeout", "wall_clock") and payload.get("message"):
+                print(f"armor-rx: {payload['message']}", file=sys.stderr)
+            elif payload.get("reason") == "oom":
+                print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
 
-
-def _write_output(event: Any) -> None:
-    stream = sys.stderr if event.payload.get("stream") == "stderr" else sys.stdout
-    stream.write(str(event.payload.get("data", "")))
-    stream.flush()
-
-
-def _run_task(armor: Any, effect: Any, task: str, command: list[str]) -> int:
-    request = None
-    subscription = None
-    try:
-        armor.create_task(task)
-        # Held as a future so that a Ctrl-C during a slow start can wait for the
-        # container the start is still making, and remove it.
-        request = armor.request(task, "task.start.requested")
-        request.result()
-        subscription = armor.events("exec.output", task_id=task).subscribe(_write_output)
-        request = armor.request(task, "exec.requested", {"command": command})
-        outcome = request.result()
-        armor.wait_idle()
-    except KeyboardInterrupt:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+    with connect(repo, state_dir=args.state_dir) as armor:
         try:
-            return _interrupted(armor, effect, task, request)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            result = armor.run(task, command, on_line=on_line, detach=args.detach, image=args.image,
+                               keep=True if args.keep else None, sandbox=sandbox or None,
+                               timeout=args.timeout)
+        except KeyboardInterrupt:
+            name = chosen.get("task", task)
+            if not args.detach and "task" in chosen:
+                _wait_interrupted(armor, name)
+            if args.detach:
+                print(f"armor-rx: detached; task {name} goes on in the service ('armor-rx events --task {name} -f' follows it)", file=sys.stderr)
+            else:
+                print(f"armor-rx: interrupted; task {name} is interrupted (its worktree is kept; 'armor-rx resume {name}' continues it)",
+                      file=sys.stderr)
+            return 130
+    return int(result["exit_code"])
+
+
+def _wait_interrupted(armor: Any, task: str, timeout: float = 60.0) -> None:
+    """Wait until the service has interrupted the task (so what we print is already true)."""
+    import time
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if armor.task(task).state.value not in ("pending", "starting", "running"):
+                return
+            time.sleep(0.1)
     finally:
-        if subscription is not None:
-            subscription.dispose()
-    result = outcome.payload
-    code = result.get("exit_code")
-    code = 1 if code is None else int(code)
-    if result.get("reason") == "timeout":
-        print(f"armor-rx: {result.get('message')}", file=sys.stderr)
-    elif result.get("reason") == "oom":
-        print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
-    if code == 0:
-        armor.complete(task)
-    else:
-        armor.fail(task, f"the command exited with {code} ({result.get('reason')}, limit hit: {result.get('limit_hit')})")
-    return code
-
-
-def _interrupted(armor: Any, effect: Any, task: str, request: Any) -> int:
-    effect.kill(task, "interrupted")
-    if request is not None and not request.done():
-        # A start still in flight would otherwise create its container after we
-        # looked for it, and leave it running.
-        print("armor-rx: interrupted; waiting for the task's container to be made so it can be removed ...", file=sys.stderr)
-        try:
-            request.result(300)
-        except Exception:
-            pass
-    try:
-        record = armor.task(task)
-    except TaskNotFound:
-        print("armor-rx: interrupted before the task was made", file=sys.stderr)
-        return 130
-    armor.wait_idle()
-    if record.state.value not in ("interrupted", "completed", "failed", "cancelled", "pending"):
-        armor.interrupt(task, "interrupted by the user (Ctrl-C)")
-    if not effect.spec_for(task).keep:
-        effect.remove(task, lambda kind, payload: armor.emit(task, kind, payload), reason="interrupted")
-    print(f"armor-rx: interrupted; task {task} is interrupted (its worktree is kept; 'armor-rx resume {task}' continues it)", file=sys.stderr)
-    return 130
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -157,6 +127,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from armor_rx.sinks.docker import Engine
     from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, Sweeper
 
+    from armor_rx.cli import live_service
+
+    remote = live_service(args)
+    if remote is not None:
+        # The service owns the state directory: it sweeps, knowing which of its tasks are active.
+        with remote:
+            return _print_sweep(args, [d.to_payload() for d in remote.sweep(now=args.now, dry_run=args.dry_run, grace=args.grace)])
     engine = Engine.connect()
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     armor = None
@@ -183,7 +160,10 @@ def cmd_gc(args: argparse.Namespace) -> int:
         if armor is not None:
             armor.close()
         engine.close()
-    rows = [d.to_payload() for d in decisions]
+    return _print_sweep(args, [d.to_payload() for d in decisions])
+
+
+def _print_sweep(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
     elif not rows:

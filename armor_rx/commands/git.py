@@ -27,18 +27,15 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     return {"checkpoints": cmd_checkpoints, "rollback": cmd_rollback, "resume": cmd_resume}
 
 
-def _session(args: argparse.Namespace) -> Any:
-    from armor_rx.session import Armor
-    from armor_rx.sinks.statedir import StateDir
+def _client(args: argparse.Namespace) -> Any:
+    from armor_rx.client.sync import connect
 
-    state = StateDir.resolve(args.state_dir, args.repo)
-    repo = args.repo or (state.parent if args.state_dir is None else None)
-    return Armor(repo, state_dir=state, git=repo is not None)
+    return connect(args.repo, state_dir=args.state_dir)
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     validate_task_id(args.task)
-    with _session(args) as armor:
+    with _client(args) as armor:
         armor.task(args.task)
         found = armor.checkpoints(args.task)
     rows = [cp.to_payload() for cp in found]
@@ -54,7 +51,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     validate_task_id(args.task)
-    with _session(args) as armor:
+    with _client(args) as armor:
         outcome = armor.rollback(args.task, args.checkpoint)
     print(f"task {args.task} restored to {outcome.payload.get('checkpoint')}")
     return 0
@@ -62,7 +59,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     validate_task_id(args.task)
-    with _session(args) as armor:
+    with _client(args) as armor:
         payload = {"checkpoint": args.checkpoint} if args.checkpoint else {}
         armor.resume(args.task, **payload)
         state = armor.task(args.task).state.value

@@ -100,9 +100,19 @@ def session_alive(labels: dict[str, str]) -> bool | None:
     except OSError:
         return None  # e.g. /proc mounted with hidepid: we cannot tell
     started = _proc_start(pid)
-    if not started:
+    if not started or _zombie(pid):
+        # A killed session whose parent has not reaped it yet (an auto-started
+        # service's client, or a container's pid 1 that never reaps) is dead.
         return False
     return labels.get(LABEL_SESSION, "").endswith(f"-{pid}-{started}")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def task_labels(task_id: str, session: SessionIdentity, *, request_id: str, worktree: Path | None, state_dir: Path | None) -> dict[str, str]:

@@ -88,6 +88,7 @@ class DockerEffect:
         self._specs: dict[str, SandboxSpec] = {}
         self._containers: dict[str, Container] = {}
         self._running: dict[str, ExecRun] = {}
+        self._running_request: dict[str, str] = {}  # task -> id of the exec request it is running
         self._started_at: dict[str, float] = {}  # task -> when its container started (monotonic)
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
@@ -260,11 +261,13 @@ class DockerEffect:
                       max_items=self.output_buffer)
         with self._lock:
             self._running[task_id] = run
+            self._running_request[task_id] = ctx.request.id
         try:
             result = run.run()
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
+                self._running_request.pop(task_id, None)
         out = result.to_payload()
         started_at = self._started_at.get(task_id)
         if result.exit_code != 0 and result.reason in ("exited", "timeout") and started_at is not None \
@@ -310,10 +313,16 @@ class DockerEffect:
             except docker.errors.APIError:
                 pass  # it was removed meanwhile: nothing left to thaw
 
-    def kill(self, task_id: str, reason: str = "interrupted") -> bool:
-        """Stop the task's running command now (Ctrl-C); True if one was running."""
+    def kill(self, task_id: str, reason: str = "interrupted", *, request_id: str | None = None) -> bool:
+        """Stop the task's running command now (Ctrl-C); True if one was running.
+
+        With ``request_id``, only if the running command is that request's (a
+        client that went away must not stop another client's command).
+        """
         with self._lock:
             run = self._running.get(task_id)
+            if request_id is not None and self._running_request.get(task_id) != request_id:
+                run = None
         if run is None:
             return False
         run.kill(reason)

@@ -102,14 +102,43 @@ def test_ctrl_c_stops_command_and_container_and_records_interrupted(repo, test_i
     assert not _labelled(engine, "ctrlc")
 
 
-def test_killed_armor_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, test_image, engine):
+def _kill_service(repo):
+    """SIGKILL the repository's service (the owner of its containers), as a crash would."""
+    from armor_rx.client.autostart import probe
+    from armor_rx.service.paths import ServicePaths
+
+    found = probe(ServicePaths.of(repo / ".armor"))
+    assert found is not None, "no service runs for the repository"
+    os.kill(int(found["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while probe(ServicePaths.of(repo / ".armor"), timeout=0.5) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_killed_client_interrupts_its_task_and_removes_its_container(repo, test_image, engine):
+    proc = _spawn("run", "--repo", str(repo), "--task", "gone", "--image", test_image, "--", "sleep", "300")
+    _wait_started(repo, "gone")
+    proc.kill()  # the terminal closed: no Ctrl-C handler runs
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while _labelled(engine, "gone") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _labelled(engine, "gone")
+    kinds = [e["kind"] for e in _events(repo, "gone")]
+    assert "task.interrupted" in kinds and "container.removed" in kinds, kinds
+
+
+def test_a_killed_service_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, test_image, engine):
     from armor_rx.sinks.docker.sweep import Sweeper
 
+    procs = [_spawn("run", "--repo", str(repo), "--task", task, "--image", test_image, "--", "sleep", "300")
+             for task in ("orphan-a", "orphan-b")]
     for task in ("orphan-a", "orphan-b"):
-        proc = _spawn("run", "--repo", str(repo), "--task", task, "--image", test_image, "--", "sleep", "300")
         _wait_started(repo, task)
-        proc.kill()
-        proc.communicate(timeout=30)
+    _kill_service(repo)
+    for proc, task in zip(procs, ("orphan-a", "orphan-b")):
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 1 and "went away" in err, err  # the client says its service went away
         assert [c.status for c in _labelled(engine, task)] == ["running"]
     sweeper = Sweeper(engine, grace=3.0)
     first = {d.task_id: d.action for d in sweeper.sweep() if d.task_id.startswith("orphan-")}
@@ -130,7 +159,7 @@ def test_killed_armor_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, test_i
     # The periodic sweep removes an orphan once its grace has passed.
     proc = _spawn("run", "--repo", str(repo), "--task", "orphan-c", "--image", test_image, "--", "sleep", "300")
     _wait_started(repo, "orphan-c")
-    proc.kill()
+    _kill_service(repo)
     proc.communicate(timeout=30)
     with Sweeper(engine, grace=1.0, interval=0.5):
         deadline = time.monotonic() + 30
@@ -169,7 +198,7 @@ def test_gc_leaves_the_containers_of_a_state_directory_a_live_session_holds(repo
 
     proc = _spawn("run", "--repo", str(repo), "--task", "held", "--image", test_image, "--", "sleep", "300")
     _wait_started(repo, "held")
-    proc.kill()
+    _kill_service(repo)
     proc.communicate(timeout=30)
     try:
         # A session reopens the state directory (it could adopt the container); gc from

@@ -230,6 +230,30 @@ def test_sessions_in_another_pid_namespace_are_never_judged_dead():
     dead = {**labels, LABEL_PID: "999999999", LABEL_SESSION: f"{me.host}-999999999-1"}
     assert session_alive(dead) is False
     assert labels[LABEL_HOST] == me.host
+    # A killed session its parent has not reaped yet (a zombie) is dead too.
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        child_labels = task_labels("t1", SessionIdentity(host=me.host, pid=child.pid, started=_start_of(child.pid), owner=me.owner),
+                                   request_id="r1", worktree=None, state_dir=None)
+        assert session_alive(child_labels) is True
+        child.send_signal(signal.SIGKILL)
+        for _ in range(100):
+            if open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.02)
+        assert session_alive(child_labels) is False
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _start_of(pid):
+    from armor_rx.sinks.docker.containers import _proc_start
+
+    return _proc_start(pid)
 
 
 def test_timeout_also_kills_what_the_command_detached(session, engine):

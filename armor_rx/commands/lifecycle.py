@@ -1,0 +1,254 @@
+"""Verbs that drive a task's whole life through the armor service.
+
+Each verb is a client of the state directory's service (started in the
+background when none runs), so any number of them can run at once from any
+number of terminals on one repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from armor_rx.errors import ConfigError
+from armor_rx.model.events import TaskEvent
+from armor_rx.model.ids import validate_task_id
+
+
+def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
+    serve = verbs.add_parser("serve", parents=[common], help="run the armor service for a state directory (normally auto-started)")
+    serve.add_argument("--foreground", action="store_true", help="serve in this process (for supervisors); default: start it in the background")
+    serve.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                       help="exit after this long with no client and no active task (default $ARMOR_RX_IDLE_TIMEOUT or 300; 0: never)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (a token is then required; it is written to run/token)")
+    serve.add_argument("--stop", action="store_true", help="stop the running service (SIGTERM) and wait for it")
+
+    start = verbs.add_parser("start", parents=[common], help="create (if new) and start a task: its branch, worktree and container")
+    start.add_argument("task", metavar="TASK")
+    start.add_argument("--image", metavar="IMAGE", help="container image (default: $ARMOR_RX_IMAGE or debian:bookworm-slim)")
+    start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
+    start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
+    start.add_argument("--json", action="store_true", help="print the task as JSON")
+
+    ex = verbs.add_parser("exec", parents=[common], help="run a command in a task's container (output streamed, its exit code passed through)")
+    ex.add_argument("task", metavar="TASK")
+    ex.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command after this long")
+    ex.add_argument("--json", action="store_true", help="print the outcome event as JSON at the end")
+    ex.add_argument("command", nargs="*", metavar="-- COMMAND...")
+
+    cp = verbs.add_parser("checkpoint", parents=[common], help="checkpoint a task's worktree")
+    cp.add_argument("task", metavar="TASK")
+    cp.add_argument("-m", "--message", metavar="MSG")
+    cp.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
+
+    diff = verbs.add_parser("diff", parents=[common], help="what a task changed, against its base or a checkpoint")
+    diff.add_argument("task", metavar="TASK")
+    diff.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?")
+    diff.add_argument("--stat", action="store_true", help="only the changed files")
+    diff.add_argument("--json", action="store_true", help="the diff as one JSON object")
+
+    complete = verbs.add_parser("complete", parents=[common], help="commit a task's work to its branch and end it")
+    complete.add_argument("task", metavar="TASK")
+    complete.add_argument("-m", "--message", metavar="MSG")
+    complete.add_argument("--merge", choices=["ff", "merge", "none"], default="none", help="merge into the base branch (default none)")
+    complete.add_argument("--json", action="store_true")
+
+    cancel = verbs.add_parser("cancel", parents=[common], help="cancel a task")
+    cancel.add_argument("task", metavar="TASK")
+    cancel.add_argument("--reason", default="cancelled by the user")
+    cancel.add_argument("--json", action="store_true")
+
+    fail = verbs.add_parser("fail", parents=[common], help="mark a task failed")
+    fail.add_argument("task", metavar="TASK")
+    fail.add_argument("reason", metavar="REASON")
+    fail.add_argument("--json", action="store_true")
+
+    interrupt = verbs.add_parser("interrupt", parents=[common], help="stop a task's command and mark it interrupted (resumable)")
+    interrupt.add_argument("task", metavar="TASK")
+    interrupt.add_argument("--reason", default="interrupted by the user")
+    interrupt.add_argument("--json", action="store_true")
+    return {"serve": cmd_serve, "start": cmd_start, "exec": cmd_exec, "checkpoint": cmd_checkpoint, "diff": cmd_diff,
+            "complete": cmd_complete, "cancel": cmd_cancel, "fail": cmd_fail, "interrupt": cmd_interrupt}
+
+
+def client(args: argparse.Namespace) -> Any:
+    from armor_rx.client.sync import connect
+
+    return connect(args.repo, state_dir=args.state_dir)
+
+
+def print_outcome(event: TaskEvent, as_json: bool, text: str) -> None:
+    if as_json:
+        sys.stdout.buffer.write(event.to_json() + b"\n")
+        sys.stdout.flush()
+    else:
+        print(text)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from armor_rx.client.autostart import ensure_service, probe
+    from armor_rx.service.paths import ServicePaths
+    from armor_rx.service.server import ServiceConfig, serve
+    from armor_rx.sinks.statedir import StateDir
+
+    state = StateDir.resolve(args.state_dir, args.repo)
+    repo = Path(args.repo).resolve() if args.repo else (state.parent if args.state_dir is None and (state.parent / ".git").exists() else None)
+    if args.stop:
+        found = probe(ServicePaths.of(state))
+        if found is None:
+            print(f"no armor service runs for {state}")
+            return 0
+        os.kill(int(found["pid"]), signal.SIGTERM)
+        for _ in range(300):
+            if probe(ServicePaths.of(state), timeout=0.5) is None:
+                break
+            time.sleep(0.1)
+        print(f"stopped the armor service for {state} (pid {found['pid']})")
+        return 0
+    if args.foreground:
+        listen = None
+        if args.listen:
+            host, _, port = args.listen.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"--listen wants HOST:PORT such as 127.0.0.1:8765, not {args.listen!r}")
+            listen = (host.strip("[]"), int(port))
+        idle = args.idle_timeout
+        if idle is None:
+            raw = os.environ.get("ARMOR_RX_IDLE_TIMEOUT", "300")
+            try:
+                idle = float(raw)
+            except ValueError:
+                raise ConfigError(f"ARMOR_RX_IDLE_TIMEOUT must be a number of seconds, not {raw!r}") from None
+        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen))
+    if args.listen:
+        raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
+    info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
+    print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
+          f" (no Docker engine: {info.get('docker_reason')})"))
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from armor_rx.errors import TaskExists
+
+    task = validate_task_id(args.task)
+    with client(args) as armor:
+        try:
+            armor.create_task(task, base_ref=args.base)
+        except TaskExists:
+            pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
+        event = armor.start(task, image=args.image, keep=True if args.keep else None)
+        record = armor.task(task)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
+    else:
+        container = event.payload.get("container")
+        print(f"task {task} is {record.state.value}" + (f"; container {container}" if container else "")
+              + f" (run a command: armor-rx exec {task} -- COMMAND)")
+    return 0
+
+
+def _write_output(event: TaskEvent) -> None:
+    stream = sys.stderr if event.payload.get("stream") == "stderr" else sys.stdout
+    stream.write(str(event.payload.get("data", "")))
+    stream.flush()
+
+
+def exit_code_of(outcome: TaskEvent) -> int:
+    result = outcome.payload
+    code = result.get("exit_code")
+    if result.get("reason") in ("timeout", "wall_clock") and result.get("message"):
+        print(f"armor-rx: {result.get('message')}", file=sys.stderr)
+    elif result.get("reason") == "oom":
+        print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
+    return code if isinstance(code, int) else 1
+
+
+def command_of(args: argparse.Namespace, verb: str) -> list[str]:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError(f"armor-rx {verb} needs a command after '--', e.g. armor-rx {verb} TASK -- make test")
+    return command
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    task = validate_task_id(args.task)
+    command = command_of(args, "exec")
+    with client(args) as armor:
+        try:
+            outcome = armor.exec(task, command, timeout=args.timeout, on_output=_write_output)
+        except KeyboardInterrupt:
+            # Leaving the stream closes the connection: the service stops this command only.
+            print(f"armor-rx: interrupted; the command was stopped (task {task} goes on)", file=sys.stderr)
+            return 130
+    if args.json:
+        sys.stdout.buffer.write(outcome.to_json() + b"\n")
+    return exit_code_of(outcome)
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    task = validate_task_id(args.task)
+    with client(args) as armor:
+        event = armor.checkpoint(task, args.message)
+        if args.json:
+            wanted = event.payload.get("checkpoint")
+            found = [cp for cp in armor.checkpoints(task) if cp.id == wanted]
+            from armor_rx.service import wire
+
+            out = wire.checkpoint_out(found[0]) if found else dict(event.payload)
+            sys.stdout.buffer.write(orjson.dumps(out) + b"\n")
+            return 0
+    print(f"task {task}: checkpoint {event.payload.get('checkpoint')} ({event.payload.get('files', '?')} files)")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    task = validate_task_id(args.task)
+    with client(args) as armor:
+        found = armor.diff(task, args.checkpoint)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(found.to_payload()) + b"\n")
+    elif args.stat:
+        for change in found.files:
+            print(f"{change.status:<13} {change.path}")
+    else:
+        sys.stdout.write(found.patch)
+        if getattr(found, "truncated", False):
+            print(f"armor-rx: the diff was cut at its size limit; 'armor-rx diff {task} --stat' lists every file", file=sys.stderr)
+    return 0
+
+
+def _simple(args: argparse.Namespace, call: Callable[[Any, str], TaskEvent], done: str) -> int:
+    task = validate_task_id(args.task)
+    with client(args) as armor:
+        event = call(armor, task)
+        state = armor.task(task).state.value
+    print_outcome(event, args.json, f"task {task} {done} (now {state})")
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    return _simple(args, lambda a, t: a.complete(t, message=args.message, merge=args.merge), "completed")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _simple(args, lambda a, t: a.cancel(t, args.reason), "cancelled")
+
+
+def cmd_fail(args: argparse.Namespace) -> int:
+    return _simple(args, lambda a, t: a.fail(t, args.reason), "failed")
+
+
+def cmd_interrupt(args: argparse.Namespace) -> int:
+    return _simple(args, lambda a, t: a.interrupt(t, args.reason), "interrupted")

@@ -1,0 +1,259 @@
+"""The armor service: one process owns a state directory and serves it on a private unix socket.
+
+Start-up order matters. The session is opened first: it takes the state
+directory's lock, so a second service for the same directory fails there and
+never touches the socket. Only the lock holder replaces a socket file (one left
+by a killed owner cannot belong to anyone else), binds, and restricts it to the
+owner; the socket appears only once recovery is done, so a client that can
+connect is a client that can be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+import secrets
+import signal
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from armor_rx.errors import (
+    ArmorError,
+    BadRequest,
+    ConcurrencyConflict,
+    ConfigError,
+    DockerUnavailable,
+    IllegalTransition,
+    PermissionDenied,
+    ServiceError,
+    TaskExists,
+    Vetoed,
+)
+from armor_rx.model.lifecycle import ACTIVE
+from armor_rx.service import wire
+from armor_rx.service.paths import ServicePaths
+from armor_rx.service.routes import Routes, json_response
+
+_log = structlog.get_logger("armor_rx.service")
+
+DEFAULT_IDLE_TIMEOUT = 300.0
+MAX_BODY = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What ``armor-rx serve`` was asked for."""
+
+    state_dir: Path
+    repo: Path | None = None
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT  # None: never exit when idle
+    listen: tuple[str, int] | None = None  # an extra TCP listener (token required)
+    docker: bool | None = None  # None: use an engine if one answers
+
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, KeyError):  # TaskNotFound, CheckpointNotFound, DeadLetterNotFound, ContainerNotFound
+        return 404
+    if isinstance(exc, PermissionDenied):
+        return 403
+    if isinstance(exc, (TaskExists, IllegalTransition, ConcurrencyConflict, Vetoed)):
+        return 409
+    if isinstance(exc, ValueError):
+        return 400
+    if isinstance(exc, ArmorError):
+        return 422
+    return 500
+
+
+def _peer_uid(request: web.Request) -> int | None:
+    """The uid of the process at the other end of a unix socket (None for TCP)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class Service:
+    """The service's lifetime: open the session, serve, exit when idle or told to."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.paths = ServicePaths.of(config.state_dir)
+        self.token: str | None = None
+        self._inflight = 0
+        self._last_activity = time.monotonic()
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="armor-service")
+        self.armor: Any = None
+        self.docker_reason: str | None = None
+
+    # -- the session ----------------------------------------------------------
+    def _open_session(self) -> Any:
+        from armor_rx.session import Armor
+
+        docker = self.config.docker
+        if docker is None:
+            from armor_rx.sinks.docker import Engine
+
+            try:
+                Engine.connect(timeout=10).close()
+                docker = True
+            except DockerUnavailable as exc:
+                docker = False
+                self.docker_reason = str(exc)
+                _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
+        repo = self.config.repo
+        return Armor(repo, state_dir=self.config.state_dir, docker=docker, git=repo is not None).open()
+
+    # -- requests -------------------------------------------------------------
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        self._inflight += 1
+        self._last_activity = time.monotonic()
+        try:
+            self._authorize(request)
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return json_response(wire.error_body(BadRequest(f"no such API route: {request.method} {request.path}")), 404)
+            if exc.status == 405:
+                return json_response(wire.error_body(BadRequest(f"{request.method} is not allowed on {request.path}")), 405)
+            if exc.status == 413:
+                return json_response(wire.error_body(BadRequest(f"the request body is larger than {MAX_BODY} bytes")), 413)
+            raise
+        except ArmorError as exc:
+            return json_response(wire.error_body(exc), _status(exc))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug must answer this client and leave the others alone
+            _log.exception("request failed", method=request.method, path=request.path)
+            return json_response(wire.error_body(ServiceError(f"the service failed on {request.method} {request.path}: "
+                                                             f"{type(exc).__name__}: {exc}")), 500)
+        finally:
+            self._inflight -= 1
+            self._last_activity = time.monotonic()
+
+    def _authorize(self, request: web.Request) -> None:
+        uid = _peer_uid(request)
+        if uid is not None:
+            if uid not in (os.getuid(), 0):
+                raise PermissionDenied(f"uid {uid} may not use this armor service (it belongs to uid {os.getuid()})")
+            return
+        # Over TCP, only with the token.
+        expected = self.token or ""
+        given = request.headers.get("Authorization", "")
+        if not expected or not hmac.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+            raise PermissionDenied("a TCP client needs 'Authorization: Bearer TOKEN' (the token is in the service's run/token file)")
+
+    def _track(self, job: asyncio.Task[Any]) -> None:
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    # -- the life of the process ---------------------------------------------
+    def _idle(self) -> bool:
+        if self._inflight or self._jobs or self.armor is None:
+            return False
+        try:
+            return not any(t.state in ACTIVE for t in self.armor.tasks())
+        except ArmorError:
+            return False
+
+    async def _watch_idle(self) -> None:
+        timeout = self.config.idle_timeout
+        if timeout is None:
+            return
+        while not self._stop.is_set():
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if not self._idle():
+                self._last_activity = time.monotonic()  # a client or an active task keeps the service
+            elif time.monotonic() - self._last_activity >= timeout:
+                _log.info("idle: no client and no active task; exiting", idle_timeout=timeout)
+                self._stop.set()
+
+    def _bind_unix(self) -> socket.socket:
+        self.paths.prepare()
+        path = self.paths.socket
+        with contextlib.suppress(FileNotFoundError):
+            # We hold the state directory's lock, so a socket file here is a dead owner's.
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            sock.bind(os.fsdecode(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        return sock
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.armor = await loop.run_in_executor(self._executor, self._open_session)
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
+        info = {"pid": os.getpid(), "state_dir": str(self.paths.state), "repo": str(self.config.repo) if self.config.repo else None,
+                "socket": str(self.paths.socket), "docker": self.armor.docker is not None, "docker_reason": self.docker_reason}
+        Routes(self.armor, self._executor, info=info, track=self._track).add_to(app)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        sock = self._bind_unix()
+        try:
+            await web.SockSite(runner, sock).start()
+            if self.config.listen is not None:
+                self.token = secrets.token_urlsafe(32)
+                token_file = self.paths.run_dir / "token"
+                fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(self.token + "\n")
+                host, port = self.config.listen
+                await web.TCPSite(runner, host, port).start()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal does not stop the service
+            _log.info("serving", socket=str(self.paths.socket), pid=os.getpid(), docker=self.armor.docker is not None)
+            watcher = asyncio.ensure_future(self._watch_idle())
+            await self._stop.wait()
+            watcher.cancel()
+        finally:
+            await self._shutdown(runner)
+        return 0
+
+    async def _shutdown(self, runner: web.AppRunner) -> None:
+        # Stop taking requests, let background jobs (detached runs) see the session
+        # close, then close it: in-flight requests finish and the snapshot is written.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.paths.socket)
+        armor, self.armor = self.armor, None
+        if armor is not None and armor.docker is not None:
+            for task in list(armor.tasks()):
+                if task.state in ACTIVE:
+                    armor.stop_command(task.task_id, "the service is stopping")
+        for job in list(self._jobs):
+            job.cancel()
+        await runner.cleanup()
+        if armor is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, armor.close)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        _log.info("stopped")
+
+
+def serve(config: ServiceConfig) -> int:
+    """Run the service in this process until it is idle or stopped (SIGTERM, SIGINT)."""
+    if config.idle_timeout is not None and config.idle_timeout <= 0:
+        raise ConfigError(f"--idle-timeout must be a positive number of seconds, not {config.idle_timeout:g}")
+    return asyncio.run(Service(config).run())
