@@ -25,6 +25,21 @@ from armor_rx.service.paths import ServicePaths
 
 START_TIMEOUT = 60.0
 
+_LAUNCH = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr, "
+    "start_new_session=True, close_fds=True)\n"
+    "print(p.pid)\n"
+)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
 
 def probe(paths: ServicePaths, timeout: float = 2.0) -> dict[str, Any] | None:
     """The service's health answer, or None when nothing (alive) listens on the socket."""
@@ -86,19 +101,25 @@ def _start(paths: ServicePaths, repo: Path | None, deadline: float, idle_timeout
     with open(paths.log, "ab") as log:
         log.write(f"--- starting armor service at {time.strftime('%Y-%m-%dT%H:%M:%S')} for pid {os.getpid()}\n".encode())
         log.flush()
-        # A new session: the service outlives this client and its terminal (no SIGHUP, no Ctrl-C).
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
-                                   start_new_session=True, close_fds=True)
+        # Started through a short-lived intermediate, so the service is never this
+        # client's child (no zombie when it exits while the client lives on) and
+        # runs in a new session (no SIGHUP or Ctrl-C from this terminal).
+        launcher = subprocess.run([sys.executable, "-c", _LAUNCH, *command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=log, cwd="/", timeout=60, check=False)
+    try:
+        pid = int(launcher.stdout.strip())
+    except ValueError:
+        raise ServiceUnavailable(f"could not start the armor service for {paths.state}: {_log_tail(paths.log) or 'no output'}; "
+                                 f"full log: {paths.log}") from None
     while time.monotonic() < deadline:
         found = probe(paths, timeout=1.0)
         if found is not None:
             return found
-        code = process.poll()
-        if code is not None:
+        if not _running(pid):
             found = probe(paths, timeout=1.0)  # another service (a manual 'serve') may hold the directory
             if found is not None:
                 return found
-            raise ServiceUnavailable(f"the armor service for {paths.state} exited at start (code {code}): "
+            raise ServiceUnavailable(f"the armor service for {paths.state} exited at start: "
                                      f"{_log_tail(paths.log) or 'no output'}; full log: {paths.log}")
         time.sleep(0.05)
     raise ServiceUnavailable(f"the armor service for {paths.state} did not answer within its start timeout; see {paths.log}")

@@ -128,7 +128,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 idle = float(raw)
             except ValueError:
                 raise ConfigError(f"ARMOR_RX_IDLE_TIMEOUT must be a number of seconds, not {raw!r}") from None
-        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen))
+        docker_env = os.environ.get("ARMOR_RX_DOCKER", "auto").lower()
+        if docker_env not in ("auto", "0", "1", "no", "yes", "false", "true"):
+            raise ConfigError(f"ARMOR_RX_DOCKER must be auto, 1 or 0, not {docker_env!r}")
+        docker = None if docker_env == "auto" else docker_env in ("1", "yes", "true")
+        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)

@@ -123,8 +123,11 @@ class Service:
     # -- requests -------------------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        self._inflight += 1
-        self._last_activity = time.monotonic()
+        # A health probe (a client looking for the service) is not a client using it.
+        counts = request.path != f"{wire.PREFIX}/health"
+        self._inflight += counts
+        if counts:
+            self._last_activity = time.monotonic()
         try:
             self._authorize(request)
             return await handler(request)
@@ -145,8 +148,9 @@ class Service:
             return json_response(wire.error_body(ServiceError(f"the service failed on {request.method} {request.path}: "
                                                              f"{type(exc).__name__}: {exc}")), 500)
         finally:
-            self._inflight -= 1
-            self._last_activity = time.monotonic()
+            self._inflight -= counts
+            if counts:
+                self._last_activity = time.monotonic()
 
     def _authorize(self, request: web.Request) -> None:
         uid = _peer_uid(request)

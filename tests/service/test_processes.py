@@ -1,0 +1,177 @@
+"""The service as processes: auto-start races, a dead owner's socket, idle exit, SIGKILL, other users, permissions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.service.conftest import armor_cli, kill_service, service_info
+
+pytestmark = pytest.mark.usefixtures("no_docker")
+
+
+def test_clients_racing_to_start_it_end_with_one_service(repo):
+    state = repo / ".armor"
+    script = ("import sys, armor_rx\n"
+              "remote = armor_rx.connect(sys.argv[1])\n"
+              "remote.create_task(sys.argv[2])\n"
+              "print(remote.info['pid'])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(repo), f"t{n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in range(8)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    pids = {out.strip() for out, _ in outputs}
+    assert len(pids) == 1, pids
+    assert service_info(state)["pid"] == int(pids.pop())
+    done = armor_cli("tasks", "--repo", repo, "--json")
+    assert sorted(t["task_id"] for t in __import__("orjson").loads(done.stdout)) == [f"t{n}" for n in range(8)]
+
+
+def test_socket_is_private(repo):
+    import armor_rx
+
+    with armor_rx.connect(repo) as remote:
+        sock = remote.paths.socket
+        assert stat.S_ISSOCK(sock.lstat().st_mode)
+        assert stat.S_IMODE(sock.lstat().st_mode) == 0o600
+        assert stat.S_IMODE(sock.parent.lstat().st_mode) == 0o700
+
+
+def test_a_killed_service_is_replaced_and_reconciles(repo):
+    import armor_rx
+    from armor_rx import State
+
+    with armor_rx.connect(repo) as remote:
+        remote.create_task("t1")
+        remote.start("t1")
+        first = remote.info["pid"]
+    kill_service(repo / ".armor")
+    assert (repo / ".armor" / "run" / "armor.sock").exists()  # the dead owner's socket is still there
+    with armor_rx.connect(repo) as remote:
+        assert remote.info["pid"] != first
+        assert remote.task("t1").state is State.RUNNING  # nothing acknowledged was lost
+        remote.emit("t1", "note.added", {"after": "restart"})
+
+
+def test_a_client_gets_a_clear_error_within_a_second_when_the_service_dies(repo):
+    import armor_rx
+    from armor_rx.errors import ServiceLost
+
+    remote = armor_rx.connect(repo)
+    remote.create_task("t1")
+    results = {}
+
+    def follow():
+        started = time.monotonic()
+        try:
+            for _ in remote.follow("*", from_seq=1):
+                results.setdefault("got", True)
+        except ServiceLost as exc:
+            results["error"] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the test reports the wrong type
+            results["error"] = f"wrong type {type(exc).__name__}: {exc}"
+        results["elapsed"] = time.monotonic() - started
+
+    import threading
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    time.sleep(0.5)
+    pid = remote.info["pid"]
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    reader.join(10)
+    assert not reader.is_alive(), "the client hung after the service died"
+    assert "went away" in results["error"], results
+    assert time.monotonic() - killed_at < 1.5
+    remote.close()
+
+
+def test_idle_service_exits(repo):
+    import armor_rx
+
+    with armor_rx.connect(repo, idle_timeout=1.0) as remote:
+        pid = remote.info["pid"]
+        remote.create_task("t1")  # pending is not active: it does not keep the service
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and service_info(repo / ".armor") is not None:
+        time.sleep(0.2)
+    assert service_info(repo / ".armor") is None
+    for _ in range(50):  # the process has ended (a zombie until this test process, its starter, reaps it)
+        try:
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the idle service (pid {pid}) is still running")
+    # The next client starts a new one, transparently.
+    with armor_rx.connect(repo) as remote:
+        assert remote.task("t1").task_id == "t1"
+
+
+def test_an_active_task_keeps_the_service_alive(repo):
+    import armor_rx
+
+    with armor_rx.connect(repo, idle_timeout=1.0) as remote:
+        remote.create_task("t1")
+        remote.start("t1")
+        pid = remote.info["pid"]
+    time.sleep(3)
+    assert service_info(repo / ".armor")["pid"] == pid
+
+
+def test_read_only_verbs_work_from_the_log_when_no_service_runs(repo):
+    import armor_rx
+
+    with armor_rx.connect(repo) as remote:
+        remote.create_task("t1")
+    kill_service(repo / ".armor", signal.SIGTERM)
+    done = armor_cli("tasks", "--repo", repo)
+    assert done.returncode == 0 and "t1" in done.stdout
+    events = armor_cli("events", "--repo", repo)
+    assert "task.created" in events.stdout
+    assert service_info(repo / ".armor") is None  # reading did not start one
+
+
+def test_another_user_is_refused(repo, tmp_path):
+    runner = shutil.which("setpriv")
+    if os.getuid() != 0 or runner is None:
+        pytest.skip("needs root and setpriv to act as another user")
+    import armor_rx
+
+    with armor_rx.connect(repo) as remote:
+        sock = remote.paths.socket
+        probe = ("import sys, httpx\n"
+                 "t = httpx.HTTPTransport(uds=sys.argv[1])\n"
+                 "try:\n"
+                 "    r = httpx.Client(transport=t).get('http://armor/v1/tasks')\n"
+                 "    print(r.status_code, r.text)\n"
+                 "except Exception as e:\n"
+                 "    print('refused', type(e).__name__, e)\n")
+        as_nobody = [runner, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe, str(sock)]
+        # The 0700 directory already keeps another user from reaching the socket ...
+        out = subprocess.run(as_nobody, capture_output=True, text=True, timeout=60).stdout
+        assert out.startswith("refused") and "Permission denied" in out, out
+        # ... and if the modes were loosened, the peer-uid check still refuses it.
+        os.chmod(sock.parent, 0o755)
+        os.chmod(sock, 0o666)
+        parents = [p for p in sock.parents if p != p.parent]
+        saved = {p: stat.S_IMODE(p.stat().st_mode) for p in parents}
+        try:
+            for p in parents:
+                os.chmod(p, saved[p] | 0o055)
+            out = subprocess.run(as_nobody, capture_output=True, text=True, timeout=60).stdout
+        finally:
+            for p, mode in saved.items():
+                os.chmod(p, mode)
+        assert out.startswith("403") and "PermissionDenied" in out and "uid 65534" in out, out
+        assert remote.tasks() == []  # and the service goes on serving its owner
