@@ -7,7 +7,7 @@ state directories in one process never see each other.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -305,11 +305,13 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
     def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return self._wait(task_id, "task.resume.requested", payload, timeout)
 
-    def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None, **options: Any) -> TaskEvent:
+    def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
+             on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent:
         """Run ``command`` in the task's container (``docker=True``); its output arrives as ``exec.output`` events.
 
-        The outcome's payload has ``exit_code`` and, when a limit stopped it,
-        ``reason`` and ``limit_hit``.
+        ``on_output`` gets this command's ``exec.output`` events, every one of
+        them before ``exec`` returns. The outcome's payload has ``exit_code``
+        and, when a limit stopped it, ``reason`` and ``limit_hit``.
         """
         if not self.can_exec:
             raise ConfigError(f"cannot run {list(command)!r} in task {task_id!r}: this session runs no containers "
@@ -317,7 +319,24 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         payload: dict[str, Any] = {"command": list(command), **options}
         if timeout is not None:
             payload["timeout"] = timeout
-        return self._wait(task_id, "exec.requested", payload, None)
+        request = TaskEvent.new("exec.requested", validate_task_id(task_id), payload)
+        if on_output is None:
+            return self.submit(request).result()
+        bus = self.pipeline.bus
+        def forward(event: TaskEvent) -> None:
+            if event.causation_id == request.id:
+                on_output(event)
+
+        subscription = bus.subscribe("exec.output", task_id=task_id).subscribe(forward)
+        try:
+            outcome = self.submit(request).result()
+            # The bus publishes a little behind the log: wait until it has passed the outcome.
+            assert outcome.seq is not None
+            while bus.published_seq < outcome.seq and self._pipeline is not None:
+                time.sleep(0.001)
+            return outcome
+        finally:
+            subscription.dispose()
 
     @property
     def docker(self) -> DockerEffect | None:

@@ -72,3 +72,7 @@ def api(request, repo, no_docker):
         from tests.service.conftest import kill_service as _kill
 
         _kill(repo / ".armor", signal.SIGTERM)
+
+
+# The real-daemon fixtures (a session-wide engine and the imported busybox image).
+from tests.sinks.docker.conftest import engine, test_image  # noqa: E402,F401

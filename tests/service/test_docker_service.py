@@ -1,0 +1,139 @@
+"""The service with real containers: many `armor-rx run` at once, exec streaming and Ctrl-C, SIGKILL mid-command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from tests.service.conftest import armor_cli, kill_service, service_info
+
+pytestmark = [pytest.mark.docker]
+
+
+@pytest.fixture
+def image(test_image, monkeypatch):
+    monkeypatch.setenv("ARMOR_RX_DOCKER", "1")
+    monkeypatch.setenv("ARMOR_RX_IMAGE", test_image)
+    return test_image
+
+
+def _spawn(*args):
+    return subprocess.Popen([sys.executable, "-m", "armor_rx", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _events(repo, task=None):
+    args = ["events", "--repo", repo, "--json"] + (["--task", task] if task else [])
+    return [orjson.loads(line) for line in armor_cli(*args).stdout.splitlines()]
+
+
+def test_twenty_runs_at_once_on_one_repository(repo, image, engine, git):
+    follower = _spawn("events", "--repo", repo, "--follow", "--json", "--kind", "task.*")
+    try:
+        runs = []
+        for n in range(20):
+            name = "same" if n < 10 else f"other-{n}"
+            runs.append((n, _spawn("run", "--repo", repo, "--task", name, "--image", image, "--",
+                                   "sh", "-c", f"echo run-{n}; sleep 1; exit {n % 4}")))
+        # While they run: the task list answers, through the same service.
+        listed = _wait(lambda: [t for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout or b"[]")],
+                       what="tasks while the runs work")
+        assert listed
+        results = {}
+        for n, proc in runs:
+            out, err = proc.communicate(timeout=300)
+            results[n] = (proc.returncode, out, err)
+    finally:
+        time.sleep(1)
+        follower.send_signal(signal.SIGINT)
+        followed, _ = follower.communicate(timeout=30)
+    for n, (code, out, err) in results.items():
+        assert code == n % 4, (n, code, err)
+        assert out == f"run-{n}\n", (n, out, err)
+    tasks = orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout)
+    assert len(tasks) == 20
+    names = {t["task_id"] for t in tasks}
+    assert "same" in names and len([t for t in names if t.startswith("same")]) == 10
+    states = sorted(t["state"] for t in tasks)
+    assert states.count("completed") == 5 and states.count("failed") == 15
+    branches = {t["metadata"]["branch"] for t in tasks}
+    assert len(branches) == 20
+    listed = git(repo, "branch", "--list", "task/*").split()
+    assert set(listed) >= {b.removeprefix("refs/heads/") for b in branches}
+    git(repo, "fsck", "--strict")
+    seqs = [e["seq"] for e in _events(repo)]
+    assert seqs == list(range(1, len(seqs) + 1))  # the log is gapless
+    finished = [orjson.loads(line) for line in followed.splitlines()]
+    assert {e["task_id"] for e in finished if e["kind"] in ("task.completed", "task.failed")} == names
+    assert not engine.client.containers.list(filters={"label": "armor.task"}, all=True) or all(
+        c.labels.get("armor.task") not in names for c in engine.client.containers.list(filters={"label": "armor.task"}, all=True))
+
+
+def test_a_task_driven_from_the_shell(repo, image, git):
+    assert armor_cli("start", "t1", "--repo", repo).returncode == 0
+    done = armor_cli("exec", "--repo", repo, "t1", "--", "sh", "-c", "echo one > f.txt; cat f.txt; echo oops >&2; exit 5")
+    assert (done.returncode, done.stdout, done.stderr) == (5, "one\n", "oops\n")
+    cp = orjson.loads(armor_cli("checkpoint", "t1", "-m", "one", "--json", "--repo", repo).stdout)
+    assert cp["id"] == "cp-1" and cp["message"] == "one"
+    armor_cli("exec", "t1", "--repo", repo, "--", "sh", "-c", "echo two > f.txt; rm README.md")
+    stat = armor_cli("diff", "t1", "cp-1", "--stat", "--repo", repo).stdout.split("\n")
+    assert "deleted       README.md" in stat and "modified      f.txt" in stat
+    assert armor_cli("rollback", "t1", "cp-1", "--repo", repo).returncode == 0
+    assert armor_cli("exec", "t1", "--repo", repo, "--", "cat", "f.txt").stdout == "one\n"
+    done = armor_cli("complete", "t1", "-m", "Add f", "--merge", "ff", "--repo", repo)
+    assert done.returncode == 0, done.stderr
+    assert "Add f" in git(repo, "log", "--format=%s", "main")
+    assert (repo / "f.txt").read_text() == "one\n" or "f.txt" in git(repo, "ls-tree", "--name-only", "main")
+
+
+def test_ctrl_c_in_exec_stops_that_command_only(repo, image):
+    import armor_rx
+
+    assert armor_cli("start", "t1", "--repo", repo).returncode == 0
+    proc = _spawn("exec", "t1", "--repo", repo, "--", "sh", "-c", "echo started; sleep 120")
+    assert proc.stdout.readline() == "started\n"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    with armor_rx.connect(repo) as remote:
+        exited = _wait(lambda: [e for e in remote.history(task_id="t1", kind="exec.done")], what="the exec outcome")
+        assert exited[-1].payload["exit_code"] != 0
+        assert remote.task("t1").state.value == "running"  # the task goes on
+        lines = []
+        assert remote.exec("t1", ["echo", "again"], on_output=lines.append).payload["exit_code"] == 0
+        assert "".join(e.payload["data"] for e in lines) == "again\n"
+
+
+def test_service_killed_mid_command_then_reconciled_and_resumed(repo, image, engine):
+    assert armor_cli("start", "t1", "--repo", repo).returncode == 0
+    proc = _spawn("exec", "t1", "--repo", repo, "--", "sh", "-c", "echo started; sleep 120")
+    assert proc.stdout.readline() == "started\n"
+    killed_at = time.monotonic()
+    kill_service(repo / ".armor")
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - killed_at < 5
+    assert proc.returncode == 1 and "went away" in err and len(err.strip().splitlines()) == 1, err
+    # The next command starts a new service, which reconciles: the task is interrupted, resumable.
+    state = {t["task_id"]: t for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout)}
+    assert state["t1"]["state"] == "running"  # read from the log: no service yet
+    resumed = armor_cli("resume", "t1", "--repo", repo)
+    assert resumed.returncode == 0 and "task t1 is running" in resumed.stdout, resumed.stderr
+    kinds = [e["kind"] for e in _events(repo, "t1")]
+    assert kinds.index("task.interrupted") < kinds.index("task.resumed"), kinds
+    done = armor_cli("exec", "t1", "--repo", repo, "--", "echo", "back")
+    assert (done.returncode, done.stdout) == (0, "back\n"), done.stderr
