@@ -54,17 +54,24 @@ def __getattr__(name: str) -> object:
         import armor_rx.client.sync as remote
 
         return getattr(remote, name)
-    if name == "AsyncArmor":
-        from armor_rx.aio import AsyncArmor
+    if name in ("AsyncArmor", "AsyncRemoteArmor", "connect_async"):
+        import armor_rx.aio as aio
 
-        return AsyncArmor
+        return getattr(aio, name)
+    if name in ("ArmorAPI", "AsyncArmorBase"):
+        import armor_rx.api as api
+
+        return getattr(api, name)
     raise AttributeError(name)
 
 
 __all__ = [
     "Armor",
+    "ArmorAPI",
     "ArmorError",
     "AsyncArmor",
+    "AsyncArmorBase",
+    "AsyncRemoteArmor",
     "BackpressureOverflow",
     "ConcurrencyConflict",
     "ConfigError",
@@ -72,6 +79,7 @@ __all__ = [
     "ServiceLost",
     "ServiceUnavailable",
     "connect",
+    "connect_async",
     "DockerEffect",
     "DockerUnavailable",
     "Engine",

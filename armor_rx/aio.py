@@ -1,4 +1,4 @@
-"""The asyncio face of a session: the same pipeline, awaited instead of blocked on.
+"""The asyncio face of a session: the same API, awaited instead of blocked on.
 
 >>> import asyncio, tempfile
 >>> async def main() -> str:
@@ -8,98 +8,57 @@
 ...         return event.kind
 >>> asyncio.run(main())
 'task.started'
+
+:class:`AsyncArmor` (in this process) and :class:`AsyncRemoteArmor`
+(through the service) are the same :class:`armor_rx.api.AsyncArmorBase`.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from armor_rx.api import ArmorAPI, AsyncArmorBase
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.registry import TaskRecord
-from armor_rx.session import Armor
 
 
-class AsyncArmor:
-    """Wraps an :class:`Armor`; every blocking call runs off the event loop."""
+class AsyncArmor(AsyncArmorBase):
+    """An in-process session (:class:`armor_rx.Armor`), awaited."""
 
     def __init__(self, repo: str | Path | None = None, **options: Any) -> None:
+        super().__init__()
+        from armor_rx.session import Armor
+
         self.sync = Armor(repo, **options)
 
-    async def __aenter__(self) -> AsyncArmor:
-        await asyncio.to_thread(self.sync.open)
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        await asyncio.to_thread(self.sync.close)
-
-    async def create_task(self, task_id: str, **options: Any) -> TaskRecord:
-        return await asyncio.to_thread(self.sync.create_task, task_id, **options)
+    def _open(self) -> ArmorAPI:
+        return self.sync.open()  # type: ignore[no-any-return]
 
     async def request(self, task_id: str, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
-        future = await asyncio.to_thread(self.sync.request, task_id, kind, payload)
+        """Submit a request event and await its outcome (no thread waits for it)."""
+        import asyncio
+
+        future: Future[TaskEvent] = await self._call(self.sync.request, task_id, kind, payload)
         return await asyncio.wrap_future(future)
 
-    async def start(self, task_id: str, **payload: Any) -> TaskEvent:
-        return await self.request(task_id, "task.start.requested", payload)
 
-    async def complete(self, task_id: str, **payload: Any) -> TaskEvent:
-        return await self.request(task_id, "task.complete.requested", payload)
+class AsyncRemoteArmor(AsyncArmorBase):
+    """A client of the repository's service (:func:`armor_rx.connect`), awaited; it starts the service if none runs."""
 
-    async def fail(self, task_id: str, reason: str, **payload: Any) -> TaskEvent:
-        return await self.request(task_id, "task.fail.requested", {"reason": reason, **payload})
+    def __init__(self, repo: str | Path | None = None, *, state_dir: str | Path | None = None, autostart: bool = True,
+                 idle_timeout: float | None = None) -> None:
+        super().__init__()
+        self._options = {"state_dir": state_dir, "autostart": autostart, "idle_timeout": idle_timeout}
+        self._repo = repo
 
-    async def cancel(self, task_id: str, reason: str = "cancelled by the user") -> TaskEvent:
-        return await self.request(task_id, "task.cancel.requested", {"reason": reason})
+    def _open(self) -> ArmorAPI:
+        from armor_rx.client.sync import RemoteArmor
 
-    async def resume(self, task_id: str, **payload: Any) -> TaskEvent:
-        return await self.request(task_id, "task.resume.requested", payload)
+        return RemoteArmor(self._repo, **self._options)  # type: ignore[arg-type]
 
-    async def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
-        return await asyncio.to_thread(self.sync.emit, task_id, kind, payload)
 
-    async def task(self, task_id: str) -> TaskRecord:
-        return self.sync.task(task_id)
-
-    async def events(self, pattern: str = "*", *, task_id: str | None = None, last: int | None = None, from_seq: int | None = None, max_items: int = 10_000) -> AsyncIterator[TaskEvent]:
-        """Iterate events as they arrive (replay first, as in :meth:`Armor.events`).
-
-        At most ``max_items`` wait for the consumer; past that the subscription
-        ends with :class:`armor_rx.errors.BackpressureOverflow` rather than
-        growing without bound.
-        """
-        from armor_rx.errors import BackpressureOverflow
-
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[TaskEvent | BaseException | None] = asyncio.Queue()
-        pending = 0
-
-        def push(item: TaskEvent | BaseException | None) -> None:
-            nonlocal pending
-            pending += 1
-            queue.put_nowait(item if pending <= max_items else BackpressureOverflow(max_items))
-
-        def on_next(event: TaskEvent) -> None:
-            loop.call_soon_threadsafe(push, event)
-
-        def on_error(error: Exception) -> None:
-            loop.call_soon_threadsafe(push, error)
-
-        def on_completed() -> None:
-            loop.call_soon_threadsafe(push, None)
-
-        subscription = self.sync.events(pattern, task_id=task_id, last=last, from_seq=from_seq).subscribe(on_next, on_error, on_completed)
-        try:
-            while True:
-                item = await queue.get()
-                pending -= 1
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            subscription.dispose()
+def connect_async(repo: str | Path | None = None, **options: Any) -> AsyncRemoteArmor:
+    """``async with armor_rx.connect_async(repo) as armor:`` — the service's client, awaited."""
+    return AsyncRemoteArmor(repo, **options)

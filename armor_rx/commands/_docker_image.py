@@ -66,13 +66,18 @@ def _cache(args: argparse.Namespace) -> Iterator[Any]:
     from armor_rx.sinks.docker.images import ImageCache
     from armor_rx.sinks.statedir import StateDir
 
+    from armor_rx.cli import live_service
+
     state = StateDir.resolve(args.state_dir, args.repo)
     engine = Engine.connect()
-    armor = None
-    try:
-        armor = Armor(state_dir=state, git=False).open()
-    except StateDirLocked as exc:
-        print(f"armor-rx: warning: {exc}; cache events are not logged", file=sys.stderr)
+    # The cache works on the engine and its own files; its events go to the log through
+    # the state directory's service when one runs, else through a session of our own.
+    armor = live_service(args)
+    if armor is None:
+        try:
+            armor = Armor(state_dir=state, git=False).open()
+        except StateDirLocked as exc:
+            print(f"armor-rx: warning: {exc}; cache events are not logged", file=sys.stderr)
     try:
         def emit(kind: str, payload: Any) -> None:
             if armor is not None:

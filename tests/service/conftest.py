@@ -56,22 +56,87 @@ def repo(tmp_path):
     return path
 
 
-@pytest.fixture(params=["in-process", "service"])
+class _Blocking:
+    """Drives an async session from synchronous test code, so one suite covers sync and async."""
+
+    def __init__(self, session):
+        import asyncio
+        import threading
+
+        self._session = session
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._run(session.__aenter__())
+
+    def _run(self, coroutine):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(120)
+
+    def __getattr__(self, name):
+        method = getattr(self._session, name)
+        return lambda *args, **kwargs: self._run(method(*args, **kwargs))
+
+    def events(self, *args, **kwargs):
+        import asyncio
+
+        blocking = self
+
+        class _Subscribable:
+            def subscribe(self, on_next):
+                async def consume():
+                    async for event in blocking._session.events(*args, **kwargs):
+                        on_next(event)
+
+                task = asyncio.run_coroutine_threadsafe(consume(), blocking._loop)
+
+                class _Disposable:
+                    def dispose(self):
+                        task.cancel()
+
+                return _Disposable()
+
+        return _Subscribable()
+
+    def close(self):
+        self._run(self._session.__aexit__(None, None, None))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(params=["in-process", "service", "in-process-async", "service-async"])
 def api(request, repo, no_docker):
-    """The same API, in this process or through the repository's service."""
-    if request.param == "in-process":
+    """The same API: in this process or through the repository's service, blocking or awaited."""
+    kind = request.param
+    if kind == "in-process":
         from armor_rx import Armor
 
         with Armor(repo) as armor:
             yield armor
-    else:
+    elif kind == "in-process-async":
+        from armor_rx import AsyncArmor
+
+        session = _Blocking(AsyncArmor(repo))
+        try:
+            yield session
+        finally:
+            session.close()
+    elif kind == "service":
         from armor_rx import connect
 
         with connect(repo) as remote:
             yield remote
-        from tests.service.conftest import kill_service as _kill
+    else:
+        from armor_rx import connect_async
 
-        _kill(repo / ".armor", signal.SIGTERM)
+        session = _Blocking(connect_async(repo))
+        try:
+            yield session
+        finally:
+            session.close()
+    if kind.startswith("service"):
+        kill_service(repo / ".armor", signal.SIGTERM)
 
 
 # The real-daemon fixtures (a session-wide engine and the imported busybox image).
