@@ -6,6 +6,7 @@ state directories in one process never see each other.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -357,6 +358,19 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         """
         effect = self.docker
         return effect.kill(validate_task_id(task_id), reason, request_id=request_id) if effect is not None else False
+
+    def container(self, task_id: str) -> dict[str, Any]:
+        """Where the task's container runs: ``{"id", "name", "workdir", "docker_host"}``.
+
+        Raises :class:`armor_rx.errors.ContainerNotFound` (start the task first)
+        or ConfigError when the session runs no containers.
+        """
+        effect = self.docker
+        if effect is None:
+            raise ConfigError(f"task {task_id!r} has no container: this session runs none (open it with Armor(..., docker=True))")
+        container = effect.container(validate_task_id(task_id))
+        return {"id": container.id, "name": container.name, "workdir": effect.spec_for(task_id).workdir,
+                "docker_host": os.environ.get("DOCKER_HOST")}
 
     def remove_container(self, task_id: str, reason: str) -> Mapping[str, Any]:
         """Remove the task's container outside a request (after an interruption); ``{}`` if it has none."""

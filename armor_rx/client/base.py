@@ -79,6 +79,9 @@ class Operations:
     def worktree(self, task_id: str) -> Call[Path]:
         return Call("GET", f"{_task(task_id)}/worktree", lambda d: Path(d["path"]))
 
+    def container(self, task_id: str) -> Call[dict[str, Any]]:
+        return Call("GET", f"{_task(task_id)}/container", dict)
+
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None) -> Call[Any]:
         body = {"task_id": None if task_id is None else validate_task_id(task_id), "kind": kind, "payload": dict(payload or {})}
         return Call("POST", f"{wire.PREFIX}/events", _event, body)

@@ -202,6 +202,9 @@ class RemoteArmor:
     def worktree(self, task_id: str) -> Path:
         return self._send(self._ops.worktree(task_id))
 
+    def container(self, task_id: str) -> dict[str, Any]:
+        return self._send(self._ops.container(task_id))
+
     # -- events ---------------------------------------------------------------
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         return self._send(self._ops.emit(task_id, kind, payload))  # type: ignore[no-any-return]

@@ -147,6 +147,7 @@ class Routes:
         r.add_get(f"{p}/tasks/{{task}}/checkpoints", self.checkpoints)
         r.add_get(f"{p}/tasks/{{task}}/diff", self.diff)
         r.add_get(f"{p}/tasks/{{task}}/worktree", self.worktree)
+        r.add_get(f"{p}/tasks/{{task}}/container", self.container)
         r.add_get(f"{p}/events", self.events)
         r.add_post(f"{p}/events", self.emit)
         r.add_get(f"{p}/dead-letters", self.dead_letters)
@@ -178,6 +179,9 @@ class Routes:
     async def worktree(self, request: web.Request) -> web.Response:
         path = await self.call(self.armor.worktree, request.match_info["task"])
         return json_response({"path": str(path)})
+
+    async def container(self, request: web.Request) -> web.Response:
+        return json_response(await self.call(self.armor.container, request.match_info["task"]))
 
     async def dead_letters(self, request: web.Request) -> web.Response:
         letters = await self.call(self.armor.dead_letters, include_redriven=_query_bool(request, "all"))

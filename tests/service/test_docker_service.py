@@ -137,3 +137,48 @@ def test_service_killed_mid_command_then_reconciled_and_resumed(repo, image, eng
     assert kinds.index("task.interrupted") < kinds.index("task.resumed"), kinds
     done = armor_cli("exec", "t1", "--repo", repo, "--", "echo", "back")
     assert (done.returncode, done.stdout) == (0, "back\n"), done.stderr
+
+
+def test_shell_is_an_interactive_terminal_in_the_tasks_container(repo, image):
+    """`armor-rx shell` on a real pseudo-terminal: type commands, read their output, exit with the shell's code."""
+    import pty
+    import select
+
+    assert armor_cli("start", "t1", "--repo", repo).returncode == 0
+    parent, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "armor_rx", "shell", "t1", "--repo", str(repo)],
+                            stdin=child, stdout=child, stderr=child, close_fds=True)
+    os.close(child)
+    seen = b""
+
+    def read_until(marker, timeout=30):
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([parent], [], [], 0.5)
+            if ready:
+                try:
+                    seen += os.read(parent, 4096)
+                except OSError:
+                    break
+        assert marker in seen, seen[-500:]
+
+    try:
+        read_until(b"$ ")  # the prompt: the shell is up
+        if b"\x1b[6n" in seen:
+            os.write(parent, b"\x1b[1;1R")  # answer the line editor's cursor query, as a terminal does
+        os.write(parent, b"echo in-$((40+2)); pwd; test -t 0 && echo is-a-$((0))tty\r")
+        read_until(b"is-a-0tty")  # the command's output, not its echo
+        os.write(parent, b"echo from-the-shell > shell.txt; exit 3\r")
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            read_until(b"", timeout=0.5)
+        proc.wait(5)
+    finally:
+        proc.kill()
+        os.close(parent)
+    assert proc.returncode == 3
+    assert b"in-42" in seen and b"/workspace" in seen
+    assert (repo / ".armor" / "worktrees" / "t1" / "shell.txt").read_text() == "from-the-shell\n"
+    kinds = [e["kind"] for e in _events(repo, "t1")]
+    assert "shell.opened" in kinds and "shell.closed" in kinds
