@@ -46,7 +46,8 @@ def probe(paths: ServicePaths, timeout: float = 2.0) -> dict[str, Any] | None:
     if not paths.socket.exists():
         return None
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=os.fsdecode(paths.socket)), timeout=timeout) as client:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=os.fsdecode(paths.socket), verify=False), timeout=timeout,
+                          trust_env=False) as client:
             response = client.get(f"http://armor{wire.PREFIX}/health")
     except (httpx.TransportError, OSError):
         return None

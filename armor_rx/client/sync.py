@@ -63,8 +63,9 @@ class RemoteArmor:
                 raise ServiceUnavailable(f"no armor service runs for {self.state_dir} ('armor-rx serve' starts one)")
             info = found
         if self._client is None:
-            self._client = httpx.Client(transport=httpx.HTTPTransport(uds=os.fsdecode(self.paths.socket)),
-                                        base_url="http://armor", timeout=httpx.Timeout(10.0, read=None))
+            self._client = httpx.Client(transport=httpx.HTTPTransport(uds=os.fsdecode(self.paths.socket), verify=False),
+                                        base_url="http://armor", timeout=httpx.Timeout(10.0, read=None),
+                                        trust_env=False)
         return info
 
     def close(self) -> None:

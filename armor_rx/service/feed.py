@@ -110,6 +110,8 @@ class EventFeed:
             else:
                 self._clean_from = 0  # dropped: the log has it, the feed will read it there
                 wake = False
+            # Past the seq the feed ends at, the client is waiting for nothing but the end.
+            wake = wake or (self._until is not None and seq >= self._until)
             if wake and self._waiting:
                 self._waiting = False
             else:

@@ -467,8 +467,11 @@ async def stream(request: web.Request, lines: AsyncIterator[bytes], *, on_gone: 
 
     The first line is produced before the response starts, so an error at the
     start (an unknown task, an illegal state) is an ordinary error response.
+    Lines that are ready together go out in one write (a flood costs one
+    chunk per batch, not per event); the queue between the producer and the
+    socket is small, so a slow client slows its producer instead of growing it.
     """
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=256)
 
     async def pump() -> None:
         try:
@@ -481,37 +484,49 @@ async def stream(request: web.Request, lines: AsyncIterator[bytes], *, on_gone: 
             await queue.put(exc)
 
     producer = asyncio.ensure_future(pump())
+    getter: asyncio.Future[bytes | BaseException | None] | None = None
     response: web.StreamResponse | None = None
     finished = False
     try:
         while True:
             if request.transport is None or request.transport.is_closing():
                 break
-            try:
-                item = await asyncio.wait_for(queue.get(), 0.25)
-            except asyncio.TimeoutError:
+            if getter is None:
+                getter = asyncio.ensure_future(queue.get())
+            # One waiting get for many lines; the timeout only re-checks the connection.
+            done, _ = await asyncio.wait({getter}, timeout=0.25)
+            if not done:
                 continue
-            if isinstance(item, BaseException):
-                if response is None:
-                    raise item
-                if isinstance(item, ArmorError):
-                    body = wire.error_body(item)
-                else:
-                    _log.error("stream failed", error=repr(item))
-                    body = wire.error_body(ServiceError(f"the service failed: {item!r}"))
-                await response.write(wire.dumps(body) + b"\n")
-                finished = True
-                break
+            batch = [getter.result()]
+            getter = None
+            while not queue.empty() and len(batch) < 512 and isinstance(batch[-1], bytes):
+                batch.append(queue.get_nowait())
+            tail = batch[-1]
+            lines_out = [item for item in batch if isinstance(item, bytes)]
+            if isinstance(tail, BaseException) and response is None and not lines_out:
+                raise tail
             if response is None:
                 response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"})
                 await response.prepare(request)
-            if item is None:
+            if lines_out:
+                await response.write(b"\n".join(lines_out) + b"\n")
+            if isinstance(tail, BaseException):
+                if isinstance(tail, ArmorError):
+                    body = wire.error_body(tail)
+                else:
+                    _log.error("stream failed", error=repr(tail))
+                    body = wire.error_body(ServiceError(f"the service failed: {tail!r}"))
+                await response.write(wire.dumps(body) + b"\n")
                 finished = True
                 break
-            await response.write(item + b"\n")
+            if tail is None:
+                finished = True
+                break
     except (ConnectionResetError, ConnectionError):
         pass
     finally:
+        if getter is not None:
+            getter.cancel()
         producer.cancel()
         if not finished:
             on_gone()

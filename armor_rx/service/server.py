@@ -101,6 +101,7 @@ class Service:
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="armor-service")
         self.armor: Any = None
         self.docker_reason: str | None = None
+        self._socket_inode = 0
 
     # -- the session ----------------------------------------------------------
     def _open_session(self) -> Any:
@@ -177,13 +178,26 @@ class Service:
         except ArmorError:
             return False
 
-    async def _watch_idle(self) -> None:
+    async def _watch(self) -> None:
+        """Exit when idle, or when this service is no longer the one clients find.
+
+        A socket file that is gone or replaced (the state directory deleted and
+        made again, by hand) means no client can reach this process any more; a
+        service that stayed would hold containers and a lock nobody can use.
+        """
         timeout = self.config.idle_timeout
-        if timeout is None:
-            return
         while not self._stop.is_set():
-            await asyncio.sleep(min(1.0, timeout / 4))
-            if not self._idle():
+            await asyncio.sleep(min(1.0, timeout / 4) if timeout else 1.0)
+            try:
+                replaced = os.stat(self.paths.socket).st_ino != self._socket_inode
+            except FileNotFoundError:
+                replaced = True
+            if replaced:
+                _log.warning("the socket was removed or replaced; no client can reach this service: exiting", socket=str(self.paths.socket))
+                self._stop.set()
+            elif timeout is None:
+                continue
+            elif not self._idle():
                 self._last_activity = time.monotonic()  # a client or an active task keeps the service
             elif time.monotonic() - self._last_activity >= timeout:
                 _log.info("idle: no client and no active task; exiting", idle_timeout=timeout)
@@ -202,6 +216,7 @@ class Service:
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
+        self._socket_inode = os.stat(path).st_ino
         sock.listen(128)
         return sock
 
@@ -230,7 +245,7 @@ class Service:
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal does not stop the service
             _log.info("serving", socket=str(self.paths.socket), pid=os.getpid(), docker=self.armor.docker is not None)
-            watcher = asyncio.ensure_future(self._watch_idle())
+            watcher = asyncio.ensure_future(self._watch())
             await self._stop.wait()
             watcher.cancel()
         finally:
@@ -241,7 +256,8 @@ class Service:
         # Stop taking requests, let background jobs (detached runs) see the session
         # close, then close it: in-flight requests finish and the snapshot is written.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.socket)
+            if os.stat(self.paths.socket).st_ino == self._socket_inode:
+                os.unlink(self.paths.socket)  # never a successor's
         armor, self.armor = self.armor, None
         if armor is not None and armor.docker is not None:
             for task in list(armor.tasks()):

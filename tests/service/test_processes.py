@@ -175,3 +175,24 @@ def test_another_user_is_refused(repo, tmp_path):
                 os.chmod(p, mode)
         assert out.startswith("403") and "PermissionDenied" in out and "uid 65534" in out, out
         assert remote.tasks() == []  # and the service goes on serving its owner
+
+
+def test_a_service_whose_socket_is_gone_exits(repo):
+    import armor_rx
+
+    with armor_rx.connect(repo) as remote:
+        remote.create_task("t1")
+        remote.start("t1")  # an active task would otherwise keep it forever
+        pid = remote.info["pid"]
+        remote.paths.socket.unlink()
+    for _ in range(100):
+        try:
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a service no client can reach is still running")
+    with armor_rx.connect(repo) as remote:  # the next client gets a new one, with everything
+        assert remote.task("t1").state.value == "running" and remote.info["pid"] != pid
