@@ -1,5 +1,6 @@
 """The session with its git workspace, on real repositories checked with the git CLI."""
 
+import os
 import subprocess
 import sys
 
@@ -63,8 +64,13 @@ def test_cli_checkpoints_rollback_resume(repo):
         armor.interrupt("t1", "laptop lid closed")
         worktree = armor.worktree("t1")
 
+    # The CLI's verbs go through the armor service, which gives tasks containers when a Docker
+    # engine answers (scripts/test.sh starts one) and the default image is not loaded there (no
+    # registry): this test is about checkpoints, so its service runs without Docker.
+    env = {**os.environ, "ARMOR_RX_DOCKER": "0"}
+
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "armor_rx", *args, "--repo", str(repo)], capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "armor_rx", *args, "--repo", str(repo)], capture_output=True, text=True, timeout=60, env=env)
 
     listed = cli("checkpoints", "t1", "--json")
     assert listed.returncode == 0, listed.stderr
