@@ -21,7 +21,7 @@ from reactivex import Observable
 from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
-from armor_rx.model.lifecycle import ACTIVE, State
+from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.registry import TaskRecord
 from armor_rx.operators import DropReport, backpressure
@@ -392,9 +392,17 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         return effect.sweeper(grace=grace).sweep(now=now, dry_run=dry_run)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
-        """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable."""
+        """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable.
+
+        Requests (``*.requested``) and the lifecycle's own kinds (``task.started``
+        ...) are refused with ConfigError: logged as facts they would move a task
+        without its hooks and effects, or read as a request a crash cut off.
+        """
         if task_id is not None:
             validate_task_id(task_id)
+        if kind.endswith(".requested") or kind in KIND_TO_STATE:
+            raise ConfigError(f"event kind {kind!r} is armor_rx's own; ask for it with start/complete/fail/cancel/resume/exec/"
+                              "checkpoint (emit records facts, such as 'note.added')")
         return self.pipeline.record(TaskEvent.new(kind, task_id, payload)).result()
 
     def ingest(

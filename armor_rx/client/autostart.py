@@ -33,6 +33,17 @@ _LAUNCH = (
 )
 
 
+def _owned(paths: ServicePaths) -> bool:
+    """Whether a service (starting or serving) holds the state directory's owner lock."""
+    lock = filelock.FileLock(paths.owner_lock, timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -120,7 +131,11 @@ def _start(paths: ServicePaths, repo: Path | None, deadline: float, idle_timeout
             found = probe(paths, timeout=1.0)  # another service (a manual 'serve') may hold the directory
             if found is not None:
                 return found
+            if _owned(paths):
+                time.sleep(0.1)  # a service started elsewhere is still recovering: wait for its socket
+                continue
             raise ServiceUnavailable(f"the armor service for {paths.state} exited at start: "
                                      f"{_log_tail(paths.log) or 'no output'}; full log: {paths.log}")
         time.sleep(0.05)
-    raise ServiceUnavailable(f"the armor service for {paths.state} did not answer within its start timeout; see {paths.log}")
+    raise ServiceUnavailable(f"the armor service for {paths.state} did not answer within its start timeout "
+                             f"(recovering a long log can take a while; try again); see {paths.log}")

@@ -21,12 +21,12 @@ from reactivex.disposable import Disposable
 
 from armor_rx.client.autostart import ensure_service
 from armor_rx.client.base import Call, Operations, parse_line, start_body
-from armor_rx.errors import ArmorError, ServiceLost, ServiceUnavailable
+from armor_rx.errors import ArmorError, ConfigError, ServiceLost, ServiceUnavailable
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.registry import TaskRecord
 from armor_rx.service import wire
 from armor_rx.service.paths import ServicePaths
-from armor_rx.sinks.statedir import StateDir
+from armor_rx.sinks.statedir import DEFAULT_NAME, StateDir
 
 T = TypeVar("T")
 
@@ -41,8 +41,8 @@ class RemoteArmor:
                  idle_timeout: float | None = None) -> None:
         self.repo = Path(repo).resolve() if repo is not None else None
         state = StateDir.resolve(state_dir, repo)
-        if self.repo is None and state_dir is None and (state.parent / ".git").exists():
-            self.repo = state.parent
+        if self.repo is None and state.name == DEFAULT_NAME and (state.parent / ".git").exists():
+            self.repo = state.parent  # a repository's own .armor/, however it was named
         self.state_dir = state
         self.paths = ServicePaths.of(state)
         self._autostart = autostart
@@ -62,6 +62,10 @@ class RemoteArmor:
             if found is None:
                 raise ServiceUnavailable(f"no armor service runs for {self.state_dir} ('armor-rx serve' starts one)")
             info = found
+        served = info.get("repo")
+        if self.repo is not None and served != str(self.repo):
+            raise ConfigError(f"the armor service for {self.state_dir} serves {served or 'no repository (no git)'}, not {self.repo}; "
+                              f"stop it with 'armor-rx serve --stop --state-dir {self.state_dir}' and run this again")
         if self._client is None:
             self._client = httpx.Client(transport=httpx.HTTPTransport(uds=os.fsdecode(self.paths.socket), verify=False),
                                         base_url="http://armor", timeout=httpx.Timeout(10.0, read=None),
@@ -123,9 +127,16 @@ class RemoteArmor:
                         response.read()
                         raise self._decode(Call(method, path, dict), response)  # type: ignore[misc]
                     try:
-                        for line in response.iter_lines():
-                            if line:
-                                yield parse_line(line)
+                        # Lines are split from raw chunks as bytes (iter_lines decodes every line to str first).
+                        rest = b""
+                        for chunk in response.iter_raw():
+                            lines = (rest + chunk).split(b"\n")
+                            rest = lines.pop()
+                            for line in lines:
+                                if line:
+                                    yield parse_line(line)
+                        if rest.strip():
+                            yield parse_line(rest)
                     except httpx.TransportError as exc:
                         raise self._lost(f"{method} {path}", exc) from None
                 return

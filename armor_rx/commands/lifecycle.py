@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from armor_rx.sinks.statedir import StateDir
 
     state = StateDir.resolve(args.state_dir, args.repo)
-    repo = Path(args.repo).resolve() if args.repo else (state.parent if args.state_dir is None and (state.parent / ".git").exists() else None)
+    repo = Path(args.repo).resolve() if args.repo else (state.parent if state.name == ".armor" and (state.parent / ".git").exists() else None)
     if args.stop:
         found = probe(ServicePaths.of(state))
         if found is None:

@@ -194,17 +194,19 @@ class EventFeed:
                         self.next_seq = event.seq + 1
                         yield event
                     continue
-                if ended:
+                if ended or (self._until is not None and self.next_seq > self._until):
                     return
                 with self._lock:
                     if self._queue or self._ended:
                         continue
                     self._waiting = True
-                    self._wake.clear()
                 try:
                     # The timeout re-checks the log: a feed whose queue overflowed is not woken.
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 except asyncio.TimeoutError:
                     pass
+                # Cleared after waking, never before waiting: a wake that came while this
+                # loop was busy (stop_after during a log read) must not be lost.
+                self._wake.clear()
         finally:
             self.close()

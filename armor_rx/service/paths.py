@@ -30,6 +30,7 @@ class ServicePaths:
     socket: Path
     log: Path
     start_lock: Path
+    owner_lock: Path
 
     @classmethod
     def of(cls, state: str | Path) -> ServicePaths:
@@ -39,7 +40,8 @@ class ServicePaths:
         if len(os.fsencode(socket)) > _MAX_SOCKET_PATH:
             digest = hashlib.sha256(os.fsencode(state)).hexdigest()[:24]
             socket = Path(f"/tmp/armor-rx-{os.getuid()}") / f"{digest}.sock"
-        return cls(state=state, run_dir=run_dir, socket=socket, log=state / "service.log", start_lock=run_dir / "start.lock")
+        return cls(state=state, run_dir=run_dir, socket=socket, log=state / "service.log", start_lock=run_dir / "start.lock",
+                   owner_lock=run_dir / "owner.lock")
 
     def prepare(self) -> None:
         """Create the private directories (0700, owned by us); refuse one someone else owns."""

@@ -339,10 +339,8 @@ class Routes:
 
     async def _stop_when_running(self, task: str, request_id: str, done: asyncio.Future[TaskEvent]) -> None:
         """Stop one exec request's command: now if it runs, or as soon as it starts if it is still queued."""
-        while not done.done():
-            if await self.call(self.armor.stop_command, task, "the client went away (Ctrl-C)", request_id=request_id):
-                return
-            await asyncio.sleep(0.1)
+        # The session stops it if it runs, or marks it so it never starts if it is queued.
+        await self.call(self.armor.stop_command, task, "the client went away (Ctrl-C)", request_id=request_id)
 
     async def run(self, request: web.Request) -> web.StreamResponse:
         """One task's whole life for ``armor-rx run``: create (a free name), start, exec, then complete or fail."""

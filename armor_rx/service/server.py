@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import structlog
 from aiohttp import web
 
@@ -37,6 +38,7 @@ from armor_rx.errors import (
     IllegalTransition,
     PermissionDenied,
     ServiceError,
+    StateDirLocked,
     TaskExists,
     Vetoed,
 )
@@ -87,6 +89,86 @@ def _peer_uid(request: web.Request) -> int | None:
     return int(uid)
 
 
+class _Connections:
+    """Every client connection, so a flood of them cannot lock everyone out.
+
+    aiohttp has no time limit for a request's headers, so a client that opens
+    connections and never finishes a request (slowloris, or many stuck clients)
+    would hold descriptors until the service could accept no one. Here a
+    connection with no request in flight is closed after ``idle`` seconds, and
+    when there are more than ``limit``, the longest-idle ones go first.
+    Connections with a request in flight (an open event stream) are never cut.
+    """
+
+    def __init__(self, limit: int, idle: float = 30.0) -> None:
+        self.limit = limit
+        self.idle = idle
+        self.idle_since: dict[asyncio.BaseTransport, float] = {}
+        self.busy: dict[asyncio.BaseTransport, int] = {}
+
+    def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory whose connections are counted (aiohttp's handler has slots: it is wrapped, not patched)."""
+        return lambda: _Counted(factory(), self)
+
+    def enter(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is not None:
+            self.busy[transport] = self.busy.get(transport, 0) + 1
+
+    def leave(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is not None and transport in self.busy:
+            self.busy[transport] -= 1
+            if self.busy[transport] <= 0:
+                del self.busy[transport]
+                if transport in self.idle_since:
+                    self.idle_since[transport] = time.monotonic()
+
+    def _enforce(self) -> None:
+        excess = len(self.idle_since) - self.limit
+        if excess > 0:
+            quiet = sorted((since, id(t), t) for t, since in self.idle_since.items() if t not in self.busy)
+            for _, _, transport in quiet[:excess]:
+                transport.close()
+
+    def sweep(self) -> None:
+        cutoff = time.monotonic() - self.idle
+        for transport, since in list(self.idle_since.items()):
+            if since < cutoff and transport not in self.busy:
+                transport.close()
+
+
+class _Counted(asyncio.Protocol):
+    """Hands every call to aiohttp's protocol, noting when the connection opens and closes."""
+
+    def __init__(self, inner: asyncio.Protocol, connections: _Connections) -> None:
+        self.inner = inner
+        self.connections = connections
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.connections.idle_since[transport] = time.monotonic()
+        self.inner.connection_made(transport)
+        self.connections._enforce()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.connections.idle_since.pop(self.transport, None)
+            self.connections.busy.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class Service:
     """The service's lifetime: open the session, serve, exit when idle or told to."""
 
@@ -102,6 +184,7 @@ class Service:
         self.armor: Any = None
         self.docker_reason: str | None = None
         self._socket_inode = 0
+        self.connections = _Connections(limit=_connection_limit())
 
     # -- the session ----------------------------------------------------------
     def _open_session(self) -> Any:
@@ -127,6 +210,7 @@ class Service:
         # A health probe (a client looking for the service) is not a client using it.
         counts = request.path != f"{wire.PREFIX}/health"
         self._inflight += counts
+        self.connections.enter(request.transport)
         if counts:
             self._last_activity = time.monotonic()
         try:
@@ -149,6 +233,7 @@ class Service:
             return json_response(wire.error_body(ServiceError(f"the service failed on {request.method} {request.path}: "
                                                              f"{type(exc).__name__}: {exc}")), 500)
         finally:
+            self.connections.leave(request.transport)
             self._inflight -= counts
             if counts:
                 self._last_activity = time.monotonic()
@@ -192,6 +277,7 @@ class Service:
                 replaced = os.stat(self.paths.socket).st_ino != self._socket_inode
             except FileNotFoundError:
                 replaced = True
+            self.connections.sweep()
             if replaced:
                 _log.warning("the socket was removed or replaced; no client can reach this service: exiting", socket=str(self.paths.socket))
                 self._stop.set()
@@ -222,6 +308,22 @@ class Service:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        _raise_open_file_limit()
+        self.connections.limit = _connection_limit()
+        # Held for the service's whole life, from before recovery: a client whose own
+        # start attempt lost the race sees a service is on its way and waits for it.
+        self.paths.prepare()
+        owner = filelock.FileLock(self.paths.owner_lock, timeout=0, thread_local=False)
+        try:
+            owner.acquire()
+        except filelock.Timeout:
+            raise StateDirLocked(str(self.paths.state)) from None
+        try:
+            return await self._run(loop)
+        finally:
+            owner.release()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         self.armor = await loop.run_in_executor(self._executor, self._open_session)
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         info = {"pid": os.getpid(), "state_dir": str(self.paths.state), "repo": str(self.config.repo) if self.config.repo else None,
@@ -230,8 +332,10 @@ class Service:
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         sock = self._bind_unix()
+        unix_server: asyncio.AbstractServer | None = None
         try:
-            await web.SockSite(runner, sock).start()
+            assert runner.server is not None
+            unix_server = await loop.create_unix_server(self.connections.wrap(runner.server), sock=sock)
             if self.config.listen is not None:
                 self.token = secrets.token_urlsafe(32)
                 token_file = self.paths.run_dir / "token"
@@ -249,6 +353,8 @@ class Service:
             await self._stop.wait()
             watcher.cancel()
         finally:
+            if unix_server is not None:
+                unix_server.close()
             await self._shutdown(runner)
         return 0
 
@@ -270,6 +376,27 @@ class Service:
             await asyncio.get_running_loop().run_in_executor(self._executor, armor.close)
         self._executor.shutdown(wait=True, cancel_futures=True)
         _log.info("stopped")
+
+
+def _connection_limit() -> int:
+    """How many client connections to keep: the open-file limit, less room for the log, git and Docker."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(16, min(100_000, soft - 96))
+
+
+def _raise_open_file_limit() -> None:
+    """Take the hard limit on open files: every client connection is one, and running out
+    would refuse everyone (asyncio pauses accepting on EMFILE rather than failing)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
 
 
 def serve(config: ServiceConfig) -> int:

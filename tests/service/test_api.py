@@ -127,3 +127,16 @@ def test_the_remote_refuses_what_the_wire_cannot_carry(repo, no_docker):
     with connect(repo) as remote:
         with pytest.raises(BadRequest):
             remote._send(remote._ops.lifecycle("t1", "rollback", {"checkpoint": 3}))
+
+
+def test_emit_refuses_requests_and_lifecycle_kinds(api):
+    from armor_rx.errors import ConfigError
+
+    api.create_task("t1")
+    api.start("t1")
+    for kind in ("task.cancel.requested", "exec.requested", "task.completed", "task.started"):
+        with pytest.raises(ConfigError) as refused:
+            api.emit("t1", kind, {})
+        assert "armor_rx's own" in str(refused.value)
+    assert api.task("t1").state is State.RUNNING
+    assert not [e for e in api.history(task_id="t1") if e.kind in ("task.cancel.requested", "task.completed")]

@@ -1,8 +1,4 @@
-"""Adversarial tests of the armor service: each xfail(strict) test is a defect found by attacking it.
-
-Every test here names the defect it reproduces; the ones without xfail are
-attacks the service withstood (kept so they stay withstood).
-"""
+"""Adversarial tests of the armor service: each names an attack; the numbered ones are defects it found (now fixed)."""
 
 from __future__ import annotations
 
@@ -42,8 +38,6 @@ def _wait(predicate, timeout=60.0, what="condition"):
 
 # -- 1. the service's repository is whoever auto-started it ------------------------------------
 @pytest.mark.usefixtures("no_docker")
-@pytest.mark.xfail(strict=True, reason="a service auto-started with --state-dir only has no git; a later --repo client "
-                                       "silently gets tasks with no branch or worktree (the health answer's repo is never checked)")
 def test_a_repo_client_never_gets_a_service_without_git(repo):
     try:
         first = armor_cli("start", "a", "--state-dir", repo / ".armor")  # the documented default state dir, spelled out
@@ -61,8 +55,6 @@ def test_a_repo_client_never_gets_a_service_without_git(repo):
 
 # -- 2. a raw request event poisons the next recovery -----------------------------------------
 @pytest.mark.usefixtures("no_docker")
-@pytest.mark.xfail(strict=True, reason="POST /v1/events records any '*.requested' kind without running it; the next "
-                                       "service (even after a clean stop) takes it for a cut-off request and interrupts a healthy task")
 def test_emitting_a_request_kind_does_not_interrupt_a_task_after_a_restart(repo):
     import armor_rx
 
@@ -97,9 +89,6 @@ def _fill(repo, n):
 
 
 @pytest.mark.usefixtures("no_docker")
-@pytest.mark.xfail(strict=True, reason="a client that finds no socket while a service (started by hand, or by a client "
-                                       "that died) holds the state directory and recovers starts a second service, which "
-                                       "fails on the lock, and the client gives up with 'exited at start' instead of waiting")
 def test_a_client_waits_for_a_service_that_is_still_recovering(repo):
     _fill(repo, 250_000)
     proc = subprocess.Popen([sys.executable, "-m", "armor_rx", "serve", "--foreground", "--repo", str(repo), "--idle-timeout", "60"],
@@ -116,9 +105,6 @@ def test_a_client_waits_for_a_service_that_is_still_recovering(repo):
 
 # -- 4. half-open connections lock everyone out -----------------------------------------------
 @pytest.mark.usefixtures("no_docker")
-@pytest.mark.xfail(strict=True, reason="no limit on connections and no timeout for a request's headers: a local "
-                                       "process holding half-sent requests (slowloris) exhausts the service's descriptors "
-                                       "and every other client is refused")
 def test_half_open_connections_do_not_lock_out_other_clients(repo):
     def low_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
@@ -207,9 +193,6 @@ def _exec_and_hang_up(sock_path, task, command, hang_up_after):
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(strict=True, reason="a queued exec whose client went away is 'stopped' the instant it starts: "
-                                       "ExecRun.kill before the docker exec exists only sets a flag, the service stops "
-                                       "polling, and the command runs to the end (exec.exited says Ctrl-C with exit 0)")
 def test_a_queued_exec_whose_client_left_never_runs_to_completion(repo, image):
     import armor_rx
 
@@ -235,9 +218,6 @@ def test_a_queued_exec_whose_client_left_never_runs_to_completion(repo, image):
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(strict=True, reason="the service SIGKILLed while it creates a task's container: the new service "
-                                       "interrupts the task but leaves the dead session's container running; resume makes "
-                                       "another and cancel removes only that one (the first runs on until the 24 h sweep)")
 def test_a_container_made_by_a_killed_service_does_not_outlive_its_task(repo, image, engine):
     import armor_rx
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -196,3 +197,47 @@ def test_a_service_whose_socket_is_gone_exits(repo):
         raise AssertionError("a service no client can reach is still running")
     with armor_rx.connect(repo) as remote:  # the next client gets a new one, with everything
         assert remote.task("t1").state.value == "running" and remote.info["pid"] != pid
+
+
+def test_a_tcp_listener_only_when_asked_and_only_with_the_token(repo):
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "armor_rx", "serve", "--foreground", "--repo", str(repo), "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        token_file = repo / ".armor" / "run" / "token"
+        deadline = time.monotonic() + 30
+        while not (token_file.exists() and token_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        url = f"http://127.0.0.1:{port}/v1/tasks"
+        for _ in range(100):
+            try:
+                refused = httpx.get(url, trust_env=False)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert refused.status_code == 403 and refused.json()["error"]["type"] == "PermissionDenied"
+        wrong = httpx.get(url, headers={"Authorization": "Bearer " + "x" * len(token)}, trust_env=False)
+        assert wrong.status_code == 403
+        ok = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, trust_env=False)
+        assert ok.status_code == 200 and ok.json() == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_no_tcp_listener_by_default(repo):
+    import armor_rx
+
+    with armor_rx.connect(repo) as remote:
+        pid = remote.info["pid"]
+        inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        tcp = open("/proc/net/tcp").read() + open("/proc/net/tcp6").read()
+        listening = [line.split()[9] for line in tcp.splitlines()[1:] if line.split()[3] == "0A"]
+        assert not any(f"socket:[{inode}]" in inodes for inode in listening)

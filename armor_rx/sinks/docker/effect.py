@@ -89,6 +89,8 @@ class DockerEffect:
         self._containers: dict[str, Container] = {}
         self._running: dict[str, ExecRun] = {}
         self._running_request: dict[str, str] = {}  # task -> id of the exec request it is running
+        self._cancelled: dict[str, str] = {}  # exec request id -> why, for requests stopped before they ran
+        self._kill_messages: dict[str, str] = {}  # task -> why its running command was stopped
         self._started_at: dict[str, float] = {}  # task -> when its container started (monotonic)
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
@@ -219,6 +221,12 @@ class DockerEffect:
             with self._lock:
                 self._containers[task_id] = existing[0]
             return {"container": existing[0].short_id}
+        # A container a dead session made for this task (it was killed while starting it,
+        # or while the task ran) is replaced by the new one, never left running beside it.
+        for stale in self._adoptable(task_id):
+            if remove_container(stale, timeout=self.spec_for(task_id).stop_timeout):
+                ctx.emit("container.removed", {"container": stale.id, "name": stale.name, "reason": "replaced: its session died",
+                                               "oom_killed": False})
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
         if worktree is not None and not Path(worktree).is_dir():
             worktree = None
@@ -243,6 +251,12 @@ class DockerEffect:
         if path is not None and path.exists():
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
             return stored
+        with self._lock:
+            cancelled = self._cancelled.pop(ctx.request.id, None)
+        if cancelled is not None:
+            out = {"exit_code": None, "reason": "cancelled", "limit_hit": None, "message": f"not run: {cancelled}"}
+            ctx.emit("exec.exited", out)
+            return out
         payload = ctx.request.payload
         command = payload.get("command")
         if not command or not isinstance(command, (list, tuple, str)):
@@ -262,6 +276,10 @@ class DockerEffect:
         with self._lock:
             self._running[task_id] = run
             self._running_request[task_id] = ctx.request.id
+            late = self._cancelled.pop(ctx.request.id, None)  # stopped between the check above and now
+        if late is not None:
+            self._kill_messages[task_id] = late
+            run.kill("interrupted")
         try:
             result = run.run()
         finally:
@@ -269,6 +287,10 @@ class DockerEffect:
                 self._running.pop(task_id, None)
                 self._running_request.pop(task_id, None)
         out = result.to_payload()
+        with self._lock:
+            message = self._kill_messages.pop(task_id, None)
+        if message is not None and result.reason == "interrupted":
+            out["message"] = message
         started_at = self._started_at.get(task_id)
         if result.exit_code != 0 and result.reason in ("exited", "timeout") and started_at is not None \
                 and time.monotonic() - started_at >= spec.wall_clock - 0.5:
@@ -322,10 +344,16 @@ class DockerEffect:
         with self._lock:
             run = self._running.get(task_id)
             if request_id is not None and self._running_request.get(task_id) != request_id:
-                run = None
+                # Not running yet (queued behind another command of the task): it never starts.
+                self._cancelled[request_id] = reason
+                while len(self._cancelled) > 10_000:
+                    self._cancelled.pop(next(iter(self._cancelled)))
+                return True
+            if run is not None:
+                self._kill_messages[task_id] = reason
         if run is None:
             return False
-        run.kill(reason)
+        run.kill("interrupted" if reason not in ("timeout", "interrupted", "killed") else reason)
         return True
 
     def remove(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], *, reason: str) -> Mapping[str, Any]:

@@ -141,11 +141,20 @@ class ExecRun:
         self._lock = threading.Lock()
 
     def kill(self, reason: str = "killed") -> None:
-        """Stop the command now; the run ends with ``reason`` ("timeout", "interrupted", ...)."""
+        """Stop the command now; the run ends with ``reason`` ("timeout", "interrupted", ...).
+
+        Killed before it started, it never starts; killed while it was being
+        started, :meth:`run` kills it again once its process exists.
+        """
         with self._lock:
             if self._killed is not None:
                 return
             self._killed = reason
+        self._terminate()
+
+    def _terminate(self) -> None:
+        if self._before is None:
+            return  # not started: run() sees the flag and does not start it
         pid = 0
         if self.exec_id is not None:
             try:
@@ -167,6 +176,19 @@ class ExecRun:
             except docker.errors.APIError:
                 pass
 
+    def _terminate_started(self) -> None:
+        """A kill that came while the command was starting: kill it once its process shows up."""
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                info = self.engine.api.exec_inspect(self.exec_id)
+            except docker.errors.APIError:
+                return
+            if info.get("Pid") or not info.get("Running", True):
+                break
+            time.sleep(0.01)
+        self._terminate()
+
     def _frames(self, stream: Iterator[tuple[bytes | None, bytes | None]]) -> Iterator[tuple[str, bytes]]:
         for out, err in stream:
             if out:
@@ -182,10 +204,17 @@ class ExecRun:
             kwargs["user"] = self.user
         if self.workdir and self.engine.info.supported.get("exec_workdir", True):
             kwargs["workdir"] = self.workdir
-        self._before = _container_pids(self.container.id)
+        with self._lock:
+            killed = self._killed
+            if killed is None:
+                self._before = _container_pids(self.container.id)
+        if killed is not None:
+            return ExecResult(exit_code=None, reason=killed, limit_hit=None)
         try:
             self.exec_id = api.exec_create(self.container.id, self.command, **kwargs)["Id"]
             stream = api.exec_start(self.exec_id, stream=True, demux=True)
+            if self._killed is not None:
+                self._terminate_started()
         except docker.errors.APIError as exc:
             why = str(exc.explanation or exc)
             if exc.status_code == 409 or "is not running" in why:
