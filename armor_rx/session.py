@@ -19,7 +19,7 @@ import structlog
 from reactivex import Observable
 
 from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
-from armor_rx.model.events import TaskEvent
+from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
 from armor_rx.model.patterns import kind_matcher
@@ -304,6 +304,14 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         return self.pipeline.record(TaskEvent.new("task.interrupted", validate_task_id(task_id), {"reason": reason})).result()
 
     def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+        """Bring an interrupted task back: a new container made as its start asked (image, sandbox, keep), unless
+        ``payload`` says otherwise; ``checkpoint=`` restores one first."""
+        validate_task_id(task_id)
+        started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
+        if started:
+            for key in ("image", "sandbox", "keep"):
+                if key in started[-1].payload and key not in payload:
+                    payload[key] = to_plain(started[-1].payload[key])
         return self._wait(task_id, "task.resume.requested", payload, timeout)
 
     def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,

@@ -83,7 +83,12 @@ class GitOperations:
         return self._wait(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}, timeout)
 
     def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
-        """Create and start ``new_task`` on a new branch holding ``checkpoint`` of ``source_task``."""
+        """Create and start ``new_task`` on a new branch holding ``checkpoint`` of ``source_task``.
+
+        An unknown source task or checkpoint is refused before ``new_task`` exists.
+        """
+        validate_task_id(new_task)
+        self.git.checkpoints_store.find(validate_task_id(source_task), checkpoint)  # CheckpointNotFound, nothing made
         self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
         return self._wait(new_task, "task.start.requested", {"source_task": source_task, "from_checkpoint": checkpoint}, timeout)
 

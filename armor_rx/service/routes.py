@@ -221,7 +221,7 @@ class Routes:
             event = await self.outcome(lambda: a.request(task, "task.cancel.requested", {"reason": reason}))
         elif verb == "resume":
             payload = {"checkpoint": body["checkpoint"]} if _opt(body, "checkpoint", str) else {}
-            event = await self.outcome(lambda: a.request(task, "task.resume.requested", payload))
+            event = await self.call(a.resume, task, **payload)  # the session fills in the start's image and sandbox
         elif verb == "interrupt":
             reason = _opt(body, "reason", str, "interrupted by the user")
             await self.call(a.stop_command, task, reason)

@@ -140,3 +140,13 @@ def test_emit_refuses_requests_and_lifecycle_kinds(api):
         assert "armor_rx's own" in str(refused.value)
     assert api.task("t1").state is State.RUNNING
     assert not [e for e in api.history(task_id="t1") if e.kind in ("task.cancel.requested", "task.completed")]
+
+
+def test_branch_from_an_unknown_checkpoint_makes_nothing(api):
+    api.create_task("src")
+    api.start("src")
+    with pytest.raises(Exception) as refused:
+        api.branch_from("src", "cp-99", "never")
+    assert "cp-99" in str(refused.value)
+    with pytest.raises(TaskNotFound):
+        api.task("never")

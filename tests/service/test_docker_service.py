@@ -182,3 +182,20 @@ def test_shell_is_an_interactive_terminal_in_the_tasks_container(repo, image):
     assert (repo / ".armor" / "worktrees" / "t1" / "shell.txt").read_text() == "from-the-shell\n"
     kinds = [e["kind"] for e in _events(repo, "t1")]
     assert "shell.opened" in kinds and "shell.closed" in kinds
+
+
+def test_resume_makes_the_new_container_from_the_image_the_task_started_with(repo, test_image, engine, monkeypatch):
+    import armor_rx
+
+    monkeypatch.setenv("ARMOR_RX_DOCKER", "1")
+    monkeypatch.setenv("ARMOR_RX_IMAGE", "armor-rx-test/no-such-image:1")  # the default would fail: no registry here
+    with armor_rx.connect(repo) as remote:
+        remote.create_task("t1")
+        remote.start("t1", image=test_image)
+        remote.interrupt("t1", "laptop closed")
+        resumed = remote.resume("t1")
+        assert resumed.kind == "task.resumed", resumed
+        container = engine.client.containers.get(remote.container("t1")["id"])
+        assert container.image.tags == [test_image]
+        assert remote.exec("t1", ["true"]).payload["exit_code"] == 0
+        remote.cancel("t1")
