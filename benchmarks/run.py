@@ -1,7 +1,7 @@
 """Run every benchmark and print its ratios against the baselines measured in the same run.
 
-    python3 benchmarks/run.py            # pipeline, event log, docker, the armor service
-    python3 benchmarks/run.py --all      # also the git checkpoint benchmark (needs ~1 GB of disk)
+    .venv/bin/python benchmarks/run.py   # pipeline, event log, docker, the armor service
+    .venv/bin/python benchmarks/run.py --all   # also the git checkpoint benchmark (needs ~1 GB of disk)
 """
 
 from __future__ import annotations
