@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,9 @@ class Pipeline:
         self._after: Subject[TaskEvent] = Subject()
         self._publisher: threading.Thread | None = None
         self._pool: ThreadPoolScheduler | None = None
+        # Callers' done-callbacks may block (on another request): a roomy pool keeps one
+        # from starving the next. It is this pipeline's, and ends with stop().
+        self._callbacks: ThreadPoolExecutor | None = None
         self._lanes: reactivex.abc.DisposableBase = Disposable()
         self._after_sub: reactivex.abc.DisposableBase = Disposable()
         self._running = False
@@ -93,6 +96,7 @@ class Pipeline:
         if self._running:
             return self
         self._pool = ThreadPoolScheduler(self._max_workers)
+        self._callbacks = ThreadPoolExecutor(64, thread_name_prefix="armor-callback")
         self._subscribe_lanes()
         self._subscribe_after()
         self._publisher = threading.Thread(target=self._publish_loop, name="armor-publisher", daemon=True)
@@ -135,6 +139,8 @@ class Pipeline:
         if self._pool is not None:
             self._pool.executor.shutdown(wait=True)
         self.bus.close()
+        if self._callbacks is not None:
+            self._callbacks.shutdown(wait=True)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no request is in flight and everything committed so far is published."""
@@ -163,7 +169,7 @@ class Pipeline:
         :class:`Vetoed` / :class:`EffectFailed`.
         """
         self._ensure_running()
-        outcome = running_future()
+        outcome = running_future(self._callbacks)
         logged = self._commit_external(request).result()
         self._enqueue(logged, outcome)
         return outcome
@@ -171,7 +177,7 @@ class Pipeline:
     def redrive(self, request: TaskEvent) -> Future[TaskEvent]:
         """Run an already-logged request through its lane again (effects are idempotent by id)."""
         self._ensure_running()
-        outcome = running_future()
+        outcome = running_future(self._callbacks)
         with self._inflight_lock:
             if request.id in self._inflight:
                 raise ArmorError(f"request {request.kind} {request.id} is already running; wait for its outcome")
@@ -363,7 +369,7 @@ class Pipeline:
             _log.warning("follow-up request refused", kind=request.kind, error=str(exc))
             self._resolve(original, error=error)
             return
-        follow = running_future()
+        follow = running_future(self._callbacks)
         follow._add_internal_callback(lambda _: self._resolve(original, error=error))
         with self._inflight_lock:
             self._inflight[logged.id] = _InFlight(logged, follow)

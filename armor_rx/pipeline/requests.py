@@ -4,7 +4,7 @@ small protocols the pipeline needs of the event log and the dead-letter log."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any, Protocol
 
 from armor_rx.model.events import TaskEvent
@@ -19,24 +19,37 @@ class Outcome(Future[TaskEvent]):
     """The future of a request's outcome.
 
     It cannot be cancelled (once its intent is logged, a request runs), and a
-    caller's done-callbacks run on a helper thread, never on the task's lane:
-    a callback that waits on the same task would otherwise block that lane.
+    caller's done-callbacks run on the session's callback threads, never on
+    the task's lane: a callback that waits on the same task would otherwise
+    block that lane. Once the session has stopped (no lane left to block),
+    they run at once.
     """
 
+    def __init__(self, callbacks: Executor | None = None) -> None:
+        super().__init__()
+        self._callbacks = callbacks
+
     def add_done_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
-        super().add_done_callback(lambda f: _callbacks.submit(fn, f))
+        executor = self._callbacks
+
+        def hand_off(future: Future[TaskEvent]) -> None:
+            if executor is not None:
+                try:
+                    executor.submit(fn, future)
+                    return
+                except RuntimeError:
+                    pass  # the session's threads are gone
+            fn(future)
+
+        super().add_done_callback(hand_off)
 
     def _add_internal_callback(self, fn: Callable[[Future[TaskEvent]], object]) -> None:
         super().add_done_callback(fn)
 
 
-# Callbacks may block (on another request); a roomy pool keeps one from starving the next.
-_callbacks = ThreadPoolExecutor(64, thread_name_prefix="armor-callback")
-
-
-def running_future() -> Outcome:
-    """A new, already running (so uncancellable) :class:`Outcome`."""
-    future = Outcome()
+def running_future(callbacks: Executor | None = None) -> Outcome:
+    """A new, already running (so uncancellable) :class:`Outcome` whose callbacks run on ``callbacks``."""
+    future = Outcome(callbacks)
     future.set_running_or_notify_cancel()
     return future
 

@@ -199,3 +199,23 @@ def test_progress_events_named_requested_are_not_requests():
     done = start.caused("task.started")
     assert unanswered_requests([start, progress, done]) == []
     assert unanswered_requests([start, progress]) == [start]
+
+
+def test_no_thread_outlives_the_session(tmp_path):
+    """Every thread a session starts (lanes, publisher, callbacks, log writers) ends with close()."""
+    import threading
+
+    from armor_rx import Armor
+
+    before = set(threading.enumerate())
+    with Armor(state_dir=tmp_path / ".armor") as armor:
+        armor.create_task("t1")
+        done = []
+        started = armor.request("t1", "task.start.requested")
+        started.add_done_callback(done.append)
+        started.result()
+        armor.complete("t1")
+        armor.wait_idle()
+    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not leftover, [t.name for t in leftover]
+    assert done
