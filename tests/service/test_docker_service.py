@@ -199,3 +199,16 @@ def test_resume_makes_the_new_container_from_the_image_the_task_started_with(rep
         assert container.image.tags == [test_image]
         assert remote.exec("t1", ["true"]).payload["exit_code"] == 0
         remote.cancel("t1")
+
+
+def test_a_detached_run_goes_on_when_its_terminal_goes_away(repo, image, engine):
+    proc = _spawn("run", "--repo", repo, "--task", "bg", "--detach", "--", "sh", "-c", "echo started; sleep 2; echo done > done.txt")
+    assert proc.stdout.readline() == "started\n"
+    proc.kill()  # the terminal is gone
+    proc.communicate(timeout=30)
+    state = _wait(lambda: next((t["state"] for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout)
+                                if t["task_id"] == "bg" and t["state"] in ("completed", "failed", "interrupted")), None),
+                  what="the detached task to finish")
+    assert state == "completed"
+    kinds = [e["kind"] for e in _events(repo, "bg")]
+    assert "task.interrupted" not in kinds and "exec.done" in kinds
