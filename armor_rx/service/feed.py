@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,12 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.patterns import kind_matcher
 
 _CHUNK = 256
+
+
+class Batch(list[TaskEvent]):
+    """Events read from the log together, with their wire form made on the reading thread."""
+
+    blob: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ class EventFeed:
         self._ended = False
         self._subscription: Any = None
         self._until: int | None = None
+        self._page: Callable[[int], Iterator[TaskEvent]] | None = None
+        self._page_at = 0
         published = armor.pipeline.bus.published_seq
         self.next_seq = max(1, from_seq) if from_seq is not None else published + 1
         if follow:
@@ -137,17 +145,25 @@ class EventFeed:
         self._wake.set()
 
     # -- the client side ------------------------------------------------------
-    async def _read_log(self, first: int, last: int) -> list[TaskEvent]:
+    async def _read_log(self, first: int, last: int) -> Batch:
         log = self._armor.log
 
-        def read() -> list[TaskEvent]:
-            return [e for e in log.read(first, last, task_id=self._task_id, kind=self._kind) if self._matches(e)]
+        def read() -> Batch:
+            if self._page is None or self._page_at != first:  # a fresh start, or a skip ahead after lagging
+                self._page = log.pages(first, task_id=self._task_id, kind=self._kind)
+            batch = Batch(e for e in self._page(last) if self._matches(e))
+            # Complete up to ``last``: it is never past the log's durable end, which only grows.
+            self._page_at = last + 1
+            # Serialised here, off the event loop: a client catching up costs the loop one write per batch.
+            batch.blob = b"\n".join(e.to_json() for e in batch)
+            return batch
 
         if self._read is not None:
             return await self._read(read)  # type: ignore[no-any-return]
         return await asyncio.to_thread(read)
 
-    async def __aiter__(self) -> AsyncIterator[TaskEvent | Lagged]:
+    async def __aiter__(self) -> AsyncIterator[TaskEvent | Batch | Lagged]:
+        """Live events one by one; events read back from the log as a :class:`Batch`; :class:`Lagged` notices."""
         end_of_history = self._armor.log.last_seq
         try:
             while True:
@@ -177,8 +193,9 @@ class EventFeed:
                     gap_end = min(gap_end, self._until)
                 if gap_end >= self.next_seq:
                     last = min(gap_end, self.next_seq + _CHUNK - 1)
-                    for event in await self._read_log(self.next_seq, last):
-                        yield event
+                    batch = await self._read_log(self.next_seq, last)
+                    if batch:
+                        yield batch
                     self.next_seq = last + 1
                     continue
                 if not self._follow:

@@ -27,7 +27,7 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.service import wire
-from armor_rx.service.feed import EventFeed, Lagged
+from armor_rx.service.feed import Batch, EventFeed, Lagged
 
 _log = structlog.get_logger("armor_rx.service")
 T = TypeVar("T")
@@ -283,6 +283,8 @@ class Routes:
             async for item in feed:
                 if isinstance(item, Lagged):
                     yield wire.dumps({"lagged": {"from_seq": item.from_seq, "to_seq": item.to_seq, "count": item.count}})
+                elif isinstance(item, Batch):
+                    yield item.blob
                 else:
                     yield item.to_json()
 
@@ -315,6 +317,8 @@ class Routes:
             async for item in feed:
                 if isinstance(item, TaskEvent):
                     yield item.to_json()
+                elif isinstance(item, Batch):
+                    yield item.blob
         finally:
             feed.close()
         outcome = await done

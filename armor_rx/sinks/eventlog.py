@@ -366,6 +366,16 @@ class EventLog:
         match = kind_matcher(kind) if kind is not None else None
         return matching(Cursor(self.directory, start_seq), self._limit(end_seq), task_id, match)
 
+    def pages(self, start_seq: int = 1, *, task_id: str | None = None, kind: str | None = None) -> Callable[[int], Iterator[TaskEvent]]:
+        """A reader for paging through the log: each call ``page(end_seq)`` goes on from where the last stopped.
+
+        Calling :meth:`read` per page would scan its segment from the start each
+        time (quadratic over a long log); a page reader reads every line once.
+        """
+        cursor = Cursor(self.directory, start_seq)
+        match = kind_matcher(kind) if kind is not None else None
+        return lambda end_seq: matching(cursor, self._limit(end_seq), task_id, match)
+
     def follow(
         self,
         start_seq: int = 1,

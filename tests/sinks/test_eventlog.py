@@ -411,3 +411,15 @@ def test_batch_policy_groups_concurrent_appends(tmp_path: Path) -> None:
         assert log.stats.fsyncs == log.stats.flushes
     # stop() ends the commit thread: no hidden thread outlives the log.
     assert not [t for t in threading.enumerate() if t.name == f"armor-eventlog-commit:{tmp_path}"]
+
+
+def test_pages_continue_where_the_last_stopped_across_segments(tmp_path):
+    from armor_rx.sinks.eventlog import EventLog
+
+    with EventLog(tmp_path / "events", fsync="none", segment_bytes=4096) as log:
+        for n in range(300):
+            log.append(TaskEvent.new("note.added", "a" if n % 3 else "b", {"n": n}))
+        page = log.pages(10, task_id="a")
+        got = [e.seq for e in page(100)] + [e.seq for e in page(100)] + [e.seq for e in page(250)] + [e.seq for e in page(300)]
+        assert got == [e.seq for e in log.read(10, 300, task_id="a")]
+        assert len(list((tmp_path / "events").iterdir())) > 2  # the pages crossed segments
