@@ -20,41 +20,24 @@ only context. Needs DOCKER_HOST (``eval "$(bash scripts/dockerd.sh)"``) and
 busybox-static (the test image is imported locally, no registry needed).
 Every service started here is stopped (SIGTERM) and every temp dir removed.
 
-Results (2 shared vCPUs, ``python3 benchmarks/run.py``, 5 rounds; ratio
-median [min..max]):
+Results (2 shared vCPUs, another test suite running beside it, 5 rounds;
+ratio median [min..max]), after the fixes this benchmark led to (an exec
+stream that waited out a 0.5 s poll; a per-page log re-scan that made catching
+up quadratic; a task and timer per streamed line):
 
 =====================================  ======================  =============================================
 measure                                ratio                   context
 =====================================  ======================  =============================================
-exec ``true``, service / in-process    6.1x [5.2..8.1]         680 ms vs 112 ms (target <= 1.1x: missed)
-catch-up follow / bus replay, ev/s     0.07x [0.06..0.11]      5.7k vs 75k ev/s (target >= 0.5x: missed)
-live follow / bus, ev/s                0.31x [0.25..0.46]      bounded by remote emit: 680 ev/s, and the
-                                                               follower keeps up with it (1.01x)
-50 followers / 1, service CPU          4.0x for 50x deliveries 0.08x CPU per delivered event
-50 followers / 1, service peak RSS     1.17x                   67.7 -> 79.4 MiB; after 3 runs 71.0/72.0/72.2
-                                                               MiB; threads 13/14/14, fds 24/82/29
-auto-start to health / Armor open      20x                     0.78 s vs 0.04 s
-connect() to a running service /       28x                     54 ms vs 1.9 ms
+exec ``true``, service / in-process    1.13x [1.00..1.22]      74 ms vs 66 ms (target <= 1.1x; was 6.1x)
+catch-up follow / bus replay, ev/s     0.61x [0.55..0.70]      72k vs 122k ev/s (target >= 0.5x; was 0.07x)
+live follow / bus, ev/s                0.38x [0.38..0.42]      bounded by remote emit (~970 ev/s, one HTTP
+                                                               request each); the follower keeps up (1.00x)
+50 followers / 1, service CPU          3.3x for 50x deliveries 0.07x CPU per delivered event
+50 followers / 1, service peak RSS     1.05x                   70.7 -> 74.4 MiB; after 3 runs 72.7/74.0/74.4
+auto-start to health / Armor open      7.8x                    0.60 s vs 0.08 s
+connect() to a running service /       2.4x                    1.4 ms vs 0.6 ms
 one health request
 =====================================  ======================  =============================================
-
-Where the time goes (cProfile of both processes, and a patched copy):
-
-- exec: ~0.5 s of every call is the exec feed's re-check timeout
-  (``EventFeed.__aiter__``, ``wait_for(self._wake.wait(), 0.5)``).
-  ``stop_after`` wakes the feed before the bus has published the outcome,
-  and the events that then take ``_seen`` past ``_until`` do not match the
-  feed, so ``_on_bus`` does not wake it. With that timeout at 0.02 s in a
-  copy of the package, exec through the service took 92 ms.
-- streaming: the per-line path. ``stream()`` makes an ``asyncio.wait_for``
-  (a task and a timer) for every line and writes every line as its own HTTP
-  chunk (one ``send`` each). The client parses one h11 chunk and runs
-  ``TaskEvent.from_dict`` per line and waits in ``recv`` for 55% of its
-  time. Reading and re-encoding the log is not the limit (``log.read`` plus
-  ``to_json`` does 87k ev/s).
-- connect(): every ``httpx.Client`` loads the CA bundle for TLS it never
-  uses on a unix socket (~24 ms), and ``connect()`` makes two of them (the
-  probe and the session's client).
 """
 
 from __future__ import annotations
