@@ -42,10 +42,10 @@ _DOCKER = ("DockerEffect", "Engine", "ImageCache", "ImageSpec", "SandboxSpec", "
 
 def __getattr__(name: str) -> object:
     # The session pulls in the sinks; import it lazily so 'import armor_rx' stays light.
-    if name == "Armor":
-        from armor_rx.session import Armor
+    if name in ("Armor", "SessionConfig"):
+        import armor_rx.session as session
 
-        return Armor
+        return getattr(session, name)
     if name in _DOCKER:
         import armor_rx.sinks.docker as docker_sink
 
@@ -78,6 +78,7 @@ __all__ = [
     "RemoteArmor",
     "ServiceLost",
     "ServiceUnavailable",
+    "SessionConfig",
     "connect",
     "connect_async",
     "DockerEffect",

@@ -66,14 +66,4 @@ def crash(armor: Armor) -> None:
     :class:`~armor_rx.Armor` finds and marks ``interrupted``. The state
     directory's lock is released, as the kernel would on exit.
     """
-    pipeline, armor._pipeline = armor._pipeline, None
-    if pipeline is not None:
-        pipeline.stop(timeout=5)
-    if armor._git is not None:
-        armor._git.stop()
-        armor._git = None
-    for sink in (armor._dead, armor._log):
-        if sink is not None:
-            sink.stop()
-    armor._dead = armor._log = None
-    armor.state.release()
+    armor._abandon()

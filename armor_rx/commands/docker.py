@@ -191,8 +191,7 @@ def _session_hooks(armor: Any) -> dict[str, Any]:
             return False
 
     def checkpoint(task_id: str, labels: Mapping[str, str]) -> Any:
-        git = getattr(armor, "_git", None)
-        if git is None or not known(task_id) or not Path(labels.get("armor.worktree", "")).is_dir():
+        if armor.assembly.git is None or not known(task_id) or not Path(labels.get("armor.worktree", "")).is_dir():
             return None
         return armor.checkpoint(task_id, "saved by the orphan sweep before removing the task's container").payload.get("checkpoint")
 

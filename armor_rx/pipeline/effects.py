@@ -40,3 +40,32 @@ class Effect(Protocol):
     kinds: str
 
     def apply(self, ctx: EffectContext) -> Mapping[str, Any] | None: ...
+
+
+@runtime_checkable
+class Lifecycle(Protocol):
+    """A sink that holds something open (a file, a repository, a connection, a thread).
+
+    The session's assembly starts its sinks in order and stops them in reverse,
+    so a sink may rely on every sink started before it. ``start`` raises to
+    refuse to open (the ones already started are stopped again); ``stop``
+    must be safe to call on a sink whose ``start`` failed, and leave no thread
+    running.
+    """
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """An effect that can look at the real world after a crash.
+
+    ``reconcile(request)`` says what it finds for a request whose outcome was
+    never logged (does the branch exist? is the container running?); the
+    findings go into the ``task.interrupted`` event (see
+    :mod:`armor_rx.pipeline.reconcile`).
+    """
+
+    def reconcile(self, request: TaskEvent) -> Mapping[str, Any]: ...

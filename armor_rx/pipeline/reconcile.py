@@ -16,7 +16,7 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE
 from armor_rx.model.registry import TaskRecord
 from armor_rx.pipeline.requests import outcome_kind
-from armor_rx.pipeline.effects import Effect
+from armor_rx.pipeline.effects import Effect, Reconciling
 
 
 # Events that settle a request: its outcome (see outcome_kind), a veto, or a
@@ -53,9 +53,8 @@ def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord
             continue
         findings: dict[str, Any] = {}
         for effect in effects:
-            reconcile = getattr(effect, "reconcile", None)
-            if callable(reconcile):
-                findings[effect.name] = reconcile(request)
+            if isinstance(effect, Reconciling):
+                findings[effect.name] = effect.reconcile(request)
         yield request.caused(
             "task.interrupted",
             {

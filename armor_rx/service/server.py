@@ -188,7 +188,7 @@ class Service:
 
     # -- the session ----------------------------------------------------------
     def _open_session(self) -> Any:
-        from armor_rx.session import Armor
+        from armor_rx.session import Armor, SessionConfig
 
         docker = self.config.docker
         if docker is None:
@@ -202,7 +202,7 @@ class Service:
                 self.docker_reason = str(exc)
                 _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
         repo = self.config.repo
-        return Armor(repo, state_dir=self.config.state_dir, docker=docker, git=repo is not None).open()
+        return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware

@@ -108,7 +108,11 @@ class DockerEffect:
         engine = self.engine
         interval = self._sweep_options[0]
         if interval is not None and self._sweeper is None:
-            self._sweeper = self.sweeper(interval=interval).start()
+            try:
+                self._sweeper = self.sweeper(interval=interval).start()
+            except BaseException:
+                self.stop()  # a sink that refuses to start leaves nothing open (see Lifecycle)
+                raise
         return self
 
     def sweeper(self, *, grace: float | None = None, interval: float | None = None) -> Sweeper:

@@ -8,7 +8,7 @@ sees the same history.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
@@ -20,13 +20,26 @@ from armor_rx.pipeline.stages import isolated
 HookFn = Callable[[TaskEvent], Any]
 
 
-class HookRegistry:
-    """The hook half of :class:`armor_rx.Armor`."""
+class HookSession(Protocol):
+    """What hook registration needs: the hook set, and the pipeline to record changes in while open."""
 
     hooks: HookSet
-    _pipeline: Pipeline | None
 
-    def use(self, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
+    @property
+    def is_open(self) -> bool: ...
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+
+class HookRegistry:
+    """The hook half of :class:`armor_rx.Armor`; ``self`` is a :class:`HookSession`.
+
+    Hooks may be added before the session opens: they wait in the hook set,
+    and only changes made while it is open are logged.
+    """
+
+    def use(self: HookSession, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
         """Add a reactivex operator as a hook; higher priority runs first.
 
         The operator sees every event of its stage and must pass on what it does
@@ -42,20 +55,20 @@ class HookRegistry:
         hook_name = name or str(getattr(operator, "__qualname__", None) or repr(operator))
         policy: ErrorPolicy = "fail_closed" if stage == "before" else "fail_open"
         safe = isolated(operator, name=hook_name, on_error=policy)
-        return self._register(Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy))
+        return _register(self, Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy))
 
     @overload
     def hook(
-        self, point: str, fn: None = None, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+        self: HookSession, point: str, fn: None = None, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
     ) -> Callable[[HookFn], HookFn]: ...
 
     @overload
     def hook(
-        self, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+        self: HookSession, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
     ) -> HookFn: ...
 
     def hook(
-        self,
+        self: HookSession,
         point: str,
         fn: HookFn | None = None,
         *,
@@ -76,37 +89,39 @@ class HookRegistry:
             raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
 
         def register(f: HookFn) -> HookFn:
-            self._register(classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
+            _register(self, classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
             return f
 
         return register(fn) if fn is not None else register
 
-    def before_start(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("before_start", fn, **options)
+    def before_start(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
+        return HookRegistry.hook(self, "before_start", fn, **options)
 
-    def after_start(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("after_start", fn, **options)
+    def after_start(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
+        return HookRegistry.hook(self, "after_start", fn, **options)
 
-    def before_complete(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("before_complete", fn, **options)
+    def before_complete(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
+        return HookRegistry.hook(self, "before_complete", fn, **options)
 
-    def after_complete(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("after_complete", fn, **options)
+    def after_complete(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
+        return HookRegistry.hook(self, "after_complete", fn, **options)
 
-    def before_fail(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("before_fail", fn, **options)
+    def before_fail(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
+        return HookRegistry.hook(self, "before_fail", fn, **options)
 
-    def after_fail(self, fn: HookFn, **options: Any) -> HookFn:
-        return self.hook("after_fail", fn, **options)
+    def after_fail(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
+        return HookRegistry.hook(self, "after_fail", fn, **options)
 
-    def remove_hook(self, hook: Hook) -> bool:
+    def remove_hook(self: HookSession, hook: Hook) -> bool:
         removed = self.hooks.remove(hook)
-        if removed and self._pipeline is not None:
-            self._pipeline.record(TaskEvent.new("hook.removed", None, hook.describe())).result()
+        if removed and self.is_open:
+            self.pipeline.record(TaskEvent.new("hook.removed", None, hook.describe())).result()
         return removed
 
-    def _register(self, hook: Hook) -> Hook:
-        self.hooks.add(hook)
-        if self._pipeline is not None:
-            self._pipeline.record(TaskEvent.new("hook.registered", None, hook.describe())).result()
-        return hook
+
+def _register(session: HookSession, hook: Hook) -> Hook:
+    # Logged only while open: a hook added before open() is in place before the first event.
+    session.hooks.add(hook)
+    if session.is_open:
+        session.pipeline.record(TaskEvent.new("hook.registered", None, hook.describe())).result()
+    return hook

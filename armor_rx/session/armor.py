@@ -1,18 +1,20 @@
 """The session: one state directory, its log, registry, hooks, effects and bus.
 
 Everything stateful lives in an :class:`Armor` value, so two sessions on two
-state directories in one process never see each other.
+state directories in one process never see each other. What the session is
+made of (which sinks, in which order) is decided in one place,
+:mod:`armor_rx.session.assembly`; this module is the API over it.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import reactivex
 import structlog
@@ -22,37 +24,33 @@ from armor_rx.errors import ArmorError, ConfigError, LogClosed, SnapshotError
 from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
-from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.registry import TaskRecord
 from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
-from armor_rx.pipeline.effect_runner import RetryPolicy
-from armor_rx.pipeline.effects import Effect
-from armor_rx.pipeline.hooks import Hook, HookSet
+from armor_rx.pipeline.hooks import HookSet
 from armor_rx.pipeline.reconcile import interruptions
-from armor_rx.session_deadletters import DeadLetterOperations
-from armor_rx.session_git import GitOperations
-from armor_rx.session_hooks import HookRegistry
-from armor_rx.sinks.deadletter import DeadLetterLog
-from armor_rx.sinks.docker import DockerEffect, SandboxSpec
-from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, SweepDecision
-from armor_rx.sinks.eventlog import EventLog, FsyncPolicy
-from armor_rx.sinks.git import CheckpointPolicy, GitEffect, GitWorkspace
-from armor_rx.sinks.git.guards import branch_name_guard
-from armor_rx.sinks.snapshot import (
-    SNAPSHOT_PLUS_TAIL,
-    RecoveryReport,
-    SnapshotStore,
-    recover_registry,
-)
+from armor_rx.session.assembly import Assembly, assemble
+from armor_rx.session.config import SessionConfig, SessionOptions
+from armor_rx.session.containers import ContainerOperations
+from armor_rx.session.deadletters import DeadLetterOperations
+from armor_rx.session.git import GitOperations
+from armor_rx.session.hooks import HookRegistry
+from armor_rx.sinks.eventlog import EventLog
+from armor_rx.sinks.git import GitWorkspace
+from armor_rx.sinks.snapshot import SNAPSHOT_PLUS_TAIL, RecoveryReport
 from armor_rx.sinks.statedir import StateDir
+
+if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11; the annotation is never evaluated
+    from typing_extensions import Unpack
 
 _log = structlog.get_logger("armor_rx.session")
 
 BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
 
+_NOT_OPEN = "the session is not started (use 'with Armor(...) as armor:')"
 
-class Armor(HookRegistry, GitOperations, DeadLetterOperations):
+
+class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperations):
     """A session over one state directory.
 
     >>> import tempfile
@@ -63,74 +61,27 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
     ...     armor.task("demo").state.value
     'completed'
 
+    Options come as a :class:`SessionConfig` (``Armor(repo, config=...)``) or
+    as its fields by keyword (``Armor(repo, docker=True)``); keywords given
+    with a config override its fields. Raises ConfigError for ``git=True``
+    without a repository.
+
     Opening takes an inter-process lock on the state directory
     (:class:`armor_rx.errors.StateDirLocked` if another process holds it),
     recovers the log's tail, rebuilds the task registry (see :attr:`recovery`)
     and marks tasks whose last request never finished as ``interrupted``.
     """
 
-    def __init__(
-        self,
-        repo: str | Path | None = None,
-        *,
-        state_dir: str | Path | None = None,
-        fsync: FsyncPolicy = "batch",
-        effects: Sequence[Effect] = (),
-        retry: RetryPolicy = RetryPolicy(),
-        lock_timeout: float = 0.0,
-        max_workers: int = 8,
-        max_pending: int = 10_000,
-        memory_events: int = 10_000,
-        memory_bytes: int = 32 * 1024 * 1024,
-        snapshot_every: int = 1000,
-        segment_bytes: int = 64 * 1024 * 1024,
-        git: bool | None = None,
-        docker: bool = False,
-        sandbox: SandboxSpec | None = None,
-        sweep_interval: float | None = 300.0,
-        sweep_grace: float = DEFAULT_GRACE,
-        git_author: str = "armor-rx <armor-rx@localhost>",
-        checkpoint_policy: CheckpointPolicy | None = None,
-    ) -> None:
+    def __init__(self, repo: str | Path | None = None, *, config: SessionConfig | None = None,
+                 **options: Unpack[SessionOptions]) -> None:
+        self.config = replace(config, **options) if config is not None else SessionConfig(**options)
         self.repo = Path(repo).resolve() if repo is not None else None
-        self.state = StateDir(StateDir.resolve(state_dir, repo), lock_timeout=lock_timeout)
+        self.state = StateDir(StateDir.resolve(self.config.state_dir, repo), lock_timeout=self.config.lock_timeout)
+        self.config.git_enabled(self.repo)  # ConfigError now, not at open()
         self.hooks = HookSet()
         self.recovery: RecoveryReport | None = None
-        self._fsync = fsync
-        self._effects: list[Effect] = list(effects)
-        self._retry = retry
-        self._max_workers = max_workers
-        self._max_pending = max_pending
-        self._memory_events = memory_events
-        self._memory_bytes = memory_bytes
-        self._snapshot_every = snapshot_every
-        self._segment_bytes = segment_bytes
-        self._log: EventLog | None = None
-        self._dead: DeadLetterLog | None = None
-        self._snapshots = SnapshotStore(self.state.snapshot_path)
-        self._pipeline: Pipeline | None = None
+        self._assembly: Assembly | None = None
         self._last_snapshot_seq = 0
-        # Git is on when the session has a repository (unless git=False).
-        self._git_enabled = git if git is not None else self.repo is not None
-        if docker:
-            # A container per task with the task's worktree mounted; the periodic
-            # orphan sweep asks this session which tasks are still active.
-            self._effects.append(
-                DockerEffect(
-                    spec=sandbox,
-                    worktree_of=self._worktree_if_any,
-                    state_dir=self.state.path,
-                    sweep_interval=sweep_interval,
-                    sweep_grace=sweep_grace,
-                    task_active=self._is_active,
-                    sweep_emit=lambda kind, task_id, payload: self.emit(task_id, kind, payload),
-                )
-            )
-        if self._git_enabled and self.repo is None:
-            raise ConfigError("git=True needs a repository: Armor('path/to/repo', git=True)")
-        self._git_author = git_author
-        self._checkpoint_policy = checkpoint_policy
-        self._git: GitWorkspace | None = None
         self._snapshot_sub: reactivex.abc.DisposableBase | None = None
 
     # -- opening and closing ------------------------------------------------
@@ -138,76 +89,42 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         """Take the lock, recover, and start the pipeline. ``with Armor(...)`` calls it."""
         self.state.acquire()
         try:
-            self._log = EventLog(self.state.events_dir, fsync=self._fsync, segment_bytes=self._segment_bytes).start()
-            self._dead = DeadLetterLog(self.state.deadletter_dir, fsync=self._fsync).start()
-            registry, self.recovery = recover_registry(self._snapshots, self._log)
-            self._last_snapshot_seq = registry.seq
-            effects = list(self._effects)
-            if self._git_enabled:
-                assert self.repo is not None
-                self._git = GitWorkspace(
-                    self.repo, self.state.path, emit=self._emit_from_sink, author=self._git_author, checkpoint_policy=self._checkpoint_policy
-                ).start()
-                effects.insert(0, GitEffect(self._git))
-                docker_effect = next((e for e in effects if isinstance(e, DockerEffect)), None)
-                if docker_effect is not None:
-                    self._git.freeze = docker_effect.paused  # restores run with the task's container frozen
-                if not any(h.name == "git-branch-name" for h in self.hooks.list()):
-                    self.hooks.add(Hook(name="git-branch-name", stage="before", operator=branch_name_guard(), priority=1_000_000))
-            for effect in self._effects:  # sinks with a lifecycle start with the session
-                starter = getattr(effect, "start", None)
-                if callable(starter):
-                    starter()
-            self._pipeline = Pipeline(
-                log=self._log,
-                registry=registry,
-                hooks=self.hooks,
-                effects=effects,
-                dead_letters=self._dead,
-                retry=self._retry,
-                max_workers=self._max_workers,
-                max_pending=self._max_pending,
-                memory_events=self._memory_events,
-                memory_bytes=self._memory_bytes,
-            ).start()
-            if self.recovery is not None and self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
+            self._assembly = assemble(self.config, self.state, self.repo, self.hooks,
+                                      task_active=self._is_active, emit=self.emit)
+            self.recovery = self._assembly.recovery
+            self._last_snapshot_seq = self._assembly.pipeline.registry.seq
+            if self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
                 # Replace the snapshot we could not use, so it can never be trusted later.
                 self.snapshot()
             self._reconcile()
-            self._snapshot_sub = self._pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
+            self._snapshot_sub = self.pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
         except BaseException:
             self.close()
             raise
         return self
 
     def _maybe_snapshot(self, event: TaskEvent) -> None:
-        if event.seq is not None and event.seq - self._last_snapshot_seq >= self._snapshot_every:
+        if event.seq is not None and event.seq - self._last_snapshot_seq >= self.config.snapshot_every:
             self._last_snapshot_seq = self.snapshot()
 
     def close(self) -> None:
-        """Finish in-flight work, write a snapshot, close the logs, release the lock."""
+        """Finish in-flight work, write a snapshot, stop every sink, release the lock."""
         try:
             if self._snapshot_sub is not None:
                 self._snapshot_sub.dispose()
                 self._snapshot_sub = None
-            if self._pipeline is not None:
-                self._pipeline.stop()
-                with self._pipeline._registry_lock:
-                    self._snapshots.save(self._pipeline.registry)
+            assembly, self._assembly = self._assembly, None
+            if assembly is not None:
+                assembly.stop()
         finally:
-            self._pipeline = None
-            if self._git is not None:
-                self._git.stop()
-                self._git = None
-            for effect in reversed(self._effects):
-                stopper = getattr(effect, "stop", None)
-                if callable(stopper):
-                    stopper()
-            for sink in (self._dead, self._log):
-                if sink is not None:
-                    sink.stop()
-            self._dead = self._log = None
             self.state.release()
+
+    def _abandon(self) -> None:
+        """Stop as a killed process would; see :func:`armor_rx.testing.crash`."""
+        assembly, self._assembly = self._assembly, None
+        if assembly is not None:
+            assembly.abandon()
+        self.state.release()
 
     def __enter__(self) -> Armor:
         return self.open()
@@ -216,26 +133,38 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
         self.close()
 
     @property
+    def is_open(self) -> bool:
+        """Whether the session is open (between :meth:`open` and :meth:`close`)."""
+        return self._assembly is not None
+
+    @property
+    def assembly(self) -> Assembly:
+        """The open session's sinks and pipeline. Raises LogClosed when it is not open."""
+        if self._assembly is None:
+            raise LogClosed(_NOT_OPEN)
+        return self._assembly
+
+    @property
     def pipeline(self) -> Pipeline:
-        if self._pipeline is None:
-            raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
-        return self._pipeline
+        return self.assembly.pipeline
+
+    @property
+    def log(self) -> EventLog:
+        return self.assembly.log
+
+    @property
+    def git(self) -> GitWorkspace:
+        """The git workspace (branches, worktrees, checkpoints) of this session's repository."""
+        git = self._assembly.git if self._assembly is not None else None
+        if git is None:
+            raise ConfigError("this session has no git workspace: open it on a repository, Armor('path/to/repo')")
+        return git
 
     def _is_active(self, task_id: str) -> bool:
         try:
             return self.task(task_id).state in ACTIVE or self.task(task_id).state == State.INTERRUPTED
         except ArmorError:
             return False
-
-    def _emit_from_sink(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
-        # Sink events outside a request (e.g. a direct worktree removal) are recorded as facts.
-        self.pipeline.record(TaskEvent.new(kind, task_id, payload)).result()
-
-    @property
-    def log(self) -> EventLog:
-        if self._log is None:
-            raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
-        return self._log
 
     def _reconcile(self) -> None:
         """Mark tasks whose last request has no outcome as interrupted (after a crash)."""
@@ -313,91 +242,6 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
                 if key in started[-1].payload and key not in payload:
                     payload[key] = to_plain(started[-1].payload[key])
         return self._wait(task_id, "task.resume.requested", payload, timeout)
-
-    def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
-             on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent:
-        """Run ``command`` in the task's container (``docker=True``); its output arrives as ``exec.output`` events.
-
-        ``on_output`` gets this command's ``exec.output`` events, every one of
-        them before ``exec`` returns. The outcome's payload has ``exit_code``
-        and, when a limit stopped it, ``reason`` and ``limit_hit``.
-        """
-        if not self.can_exec:
-            raise ConfigError(f"cannot run {list(command)!r} in task {task_id!r}: this session runs no containers "
-                              "(open it with Armor(..., docker=True), or start a Docker engine before the service starts)")
-        payload: dict[str, Any] = {"command": list(command), **options}
-        if timeout is not None:
-            payload["timeout"] = timeout
-        request = TaskEvent.new("exec.requested", validate_task_id(task_id), payload)
-        if on_output is None:
-            return self.submit(request).result()
-        bus = self.pipeline.bus
-        def forward(event: TaskEvent) -> None:
-            if event.causation_id == request.id:
-                on_output(event)
-
-        subscription = bus.subscribe("exec.output", task_id=task_id).subscribe(forward)
-        try:
-            outcome = self.submit(request).result()
-            # The bus publishes a little behind the log: wait until it has passed the outcome.
-            assert outcome.seq is not None
-            while bus.published_seq < outcome.seq and self._pipeline is not None:
-                time.sleep(0.001)
-            return outcome
-        finally:
-            subscription.dispose()
-
-    @property
-    def docker(self) -> DockerEffect | None:
-        """The session's container effect (``docker=True``), or None."""
-        return next((e for e in self._effects if isinstance(e, DockerEffect)), None)
-
-    @property
-    def can_exec(self) -> bool:
-        """Whether an effect of this session runs commands (``exec``)."""
-        return any(kind_matcher(e.kinds)("exec.requested") for e in self._effects)
-
-    def stop_command(self, task_id: str, reason: str = "stopped by the user", *, request_id: str | None = None) -> bool:
-        """Kill the command running in the task's container now; True if one was running.
-
-        Only that command stops (its ``exec`` outcome says why); the task and its
-        container stay as they are. With ``request_id``, only if the running
-        command is that ``exec.requested`` event's.
-        """
-        effect = self.docker
-        return effect.kill(validate_task_id(task_id), reason, request_id=request_id) if effect is not None else False
-
-    def container(self, task_id: str) -> dict[str, Any]:
-        """Where the task's container runs: ``{"id", "name", "workdir", "docker_host"}``.
-
-        Raises :class:`armor_rx.errors.ContainerNotFound` (start the task first)
-        or ConfigError when the session runs no containers.
-        """
-        effect = self.docker
-        if effect is None:
-            raise ConfigError(f"task {task_id!r} has no container: this session runs none (open it with Armor(..., docker=True))")
-        container = effect.container(validate_task_id(task_id))
-        return {"id": container.id, "name": container.name, "workdir": effect.spec_for(task_id).workdir,
-                "docker_host": os.environ.get("DOCKER_HOST")}
-
-    def remove_container(self, task_id: str, reason: str) -> Mapping[str, Any]:
-        """Remove the task's container outside a request (after an interruption); ``{}`` if it has none."""
-        effect = self.docker
-        if effect is None:
-            return {}
-        validate_task_id(task_id)
-        return effect.remove(task_id, lambda kind, payload: self.emit(task_id, kind, payload), reason=reason)
-
-    def sweep(self, *, now: bool = False, dry_run: bool = False, grace: float | None = None) -> list[SweepDecision]:
-        """Sweep orphaned task containers once, as the periodic sweep does (``docker=True``).
-
-        ``now`` ignores the grace period; ``dry_run`` removes nothing. The
-        containers this session runs its tasks in are kept, adopted ones too.
-        """
-        effect = self.docker
-        if effect is None:
-            raise ConfigError("this session has no containers to sweep: open it with Armor(..., docker=True)")
-        return effect.sweeper(grace=grace).sweep(now=now, dry_run=dry_run)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable.
@@ -485,5 +329,5 @@ class Armor(HookRegistry, GitOperations, DeadLetterOperations):
             if time.monotonic() > deadline:
                 raise SnapshotError(f"events up to seq {registry.seq} did not become durable within {timeout:g}s; snapshot not written")
             time.sleep(0.0005)
-        self._snapshots.save(registry)
+        self.assembly.snapshots.save(registry)
         return registry.seq

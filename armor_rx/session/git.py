@@ -8,10 +8,11 @@ and the worktree removal go straight to the :class:`GitWorkspace`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from armor_rx.errors import ConfigError, GitError
+from armor_rx.errors import GitError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
@@ -19,46 +20,36 @@ from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
 
 
-class GitOperations:
-    """The git half of :class:`armor_rx.Armor`."""
-
-    _git: GitWorkspace | None
-
-    if TYPE_CHECKING:
-        # Provided by Armor; declared here only so the checker knows them.
-        def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
-
-        def tasks(self) -> list[TaskRecord]: ...
-
-        def task(self, task_id: str) -> TaskRecord: ...
-
-        def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent: ...
+class GitSession(Protocol):
+    """What the git operations need from their session: its workspace, its tasks, and requests."""
 
     @property
-    def git(self) -> GitWorkspace:
-        """The git workspace (branches, worktrees, checkpoints) of this session's repository."""
-        if self._git is None:
-            raise ConfigError("this session has no git workspace: open it on a repository, Armor('path/to/repo')")
-        return self._git
+    def git(self) -> GitWorkspace: ...
 
-    def _worktree_if_any(self, task_id: str) -> Path | None:
-        if self._git is None:
-            return None
-        path = self._git.worktree_path(task_id)
-        return path if path.is_dir() else None
+    def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
 
-    def worktree(self, task_id: str) -> Path:
+    def task(self, task_id: str) -> TaskRecord: ...
+
+    def tasks(self) -> list[TaskRecord]: ...
+
+    def request(self, task_id: str, kind: str, payload: Mapping[str, Any] | None = None) -> Future[TaskEvent]: ...
+
+
+class GitOperations:
+    """The git half of :class:`armor_rx.Armor`; ``self`` is a :class:`GitSession`."""
+
+    def worktree(self: GitSession, task_id: str) -> Path:
         """The task's worktree (exists once the task has started)."""
         return self.git.worktree_path(validate_task_id(task_id))
 
-    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
+    def checkpoint(self: GitSession, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
         """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint."""
-        return self._wait(task_id, "checkpoint.requested", {"message": message}, timeout)
+        return self.request(task_id, "checkpoint.requested", {"message": message}).result(timeout)
 
-    def checkpoints(self, task_id: str) -> list[Checkpoint]:
+    def checkpoints(self: GitSession, task_id: str) -> list[Checkpoint]:
         return self.git.checkpoints(validate_task_id(task_id))
 
-    def diff(self, task_id: str, checkpoint: str | None = None, *, max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
+    def diff(self: GitSession, task_id: str, checkpoint: str | None = None, *, max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
         """What the task changed: its worktree now against its base commit, or against ``checkpoint``.
 
         A read: no checkpoint is made and nothing is logged. Raises
@@ -74,15 +65,15 @@ class GitOperations:
             )
         return self.git.diff(task_id, checkpoint, max_patch_bytes=max_patch_bytes)
 
-    def rollback(self, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
+    def rollback(self: GitSession, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
         """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).
 
         With ``docker=True`` the task's container is frozen while its worktree
         is rewritten, so nothing inside can race the restore.
         """
-        return self._wait(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}, timeout)
+        return self.request(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}).result(timeout)
 
-    def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
+    def branch_from(self: GitSession, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
         """Create and start ``new_task`` on a new branch holding ``checkpoint`` of ``source_task``.
 
         An unknown source task or checkpoint is refused before ``new_task`` exists.
@@ -90,12 +81,12 @@ class GitOperations:
         validate_task_id(new_task)
         self.git.checkpoints_store.find(validate_task_id(source_task), checkpoint)  # CheckpointNotFound, nothing made
         self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
-        return self._wait(new_task, "task.start.requested", {"source_task": source_task, "from_checkpoint": checkpoint}, timeout)
+        return self.request(new_task, "task.start.requested", {"source_task": source_task, "from_checkpoint": checkpoint}).result(timeout)
 
-    def remove_worktree(self, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
+    def remove_worktree(self: GitSession, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
         """Remove the task's worktree; unsaved work is checkpointed first (or refused)."""
         self.git.remove_worktree(validate_task_id(task_id), on_dirty=on_dirty)
 
-    def prune_stale_worktrees(self) -> list[str]:
+    def prune_stale_worktrees(self: GitSession) -> list[str]:
         """Remove worktrees whose task this state directory no longer knows; returns their task ids."""
         return self.git.prune_stale([t.task_id for t in self.tasks()])

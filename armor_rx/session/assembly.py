@@ -1,0 +1,189 @@
+"""Assembly: the one place that knows which sinks a session has and how they fit.
+
+:func:`assemble` turns a :class:`SessionConfig` (plus the state directory and
+the repository) into a running :class:`Assembly`: the event log, dead
+letters, snapshot store, git workspace, container effect, the user's own
+effects and the pipeline over them. The in-process API and the service both
+build their session through it, so they cannot differ in what they run.
+
+Sinks plug in through :class:`~armor_rx.pipeline.effects.Lifecycle`: started
+in order, stopped in reverse, so a sink may rely on every sink started
+before it (the docker effect mounts worktrees the git workspace made).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from armor_rx.errors import LogClosed
+from armor_rx.model.events import TaskEvent
+from armor_rx.pipeline.core import Pipeline
+from armor_rx.pipeline.effects import Effect, Lifecycle
+from armor_rx.pipeline.hooks import Hook, HookSet
+from armor_rx.session.config import SessionConfig
+from armor_rx.sinks.deadletter import DeadLetterLog
+from armor_rx.sinks.docker import DockerEffect
+from armor_rx.sinks.eventlog import EventLog
+from armor_rx.sinks.git import GitEffect, GitWorkspace
+from armor_rx.sinks.git.guards import branch_name_guard
+from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
+from armor_rx.sinks.statedir import StateDir
+
+_S = TypeVar("_S", bound=Lifecycle)
+
+# The guard every git session runs first: a task's branch name must be one git accepts.
+BRANCH_GUARD = "git-branch-name"
+
+
+@dataclass
+class Assembly:
+    """The sinks and pipeline of one open session, as :func:`assemble` built them.
+
+    ``effects`` is what the pipeline runs, in order: git, the user's effects,
+    docker. ``git`` and ``docker`` are ``None`` when the config leaves them off.
+    """
+
+    log: EventLog
+    dead_letters: DeadLetterLog
+    snapshots: SnapshotStore
+    recovery: RecoveryReport
+    git: GitWorkspace | None
+    docker: DockerEffect | None
+    effects: tuple[Effect, ...]
+    pipeline: Pipeline
+    # Sinks in the order they started; stop() walks it backwards.
+    started: list[Lifecycle] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Finish in-flight work, write the registry snapshot, stop every sink in reverse order."""
+        try:
+            self.pipeline.stop()
+            with self.pipeline._registry_lock:
+                self.snapshots.save(self.pipeline.registry)
+        finally:
+            _stop_all(self.started)
+
+    def abandon(self) -> None:
+        """Stop as a killed process would (for :func:`armor_rx.testing.crash`).
+
+        No snapshot is written and no effect is told to clean up: only the
+        pipeline's threads end and the log, dead letters and repository close,
+        as the kernel would close them on exit.
+        """
+        self.pipeline.stop(timeout=5)
+        for sink in (self.git, self.dead_letters, self.log):
+            if sink is not None:
+                sink.stop()
+        self.started.clear()
+
+
+def _stop_all(sinks: list[Lifecycle]) -> None:
+    # Every sink gets its stop even if a later one's failed; the first failure is raised.
+    failure: BaseException | None = None
+    for sink in reversed(sinks):
+        try:
+            sink.stop()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the rest stopped
+            failure = failure or exc
+    sinks.clear()
+    if failure is not None:
+        raise failure
+
+
+def assemble(
+    config: SessionConfig,
+    state: StateDir,
+    repo: Path | None,
+    hooks: HookSet,
+    *,
+    task_active: Callable[[str], bool],
+    emit: Callable[[str | None, str, Mapping[str, Any]], object],
+) -> Assembly:
+    """Build and start every sink of a session, then its pipeline.
+
+    ``hooks`` is the session's hook set (a git session gets the branch-name
+    guard added to it); ``task_active`` and ``emit`` let the orphan sweep
+    ask the session which tasks are live and record what it removed. The
+    caller holds the state directory's lock. If a sink refuses to start
+    (a corrupt log, no repository, no Docker engine ...), the ones already
+    started are stopped again and the error is raised.
+    """
+    started: list[Lifecycle] = []
+
+    def start(sink: _S) -> _S:
+        sink.start()
+        started.append(sink)
+        return sink
+
+    pipeline: Pipeline | None = None
+
+    def record_from_sink(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
+        # Sink events outside a request (e.g. a direct worktree removal) are recorded as facts.
+        if pipeline is None:  # the pipeline says the same once it has stopped
+            raise LogClosed("the session is not started (use 'with Armor(...) as armor:')")
+        pipeline.record(TaskEvent.new(kind, task_id, payload)).result()
+
+    try:
+        log = start(EventLog(state.events_dir, fsync=config.fsync, segment_bytes=config.segment_bytes))
+        dead = start(DeadLetterLog(state.deadletter_dir, fsync=config.fsync))
+        snapshots = SnapshotStore(state.snapshot_path)
+        registry, recovery = recover_registry(snapshots, log)
+        git: GitWorkspace | None = None
+        if config.git_enabled(repo):
+            assert repo is not None
+            git = start(GitWorkspace(repo, state.path, emit=record_from_sink, author=config.git_author,
+                                     checkpoint_policy=config.checkpoint_policy))
+            if not any(h.name == BRANCH_GUARD for h in hooks.list()):
+                hooks.add(Hook(name=BRANCH_GUARD, stage="before", operator=branch_name_guard(), priority=1_000_000))
+        docker: DockerEffect | None = None
+        if config.docker:
+            # A container per task with the task's worktree mounted; the periodic
+            # orphan sweep asks the session which tasks are still active.
+            docker = DockerEffect(
+                spec=config.sandbox,
+                worktree_of=_worktree_of(git),
+                state_dir=state.path,
+                sweep_interval=config.sweep_interval,
+                sweep_grace=config.sweep_grace,
+                task_active=task_active,
+                sweep_emit=lambda kind, task_id, payload: emit(task_id, kind, payload),
+            )
+            if git is not None:
+                git.freeze = docker.paused  # restores run with the task's container frozen
+        own: list[Effect] = [*config.effects, *([docker] if docker is not None else [])]
+        for effect in own:  # effects with a lifecycle live as long as the session
+            if isinstance(effect, Lifecycle):
+                start(effect)
+        effects = tuple([GitEffect(git)] if git is not None else []) + tuple(own)
+        pipeline = Pipeline(
+            log=log,
+            registry=registry,
+            hooks=hooks,
+            effects=effects,
+            dead_letters=dead,
+            retry=config.retry,
+            max_workers=config.max_workers,
+            max_pending=config.max_pending,
+            memory_events=config.memory_events,
+            memory_bytes=config.memory_bytes,
+        ).start()
+    except BaseException:
+        _stop_all(started)
+        raise
+    return Assembly(log=log, dead_letters=dead, snapshots=snapshots, recovery=recovery, git=git, docker=docker,
+                    effects=effects, pipeline=pipeline, started=started)
+
+
+def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:
+    """The directory to mount in a task's container: its worktree, once it exists."""
+
+    def worktree(task_id: str) -> Path | None:
+        if git is None:
+            return None
+        path = git.worktree_path(task_id)
+        return path if path.is_dir() else None
+
+    return worktree

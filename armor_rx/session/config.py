@@ -1,0 +1,99 @@
+"""Every option of a session, in one frozen value.
+
+A :class:`SessionConfig` is what the in-process API, the service and (later)
+the fleet worker hand to the assembly, so all three build the same session
+from the same description. It is frozen so a session cannot change under
+its sinks once they are built; derive a variant with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+from armor_rx.errors import ConfigError
+from armor_rx.pipeline.effect_runner import RetryPolicy
+from armor_rx.pipeline.effects import Effect
+from armor_rx.sinks.docker.spec import SandboxSpec
+from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
+from armor_rx.sinks.eventlog import FsyncPolicy
+from armor_rx.sinks.git.checkpoints import CheckpointPolicy
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How to open a session; every field has the default ``Armor(...)`` always had.
+
+    >>> SessionConfig(docker=True).fsync
+    'batch'
+
+    ``state_dir`` defaults to ``.armor/`` in the repository; ``git`` to "on
+    when the session has a repository". ``effects`` are extra sinks the
+    pipeline runs after git (and before docker); one with ``start``/``stop``
+    (see :class:`armor_rx.pipeline.effects.Lifecycle`) lives as long as the
+    session.
+    """
+
+    state_dir: str | Path | None = None
+    fsync: FsyncPolicy = "batch"
+    effects: Sequence[Effect] = ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    lock_timeout: float = 0.0
+    max_workers: int = 8
+    max_pending: int = 10_000
+    memory_events: int = 10_000
+    memory_bytes: int = 32 * 1024 * 1024
+    snapshot_every: int = 1000
+    segment_bytes: int = 64 * 1024 * 1024
+    git: bool | None = None
+    docker: bool = False
+    sandbox: SandboxSpec | None = None
+    sweep_interval: float | None = 300.0
+    sweep_grace: float = DEFAULT_GRACE
+    git_author: str = "armor-rx <armor-rx@localhost>"
+    checkpoint_policy: CheckpointPolicy | None = None
+
+    def __post_init__(self) -> None:
+        # A tuple, so the frozen config cannot be changed through a list the caller still holds.
+        object.__setattr__(self, "effects", tuple(self.effects))
+
+    def git_enabled(self, repo: Path | None) -> bool:
+        """Whether the session runs git: on with a repository unless ``git=False``.
+
+        Raises ConfigError for ``git=True`` without a repository.
+        """
+        enabled = self.git if self.git is not None else repo is not None
+        if enabled and repo is None:
+            raise ConfigError("git=True needs a repository: Armor('path/to/repo', git=True)")
+        return enabled
+
+
+class SessionOptions(TypedDict, total=False):
+    """The keywords ``Armor(repo, **options)`` takes: the fields of :class:`SessionConfig`.
+
+    Kept so every ``Armor(...)`` call written before :class:`SessionConfig`
+    existed still type-checks; ``test_session_config`` checks the two agree.
+    """
+
+    state_dir: str | Path | None
+    fsync: FsyncPolicy
+    effects: Sequence[Effect]
+    retry: RetryPolicy
+    lock_timeout: float
+    max_workers: int
+    max_pending: int
+    memory_events: int
+    memory_bytes: int
+    snapshot_every: int
+    segment_bytes: int
+    git: bool | None
+    docker: bool
+    sandbox: SandboxSpec | None
+    sweep_interval: float | None
+    sweep_grace: float
+    git_author: str
+    checkpoint_policy: CheckpointPolicy | None
+
+
