@@ -71,7 +71,8 @@ class ContainerOperations:
         bus = self.pipeline.bus  # LogClosed before the question of containers, when the session is not open
         if not self.can_exec:
             raise ConfigError(f"cannot run {list(command)!r} in task {task_id!r}: this session runs no containers "
-                              "(open it with Armor(..., docker=True), or start a Docker engine before the service starts)")
+                              "(open it with Armor(..., docker=True), "
+                              "or start a Docker engine before the service starts)")
         payload: dict[str, Any] = {"command": list(command), **options}
         if timeout is not None:
             payload["timeout"] = timeout
@@ -94,7 +95,8 @@ class ContainerOperations:
         finally:
             subscription.dispose()
 
-    def stop_command(self: ContainerSession, task_id: str, reason: str = "stopped by the user", *, request_id: str | None = None) -> bool:
+    def stop_command(self: ContainerSession, task_id: str, reason: str = "stopped by the user", *,
+                     request_id: str | None = None) -> bool:
         """Kill the command running in the task's container now; True if one was running.
 
         Only that command stops (its ``exec`` outcome says why); the task and its
@@ -112,7 +114,8 @@ class ContainerOperations:
         """
         effect = self.docker
         if effect is None:
-            raise ConfigError(f"task {task_id!r} has no container: this session runs none (open it with Armor(..., docker=True))")
+            raise ConfigError(f"task {task_id!r} has no container: this session runs none "
+                              "(open it with Armor(..., docker=True))")
         container = effect.container(validate_task_id(task_id))
         return {"id": container.id, "name": container.name, "workdir": effect.spec_for(task_id).workdir,
                 "docker_host": os.environ.get("DOCKER_HOST")}
@@ -125,7 +128,8 @@ class ContainerOperations:
         validate_task_id(task_id)
         return effect.remove(task_id, lambda kind, payload: self.emit(task_id, kind, payload), reason=reason)
 
-    def sweep(self: ContainerSession, *, now: bool = False, dry_run: bool = False, grace: float | None = None) -> list[SweepDecision]:
+    def sweep(self: ContainerSession, *, now: bool = False, dry_run: bool = False,
+              grace: float | None = None) -> list[SweepDecision]:
         """Sweep orphaned task containers once, as the periodic sweep does (``docker=True``).
 
         ``now`` ignores the grace period; ``dry_run`` removes nothing. The

@@ -32,7 +32,8 @@ class DeadLetterOperations:
         dead, pipeline = self.assembly.dead_letters, self.assembly.pipeline
         letter = dead.get(letter_id)
         if letter.redriven_by is not None:
-            raise ConfigError(f"dead letter {letter_id} was already re-driven; 'armor-rx dead-letters --all' shows its history")
+            raise ConfigError(f"dead letter {letter_id} was already re-driven; "
+                              "'armor-rx dead-letters --all' shows its history")
         pipeline.record(letter.event.caused("deadletter.redriven", {"letter_id": letter_id})).result()
         dead.mark_redriven(letter_id, letter.event.id)
         return pipeline.redrive(letter.event).result(timeout)

@@ -26,7 +26,8 @@ class GitSession(Protocol):
     @property
     def git(self) -> GitWorkspace: ...
 
-    def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
+    def create_task(self, task_id: str, *, base_ref: str = "HEAD",
+                    metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
 
     def task(self, task_id: str) -> TaskRecord: ...
 
@@ -42,14 +43,16 @@ class GitOperations:
         """The task's worktree (exists once the task has started)."""
         return self.git.worktree_path(validate_task_id(task_id))
 
-    def checkpoint(self: GitSession, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
+    def checkpoint(self: GitSession, task_id: str, message: str | None = None, *,
+                   timeout: float | None = None) -> TaskEvent:
         """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint."""
         return self.request(task_id, "checkpoint.requested", {"message": message}).result(timeout)
 
     def checkpoints(self: GitSession, task_id: str) -> list[Checkpoint]:
         return self.git.checkpoints(validate_task_id(task_id))
 
-    def diff(self: GitSession, task_id: str, checkpoint: str | None = None, *, max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
+    def diff(self: GitSession, task_id: str, checkpoint: str | None = None, *,
+             max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
         """What the task changed: its worktree now against its base commit, or against ``checkpoint``.
 
         A read: no checkpoint is made and nothing is logged. Raises
@@ -73,7 +76,8 @@ class GitOperations:
         """
         return self.request(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}).result(timeout)
 
-    def branch_from(self: GitSession, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
+    def branch_from(self: GitSession, source_task: str, checkpoint: str, new_task: str, *,
+                    timeout: float | None = None) -> TaskEvent:
         """Create and start ``new_task`` on a new branch holding ``checkpoint`` of ``source_task``.
 
         An unknown source task or checkpoint is refused before ``new_task`` exists.
@@ -81,9 +85,11 @@ class GitOperations:
         validate_task_id(new_task)
         self.git.checkpoints_store.find(validate_task_id(source_task), checkpoint)  # CheckpointNotFound, nothing made
         self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
-        return self.request(new_task, "task.start.requested", {"source_task": source_task, "from_checkpoint": checkpoint}).result(timeout)
+        payload = {"source_task": source_task, "from_checkpoint": checkpoint}
+        return self.request(new_task, "task.start.requested", payload).result(timeout)
 
-    def remove_worktree(self: GitSession, task_id: str, *, on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
+    def remove_worktree(self: GitSession, task_id: str, *,
+                        on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:
         """Remove the task's worktree; unsaved work is checkpointed first (or refused)."""
         self.git.remove_worktree(validate_task_id(task_id), on_dirty=on_dirty)
 

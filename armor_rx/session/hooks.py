@@ -39,7 +39,8 @@ class HookRegistry:
     and only changes made while it is open are logged.
     """
 
-    def use(self: HookSession, operator: Operator, *, stage: Stage = "before", priority: int = 0, name: str | None = None) -> Hook:
+    def use(self: HookSession, operator: Operator, *, stage: Stage = "before", priority: int = 0,
+            name: str | None = None) -> Hook:
         """Add a reactivex operator as a hook; higher priority runs first.
 
         The operator sees every event of its stage and must pass on what it does
@@ -59,12 +60,14 @@ class HookRegistry:
 
     @overload
     def hook(
-        self: HookSession, point: str, fn: None = None, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+        self: HookSession, point: str, fn: None = None, *, priority: int = 0, name: str | None = None,
+        on_error: ErrorPolicy | None = None, timeout: float | None = None,
     ) -> Callable[[HookFn], HookFn]: ...
 
     @overload
     def hook(
-        self: HookSession, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None, on_error: ErrorPolicy | None = None, timeout: float | None = None
+        self: HookSession, point: str, fn: HookFn, *, priority: int = 0, name: str | None = None,
+        on_error: ErrorPolicy | None = None, timeout: float | None = None,
     ) -> HookFn: ...
 
     def hook(
