@@ -291,6 +291,11 @@ class RemoteArmor:
     def sweep(self, *, now: bool = False, dry_run: bool = False, grace: float | None = None) -> list[Any]:
         return self._send(self._ops.sweep(now, dry_run, grace))
 
+    def image_cache(self, action: str, body: Mapping[str, Any] | None = None) -> Any:
+        """One image-cache operation on the service's engine (``stats``, ``ensure``, ``warm``, ``invalidate``,
+        ``gc``, ``export``, ``import``); see ``docs/service.md``."""
+        return self._send(Call("POST", f"{wire.PREFIX}/images/{action}", lambda d: d, dict(body or {})))
+
     def run(self, task_id: str, command: Sequence[str] | str, *, on_line: Callable[[str, Any], object] | None = None,
             detach: bool = False, **options: Any) -> dict[str, Any]:
         """A task's whole life on the service (create under a free name, start, exec, complete or fail).

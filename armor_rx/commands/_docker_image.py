@@ -57,6 +57,49 @@ def _spec(args: argparse.Namespace) -> Any:
     return ImageSpec(args.name, Path(args.context), dockerfile=args.dockerfile, build_args=build_args, ttl=args.ttl, git_commit=args.git_commit)
 
 
+class _RemoteCache:
+    """The image cache of the state directory's running service, with :class:`ImageCache`'s methods."""
+
+    def __init__(self, remote: Any) -> None:
+        self.remote = remote
+
+    def stats(self) -> dict[str, Any]:
+        found: dict[str, Any] = self.remote.image_cache("stats")
+        self._entries = found.pop("entries", [])
+        return found
+
+    def images(self) -> list[dict[str, Any]]:
+        return list(getattr(self, "_entries", None) or self.remote.image_cache("stats")["entries"])
+
+    def ensure(self, spec: Any) -> Any:
+        from armor_rx.service.images import spec_out
+        from armor_rx.sinks.docker.images import CacheResult
+
+        return CacheResult(**self.remote.image_cache("ensure", {"spec": _absolute(spec_out(spec))}))
+
+    def warm(self, specs: Any) -> list[Any]:
+        from armor_rx.service.images import spec_out
+        from armor_rx.sinks.docker.images import CacheResult
+
+        return [CacheResult(**r) for r in self.remote.image_cache("warm", {"specs": [_absolute(spec_out(s)) for s in specs]})]
+
+    def invalidate(self, *, name: str) -> list[str]:
+        return list(self.remote.image_cache("invalidate", {"name": name}))
+
+    def gc(self, cap: int, *, ttl: float | None = None) -> list[str]:
+        return list(self.remote.image_cache("gc", {"cap_bytes": cap, "ttl": ttl}))
+
+    def export(self, tags: Any, out: str) -> int:
+        return int(self.remote.image_cache("export", {"tags": list(tags), "path": str(Path(out).resolve())})["bytes"])
+
+    def import_(self, path: str) -> list[str]:
+        return list(self.remote.image_cache("import", {"path": str(Path(path).resolve())}))
+
+
+def _absolute(spec: dict[str, Any]) -> dict[str, Any]:
+    return {**spec, "context": str(Path(spec["context"]).resolve())}
+
+
 @contextlib.contextmanager
 def _cache(args: argparse.Namespace) -> Iterator[Any]:
     """The cache on this state directory; its events go to the session's log when the directory is free."""
@@ -68,11 +111,15 @@ def _cache(args: argparse.Namespace) -> Iterator[Any]:
 
     from armor_rx.cli import live_service
 
+    remote = live_service(args)
+    if remote is not None:
+        # The service owns the state directory (and the cache in it): it does the work.
+        with remote:
+            yield _RemoteCache(remote)
+        return
     state = StateDir.resolve(args.state_dir, args.repo)
     engine = Engine.connect()
-    # The cache works on the engine and its own files; its events go to the log through
-    # the state directory's service when one runs, else through a session of our own.
-    armor = live_service(args)
+    armor = None
     if armor is None:
         try:
             armor = Armor(state_dir=state, git=False).open()

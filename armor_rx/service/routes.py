@@ -125,6 +125,7 @@ class Routes:
         self.executor = executor
         self.info = dict(info)
         self.track = track
+        self._cache: Any = None
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
@@ -154,6 +155,7 @@ class Routes:
         r.add_post(f"{p}/dead-letters/{{letter}}/redrive", self.redrive)
         r.add_post(f"{p}/sweep", self.sweep)
         r.add_post(f"{p}/run", self.run)
+        r.add_post(f"{p}/images/{{action}}", self.images)
 
     # -- reads ----------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -261,6 +263,28 @@ class Routes:
         found = await self.call(self.armor.sweep, now=bool(_opt(body, "now", bool, False)), dry_run=bool(_opt(body, "dry_run", bool, False)),
                                 grace=grace)
         return json_response([wire.decision_out(d) for d in found])
+
+    async def images(self, request: web.Request) -> web.Response:
+        from armor_rx.service.images import ACTIONS, run_action
+
+        action = request.match_info["action"]
+        if action not in ACTIONS:
+            raise BadRequest(f"no image action {action!r}; one of: {', '.join(ACTIONS)}")
+        body = await _body(request)
+        return json_response(await self.call(run_action, self._image_cache(), action, body))
+
+    def _image_cache(self) -> Any:
+        effect = self.armor.docker
+        if effect is None:
+            reason = self.info.get("docker_reason") or "the service was started without containers"
+            raise DockerError(f"the image cache needs a Docker engine: {reason}")
+        if self._cache is None:
+            from armor_rx.sinks.docker.images import ImageCache
+
+            armor = self.armor
+            self._cache = ImageCache(effect.engine, armor.state.path, emit=lambda kind, payload: armor.emit(None, kind, payload),
+                                     progress=lambda line: _log.info("image build", line=line))
+        return self._cache
 
     # -- streams --------------------------------------------------------------
     async def events(self, request: web.Request) -> web.StreamResponse:

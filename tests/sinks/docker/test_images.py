@@ -86,11 +86,15 @@ def test_export_import_round_trip(cache, context, tmp_path):
     assert cache.ensure(spec).hit
 
 
-def test_cli_image_verbs(context, tmp_path, engine):
+@pytest.mark.parametrize("through", ["own-session", "service"])
+def test_cli_image_verbs(context, tmp_path, engine, through, monkeypatch):
     import subprocess
     import sys
 
     state = str(tmp_path / "state")
+    if through == "service":  # a service owns the state directory: the verbs go through it
+        monkeypatch.setenv("ARMOR_RX_DOCKER", "1")
+        assert subprocess.run([sys.executable, "-m", "armor_rx", "serve", "--state-dir", state], timeout=120).returncode == 0
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "armor_rx", "image", "--state-dir", state, *args], capture_output=True, text=True, timeout=120)
@@ -99,6 +103,7 @@ def test_cli_image_verbs(context, tmp_path, engine):
     assert "built" in cli("ensure", *spec).stdout
     done = cli("ensure", *spec)
     assert " hit " in done.stdout, done.stderr
+    assert "not logged" not in done.stderr  # with a service, the verbs use it rather than fight it for the state dir
     tag = done.stdout.split()[0]
     assert "hits 1  misses 1  hit rate 50.0%" in cli("stats").stdout
     archive = str(tmp_path / "x.tar")
@@ -107,6 +112,9 @@ def test_cli_image_verbs(context, tmp_path, engine):
     assert cli("import", archive).stdout.strip() == tag
     assert cli("gc", "--cap", "0").stdout.strip() == tag
     assert not engine.client.images.list(name="armor-rx-cache/cachetest")
+    events = subprocess.run([sys.executable, "-m", "armor_rx", "events", "--state-dir", state, "--kind", "image.*"],
+                            capture_output=True, text=True, timeout=60).stdout
+    assert "image." in events  # the cache's events reach the state directory's log either way
 
 
 def test_a_changed_base_image_or_file_mode_is_a_miss(engine, tmp_path, test_image):
