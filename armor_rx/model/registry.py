@@ -98,12 +98,13 @@ class Registry:
             raise ConcurrencyConflict(event.task_id, expected, record.version)
 
     def apply(self, event: TaskEvent) -> None:
-        """Fold one logged event in; raises on a lifecycle violation."""
+        """Fold one logged event in; raises on a lifecycle violation (and then changes nothing, its seq included)."""
+        if event.task_id is not None:
+            self.check(event)
         if event.seq is not None:
             self.seq = max(self.seq, event.seq)
         if event.task_id is None:
             return
-        self.check(event)
         seq = event.seq or self.seq
         if event.kind == "task.created":
             self.tasks[event.task_id] = TaskRecord(

@@ -24,7 +24,7 @@ from reactivex.disposable import Disposable
 from reactivex.scheduler import ThreadPoolScheduler
 from reactivex.subject import Subject
 
-from armor_rx.errors import ArmorError, EffectFailed, LogClosed, Vetoed
+from armor_rx.errors import ArmorError, EffectFailed, LogClosed, TaskNotFound, Vetoed
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE, REQUEST_OUTCOME, State
 from armor_rx.model.registry import Registry, TaskRecord
@@ -169,6 +169,10 @@ class Pipeline:
         :class:`Vetoed` / :class:`EffectFailed`.
         """
         self._ensure_running()
+        if request.task_id is not None:
+            with self._registry_lock:
+                if request.task_id not in self.registry.tasks:
+                    raise TaskNotFound(request.task_id)  # a request for no task is refused, not logged
         outcome = running_future(self._callbacks)
         logged = self._commit_external(request).result()
         self._enqueue(logged, outcome)
@@ -232,6 +236,7 @@ class Pipeline:
 
     # -- commit and publish -----------------------------------------------
     def _apply(self, event: TaskEvent) -> None:
+        # Runs before the write: raising here refuses the event and leaves no trace of it.
         with self._registry_lock:
             self.registry.apply(event)
 

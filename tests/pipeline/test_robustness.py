@@ -219,3 +219,26 @@ def test_no_thread_outlives_the_session(tmp_path):
     leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
     assert not leftover, [t.name for t in leftover]
     assert done
+
+
+def test_a_refused_request_leaves_no_trace_but_its_error(tmp_path):
+    """Refused requests (a task that exists, an illegal transition, an unknown task) log nothing and do not
+    move the registry's seq, so snapshots stay in step with the log and close() writes a usable one."""
+    from armor_rx import Armor
+    from armor_rx.errors import IllegalTransition, TaskExists, TaskNotFound
+
+    state = tmp_path / ".armor"
+    with Armor(state_dir=state) as armor:
+        armor.create_task("t1")
+        before = [e.seq for e in armor.history()]
+        for _ in range(3):
+            with pytest.raises(TaskExists):
+                armor.create_task("t1")
+            with pytest.raises(IllegalTransition):
+                armor.complete("t1")
+            with pytest.raises(TaskNotFound):
+                armor.request("nosuch", "checkpoint.restore.requested", {"checkpoint": "cp-1"})
+        assert [e.seq for e in armor.history()] == before
+        assert armor.snapshot(timeout=2.0) == before[-1]  # would time out if the registry ran ahead of the log
+    with Armor(state_dir=state) as reopened:
+        assert reopened.recovery is not None and reopened.recovery.chosen == "snapshot + log tail", reopened.recovery
