@@ -12,12 +12,12 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
 from armor_rx import __version__
-from armor_rx.errors import ArmorError
+from armor_rx.errors import ArmorError, ConfigError
 from armor_rx.logs import configure_logging
 from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
@@ -26,6 +26,13 @@ from armor_rx.model.registry import Registry
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line (the verb's --help has the rest), like every other armor-rx error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,10 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     add_common(common, suppress=True)
 
-    parser = argparse.ArgumentParser(prog="armor-rx", description="Run AI coding agents safely.")
+    parser = OneLineParser(prog="armor-rx", description="Run AI coding agents safely.")
     parser.add_argument("--version", action="version", version=f"armor-rx {__version__}")
     add_common(parser, suppress=False)
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs: Any = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
     events = verbs.add_parser("events", parents=[common], help="print the event log")
@@ -89,7 +96,12 @@ def _command_modules() -> list[Any]:
 def _state_path(args: argparse.Namespace) -> Path:
     from armor_rx.sinks.statedir import StateDir
 
-    return StateDir.resolve(args.state_dir, args.repo)
+    path = StateDir.resolve(args.state_dir, args.repo)
+    if args.state_dir is not None and not path.is_dir():
+        # Named explicitly: a typo must not read as "no tasks".
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"--state-dir {args.state_dir!r} {what} ({path}); nothing has run there")
+    return path
 
 
 def _read_log(state: Path) -> Any:
@@ -122,7 +134,9 @@ def live_service(args: argparse.Namespace) -> Any:
     from armor_rx.client.sync import RemoteArmor
     from armor_rx.service.paths import ServicePaths
 
-    if probe(ServicePaths.of(_state_path(args))) is None:
+    from armor_rx.sinks.statedir import StateDir
+
+    if probe(ServicePaths.of(StateDir.resolve(args.state_dir, args.repo))) is None:
         return None
     try:
         return RemoteArmor(args.repo, state_dir=args.state_dir, autostart=False)
@@ -153,6 +167,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         validate_task_id(args.task)
     if args.kind is not None:
         kind_matcher(args.kind)
+    _state_path(args)
     remote = live_service(args)
     if remote is not None:
         return _events_from_service(args, remote)
@@ -195,6 +210,7 @@ def _registry(state: Path) -> Registry:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    _state_path(args)  # an explicit --state-dir that is not there is an error, not "no tasks"
     remote = live_service(args)
     if remote is not None:
         with remote:

@@ -15,9 +15,10 @@ def run_cli(*args, cwd=None):
 
 
 def test_tasks_json_on_new_state_dir_is_empty_list(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
     assert main(["tasks", "--json", "--state-dir", str(tmp_path / "nothing")]) == 0
     assert orjson.loads(capsys.readouterr().out) == []
-    assert not (tmp_path / "nothing").exists()
+    assert list((tmp_path / "nothing").iterdir()) == []  # reading made nothing
 
 
 def test_events_and_tasks_read_the_state_dir(tmp_path, capsys):
@@ -123,3 +124,28 @@ def test_corrupt_log_tail_is_reported_not_a_traceback(tmp_path):
         assert [t.task_id for t in armor.tasks()] == ["t1"]
         armor.create_task("t2")
     assert os.path.getsize(segment) > 0
+
+
+@pytest.mark.parametrize("args", [["run", "--task", "-b", "--repo", ".", "--", "true"], ["nosuchverb"], ["tasks", "--bogus"],
+                                  ["image", "frobnicate"]])
+def test_usage_errors_are_one_line(args):
+    done = run_cli(*args)
+    code, out, err = done.returncode, done.stdout, done.stderr
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("armor-rx") and "--help" in lines[0], err
+
+
+@pytest.mark.parametrize("verb", ["tasks", "events"])
+def test_a_named_state_dir_that_is_not_there_is_an_error_not_no_tasks(tmp_path, verb):
+    done = run_cli(verb, "--state-dir", str(tmp_path / "typo"))
+    assert done.returncode != 0 and "does not exist" in done.stderr and "no tasks" not in done.stdout
+    (tmp_path / "file").write_text("x")
+    done = run_cli(verb, "--state-dir", str(tmp_path / "file"))
+    assert done.returncode != 0 and "is not a directory" in done.stderr
+
+
+def test_options_after_an_image_action_are_accepted(tmp_path):
+    done = run_cli("image", "stats", "--state-dir", str(tmp_path / "s"), "--json")
+    assert "unrecognized arguments" not in done.stderr  # it may still fail for want of a Docker engine, in one line
+    assert done.returncode == 0 or len(done.stderr.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     actions = image.add_subparsers(dest="image_action", metavar="ACTION")
     actions.required = True
 
-    stats = actions.add_parser("stats", help="hit/miss counters and cached images")
+    stats = actions.add_parser("stats", parents=[common], help="hit/miss counters and cached images")
     stats.add_argument("--json", action="store_true")
 
     def spec_options(p: argparse.ArgumentParser) -> None:
@@ -30,17 +30,17 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
         p.add_argument("--ttl", type=float, metavar="SECONDS", help="rebuild when older than this")
         p.add_argument("--git-commit", action="store_true", help="rebuild on every new commit of the context's repository")
 
-    spec_options(actions.add_parser("ensure", help="build the image or reuse the cached one; prints its tag"))
-    spec_options(actions.add_parser("invalidate", help="drop every cached build of an image name"))
-    warm = actions.add_parser("warm", help="ensure every image listed in a JSON file ahead of time")
+    spec_options(actions.add_parser("ensure", parents=[common], help="build the image or reuse the cached one; prints its tag"))
+    spec_options(actions.add_parser("invalidate", parents=[common], help="drop every cached build of an image name"))
+    warm = actions.add_parser("warm", parents=[common], help="ensure every image listed in a JSON file ahead of time")
     warm.add_argument("file", metavar="SPECS.json", help='a list of {"name", "context", "dockerfile"?, "build_args"?, "ttl"?}')
-    gc = actions.add_parser("gc", help="remove least recently used cached images down to a storage cap")
+    gc = actions.add_parser("gc", parents=[common], help="remove least recently used cached images down to a storage cap")
     gc.add_argument("--cap", required=True, metavar="SIZE", help="e.g. 5g")
     gc.add_argument("--ttl", type=float, metavar="SECONDS", help="also remove images built longer ago than this")
-    export = actions.add_parser("export", help="save images to a tar file (docker save) for an air-gapped machine")
+    export = actions.add_parser("export", parents=[common], help="save images to a tar file (docker save) for an air-gapped machine")
     export.add_argument("--out", required=True, metavar="FILE")
     export.add_argument("tags", nargs="+", metavar="TAG")
-    load = actions.add_parser("import", help="load images from a tar file made by 'image export'")
+    load = actions.add_parser("import", parents=[common], help="load images from a tar file made by 'image export'")
     load.add_argument("file", metavar="FILE")
     return {"image": cmd_image}
 

@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             elif payload.get("reason") == "oom":
                 print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
 
+    ended_by = _end_on_signals()
     with connect(repo, state_dir=args.state_dir) as armor:
         try:
             result = armor.run(task, command, on_line=on_line, detach=args.detach, image=args.image,
@@ -103,23 +104,38 @@ def cmd_run(args: argparse.Namespace) -> int:
             else:
                 print(f"armor-rx: interrupted; task {name} is interrupted (its worktree is kept; 'armor-rx resume {name}' continues it)",
                       file=sys.stderr)
-            return 130
+            return 128 + ended_by.get("signal", signal.SIGINT)
     return int(result["exit_code"])
+
+
+def _end_on_signals() -> dict[str, int]:
+    """SIGTERM and SIGHUP (a closed terminal) end the command as Ctrl-C does: its task is interrupted
+    and its container removed, within a bound, before the process exits."""
+    ended_by: dict[str, int] = {}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        ended_by["signal"] = signum
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    return ended_by
 
 
 def _wait_interrupted(armor: Any, task: str, timeout: float = 60.0) -> None:
     """Wait until the service has interrupted the task (so what we print is already true)."""
     import time
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
-    try:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:  # a second Ctrl-C (or SIGTERM) must not cut this short
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if armor.task(task).state.value not in ("pending", "starting", "running"):
                 return
             time.sleep(0.1)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

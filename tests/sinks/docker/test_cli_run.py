@@ -216,3 +216,20 @@ def test_gc_leaves_the_containers_of_a_state_directory_a_live_session_holds(repo
     finally:
         for container in _labelled(engine, "held"):
             container.remove(force=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_a_closed_terminal_interrupts_the_run(repo, test_image, engine, sig):
+    proc = _spawn("run", "--repo", str(repo), "--task", "ended", "--image", test_image, "--", "sleep", "120")
+    try:
+        _wait_started(repo, "ended")
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err
+    assert "is interrupted" in err
+    kinds = [e["kind"] for e in _events(repo, "ended")]
+    assert "task.interrupted" in kinds and "container.removed" in kinds, kinds  # already true when it exited
+    assert not _labelled(engine, "ended")
