@@ -315,12 +315,17 @@ class Routes:
         return await stream(request, lines(), on_gone=feed.close)
 
     async def _exec_lines(self, task: str, command: list[str] | str, options: Mapping[str, Any],
-                          started: asyncio.Future[tuple[TaskEvent, asyncio.Future[TaskEvent]]]) -> AsyncIterator[bytes]:
-        """The output of one exec, then ``{"outcome": ...}``; ``started`` gets its request event and outcome."""
+                          handle: dict[str, TaskEvent]) -> AsyncIterator[bytes]:
+        """The output of one exec, then ``{"outcome": ...}``.
+
+        ``handle["request"]`` is the request event from just before it is submitted, so a
+        client that goes away at any moment after that can have it stopped (or never started).
+        """
         payload = {"command": command if isinstance(command, list) else ["sh", "-c", command], **options}
         if not self.armor.can_exec:
             await self.call(self.armor.exec, task, payload["command"])  # raises the session's own error
         request_event = TaskEvent.new("exec.requested", task, payload)
+        handle["request"] = request_event
         feed = EventFeed(self.armor, kind="exec.output", task_id=task, where=lambda e: e.causation_id == request_event.id,
                          max_behind=None, read=lambda fn: self.call(fn))
         try:
@@ -330,7 +335,6 @@ class Routes:
             raise
         loop = asyncio.get_running_loop()
         done = asyncio.wrap_future(future)
-        started.set_result((request_event, done))
 
         def finished(_f: Any) -> None:
             seq = done.result().seq if not done.exception() else self.armor.pipeline.bus.published_seq
@@ -354,20 +358,18 @@ class Routes:
         command = _command(body)
         options = _exec_options(body)
         await self.call(self.armor.task, task)  # an unknown task is an error response, not a stream
-        started: asyncio.Future[tuple[TaskEvent, asyncio.Future[TaskEvent]]] = asyncio.get_running_loop().create_future()
-        lines = self._exec_lines(task, command, options, started)
+        handle: dict[str, TaskEvent] = {}
+        lines = self._exec_lines(task, command, options, handle)
 
         def gone() -> None:
-            # Ctrl-C in the client: stop this command only (once it runs, if it is still queued).
-            if started.done():
-                request_event, done = started.result()
-                self.track(asyncio.ensure_future(self._stop_when_running(task, request_event.id, done)))
+            # Ctrl-C in the client: stop this command only (or, if it is still queued, it never starts).
+            if "request" in handle:
+                self.track(asyncio.ensure_future(self._stop_command(task, handle["request"].id)))
 
         return await stream(request, lines, on_gone=gone)
 
-    async def _stop_when_running(self, task: str, request_id: str, done: asyncio.Future[TaskEvent]) -> None:
-        """Stop one exec request's command: now if it runs, or as soon as it starts if it is still queued."""
-        # The session stops it if it runs, or marks it so it never starts if it is queued.
+    async def _stop_command(self, task: str, request_id: str) -> None:
+        """Stop one exec request's command: the session kills it if it runs, or marks it so it never starts."""
         await self.call(self.armor.stop_command, task, "the client went away (Ctrl-C)", request_id=request_id)
 
     async def run(self, request: web.Request) -> web.StreamResponse:
@@ -391,10 +393,10 @@ class Routes:
                 await self.outcome(lambda: self.armor.request(task, "task.start.requested", start))
                 if state.get("gone") and not detach:
                     return  # the client went away while the container was made: no command runs
-                started: asyncio.Future[tuple[TaskEvent, asyncio.Future[TaskEvent]]] = asyncio.get_running_loop().create_future()
-                state["started"] = started
+                handle: dict[str, TaskEvent] = {}
+                state["handle"] = handle
                 outcome = None
-                async for line in self._exec_lines(task, command, options, started):
+                async for line in self._exec_lines(task, command, options, handle):
                     if line.startswith(b'{"outcome"'):
                         outcome = orjson.loads(line)["outcome"]
                     await queue.put(line)
@@ -447,10 +449,9 @@ class Routes:
 
         drainer = asyncio.ensure_future(drain())
         task = state.get("task")
-        started = state.get("started")
-        if task is not None and started is not None and started.done():
-            request_event, done = started.result()
-            await self._stop_when_running(task, request_event.id, done)
+        handle = state.get("handle") or {}
+        if task is not None and "request" in handle:
+            await self._stop_command(task, handle["request"].id)
         await worker
         await drainer
         if task is None:
@@ -520,7 +521,7 @@ async def stream(request: web.Request, lines: AsyncIterator[bytes], *, on_gone: 
             if getter is None:
                 getter = asyncio.ensure_future(queue.get())
             # One waiting get for many lines; the timeout only re-checks the connection.
-            done, _ = await asyncio.wait({getter}, timeout=0.25)
+            done, _ = await asyncio.wait({getter}, timeout=0.1)
             if not done:
                 continue
             batch = [getter.result()]

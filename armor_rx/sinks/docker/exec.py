@@ -80,8 +80,19 @@ def _container_pids(container_id: str) -> set[int]:
     return found
 
 
+def _kill_all(pids: list[int]) -> None:
+    """Stop every one of ``pids``, then kill them: killed one by one, a shell whose child died
+    first would run its next command (``sleep 9; touch x`` would touch x) before its own kill."""
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+
 def _kill_tree(root: int) -> None:
-    """SIGKILL ``root`` and its descendants, found through the host's /proc."""
+    """SIGKILL ``root`` and its descendants, found through the host's /proc (parents first)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -92,18 +103,13 @@ def _kill_tree(root: int) -> None:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    todo, seen = [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo.extend(children.get(pid, []))
-    for pid in seen:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    order, seen = [root], {root}
+    for pid in order:  # breadth first: a parent is stopped before its children
+        for child in children.get(pid, []):
+            if child not in seen:
+                seen.add(child)
+                order.append(child)
+    _kill_all(order)
 
 
 class ExecRun:
@@ -155,39 +161,42 @@ class ExecRun:
     def _terminate(self) -> None:
         if self._before is None:
             return  # not started: run() sees the flag and does not start it
-        pid = 0
-        if self.exec_id is not None:
-            try:
-                pid = int(self.engine.api.exec_inspect(self.exec_id).get("Pid") or 0)
-            except docker.errors.APIError:
-                pid = 0
-        local = self._before is not None and (bool(self._before) or (pid > 0 and _in_container(pid, self.container.id)))
-        if local:
-            if pid > 0:
-                _kill_tree(pid)
-            for stray in _container_pids(self.container.id) - (self._before or set()):
-                try:
-                    os.kill(stray, signal.SIGKILL)
-                except OSError:
-                    pass
-        else:  # a remote or VM engine: the only way to stop an exec is to stop its container
-            try:
-                self.container.kill()
-            except docker.errors.APIError:
-                pass
-
-    def _terminate_started(self) -> None:
-        """A kill that came while the command was starting: kill it once its process shows up."""
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
+        if self.exec_id is None:
+            self._kill_pass(0)  # being created: run() kills it again once it is started
+            return
+        # A command just started may have no process yet, or be forking its first child:
+        # kill, then look again until the exec has really ended (bounded), so it cannot
+        # run on to its end after it was stopped.
+        deadline = time.monotonic() + 3.0
+        while True:
             try:
                 info = self.engine.api.exec_inspect(self.exec_id)
             except docker.errors.APIError:
                 return
-            if info.get("Pid") or not info.get("Running", True):
-                break
+            pid = int(info.get("Pid") or 0)
+            if pid > 0 and not info.get("Running", True):
+                return
+            if pid > 0 or time.monotonic() > deadline:
+                if not self._kill_pass(pid) or time.monotonic() > deadline:
+                    return
             time.sleep(0.01)
-        self._terminate()
+
+    def _kill_pass(self, pid: int) -> bool:
+        """SIGKILL the exec's process tree and whatever else started in the container since it began.
+
+        Returns False on a remote or VM engine, where the container itself is killed instead.
+        """
+        local = self._before is not None and (bool(self._before) or (pid > 0 and _in_container(pid, self.container.id)))
+        if not local:  # a remote or VM engine: the only way to stop an exec is to stop its container
+            try:
+                self.container.kill()
+            except docker.errors.APIError:
+                pass
+            return False
+        if pid > 0:
+            _kill_tree(pid)
+        _kill_all(sorted(_container_pids(self.container.id) - (self._before or set())))
+        return True
 
     def _frames(self, stream: Iterator[tuple[bytes | None, bytes | None]]) -> Iterator[tuple[str, bytes]]:
         for out, err in stream:
@@ -214,7 +223,7 @@ class ExecRun:
             self.exec_id = api.exec_create(self.container.id, self.command, **kwargs)["Id"]
             stream = api.exec_start(self.exec_id, stream=True, demux=True)
             if self._killed is not None:
-                self._terminate_started()
+                self._terminate()  # a kill that came while it was being started
         except docker.errors.APIError as exc:
             why = str(exc.explanation or exc)
             if exc.status_code == 409 or "is not running" in why:

@@ -43,7 +43,8 @@ def _events(repo, task=None):
 
 
 def _labelled(engine, task):
-    return engine.client.containers.list(all=True, filters={"label": f"armor.task={task}"})
+    # sparse: no inspect per container, which races with a removal in progress (NotFound).
+    return engine.client.containers.list(all=True, sparse=True, filters={"label": f"armor.task={task}"})
 
 
 def _wait_started(repo, task, timeout=60.0):
