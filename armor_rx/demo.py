@@ -122,7 +122,11 @@ def run_demo(*, state_dir: str | None = None, keep: bool = False) -> int:
                 print(f"  {task.task_id:<14} {task.state.value:<10} {task.reason or ''}")
         merged = (repo / "NOTES.md").exists() or "NOTES.md" in _files_on_main(repo)
         print(f"\nNOTES.md merged into the sample repository's branch: {merged}")
-        print(f"the whole story is in the log: armor-rx events --state-dir {state}")
+        if keep or not Path(state).resolve().is_relative_to(Path(root).resolve()):
+            print(f"the whole story is in the log: armor-rx events --state-dir {state}")
+        else:  # the sample repository (and its log) is deleted next: name nothing that will not be there
+            print("the whole story was in the log; 'armor-rx demo --keep' keeps the sample repository and its log "
+                  "to read with 'armor-rx events'")
         return 0
     finally:
         if keep:

@@ -109,6 +109,10 @@ def test_demo_runs_end_to_end():
     if os.environ.get("DOCKER_HOST"):  # scripts/test.sh starts a daemon: the container part runs too
         assert "container.started" in out and "hello from agent in /workspace" in out
     assert "Traceback" not in proc.stderr
+    # The closing hint never names a directory the demo then deletes.
+    closing = out.strip().splitlines()[-2:]
+    named = [word for line in closing for word in line.split() if word.startswith("/tmp/armor-demo-")]
+    assert all(os.path.exists(path) for path in named), named
 
 
 def test_corrupt_log_tail_is_reported_not_a_traceback(tmp_path):
