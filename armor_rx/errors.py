@@ -110,7 +110,28 @@ class EffectFailed(ArmorError):
         self.kind = kind
         self.cause = cause
         self.attempts = attempts
-        super().__init__(f"effect for {kind!r} failed after {attempts} attempt(s): {cause}")
+        super().__init__(f"effect for {kind!r} failed after {attempts} attempt(s): {readable(cause)}")
+
+
+def readable(error: object) -> str:
+    """One line a person can read, also for exceptions whose ``str()`` is a raw tuple.
+
+    The docker SDK (through requests) and dulwich raise errors such as
+    ``ConnectionError(ProtocolError('Connection aborted.', FileNotFoundError(2, ...)))``
+    whose text is ``('Connection aborted.', FileNotFoundError(2, 'No such file or directory'))``.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (f" ({error.filename})" if error.filename else "")
+    if not isinstance(error, BaseException):
+        return str(error)
+    if type(error).__name__ == "FileLocked" and len(error.args) == 2:
+        return f"{error.args[0]} is locked ({error.args[1]} exists); if no git or armor_rx process is running, remove it"
+    if len(error.args) == 1 and isinstance(error.args[0], BaseException):
+        return readable(error.args[0])
+    if len(error.args) > 1 and str(error).startswith("("):
+        return ": ".join(readable(arg).rstrip(".") for arg in error.args)
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class LogError(ArmorError):
