@@ -181,6 +181,15 @@ def image(test_image, monkeypatch):
     return test_image
 
 
+def _remove_quietly(container):
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass  # already going: the service removes it too
+
+
 def _exec_and_hang_up(sock_path, task, command, hang_up_after):
     """POST an exec over a raw socket, read a little, then close the connection (a Ctrl-C'd client)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -231,7 +240,7 @@ def test_a_container_made_by_a_killed_service_does_not_outlive_its_task(repo, im
             starter = subprocess.Popen([sys.executable, "-m", "armor_rx", "start", task, "--repo", str(repo)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # Kill the service as soon as the task's container exists (before it is recorded if we are quick).
-            _wait(lambda: engine.client.containers.list(all=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]}),
+            _wait(lambda: engine.client.containers.list(all=True, sparse=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]}),
                   timeout=60, what="the container")
             kill_service(repo / ".armor")
             starter.wait(30)
@@ -242,7 +251,7 @@ def test_a_container_made_by_a_killed_service_does_not_outlive_its_task(repo, im
                 remote.resume(task)
                 remote.cancel(task)
             time.sleep(1)
-            left = [c for c in engine.client.containers.list(all=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]})
+            left = [c for c in engine.client.containers.list(all=True, sparse=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]})
                     if c.status == "running"]
             leaked += [c.name for c in left]
             if leaked:
@@ -251,8 +260,8 @@ def test_a_container_made_by_a_killed_service_does_not_outlive_its_task(repo, im
     finally:
         _stop(repo)
         state = str((repo / ".armor").resolve())
-        for c in engine.client.containers.list(all=True, filters={"label": f"armor.state={state}"}):
-            c.remove(force=True)
+        for c in engine.client.containers.list(all=True, sparse=True, filters={"label": f"armor.state={state}"}):
+            _remove_quietly(c)
 
 
 @pytest.mark.docker
@@ -277,5 +286,5 @@ def test_kill_9_at_random_points_keeps_the_log_gapless_and_git_clean(repo, image
             assert not [t for t in remote.tasks() if t.state.value in ("starting", "completing", "failing", "resuming")]
     finally:
         _stop(repo)
-        for c in engine.client.containers.list(all=True, filters={"label": f"armor.state={state}"}):
-            c.remove(force=True)
+        for c in engine.client.containers.list(all=True, sparse=True, filters={"label": f"armor.state={state}"}):
+            _remove_quietly(c)
