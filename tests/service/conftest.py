@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from tests.conftest import run_git
 
 
 def armor_cli(*args, env=None, timeout=120, **kwargs):
@@ -45,15 +44,28 @@ def no_docker(monkeypatch):
     monkeypatch.setenv("ARMOR_RX_DOCKER", "0")
 
 
-@pytest.fixture
-def repo(tmp_path):
-    path = tmp_path / "repo"
-    path.mkdir()
-    run_git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("hello\n")
-    run_git(path, "add", "-A")
-    run_git(path, "commit", "-qm", "initial")
-    return path
+def wait_for(predicate, timeout=60.0, what="condition"):
+    """The predicate's first truthy value; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_ended(pid, what, timeout=10.0):
+    """Wait until process ``pid`` has ended (a zombie counts: its starter may not have reaped it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} (pid {pid}) is still running")
 
 
 class _Blocking:

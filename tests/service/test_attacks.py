@@ -14,7 +14,7 @@ import time
 import orjson
 import pytest
 
-from tests.service.conftest import armor_cli, kill_service, service_info
+from tests.service.conftest import armor_cli, kill_service, service_info, wait_for
 
 
 def _events(repo):
@@ -26,14 +26,6 @@ def _stop(repo):
         armor_cli("serve", "--stop", "--repo", repo)
 
 
-def _wait(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- 1. the service's repository is whoever auto-started it ------------------------------------
@@ -113,7 +105,7 @@ def test_half_open_connections_do_not_lock_out_other_clients(repo):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=low_fd_limit)
     held = []
     try:
-        _wait(lambda: service_info(repo / ".armor"), what="the service")
+        wait_for(lambda: service_info(repo / ".armor"), what="the service")
         sock = str(repo / ".armor" / "run" / "armor.sock")
         for _ in range(300):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -216,7 +208,7 @@ def test_a_queued_exec_whose_client_left_never_runs_to_completion(repo, image):
                 for n in range(6):
                     _exec_and_hang_up(sock, "t1", ["sh", "-c", f"sleep 1; touch /tmp/left-{round_}-{n}"], 0.3)
                 first.join(60)
-                _wait(lambda: len([e for e in remote.history(task_id="t1", kind="exec.done")]) >= 7 * (round_ + 1), timeout=90,
+                wait_for(lambda: len([e for e in remote.history(task_id="t1", kind="exec.done")]) >= 7 * (round_ + 1), timeout=90,
                       what="every exec to end")
             listing = []
             remote.exec("t1", ["sh", "-c", "ls /tmp"], on_output=listing.append)
@@ -240,7 +232,7 @@ def test_a_container_made_by_a_killed_service_does_not_outlive_its_task(repo, im
             starter = subprocess.Popen([sys.executable, "-m", "armor_rx", "start", task, "--repo", str(repo)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             # Kill the service as soon as the task's container exists (before it is recorded if we are quick).
-            _wait(lambda: engine.client.containers.list(all=True, sparse=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]}),
+            wait_for(lambda: engine.client.containers.list(all=True, sparse=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]}),
                   timeout=60, what="the container")
             kill_service(repo / ".armor")
             starter.wait(30)

@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from tests.service.conftest import armor_cli, kill_service, service_info
+from tests.service.conftest import armor_cli, kill_service, wait_for
 
 pytestmark = [pytest.mark.docker]
 
@@ -27,14 +27,6 @@ def _spawn(*args):
     return subprocess.Popen([sys.executable, "-m", "armor_rx", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _events(repo, task=None):
@@ -51,7 +43,7 @@ def test_twenty_runs_at_once_on_one_repository(repo, image, engine, git):
             runs.append((n, _spawn("run", "--repo", repo, "--task", name, "--image", image, "--",
                                    "sh", "-c", f"echo run-{n}; sleep 1; exit {n % 4}")))
         # While they run: the task list answers, through the same service.
-        listed = _wait(lambda: [t for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout or b"[]")],
+        listed = wait_for(lambda: [t for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout or b"[]")],
                        what="tasks while the runs work")
         assert listed
         results = {}
@@ -111,7 +103,7 @@ def test_ctrl_c_in_exec_stops_that_command_only(repo, image):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and "Traceback" not in err, err
     with armor_rx.connect(repo) as remote:
-        exited = _wait(lambda: [e for e in remote.history(task_id="t1", kind="exec.done")], what="the exec outcome")
+        exited = wait_for(lambda: [e for e in remote.history(task_id="t1", kind="exec.done")], what="the exec outcome")
         assert exited[-1].payload["exit_code"] != 0
         assert remote.task("t1").state.value == "running"  # the task goes on
         lines = []
@@ -206,7 +198,7 @@ def test_a_detached_run_goes_on_when_its_terminal_goes_away(repo, image, engine)
     assert proc.stdout.readline() == "started\n"
     proc.kill()  # the terminal is gone
     proc.communicate(timeout=30)
-    state = _wait(lambda: next((t["state"] for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout)
+    state = wait_for(lambda: next((t["state"] for t in orjson.loads(armor_cli("tasks", "--repo", repo, "--json").stdout)
                                 if t["task_id"] == "bg" and t["state"] in ("completed", "failed", "interrupted")), None),
                   what="the detached task to finish")
     assert state == "completed"

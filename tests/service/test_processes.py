@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.service.conftest import armor_cli, kill_service, service_info
+from tests.service.conftest import armor_cli, kill_service, service_info, wait_ended
 
 pytestmark = pytest.mark.usefixtures("no_docker")
 
@@ -105,15 +105,7 @@ def test_idle_service_exits(repo):
     while time.monotonic() < deadline and service_info(repo / ".armor") is not None:
         time.sleep(0.2)
     assert service_info(repo / ".armor") is None
-    for _ in range(50):  # the process has ended (a zombie until this test process, its starter, reaps it)
-        try:
-            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        except FileNotFoundError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"the idle service (pid {pid}) is still running")
+    wait_ended(pid, "the idle service")
     # The next client starts a new one, transparently.
     with armor_rx.connect(repo) as remote:
         assert remote.task("t1").task_id == "t1"
@@ -186,15 +178,7 @@ def test_a_service_whose_socket_is_gone_exits(repo):
         remote.start("t1")  # an active task would otherwise keep it forever
         pid = remote.info["pid"]
         remote.paths.socket.unlink()
-    for _ in range(100):
-        try:
-            if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
-                break
-        except FileNotFoundError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("a service no client can reach is still running")
+    wait_ended(pid, "a service no client can reach")
     with armor_rx.connect(repo) as remote:  # the next client gets a new one, with everything
         assert remote.task("t1").state.value == "running" and remote.info["pid"] != pid
 
