@@ -53,7 +53,13 @@ def test_twenty_runs_at_once_on_one_repository(repo, image, engine, git):
     finally:
         time.sleep(1)
         follower.send_signal(signal.SIGINT)
-        followed, _ = follower.communicate(timeout=30)
+        try:
+            followed, _ = follower.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # What it printed is what this test checks. Once, in a loaded CI run, the follower took
+            # over 30 s to stop on SIGINT: noted in the closing note, not investigated yet.
+            follower.kill()
+            followed, _ = follower.communicate(timeout=30)
     for n, (code, out, err) in results.items():
         assert code == n % 4, (n, code, err)
         assert out == f"run-{n}\n", (n, out, err)
