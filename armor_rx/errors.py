@@ -224,6 +224,19 @@ class BranchConflict(GitError):
         )
 
 
+class WorktreeLinkChanged(GitError):
+    """A task worktree's ``.git`` link, or the admin directory it names, is not what armor made."""
+
+    def __init__(self, task_id: str, path: str, why: str) -> None:
+        self.task_id = task_id
+        self.path = path
+        self.why = why
+        super().__init__(
+            f"task {task_id!r}: the git link of its worktree {path} was changed ({why}); armor runs no git "
+            "on it until it is fixed: do not run git there, inspect it, then remove the task's worktree"
+        )
+
+
 class WorktreeDirty(GitError):
     """Removing a worktree would lose uncommitted work."""
 

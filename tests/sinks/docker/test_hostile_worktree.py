@@ -1,0 +1,254 @@
+"""The worktree is hostile ground (issues 13 and 14): what an agent tries from inside its container.
+
+Every test runs a real container on the private dockerd with an image that has
+git, and checks the host side with the real git CLI. The vectors are listed in
+docs/security.md with these test names.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from armor_rx import Armor
+from armor_rx.errors import ArmorError, ConfigError
+from armor_rx.sinks.docker import AGENT_UID, SandboxSpec
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("cleanup_containers")]
+
+# An fsmonitor "hook" that leaves a marker wherever it runs: the proof that it ran.
+FSMONITOR = "touch {marker}; false"
+
+
+@pytest.fixture
+def spec(git_image):
+    return SandboxSpec(image=git_image, pids_limit=64, mem_limit=128 * 1024 * 1024, wall_clock=300)
+
+
+@pytest.fixture
+def session(repo, spec):
+    with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
+        yield armor
+
+
+def run(armor, task, script, **options):
+    """Run ``script`` with sh in the task's container; (exit code, output)."""
+    out: list[str] = []
+    done = armor.exec(task, ["sh", "-c", script], on_output=lambda e: out.append(e.payload["data"]), **options)
+    return done.payload["exit_code"], "".join(out)
+
+
+def host_git(path, *args, env=None):
+    """The real git CLI on the host, as a person would run it (no armor sanitising)."""
+    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def started(armor, task):
+    armor.create_task(task)
+    armor.start(task)
+    return next(iter(armor.history(kind="container.started", task_id=task))).payload["settings"]
+
+
+def test_the_agent_cannot_rewrite_or_replace_its_git_link(session, repo, tmp_path):
+    armor = session
+    started(armor, "link")
+    worktree = armor.worktree("link")
+    link_before = (worktree / ".git").read_bytes()
+    marker = tmp_path / "fsmonitor-ran"
+    # The escape of issue 13: a git dir of the agent's own, with a command in its config.
+    code, out = run(armor, "link", f"""
+        mkdir -p evil/refs evil/objects && echo 'ref: refs/heads/main' > evil/HEAD
+        printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfsmonitor = {FSMONITOR.format(marker=marker)}\\n' > evil/config
+        echo "gitdir: /workspace/evil" > .git; echo "write=$?"
+        rm -f .git; echo "rm=$?"
+        mv .git moved; echo "mv-away=$?"
+        mv evil .git; echo "mv-over=$?"
+        ln -sf evil .git; echo "ln=$?"
+    """)
+    for step in ("write", "rm", "mv-away", "mv-over", "ln"):
+        assert f"{step}=0" not in out, out
+    assert "Read-only file system" in out and "busy" in out  # EROFS to write it, EBUSY to replace it
+    assert (worktree / ".git").read_bytes() == link_before
+    # Every host-side path a person or armor takes afterwards runs nothing of the agent's.
+    for where in (worktree, worktree / "evil"):
+        host_git(where, "status")
+    assert host_git(repo, "worktree", "list").returncode == 0
+    assert host_git(repo, "status").returncode == 0
+    armor.checkpoint("link")
+    armor.complete("link", merge="ff")
+    assert not marker.exists()
+    assert host_git(repo, "fsck", "--strict").returncode == 0
+
+
+def test_a_link_planted_by_other_means_is_refused_before_any_host_side_operation(session, repo, tmp_path):
+    armor = session
+    started(armor, "planted")
+    worktree = armor.worktree("planted")
+    cp = armor.checkpoint("planted").payload["checkpoint"]
+    marker = tmp_path / "fsmonitor-ran"
+    evil = worktree / "evil"
+    subprocess.run(["git", "init", "-q", str(evil)], check=True)
+    subprocess.run(["git", "-C", str(evil), "config", "core.fsmonitor", FSMONITOR.format(marker=marker)], check=True)
+    (worktree / ".git").write_text(f"gitdir: {evil}/.git\n")  # as if written from outside the sandbox
+    for attempt in (lambda: armor.checkpoint("planted"), lambda: armor.rollback("planted", cp),
+                    lambda: armor.complete("planted", merge="ff")):
+        with pytest.raises(ArmorError) as info:
+            attempt()
+        assert "git link" in str(info.value) and "points at" in str(info.value)
+    changed = list(armor.history(kind="git.link.changed", task_id="planted"))
+    assert [e.payload["request"] for e in changed] == [
+        "checkpoint.requested", "checkpoint.restore.requested", "task.complete.requested"]
+    assert all(str(evil) in e.payload["why"] for e in changed)
+    assert not marker.exists()  # armor ran no git there, dulwich or otherwise
+    assert "task/planted" not in host_git(repo, "log", "--oneline", "main").stdout
+
+
+def test_the_worktree_mount_is_nosuid_nodev_and_no_setuid_root_binary_can_be_made(session, repo):
+    armor = session
+    settings = started(armor, "suid")
+    assert settings["worktree_mount"] == "nosuid,nodev", settings["degraded"]
+    worktree = armor.worktree("suid")
+    code, out = run(armor, "suid", """
+        grep ' /workspace ' /proc/self/mountinfo
+        cp /bin/busybox ./tool && chmod 4755 ./tool && echo chmod-ok
+        chown 0:0 ./tool 2>/dev/null; echo "chown=$?"
+        mknod ./dev c 1 3 2>/dev/null; echo "mknod=$?"
+        echo "uid=$(id -u)"
+    """)
+    mountinfo = next(line for line in out.splitlines() if " /workspace " in line).split()
+    assert {"nosuid", "nodev"} <= set(mountinfo[5].split(",")), out
+    assert "chown=0" not in out and "mknod=0" not in out
+    assert f"uid={AGENT_UID}" in out
+    tool = os.lstat(worktree / "tool")
+    assert tool.st_uid == AGENT_UID  # set-uid, if at all, to the agent's own unprivileged uid, never to root
+    assert not (worktree / "dev").exists()
+    # A setuid-root program put there some other way does not run as root inside ...
+    planted = worktree / "id"  # busybox runs the applet its name says
+    planted.write_bytes(Path("/bin/busybox").read_bytes())
+    os.chown(planted, 0, 0)
+    os.chmod(planted, 0o4755)
+    code, out = run(armor, "suid", "./id -u")
+    assert out.strip() == str(AGENT_UID), out
+    # ... and the next share of the worktree (every restore does one) takes its set-id bit away.
+    cp = armor.checkpoint("suid").payload["checkpoint"]
+    armor.rollback("suid", cp)
+    assert not os.lstat(planted).st_mode & 0o6000
+
+
+def test_container_started_says_which_uid_and_gid_the_agent_runs_as(session):
+    armor = session
+    settings = started(armor, "who")
+    shared = os.getegid() or 61000
+    assert (settings["uid"], settings["gid"], settings["root"]) == (AGENT_UID, shared, False)
+    assert settings["user"] == f"{AGENT_UID}:{shared}"
+    code, out = run(armor, "who", "id -u; id -g")
+    assert out.split() == [str(AGENT_UID), str(shared)]
+
+
+def test_root_only_on_an_explicit_opt_in(repo, spec):
+    with Armor(repo, docker=True, sandbox=spec.with_overrides({"user": "root"}), sweep_interval=None) as armor:
+        armor.create_task("nope")
+        with pytest.raises(ArmorError) as info:
+            armor.start("nope")
+        assert "allow_root" in str(info.value)
+    with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
+        started(armor, "plain")
+        with pytest.raises(ArmorError) as info:
+            armor.exec("plain", ["id", "-u"], user="root")
+        assert "allow_root" in str(info.value)
+    rooted = spec.with_overrides({"user": "root", "allow_root": True})
+    with Armor(repo, docker=True, sandbox=rooted, sweep_interval=None) as armor:
+        settings = started(armor, "rooted")
+        assert settings["root"] is True and any("allow_root" in n for n in settings["notes"])
+        assert run(armor, "rooted", "id -u")[1].strip() == "0"
+
+
+def test_files_restored_by_a_rollback_are_writable_by_the_agent(session):
+    armor = session
+    started(armor, "restore")
+    worktree = armor.worktree("restore")
+    assert run(armor, "restore", "echo from-agent >> README.md && mkdir -p src && echo v1 > src/a.txt")[0] == 0
+    cp = armor.checkpoint("restore").payload["checkpoint"]
+    assert run(armor, "restore", "rm -r src && echo v2 > README.md")[0] == 0
+    armor.rollback("restore", cp)
+    assert os.lstat(worktree / "src" / "a.txt").st_uid == os.geteuid()  # written back by armor, on the host
+    code, out = run(armor, "restore", "echo more >> src/a.txt && echo more >> README.md && touch src/new && echo ok")
+    assert code == 0 and "ok" in out, out
+    assert (worktree / "src" / "a.txt").read_text() == "v1\nmore\n"
+
+
+def test_the_host_user_can_read_and_remove_everything_the_agent_made(session, tmp_path):
+    armor = session
+    settings = started(armor, "share")
+    worktree = armor.worktree("share")
+    assert run(armor, "share", "umask 077; mkdir -p deep/er/est && echo secret > deep/er/est/f && echo top > t")[0] == 0
+    # A person in the shared group (the host user's group; 61000 when armor is root), not the agent's uid.
+    # It starts in the worktree (the test's tmp directories above it are root's alone).
+    person = ["setpriv", "--reuid", "62001", "--regid", str(settings["gid"]), "--clear-groups"]
+    done = subprocess.run([*person, "sh", "-c", "cat deep/er/est/f && tar cf - deep t | wc -c && rm -r deep t"],
+                          cwd=worktree, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("secret\n") and int(done.stdout.split()[-1]) > 0
+    assert not (worktree / "deep").exists() and not (worktree / "t").exists()
+
+
+def test_a_repository_the_agent_makes_is_refused_by_git_on_the_host(session, tmp_path):
+    armor = session
+    started(armor, "nested")
+    worktree = armor.worktree("nested")
+    marker = tmp_path / "nested-fsmonitor-ran"
+    code, out = run(armor, "nested", f"git init -q sub && git -C sub config core.fsmonitor '{FSMONITOR.format(marker=marker)}' && echo made")
+    assert code == 0 and "made" in out, out
+    assert os.lstat(worktree / "sub" / ".git").st_uid == AGENT_UID
+    status = host_git(worktree / "sub", "status")
+    assert status.returncode != 0 and "dubious ownership" in status.stderr
+    assert not marker.exists()
+
+
+def test_git_works_inside_the_container_and_cannot_write_the_repository(session, repo):
+    armor = session
+    started(armor, "inside")
+    heads = host_git(repo, "for-each-ref").stdout
+    config = (repo / ".git" / "config").read_bytes()
+    code, out = run(armor, "inside", """
+        echo change >> README.md && echo new > new.txt
+        git status --short; echo "status=$?"
+        git diff --stat; echo "diff=$?"
+        git log --oneline; echo "log=$?"
+        git show --stat HEAD >/dev/null; echo "show=$?"
+        git rev-parse --abbrev-ref HEAD
+    """)
+    assert code == 0, out
+    for step in ("status", "diff", "log", "show"):
+        assert f"{step}=0" in out, out
+    assert " M README.md" in out and "?? new.txt" in out and "task/inside" in out and "initial" in out
+    code, out = run(armor, "inside", """
+        git -c user.name=a -c user.email=a@b commit -qam sneaky; echo "commit=$?"
+        git update-ref refs/heads/main HEAD~0; echo "update-ref=$?"
+        echo 'touch /tmp/x' > "$(git rev-parse --git-common-dir)/hooks/post-checkout"; echo "hook=$?"
+        git config core.fsmonitor 'touch /tmp/x'; echo "config=$?"
+        ls "$(git rev-parse --git-common-dir)/worktrees"
+    """)
+    for step in ("commit", "update-ref", "hook", "config"):
+        assert f"{step}=0" not in out, out
+    assert "Read-only file system" in out
+    assert out.split()[-1] == Path(armor.worktree("inside")).name  # other tasks' admin data is hidden
+    assert host_git(repo, "for-each-ref").stdout == heads
+    assert (repo / ".git" / "config").read_bytes() == config
+    assert not list((repo / ".git" / "hooks").glob("post-checkout"))
+    assert host_git(repo, "fsck", "--strict").returncode == 0
+
+
+def test_an_unknown_root_user_spelling_is_still_root(spec):
+    from armor_rx.sinks.docker.identity import resolve_identity
+
+    for user in ("root", "0", "0:0", "root:root", ":1000"):
+        with pytest.raises(ConfigError):
+            resolve_identity(spec.with_overrides({"user": user}))
+    with pytest.raises(ConfigError):
+        resolve_identity(spec.with_overrides({"user": "1000:0"}))
+    assert resolve_identity(spec.with_overrides({"user": "1234:5678"})).user == "1234:5678"
