@@ -252,3 +252,93 @@ def test_an_unknown_root_user_spelling_is_still_root(spec):
     with pytest.raises(ConfigError):
         resolve_identity(spec.with_overrides({"user": "1000:0"}))
     assert resolve_identity(spec.with_overrides({"user": "1234:5678"})).user == "1234:5678"
+
+
+UNPRIVILEGED = r"""
+import json, os, shutil, subprocess, sys
+from armor_rx import Armor
+from armor_rx.sinks.docker import SandboxSpec
+
+repo = sys.argv[1]
+env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+os.mkdir(repo)
+for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "initial"]):
+    subprocess.run(["git", "-C", repo, *args], check=True, env=env)
+report = {}
+spec = SandboxSpec(image=sys.argv[2], pids_limit=64, mem_limit=128 * 1024 * 1024, wall_clock=300)
+with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
+    armor.create_task("mine")
+    armor.start("mine")
+    settings = next(iter(armor.history(kind="container.started", task_id="mine"))).payload["settings"]
+    report["user"], report["degraded"] = settings["user"], list(settings["degraded"])
+    sh = lambda script: armor.exec("mine", ["sh", "-c", script]).payload["exit_code"]
+    report["made"] = sh("umask 077; mkdir -p a/b && echo one > a/b/f && echo top > t")
+    cp = armor.checkpoint("mine").payload["checkpoint"]
+    report["removed_by_agent"] = sh("rm -r a t")
+    armor.rollback("mine", cp)
+    report["write_restored"] = sh("echo two >> a/b/f && echo more >> t && touch a/b/new")
+    worktree = armor.worktree("mine")
+    report["restored_owner"] = os.lstat(worktree / "a" / "b" / "f").st_uid
+    report["git_status"] = subprocess.run(["git", "-C", str(worktree), "status", "--short"], capture_output=True, text=True).returncode
+    shutil.rmtree(worktree / "a")  # the host user removes what the agent made
+    report["host_removed"] = not (worktree / "a").exists()
+    armor.complete("mine")
+print(json.dumps(report))
+"""
+
+
+def test_an_unprivileged_armor_shares_the_worktree_through_its_own_group(git_image, tmp_path):
+    """Armor as a plain user (not root): it cannot chown or remount, and the agent still works and stays apart."""
+    import grp
+    import json
+    import shutil
+    import sysconfig
+    import tempfile
+
+    import armor_rx
+
+    system_python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(system_python):
+        pytest.skip("needs root, setpriv and /usr/bin/python3 to act as a plain user")
+    import sys
+
+    probe = subprocess.run([system_python, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True)
+    if probe.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip("/usr/bin/python3 is another Python version than the test's venv")
+    try:
+        docker_gid = grp.getgrnam("docker").gr_gid
+    except KeyError:
+        pytest.skip("no 'docker' group gives a plain user the daemon's socket")
+    uid = gid = 62002
+    home = Path(tempfile.mkdtemp(prefix="armor-sandbox-plain-", dir="/tmp"))
+    try:
+        os.chown(home, uid, gid)
+        repo = home / "repo"
+        path = os.pathsep.join([sysconfig.get_paths()["purelib"], str(Path(armor_rx.__file__).parents[1])])
+        done = subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={docker_gid}", "env", "-i", "PATH=/usr/bin:/bin",
+             f"HOME={home}", f"PYTHONPATH={path}", f"DOCKER_HOST={os.environ['DOCKER_HOST']}", "ARMOR_RX_IDLE_TIMEOUT=5",
+             system_python, "-c", UNPRIVILEGED, str(repo), git_image],
+            cwd=home, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        for container in _containers_under(home):
+            container.remove(force=True)
+        shutil.rmtree(home, ignore_errors=True)
+    assert report["user"] == f"{AGENT_UID}:{gid}"  # the agent's own uid, the host user's group
+    assert any("not root" in note for note in report["degraded"])  # no nosuid remount: said, not hidden
+    assert report["made"] == 0 and report["removed_by_agent"] == 0
+    assert report["write_restored"] == 0 and report["restored_owner"] == uid
+    assert report["git_status"] == 0 and report["host_removed"] is True
+
+
+def _containers_under(home):
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c for c in client.containers.list(all=True, filters={"label": "armor.task"})
+                if c.labels.get("armor.state", "").startswith(str(home))]
+    finally:
+        client.close()
