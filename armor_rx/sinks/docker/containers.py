@@ -14,11 +14,18 @@ from typing import Any
 import docker.errors
 from docker.models.containers import Container
 
-from armor_rx.errors import DockerError, ImageNotFound
+from armor_rx.errors import ArmorError, ConfigError, DockerError, ImageNotFound
 from armor_rx.sinks.docker.access import ShareStats, share_worktree
 from armor_rx.sinks.docker.engine import Engine
 from armor_rx.sinks.docker.identity import resolve_identity
-from armor_rx.sinks.docker.mounts import GIT_ENVIRONMENT, MountPlan, git_data, harden_worktree_mount, plan_mounts
+from armor_rx.sinks.docker.mounts import (
+    GIT_ENVIRONMENT,
+    MountPlan,
+    git_data,
+    harden_worktree_mount,
+    plan_mounts,
+    process_ids,
+)
 from armor_rx.sinks.docker.spec import SandboxSpec
 
 LABEL_TASK = "armor.task"
@@ -202,7 +209,9 @@ def create_task_container(
         plan = plan_mounts(worktree, spec.workdir, data)
         if identity.gid is not None and not identity.root:
             shared = share_worktree(worktree, identity.gid)
-    environment = {**(GIT_ENVIRONMENT if spec.git_data else {}), "HOME": "/tmp", **spec.environment}
+    # A numeric uid has no home in the image: /tmp is the one writable place.
+    home = {"HOME": "/tmp"} if identity.uid is not None else {}
+    environment = {**(GIT_ENVIRONMENT if spec.git_data else {}), **home, **spec.environment}
     supported = engine.info.supported
     degraded: list[str] = list(engine.info.notes)
     security_opt = ["no-new-privileges:true"] if spec.no_new_privileges and supported.get("no_new_privileges", True) else []
@@ -253,21 +262,32 @@ def create_task_container(
             pass
         raise DockerError(f"task {task_id!r}: the container would not start: {exc.explanation or exc}") from None
     mount_note = None
-    if worktree is not None:
+    running_as: tuple[int, int] | None = None
+    try:
+        container.reload()
+        pid = int(container.attrs["State"]["Pid"])
+        running_as = process_ids(pid)
+        if running_as is not None and running_as[0] == 0 and not identity.root:
+            # A user name the image maps to uid 0: refused like 'root' itself.
+            raise ConfigError(f"task {task_id!r}: sandbox user {identity.user!r} is root in image {spec.image}; "
+                              "use user='auto' (uid 61000), or allow_root=True")
+        if worktree is not None:
+            mount_note = harden_worktree_mount(pid, spec.workdir)
+    except (docker.errors.APIError, ArmorError, KeyError, ValueError) as exc:
         try:
-            container.reload()
-            mount_note = harden_worktree_mount(int(container.attrs["State"]["Pid"]), spec.workdir)
-        except (docker.errors.APIError, DockerError, KeyError, ValueError) as exc:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
-            raise DockerError(f"task {task_id!r}: could not make the worktree mount nosuid,nodev: {exc}") from None
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+        if isinstance(exc, ConfigError):
+            raise
+        raise DockerError(f"task {task_id!r}: could not make the worktree mount nosuid,nodev: {exc}") from None
     effective = spec.to_payload()
     effective.update(
         {
             "image_id": image.id,
             **identity.to_payload(),
+            # What the kernel says the container's first process runs as (None: not visible from here).
+            "running_as": {"uid": running_as[0], "gid": running_as[1]} if running_as is not None else None,
             "security_opt": security_opt,
             "mounts": plan.described,
             "worktree_mount": "nosuid,nodev" if worktree is not None and mount_note is None else None,

@@ -85,8 +85,17 @@ def resolve_identity(spec: SandboxSpec) -> AgentIdentity:
 
 
 def check_exec_user(spec: SandboxSpec, user: str | None) -> None:
-    """A command's own ``user`` follows the same rule: root only with ``allow_root``."""
-    if user is not None and _is_root(user) and not spec.allow_root:
+    """A command's own ``user`` follows the same rule: root (or root's group) only with ``allow_root``.
+
+    Without ``allow_root`` it must be numeric: a name could mean uid 0 in the
+    image, and a command's user cannot be checked before it runs.
+    """
+    if user is None or spec.allow_root:
+        return
+    uid_text, _, gid_text = user.partition(":")
+    numeric = uid_text.isdigit() and (not gid_text or gid_text.isdigit())
+    if _is_root(user) or gid_text.strip() in ("0", "root") or not numeric:
         raise ConfigError(
-            f"cannot run a command as {user!r}: the task's sandbox does not allow root (set allow_root=True in its spec)"
+            f"cannot run a command as {user!r}: the task's sandbox does not allow root; give a numeric, "
+            "non-root 'uid' or 'uid:gid' (or set allow_root=True in its spec)"
         )

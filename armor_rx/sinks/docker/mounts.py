@@ -136,6 +136,20 @@ def mount_options(pid: int, target: str) -> set[str] | None:
     return found
 
 
+def process_ids(pid: int) -> tuple[int, int] | None:
+    """The effective (uid, gid) of process ``pid`` as the host sees it, or None when it cannot be read."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    ids: dict[str, int] = {}
+    for line in status.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Uid", "Gid") and len(rest.split()) > 1:
+            ids[key] = int(rest.split()[1])
+    return (ids["Uid"], ids["Gid"]) if len(ids) == 2 else None
+
+
 def harden_worktree_mount(pid: int, target: str) -> str | None:
     """Remount ``target`` nosuid,nodev inside process ``pid``'s mount namespace; None, or why it could not.
 

@@ -144,6 +144,7 @@ def test_container_started_says_which_uid_and_gid_the_agent_runs_as(session):
     settings = started(armor, "who")
     shared = os.getegid() or 61000
     assert (settings["uid"], settings["gid"], settings["root"]) == (AGENT_UID, shared, False)
+    assert settings["running_as"] == {"uid": AGENT_UID, "gid": shared}  # read back from the kernel
     assert settings["user"] == f"{AGENT_UID}:{shared}"
     code, out = run(armor, "who", "id -u; id -g")
     assert out.split() == [str(AGENT_UID), str(shared)]
@@ -252,6 +253,39 @@ def test_an_unknown_root_user_spelling_is_still_root(spec):
     with pytest.raises(ConfigError):
         resolve_identity(spec.with_overrides({"user": "1000:0"}))
     assert resolve_identity(spec.with_overrides({"user": "1234:5678"})).user == "1234:5678"
+    from armor_rx.sinks.docker.identity import check_exec_user
+
+    for user in ("root", "0", "0:0", "1000:0", "admin"):  # a name could be uid 0 in the image
+        with pytest.raises(ConfigError):
+            check_exec_user(spec, user)
+    check_exec_user(spec, "1234:5678")
+    check_exec_user(spec.with_overrides({"allow_root": True}), "root")
+
+
+def test_a_user_name_the_image_maps_to_root_is_refused(repo, engine, tmp_path):
+    """'toor' is uid 0 in this image: the kernel's word, not the name, decides."""
+    import io
+    import tarfile
+
+    from armor_rx.sinks.docker.rootfs import busybox_rootfs
+
+    base = tarfile.open(fileobj=io.BytesIO(busybox_rootfs()))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for member in base.getmembers():
+            data = base.extractfile(member) if member.isfile() else None
+            if member.name == "etc/passwd":
+                text = data.read() + b"toor:x:0:0:root:/root:/bin/sh\n"
+                member.size, data = len(text), io.BytesIO(text)
+            tar.addfile(member, data)
+    engine.api.import_image_from_data(out.getvalue(), repository="armor-rx-test/toor", tag="latest")
+    spec = SandboxSpec(image="armor-rx-test/toor:latest", user="toor", wall_clock=60)
+    with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
+        armor.create_task("toor")
+        with pytest.raises(ArmorError) as info:
+            armor.start("toor")
+        assert "is root in image" in str(info.value)
+    assert engine.client.containers.list(all=True, filters={"label": "armor.task=toor"}) == []
 
 
 UNPRIVILEGED = r"""
