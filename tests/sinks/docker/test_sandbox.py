@@ -164,9 +164,10 @@ def test_periodic_sweep_removes_containers_of_finished_tasks(tmp_path, engine, s
         _started(armor, "done")
         armor.complete("done")  # kept by the spec: now an orphan of a finished task
         deadline = time.monotonic() + 20
-        while not swept and time.monotonic() < deadline:
+        # Orphans of dead sessions elsewhere on a shared daemon are swept too: look at this test's tasks only.
+        while ("container.swept", "done") not in swept and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert swept == [("container.swept", "done")]
+        assert [entry for entry in swept if entry[1] in ("busy", "done")] == [("container.swept", "done")]
         assert not engine.client.containers.list(all=True, filters={"label": "armor.task=done"})
         assert engine.client.containers.list(filters={"label": "armor.task=busy"})
 
