@@ -233,7 +233,7 @@ class WorktreeLinkChanged(GitError):
         self.why = why
         super().__init__(
             f"task {task_id!r}: the git link of its worktree {path} was changed ({why}); armor runs no git "
-            "on it until it is fixed: do not run git there, inspect it, then remove the task's worktree"
+            "there, and neither should you: copy out what you need without git, then delete the directory by hand"
         )
 
 
