@@ -208,7 +208,10 @@ def create_task_container(
         data = git_data(worktree, Path(labels[LABEL_STATE]) if LABEL_STATE in labels else None) if spec.git_data else None
         plan = plan_mounts(worktree, spec.workdir, data)
         if identity.gid is not None and not identity.root:
-            shared = share_worktree(worktree, identity.gid)
+            try:
+                shared = share_worktree(worktree, identity.gid)
+            except OSError as exc:
+                shared = ShareStats(acl=False, notes=[f"the worktree could not be shared with the agent's group: {exc}"])
     # A numeric uid has no home in the image: /tmp is the one writable place.
     home = {"HOME": "/tmp"} if identity.uid is not None else {}
     environment = {**(GIT_ENVIRONMENT if spec.git_data else {}), **home, **spec.environment}
@@ -244,7 +247,9 @@ def create_task_container(
         else:
             kwargs["cpu_period"], kwargs["cpu_quota"] = 100_000, spec.nano_cpus // 10_000
     if plan.binds:
-        kwargs["volumes"] = plan.binds
+        # Mount objects, not "src:dst:mode" strings: a path with a ':' in it stays one path.
+        kwargs["mounts"] = [docker.types.Mount(target=bind["bind"], source=source, type="bind", read_only=bind["mode"] == "ro")
+                            for source, bind in plan.binds.items()]
     name = f"armor-{task_id}-{labels.get(LABEL_REQUEST, '')[-8:].lower()}".rstrip("-")
     kwargs.pop("detach")
     try:
