@@ -82,10 +82,17 @@ def sandbox(test_image):
 @pytest.fixture
 def cleanup_containers(engine):
     """Removes every armor-labelled container a test leaves behind."""
+    import docker.errors
+
     yield
-    for c in engine.client.containers.list(all=True, filters={"label": "armor.task"}):
-        if c.labels.get("armor.host") == os.uname().nodename and c.labels.get("armor.pid") == str(os.getpid()):
-            c.remove(force=True)
+    # Sparse: a full list inspects every container, and other sessions on a shared daemon remove theirs meanwhile.
+    for c in engine.client.containers.list(all=True, sparse=True, filters={"label": "armor.task"}):
+        labels = c.attrs.get("Labels") or {}
+        if labels.get("armor.host") == os.uname().nodename and labels.get("armor.pid") == str(os.getpid()):
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05):
