@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from armor_rx.errors import ConfigError, StateDirLocked, TaskNotFound
+from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.ids import validate_task_id
 
 
@@ -25,6 +26,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command after this long")
     run.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 512m (default 1g)")
     run.add_argument("--pids", type=int, metavar="N", help="process limit (default 256)")
+    add_secret_option(run, "the command")
     run.add_argument("command", nargs="*", metavar="-- COMMAND...")
 
     gc = verbs.add_parser("gc", parents=[common], help="remove orphaned task containers")
@@ -94,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             result = armor.run(task, command, on_line=on_line, detach=args.detach, image=args.image,
                                keep=True if args.keep else None, sandbox=sandbox or None,
-                               timeout=args.timeout)
+                               timeout=args.timeout, secrets=secrets_of(args))
         except KeyboardInterrupt:
             name = chosen.get("task", task)
             if not args.detach and "task" in chosen:

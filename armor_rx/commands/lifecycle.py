@@ -16,6 +16,7 @@ import orjson
 
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
+from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.ids import validate_task_id
 
 
@@ -33,11 +34,13 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
+    add_secret_option(start, "every command of the task")
 
     ex = verbs.add_parser("exec", parents=[common], help="run a command in a task's container (output streamed, its exit code passed through)")
     ex.add_argument("task", metavar="TASK")
     ex.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command after this long")
     ex.add_argument("--json", action="store_true", help="print the outcome event as JSON at the end")
+    add_secret_option(ex, "this command")
     ex.add_argument("command", nargs="*", metavar="-- COMMAND...")
 
     cp = verbs.add_parser("checkpoint", parents=[common], help="checkpoint a task's worktree")
@@ -150,7 +153,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None)
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -191,7 +194,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = command_of(args, "exec")
     with client(args) as armor:
         try:
-            outcome = armor.exec(task, command, timeout=args.timeout, on_output=_write_output)
+            outcome = armor.exec(task, command, timeout=args.timeout, on_output=_write_output, secrets=secrets_of(args))
         except KeyboardInterrupt:
             # Leaving the stream closes the connection: the service stops this command only.
             print(f"armor-rx: interrupted; the command was stopped (task {task} goes on)", file=sys.stderr)

@@ -22,10 +22,11 @@ import structlog
 from aiohttp import web
 
 from armor_rx import __version__
-from armor_rx.errors import ArmorError, BadRequest, DockerError, ServiceError, TaskExists
+from armor_rx.errors import ArmorError, BadRequest, ConfigError, DockerError, ServiceError, TaskExists
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.secrets import Secret, check_reference
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
 
@@ -111,6 +112,25 @@ def _exec_options(body: Mapping[str, Any]) -> dict[str, Any]:
     if user is not None:
         options["user"] = user
     return options
+
+
+def _secrets(body: Mapping[str, Any]) -> dict[str, Secret]:
+    """``{"NAME": {"reference": "env://VAR", "value": "..."}}``, read by the client, as Secrets (checked, never logged)."""
+    raw = _opt(body, "secrets", dict) or {}
+    out: dict[str, Secret] = {}
+    for name, item in raw.items():
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str) or not isinstance(item.get("reference", "value"), str):
+            raise BadRequest(f"secret {str(name)[:60]!r} must be {{\"reference\": ..., \"value\": a string}}")
+        reference = item.get("reference", "value")
+        secret = Secret(item["value"], reference=None if reference == "value" else reference)
+        try:
+            check_reference(name, secret)
+            if secret.reference is not None:
+                check_reference(name, secret.reference)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        out[name] = secret
+    return out
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
@@ -204,6 +224,7 @@ class Routes:
         if verb == "start":
             payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref")}
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+            payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":
             payload = {}
@@ -223,7 +244,7 @@ class Routes:
             event = await self.outcome(lambda: a.request(task, "task.cancel.requested", {"reason": reason}))
         elif verb == "resume":
             payload = {"checkpoint": body["checkpoint"]} if _opt(body, "checkpoint", str) else {}
-            event = await self.call(a.resume, task, **payload)  # the session fills in the start's image and sandbox
+            event = await self.call(a.resume, task, secrets=_secrets(body), **payload)  # the session fills in the start's image and sandbox
         elif verb == "interrupt":
             reason = _opt(body, "reason", str, "interrupted by the user")
             await self.call(a.stop_command, task, reason)
@@ -321,10 +342,10 @@ class Routes:
         ``handle["request"]`` is the request event from just before it is submitted, so a
         client that goes away at any moment after that can have it stopped (or never started).
         """
-        payload = {"command": command if isinstance(command, list) else ["sh", "-c", command], **options}
+        argv = command if isinstance(command, list) else ["sh", "-c", command]
         if not self.armor.can_exec:
-            await self.call(self.armor.exec, task, payload["command"])  # raises the session's own error
-        request_event = TaskEvent.new("exec.requested", task, payload)
+            await self.call(self.armor.exec, task, argv)  # raises the session's own error
+        request_event = self.armor.exec_request(task, argv, **options)
         handle["request"] = request_event
         feed = EventFeed(self.armor, kind="exec.output", task_id=task, where=lambda e: e.causation_id == request_event.id,
                          max_behind=None, read=lambda fn: self.call(fn))
@@ -357,6 +378,7 @@ class Routes:
         task = validate_task_id(request.match_info["task"])
         command = _command(body)
         options = _exec_options(body)
+        options["secrets"] = _secrets(body)
         await self.call(self.armor.task, task)  # an unknown task is an error response, not a stream
         handle: dict[str, TaskEvent] = {}
         lines = self._exec_lines(task, command, options, handle)
@@ -381,6 +403,7 @@ class Routes:
         detach = bool(_opt(body, "detach", bool, False))
         start = {k: body[k] for k in ("image", "sandbox", "keep") if body.get(k) is not None}
         _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+        secrets = _secrets(body)
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
         state: dict[str, Any] = {}
 
@@ -390,7 +413,8 @@ class Routes:
                 task = await self._create_free(name, _opt(body, "base_ref", str, "HEAD"))
                 state["task"] = task
                 await queue.put(wire.dumps({"task": {"task_id": task, "requested": name}}))
-                await self.outcome(lambda: self.armor.request(task, "task.start.requested", start))
+                start_payload = self.armor.with_secrets(task, start, secrets)
+                await self.outcome(lambda: self.armor.request(task, "task.start.requested", start_payload))
                 if state.get("gone") and not detach:
                     return  # the client went away while the container was made: no command runs
                 handle: dict[str, TaskEvent] = {}

@@ -25,6 +25,7 @@ from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
 from armor_rx.model.registry import TaskRecord
+from armor_rx.model.secrets import SecretSource, resolve
 from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import HookSet
@@ -35,6 +36,7 @@ from armor_rx.session.containers import ContainerOperations
 from armor_rx.session.deadletters import DeadLetterOperations
 from armor_rx.session.git import GitOperations
 from armor_rx.session.hooks import HookRegistry
+from armor_rx.session.secrets import SecretVault
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitWorkspace
 from armor_rx.sinks.snapshot import SNAPSHOT_PLUS_TAIL, RecoveryReport
@@ -79,6 +81,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.state = StateDir(StateDir.resolve(self.config.state_dir, repo), lock_timeout=self.config.lock_timeout)
         self.config.git_enabled(self.repo)  # ConfigError now, not at open()
         self.hooks = HookSet()
+        # Secret values given to tasks: in this process's memory only (see SecretVault).
+        self.secrets = SecretVault()
         self.recovery: RecoveryReport | None = None
         self._assembly: Assembly | None = None
         self._last_snapshot_seq = 0
@@ -90,7 +94,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.state.acquire()
         try:
             self._assembly = assemble(self.config, self.state, self.repo, self.hooks,
-                                      task_active=self._is_active, emit=self.emit)
+                                      task_active=self._is_active, emit=self.emit, secrets=self.secrets)
             self.recovery = self._assembly.recovery
             self._last_snapshot_seq = self._assembly.pipeline.registry.seq
             if self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
@@ -216,9 +220,23 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
     def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent:
         return self.request(task_id, kind, payload).result(timeout)
 
-    def start(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        """Start a task: its before_start hooks run, then its effects. Raises Vetoed or EffectFailed."""
-        return self._wait(task_id, "task.start.requested", payload, timeout)
+    def start(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+              **payload: Any) -> TaskEvent:
+        """Start a task: its before_start hooks run, then its effects. Raises Vetoed or EffectFailed.
+
+        ``secrets`` maps environment variable names to references (``env://VAR``,
+        ``file://PATH``) or :class:`~armor_rx.Secret` values: every command of the
+        task gets them in its environment; the log records only the references.
+        """
+        return self._wait(task_id, "task.start.requested", self.with_secrets(task_id, payload, secrets), timeout)
+
+    def with_secrets(self, task_id: str, payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None) -> dict[str, Any]:
+        """``payload`` for a start or resume of ``task_id`` that gives it ``secrets`` (resolved now; ConfigError if one cannot be read)."""
+        out = dict(payload)
+        refs = self.secrets.bind_task(validate_task_id(task_id), secrets)
+        if refs:
+            out["secret_refs"] = {**dict(out.get("secret_refs") or {}), **refs}
+        return out
 
     def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return self._wait(task_id, "task.complete.requested", payload, timeout)
@@ -232,16 +250,31 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
     def interrupt(self, task_id: str, reason: str) -> TaskEvent:
         return self.pipeline.record(TaskEvent.new("task.interrupted", validate_task_id(task_id), {"reason": reason})).result()
 
-    def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+    def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+               **payload: Any) -> TaskEvent:
         """Bring an interrupted task back: a new container made as its start asked (image, sandbox, keep), unless
-        ``payload`` says otherwise; ``checkpoint=`` restores one first."""
+        ``payload`` says otherwise; ``checkpoint=`` restores one first.
+
+        Secrets the task was started with are still held if this session gave
+        them; a session opened since has only their references, and reads the
+        ones it can (``file://``, ``env://`` set in this process) — any other
+        must be given again in ``secrets``, or ConfigError says which.
+        """
         validate_task_id(task_id)
         started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
         if started:
-            for key in ("image", "sandbox", "keep"):
+            for key in ("image", "sandbox", "keep", "secret_refs"):
                 if key in started[-1].payload and key not in payload:
                     payload[key] = to_plain(started[-1].payload[key])
-        return self._wait(task_id, "task.resume.requested", payload, timeout)
+        given = dict(secrets or {})
+        for name in self.secrets.missing(task_id, [n for n in dict(payload.get("secret_refs") or {}) if n not in given]):
+            reference = str(payload["secret_refs"][name])
+            try:
+                given[name] = resolve(name, reference)
+            except ConfigError:
+                raise ConfigError(f"task {task_id!r} was started with secret {name} ({reference}), which this session "
+                                  f"cannot read; give it again: --secret {name}=env://VARIABLE (or file://PATH)") from None
+        return self._wait(task_id, "task.resume.requested", self.with_secrets(task_id, payload, given), timeout)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable.

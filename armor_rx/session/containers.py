@@ -18,8 +18,10 @@ from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.secrets import SecretSource, describe, resolve_all
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.session.assembly import Assembly
+from armor_rx.session.secrets import SecretVault
 from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.docker.sweep import SweepDecision
 
@@ -42,7 +44,13 @@ class ContainerSession(Protocol):
     @property
     def can_exec(self) -> bool: ...
 
+    @property
+    def secrets(self) -> SecretVault: ...
+
     def submit(self, request: TaskEvent) -> Future[TaskEvent]: ...
+
+    def exec_request(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
+                     secrets: Mapping[str, SecretSource] | None = None, **options: Any) -> TaskEvent: ...
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent: ...
 
@@ -60,23 +68,40 @@ class ContainerOperations:
         """Whether an effect of this session runs commands (``exec``)."""
         return self.is_open and any(kind_matcher(e.kinds)("exec.requested") for e in self.assembly.effects)
 
+    def exec_request(self: ContainerSession, task_id: str, command: Sequence[str], *, timeout: float | None = None,
+                     secrets: Mapping[str, SecretSource] | None = None, **options: Any) -> TaskEvent:
+        """The ``exec.requested`` event for ``command``, not yet submitted (see :meth:`Armor.submit`).
+
+        Its ``secrets`` are read now and held for this one command; the event
+        records only their references.
+        """
+        payload: dict[str, Any] = {"command": list(command), **options}
+        if timeout is not None:
+            payload["timeout"] = timeout
+        resolved = resolve_all(secrets)
+        if resolved:
+            payload["secret_refs"] = {name: describe(secret) for name, secret in resolved.items()}
+        request = TaskEvent.new("exec.requested", validate_task_id(task_id), payload)
+        self.secrets.bind_request(request.id, resolved)
+        return request
+
     def exec(self: ContainerSession, task_id: str, command: Sequence[str], *, timeout: float | None = None,
-             on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent:
+             on_output: Callable[[TaskEvent], object] | None = None, secrets: Mapping[str, SecretSource] | None = None,
+             **options: Any) -> TaskEvent:
         """Run ``command`` in the task's container (``docker=True``); its output arrives as ``exec.output`` events.
 
         ``on_output`` gets this command's ``exec.output`` events, every one of
         them before ``exec`` returns. The outcome's payload has ``exit_code``
-        and, when a limit stopped it, ``reason`` and ``limit_hit``.
+        and, when a limit stopped it, ``reason`` and ``limit_hit``. ``secrets``
+        (name -> ``env://VAR``, ``file://PATH`` or a Secret) are given to this
+        command only, on top of the task's own.
         """
         bus = self.pipeline.bus  # LogClosed before the question of containers, when the session is not open
         if not self.can_exec:
             raise ConfigError(f"cannot run {list(command)!r} in task {task_id!r}: this session runs no containers "
                               "(open it with Armor(..., docker=True), "
                               "or start a Docker engine before the service starts)")
-        payload: dict[str, Any] = {"command": list(command), **options}
-        if timeout is not None:
-            payload["timeout"] = timeout
-        request = TaskEvent.new("exec.requested", validate_task_id(task_id), payload)
+        request = self.exec_request(task_id, command, timeout=timeout, secrets=secrets, **options)
         if on_output is None:
             return self.submit(request).result()
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker.errors
 import orjson
@@ -31,6 +31,7 @@ from docker.models.containers import Container
 
 from armor_rx.errors import ConfigError, ContainerNotFound, DockerError
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.secrets import Secret
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.containers import (
     SessionIdentity,
@@ -49,6 +50,14 @@ from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEm
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
 
 
+class SecretKeeper(Protocol):
+    """Where the session holds the secret values of its tasks (:class:`armor_rx.session.secrets.SecretVault`)."""
+
+    def for_exec(self, task_id: str, request_id: str) -> Mapping[str, Secret]: ...
+
+    def forget(self, task_id: str) -> None: ...
+
+
 class DockerEffect:
     """One hardened container per task. Use as a context manager (or start()/stop()).
 
@@ -59,6 +68,10 @@ class DockerEffect:
     :class:`Sweeper` every so many seconds until :meth:`stop`; ``task_active``
     (e.g. ``lambda t: armor.task(t).state in ACTIVE``) lets it remove
     containers of this state directory whose task is over.
+    ``secrets`` gives each command its secret values: put in that command's
+    environment (never the container's, which the engine shows to anyone who
+    inspects it) and masked in its output; a task's are forgotten when its
+    container goes.
     """
 
     name = "docker"
@@ -77,6 +90,7 @@ class DockerEffect:
         sweep_grace: float = DEFAULT_GRACE,
         task_active: Callable[[str], bool] | None = None,
         sweep_emit: SweepEmit | None = None,
+        secrets: SecretKeeper | None = None,
     ) -> None:
         self._engine = engine
         self._own_engine = engine is None
@@ -95,6 +109,7 @@ class DockerEffect:
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
         self._sweeper: Sweeper | None = None
+        self.secrets = secrets
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -164,6 +179,8 @@ class DockerEffect:
         if request.kind == "exec.requested":
             return self._exec(ctx, task_id)
         keep = bool(request.payload.get("keep", self.spec_for(task_id).keep))
+        if self.secrets is not None:
+            self.secrets.forget(task_id)  # the task is over: nothing will run with them again
         return self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
 
     def reconcile(self, request: TaskEvent) -> Mapping[str, Any]:
@@ -273,10 +290,12 @@ class DockerEffect:
         timeout = min(float(raw_timeout), remaining) if isinstance(raw_timeout, (int, float, str)) else remaining
         user = payload.get("user")
         env = payload.get("env")
+        environment = {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else {}
+        secrets = dict(self.secrets.for_exec(task_id, ctx.request.id)) if self.secrets is not None else {}
+        environment.update({name: secret.reveal() for name, secret in secrets.items()})
         run = ExecRun(self.engine, container, [str(a) for a in command] if not isinstance(command, str) else ["sh", "-c", command],
                       emit=ctx.emit, timeout=timeout, user=str(user) if user else None, workdir=spec.workdir,
-                      environment={str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None,
-                      max_items=self.output_buffer)
+                      environment=environment or None, max_items=self.output_buffer, secrets=secrets)
         with self._lock:
             self._running[task_id] = run
             self._running_request[task_id] = ctx.request.id

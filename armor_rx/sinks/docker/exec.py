@@ -23,6 +23,7 @@ import reactivex
 from docker.models.containers import Container
 
 from armor_rx.errors import DockerError
+from armor_rx.model.secrets import Masker, Secret
 from armor_rx.operators import backpressure
 from armor_rx.sinks.docker.engine import Engine
 
@@ -128,6 +129,7 @@ class ExecRun:
         environment: Mapping[str, str] | None = None,
         max_items: int = 64,
         policy: Policy = "block",
+        secrets: Mapping[str, Secret] | None = None,
     ) -> None:
         self.engine = engine
         self.container = container
@@ -139,6 +141,7 @@ class ExecRun:
         self.environment = dict(environment or {})
         self.max_items = max_items
         self.policy = policy
+        self.secrets = dict(secrets or {})
         self.exec_id: str | None = None
         self._killed: str | None = None
         # The container's processes before this command: whatever is new when it
@@ -237,6 +240,8 @@ class ExecRun:
         # Bytes that are not UTF-8 are kept as \xNN escapes (readable, and no
         # byte is lost); a sequence split across frames is joined by the decoder.
         decoders = {name: codecs.getincrementaldecoder("utf-8")("backslashreplace") for name in ("stdout", "stderr")}
+        # A secret the command was given never reaches the log as itself, even split across frames.
+        maskers = {name: Masker(self.secrets) for name in ("stdout", "stderr")}
         tail = bytearray()
         done = threading.Event()
         failure: list[BaseException] = []
@@ -244,7 +249,7 @@ class ExecRun:
 
         def consume(frame: tuple[str, bytes]) -> None:
             name, data = frame
-            self.emit("exec.output", {"stream": name, "data": decoders[name].decode(data), "bytes": len(data)})
+            self.emit("exec.output", {"stream": name, "data": maskers[name].feed(decoders[name].decode(data)), "bytes": len(data)})
             result.events += 1
 
         def count_drop(report: Any) -> None:
@@ -272,7 +277,7 @@ class ExecRun:
             ).subscribe(consume, failed, done.set)
             done.wait()
             for name, decoder in decoders.items():  # a partial sequence left at the very end
-                rest = decoder.decode(b"", final=True)
+                rest = maskers[name].feed(decoder.decode(b"", final=True)) + maskers[name].flush()
                 if rest:
                     self.emit("exec.output", {"stream": name, "data": rest, "bytes": 0})
         finally:
