@@ -191,7 +191,7 @@ class RemoteArmor:
         call = self._ops.exec(task_id, command, {**options, **extra, **({"timeout": timeout} if timeout is not None else {})})
         outcome: TaskEvent | None = None
         for key, value in self._stream(call.method, call.path, body=call.body):
-            if key == "event" and on_output is not None:
+            if key == "event" and on_output is not None and value.kind == "exec.output":
                 on_output(value)
             elif key == "outcome":
                 outcome = wire.event_in(value)

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from armor_rx.errors import ConfigError, StateDirLocked, TaskNotFound
 from armor_rx.commands._secrets import add_secret_option, secrets_of
+from armor_rx.errors import ConfigError, StateDirLocked, TaskNotFound
 from armor_rx.model.ids import validate_task_id
 
 
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             chosen["task"] = value["task_id"]
             if value["task_id"] != task:
                 print(f"armor-rx: task {task} exists; this run is task {value['task_id']}", file=sys.stderr, flush=True)
-        elif key == "event":
+        elif key == "event" and value.kind == "exec.output":
             stream = sys.stderr if value.payload.get("stream") == "stderr" else sys.stdout
             stream.write(str(value.payload.get("data", "")))
             stream.flush()
@@ -90,6 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"armor-rx: {payload['message']}", file=sys.stderr)
             elif payload.get("reason") == "oom":
                 print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
+            if payload.get("not_recorded_bytes"):
+                print(f"armor-rx: {payload['not_recorded_bytes']} bytes of output were shown but not recorded "
+                      "(the task's output quota, $ARMOR_RX_OUTPUT_QUOTA, was used up)", file=sys.stderr)
 
     ended_by = _end_on_signals()
     with connect(repo, state_dir=args.state_dir) as armor:

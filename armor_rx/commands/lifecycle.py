@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from armor_rx.errors import ConfigError
-from armor_rx.model.events import TaskEvent
 from armor_rx.commands._secrets import add_secret_option, secrets_of
+from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 
 
@@ -101,6 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from armor_rx.client.autostart import ensure_service, probe
     from armor_rx.service.paths import ServicePaths
     from armor_rx.service.server import ServiceConfig, serve
+    from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
+    from armor_rx.sinks.docker.spec import parse_bytes
     from armor_rx.sinks.statedir import StateDir
 
     state = StateDir.resolve(args.state_dir, args.repo)
@@ -135,7 +137,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if docker_env not in ("auto", "0", "1", "no", "yes", "false", "true"):
             raise ConfigError(f"ARMOR_RX_DOCKER must be auto, 1 or 0, not {docker_env!r}")
         docker = None if docker_env == "auto" else docker_env in ("1", "yes", "true")
-        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker))
+        quota_env = os.environ.get("ARMOR_RX_OUTPUT_QUOTA", "").strip()
+        try:
+            quota = None if quota_env.lower() in ("0", "none", "off") else parse_bytes(quota_env) if quota_env else DEFAULT_OUTPUT_QUOTA
+        except ConfigError:
+            raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
+        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
+                                   output_quota=quota))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
@@ -177,6 +185,9 @@ def exit_code_of(outcome: TaskEvent) -> int:
         print(f"armor-rx: {result.get('message')}", file=sys.stderr)
     elif result.get("reason") == "oom":
         print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
+    if result.get("not_recorded_bytes"):
+        print(f"armor-rx: {result['not_recorded_bytes']} bytes of output were shown but not recorded "
+              "(the task's output quota, $ARMOR_RX_OUTPUT_QUOTA, was used up)", file=sys.stderr)
     return code if isinstance(code, int) else 1
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
@@ -131,6 +132,54 @@ def _secrets(body: Mapping[str, Any]) -> dict[str, Secret]:
             raise BadRequest(str(exc)) from None
         out[name] = secret
     return out
+
+
+TRUNCATED = "exec.output.truncated"
+
+
+class _LiveOutput:
+    """A command's output past its task's quota, from the command's thread to one exec stream.
+
+    At most ``room`` chunks wait: a client slower than the command slows it
+    (as the log would), and one that is gone lets it go on at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: str, request_id: str, room: int = 64) -> None:
+        self._loop = loop
+        self._task = task
+        self._request_id = request_id
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._room = threading.Semaphore(room)
+        self._closed = threading.Event()
+
+    def put(self, stream: str, text: str, after_seq: int) -> None:  # on the command's output thread
+        while not self._room.acquire(timeout=0.5):
+            if self._closed.is_set():
+                return
+        if self._closed.is_set():
+            return
+        line = TaskEvent.new("exec.output", self._task, {"stream": stream, "data": text, "recorded": False},
+                             causation_id=self._request_id).to_json()
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
+        except RuntimeError:  # the loop has closed: the service is stopping
+            self._closed.set()
+
+    async def lines(self, done: asyncio.Future[Any]) -> AsyncIterator[bytes]:
+        """Every chunk until the command is over and none is left."""
+        while True:
+            if done.done() and self._queue.empty():
+                return
+            getter = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                self._room.release()
+                yield getter.result()
+            else:
+                getter.cancel()
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
@@ -347,14 +396,18 @@ class Routes:
             await self.call(self.armor.exec, task, argv)  # raises the session's own error
         request_event = self.armor.exec_request(task, argv, **options)
         handle["request"] = request_event
-        feed = EventFeed(self.armor, kind="exec.output", task_id=task, where=lambda e: e.causation_id == request_event.id,
+        feed = EventFeed(self.armor, kind=f"exec.output,{TRUNCATED}", task_id=task, where=lambda e: e.causation_id == request_event.id,
                          max_behind=None, read=lambda fn: self.call(fn))
+        loop = asyncio.get_running_loop()
+        live = _LiveOutput(loop, task, request_event.id)
+        effect = self.armor.docker
+        detach = effect.attach(request_event.id, live.put) if effect is not None else (lambda: None)
         try:
             future = await self.call(self.armor.submit, request_event)
         except BaseException:
+            detach()
             feed.close()
             raise
-        loop = asyncio.get_running_loop()
         done = asyncio.wrap_future(future)
 
         def finished(_f: Any) -> None:
@@ -365,10 +418,19 @@ class Routes:
         try:
             async for item in feed:
                 if isinstance(item, TaskEvent):
-                    yield item.to_json()
-                elif isinstance(item, Batch):
-                    yield item.blob
+                    past_quota = item.kind == TRUNCATED
+                    if not past_quota:
+                        yield item.to_json()
+                else:
+                    past_quota = isinstance(item, Batch) and any(e.kind == TRUNCATED for e in item)
+                    if isinstance(item, Batch):
+                        yield item.blob
+                if past_quota:  # what was recorded has been sent: the rest comes live, unrecorded
+                    async for line in live.lines(done):
+                        yield line
         finally:
+            live.close()
+            detach()
             feed.close()
         outcome = await done
         yield wire.dumps({"outcome": wire.event_out(outcome)})

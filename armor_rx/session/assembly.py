@@ -154,6 +154,7 @@ def assemble(
                 task_active=task_active,
                 sweep_emit=lambda kind, task_id, payload: emit(task_id, kind, payload),
                 secrets=secrets,
+                output_quota=config.output_quota,
             )
             if git is not None:
                 git.freeze = docker.paused  # restores run with the task's container frozen

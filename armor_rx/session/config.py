@@ -17,6 +17,7 @@ from armor_rx.errors import ConfigError
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect
 from armor_rx.sinks.docker.spec import SandboxSpec
+from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import FsyncPolicy
 from armor_rx.sinks.git.checkpoints import CheckpointPolicy
@@ -54,6 +55,9 @@ class SessionConfig:
     sweep_grace: float = DEFAULT_GRACE
     git_author: str = "armor-rx <armor-rx@localhost>"
     checkpoint_policy: CheckpointPolicy | None = None
+    # Bytes of command output the log records per task; past it the output is only
+    # streamed to whoever is attached (None: no limit). See sinks/docker/quota.py.
+    output_quota: int | None = DEFAULT_OUTPUT_QUOTA
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -95,5 +99,6 @@ class SessionOptions(TypedDict, total=False):
     sweep_grace: float
     git_author: str
     checkpoint_policy: CheckpointPolicy | None
+    output_quota: int | None
 
 

@@ -9,6 +9,7 @@ to get containers.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -94,7 +95,9 @@ class ContainerOperations:
         them before ``exec`` returns. The outcome's payload has ``exit_code``
         and, when a limit stopped it, ``reason`` and ``limit_hit``. ``secrets``
         (name -> ``env://VAR``, ``file://PATH`` or a Secret) are given to this
-        command only, on top of the task's own.
+        command only, on top of the task's own. Output past the task's output
+        quota still reaches ``on_output`` (as events with ``recorded: False``
+        that the log does not hold).
         """
         bus = self.pipeline.bus  # LogClosed before the question of containers, when the session is not open
         if not self.can_exec:
@@ -105,11 +108,25 @@ class ContainerOperations:
         if on_output is None:
             return self.submit(request).result()
 
+        truncated = threading.Event()
+
         def forward(event: TaskEvent) -> None:
             if event.causation_id == request.id:
-                on_output(event)
+                if event.kind == "exec.output.truncated":
+                    truncated.set()
+                else:
+                    on_output(event)
 
-        subscription = bus.subscribe("exec.output", task_id=task_id).subscribe(forward)
+        def live(stream: str, text: str, after_seq: int) -> None:
+            # Output past the task's quota comes straight from the command; what was
+            # recorded before it comes through the bus, so wait for that to pass first.
+            truncated.wait(30)
+            on_output(TaskEvent.new("exec.output", task_id, {"stream": stream, "data": text, "recorded": False},
+                                    causation_id=request.id))
+
+        subscription = bus.subscribe("exec.output,exec.output.truncated", task_id=task_id).subscribe(forward)
+        effect = self.docker
+        detach = effect.attach(request.id, live) if effect is not None else (lambda: None)
         try:
             outcome = self.submit(request).result()
             # The bus publishes a little behind the log: wait until it has passed the outcome.
@@ -118,6 +135,7 @@ class ContainerOperations:
                 time.sleep(0.001)
             return outcome
         finally:
+            detach()
             subscription.dispose()
 
     def stop_command(self: ContainerSession, task_id: str, reason: str = "stopped by the user", *,

@@ -43,7 +43,8 @@ from armor_rx.sinks.docker.containers import (
     task_labels,
 )
 from armor_rx.sinks.docker.engine import Engine
-from armor_rx.sinks.docker.exec import ExecRun
+from armor_rx.sinks.docker.exec import ExecRun, Live
+from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
@@ -71,7 +72,8 @@ class DockerEffect:
     ``secrets`` gives each command its secret values: put in that command's
     environment (never the container's, which the engine shows to anyone who
     inspects it) and masked in its output; a task's are forgotten when its
-    container goes.
+    container goes. ``output_quota`` bounds the bytes of output the log
+    records per task (see :mod:`armor_rx.sinks.docker.quota`).
     """
 
     name = "docker"
@@ -91,6 +93,7 @@ class DockerEffect:
         task_active: Callable[[str], bool] | None = None,
         sweep_emit: SweepEmit | None = None,
         secrets: SecretKeeper | None = None,
+        output_quota: int | None = DEFAULT_OUTPUT_QUOTA,
     ) -> None:
         self._engine = engine
         self._own_engine = engine is None
@@ -110,6 +113,8 @@ class DockerEffect:
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
         self._sweeper: Sweeper | None = None
         self.secrets = secrets
+        self.quota = OutputQuota(output_quota, state_dir=self.state_dir)
+        self._taps: dict[str, Live] = {}  # exec request id -> whoever is attached to its output past the quota
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -295,7 +300,9 @@ class DockerEffect:
         environment.update({name: secret.reveal() for name, secret in secrets.items()})
         run = ExecRun(self.engine, container, [str(a) for a in command] if not isinstance(command, str) else ["sh", "-c", command],
                       emit=ctx.emit, timeout=timeout, user=str(user) if user else None, workdir=spec.workdir,
-                      environment=environment or None, max_items=self.output_buffer, secrets=secrets)
+                      environment=environment or None, max_items=self.output_buffer, secrets=secrets,
+                      record=lambda size: self.quota.take(task_id, size), live=self._live(ctx.request.id),
+                      quota_bytes=self.quota.limit)
         with self._lock:
             self._running[task_id] = run
             self._running_request[task_id] = ctx.request.id
@@ -309,6 +316,7 @@ class DockerEffect:
             with self._lock:
                 self._running.pop(task_id, None)
                 self._running_request.pop(task_id, None)
+            self.quota.save(task_id)
         out = result.to_payload()
         with self._lock:
             message = self._kill_messages.pop(task_id, None)
@@ -331,6 +339,31 @@ class DockerEffect:
             tmp.write_bytes(orjson.dumps(out))
             os.replace(tmp, path)
         return out
+
+    def attach(self, request_id: str, live: Live) -> Callable[[], None]:
+        """Give ``live`` the output of exec request ``request_id`` that its task's quota keeps out of the log.
+
+        ``live(stream, text, after_seq)`` runs on the command's output thread
+        (blocking it slows the command, as a slow log would); ``after_seq`` is
+        the seq of the ``exec.output.truncated`` event the text comes after.
+        Returns the function that detaches it.
+        """
+        with self._lock:
+            self._taps[request_id] = live
+        return lambda: self._detach(request_id, live)
+
+    def _detach(self, request_id: str, live: Live) -> None:
+        with self._lock:
+            if self._taps.get(request_id) is live:
+                del self._taps[request_id]
+
+    def _live(self, request_id: str) -> Live:
+        def live(stream: str, text: str, after_seq: int) -> None:
+            with self._lock:
+                tap = self._taps.get(request_id)
+            if tap is not None:
+                tap(stream, text, after_seq)
+        return live
 
     @contextmanager
     def paused(self, task_id: str) -> Iterator[bool]:
