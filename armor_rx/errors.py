@@ -304,7 +304,8 @@ class ImageNotFound(DockerError, ValueError):
         extra = f" ({why})" if why else ""
         super().__init__(
             f"image {image!r} is not present on the Docker engine{extra}; build or load it "
-            "('armor-rx image ensure' / 'armor-rx image import') or pass another --image"
+            "('armor-rx image ensure' / 'armor-rx image import') or pass another --image "
+            "(with no registry: 'armor-rx image local' makes armor-rx/busybox:latest)"
         )
 
 
