@@ -296,6 +296,18 @@ class DockerUnavailable(DockerError):
         )
 
 
+class EngineLost(DockerError, TransientError):
+    """The connection to the Docker engine was lost (it stopped, restarted, or its socket went away).
+
+    Transient: the pipeline retries the request with backoff, then dead-letters it
+    for ``armor-rx redrive`` once the engine is back.
+    """
+
+    def __init__(self, doing: str, why: str) -> None:
+        super().__init__(f"lost the Docker engine while {doing} ({why}); it is retried, then kept for "
+                         "'armor-rx redrive' once the engine answers again")
+
+
 class ImageNotFound(DockerError, ValueError):
     """An image is not on the engine and could not be got."""
 

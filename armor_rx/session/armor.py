@@ -255,12 +255,19 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         """Bring an interrupted task back: a new container made as its start asked (image, sandbox, keep), unless
         ``payload`` says otherwise; ``checkpoint=`` restores one first.
 
+        A ``running`` task whose container has died (the engine restarted while
+        it was idle) is recorded ``interrupted`` first, so it can be resumed.
+
         Secrets the task was started with are still held if this session gave
         them; a session opened since has only their references, and reads the
         ones it can (``file://``, ``env://`` set in this process) — any other
         must be given again in ``secrets``, or ConfigError says which.
         """
         validate_task_id(task_id)
+        effect = self.docker
+        if effect is not None and self.task(task_id).state is State.RUNNING and not effect.alive(task_id):
+            # Its container died while no command ran (the engine restarted): that is an interruption.
+            self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)")
         started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
         if started:
             for key in ("image", "sandbox", "keep", "secret_refs"):

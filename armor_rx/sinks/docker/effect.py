@@ -29,7 +29,7 @@ import docker.errors
 import orjson
 from docker.models.containers import Container
 
-from armor_rx.errors import ConfigError, ContainerNotFound, DockerError
+from armor_rx.errors import ConfigError, ContainerNotFound, DockerError, EngineLost, readable
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.secrets import Secret
 from armor_rx.pipeline.effects import EffectContext
@@ -42,7 +42,7 @@ from armor_rx.sinks.docker.containers import (
     session_alive,
     task_labels,
 )
-from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.engine import Engine, is_engine_lost
 from armor_rx.sinks.docker.exec import ExecRun, Live
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
 from armor_rx.sinks.docker.spec import SandboxSpec
@@ -179,10 +179,15 @@ class DockerEffect:
         task_id = request.task_id
         if task_id is None:
             raise DockerError(f"request {request.kind!r} ({request.id}) has no task id")
-        if request.kind in ("task.start.requested", "task.resume.requested"):
-            return self._start(ctx, task_id)
-        if request.kind == "exec.requested":
-            return self._exec(ctx, task_id)
+        try:
+            if request.kind in ("task.start.requested", "task.resume.requested"):
+                return self._start(ctx, task_id)
+            if request.kind == "exec.requested":
+                return self._exec(ctx, task_id)
+        except Exception as exc:
+            if is_engine_lost(exc):  # transient: retried with backoff, then dead-lettered for a redrive
+                raise EngineLost(f"handling {request.kind} for task {task_id!r}", readable(exc)) from None
+            raise
         keep = bool(request.payload.get("keep", self.spec_for(task_id).keep))
         if self.secrets is not None:
             self.secrets.forget(task_id)  # the task is over: nothing will run with them again
@@ -312,6 +317,10 @@ class DockerEffect:
             run.kill("interrupted")
         try:
             result = run.run()
+        except Exception as exc:
+            if not is_engine_lost(exc):
+                raise
+            return self._container_lost(ctx, task_id, container, f"the Docker engine went away during the command ({readable(exc)})")
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
@@ -329,6 +338,11 @@ class DockerEffect:
                        message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped")
         elif result.reason == "timeout":
             out["message"] = f"the command did not finish within {timeout:g}s and was killed"
+        elif result.reason == "exited" and not self._alive(container):
+            # Its container died under it (the engine restarted, or it was removed): the task can go on
+            # in a new one, so it is interrupted, not failed.
+            return self._container_lost(ctx, task_id, container, "the task's container stopped during the command "
+                                        "(the Docker engine restarted, or the container was removed)")
         if result.reason == "oom":
             ctx.emit("container.oom", {"container": container.id, "mem_limit": spec.mem_limit,
                                        "message": f"the command was killed: it needed more than the memory limit of {spec.mem_limit} bytes"})
@@ -338,6 +352,38 @@ class DockerEffect:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(orjson.dumps(out))
             os.replace(tmp, path)
+        return out
+
+    def _alive(self, container: Container) -> bool:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return False
+        except Exception as exc:  # noqa: BLE001 - only a lost engine counts as "not alive"; anything else is raised
+            if is_engine_lost(exc):
+                return False
+            raise
+        return bool(container.status == "running")
+
+    def alive(self, task_id: str) -> bool:
+        """Whether the task has a running container (False when it has none, or the engine lost it)."""
+        try:
+            return self._alive(self.container(task_id))
+        except ContainerNotFound:
+            return False
+        except Exception as exc:  # noqa: BLE001 - see _alive
+            if is_engine_lost(exc):
+                return False
+            raise
+
+    def _container_lost(self, ctx: EffectContext, task_id: str, container: Container, why: str) -> Mapping[str, Any]:
+        """The command's container is gone: the task becomes ``interrupted`` (resumable), the exec says why."""
+        with self._lock:
+            if self._containers.get(task_id) is container:
+                del self._containers[task_id]
+        out = {"exit_code": None, "reason": "container_lost", "limit_hit": None, "message": why}
+        ctx.emit("exec.exited", out)
+        ctx.emit("task.interrupted", {"reason": f"{why}; 'armor-rx resume {task_id}' starts a new container on the same worktree"})
         return out
 
     def attach(self, request_id: str, live: Live) -> Callable[[], None]:
@@ -421,15 +467,34 @@ class DockerEffect:
             container = self.container(task_id)
         except ContainerNotFound:
             return {}
+        except Exception as exc:
+            if not is_engine_lost(exc):
+                raise
+            emit("container.remove_failed", {"container": None, "name": None, "reason": reason,
+                                             "error": f"lost the Docker engine: {readable(exc)}",
+                                             "message": "the orphan sweep ('armor-rx gc') removes the task's container once the engine answers"})
+            return {"removed": False}
         if keep:
             emit("container.kept", {"container": container.id, "name": container.name, "reason": reason})
             return {"container": container.short_id, "kept": True}
         try:
-            container.reload()
-            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        except docker.errors.NotFound:
-            oom = False
-        removed = remove_container(container, timeout=self.spec_for(task_id).stop_timeout)
+            try:
+                container.reload()
+                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            except docker.errors.NotFound:
+                oom = False
+            removed = remove_container(container, timeout=self.spec_for(task_id).stop_timeout)
+        except Exception as exc:
+            if not is_engine_lost(exc):
+                raise
+            # The task's other effects (git: commit, merge) have happened: the task must end as the
+            # world is, not fail after its work was merged. The orphan sweep removes the container later.
+            with self._lock:
+                self._containers.pop(task_id, None)
+            emit("container.remove_failed", {"container": container.id, "name": container.name, "reason": reason,
+                                             "error": f"lost the Docker engine: {readable(exc)}",
+                                             "message": "the orphan sweep ('armor-rx gc') removes it once the engine answers"})
+            return {"container": container.short_id, "removed": False}
         with self._lock:
             self._containers.pop(task_id, None)
         if removed:
