@@ -193,6 +193,10 @@ class TransientError(ArmorError):
     """Raise from an effect to say "this may work if tried again" (retried with backoff)."""
 
 
+class StateDirFull(ArmorError):
+    """New work was refused: the state directory's disk is below its reserve, or armor's records are over their cap."""
+
+
 class PathEscape(ArmorError, ValueError):
     """A path would resolve outside the directory it must stay in."""
 

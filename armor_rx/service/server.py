@@ -38,6 +38,7 @@ from armor_rx.errors import (
     IllegalTransition,
     PermissionDenied,
     ServiceError,
+    StateDirFull,
     StateDirLocked,
     TaskExists,
     Vetoed,
@@ -73,6 +74,8 @@ def _status(exc: BaseException) -> int:
         return 403
     if isinstance(exc, (TaskExists, IllegalTransition, ConcurrencyConflict, Vetoed)):
         return 409
+    if isinstance(exc, StateDirFull):
+        return 507  # Insufficient Storage
     if isinstance(exc, ValueError):
         return 400
     if isinstance(exc, ArmorError):

@@ -37,6 +37,7 @@ from armor_rx.session.deadletters import DeadLetterOperations
 from armor_rx.session.git import GitOperations
 from armor_rx.session.hooks import HookRegistry
 from armor_rx.session.secrets import SecretVault
+from armor_rx.session.space import SpaceGuard
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitWorkspace
 from armor_rx.sinks.snapshot import SNAPSHOT_PLUS_TAIL, RecoveryReport
@@ -83,6 +84,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.hooks = HookSet()
         # Secret values given to tasks: in this process's memory only (see SecretVault).
         self.secrets = SecretVault()
+        self.space = SpaceGuard(self.state.path, reserve=self.config.disk_reserve, cap=self.config.state_cap)
         self.recovery: RecoveryReport | None = None
         self._assembly: Assembly | None = None
         self._last_snapshot_seq = 0
@@ -180,6 +182,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:
         """Register a new task in state ``pending``. Raises InvalidTaskId or TaskExists."""
         validate_task_id(task_id)
+        self.space.check("task.created")
         meta = {"base_ref": base_ref, **(metadata or {})}
         if self.repo is not None:
             meta.setdefault("repo", str(self.repo))
@@ -208,6 +211,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def request(self, task_id: str, kind: str, payload: Mapping[str, Any] | None = None) -> Future[TaskEvent]:
         """Submit a request event without waiting; the future gives the outcome."""
+        self.space.check(kind)
         return self.pipeline.submit(TaskEvent.new(kind, validate_task_id(task_id), payload))
 
     def submit(self, request: TaskEvent) -> Future[TaskEvent]:
@@ -215,6 +219,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         the ``exec.output`` events it causes); the future gives the outcome."""
         if request.task_id is not None:
             validate_task_id(request.task_id)
+        self.space.check(request.kind)
         return self.pipeline.submit(request)
 
     def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent:

@@ -17,6 +17,7 @@ from armor_rx.errors import ConfigError
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect
 from armor_rx.sinks.docker.spec import SandboxSpec
+from armor_rx.session.space import DEFAULT_RESERVE
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import FsyncPolicy
@@ -58,6 +59,10 @@ class SessionConfig:
     # Bytes of command output the log records per task; past it the output is only
     # streamed to whoever is attached (None: no limit). See sinks/docker/quota.py.
     output_quota: int | None = DEFAULT_OUTPUT_QUOTA
+    # Free space kept on the state directory's disk, and a cap on armor's own records
+    # there (None: none); past either, new work is refused (see session/space.py).
+    disk_reserve: int = DEFAULT_RESERVE
+    state_cap: int | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -100,5 +105,7 @@ class SessionOptions(TypedDict, total=False):
     git_author: str
     checkpoint_policy: CheckpointPolicy | None
     output_quota: int | None
+    disk_reserve: int
+    state_cap: int | None
 
 
