@@ -58,6 +58,19 @@ def list_segments(directory: Path) -> list[Segment]:
     return found
 
 
+def unexpected_files(directory: Path, ignore: Path | None = None) -> list[Path]:
+    """Entries of a log directory that are not segments (and not ``ignore``): never read, only reported."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [
+        directory / name
+        for name in names
+        if _SEGMENT.fullmatch(name) is None and (ignore is None or directory / name != ignore)
+    ]
+
+
 def encode_line(body: bytes) -> bytes:
     """One log line from an event's JSON object (``b"{...}"``)."""
     return b'%s,"crc":"%08x"}\n' % (body[:-1], zlib.crc32(body))
@@ -117,61 +130,77 @@ def check_line(raw: bytes, *, strict: bool = False) -> int | str:
 
 @dataclass(frozen=True)
 class TailRepair:
-    """What recovery cut off the end of the last segment, and why."""
+    """A torn final line cut off the end of the last segment (a copy is kept in ``quarantined``)."""
 
     segment: Path
     offset: int
     dropped_bytes: int
     dropped_lines: int
     reason: str
+    quarantined: Path | None = None
+
+    def describe(self) -> dict[str, object]:
+        """The repair as a JSON-safe payload (for a ``log.tail.repaired`` event)."""
+        return {"segment": self.segment.name, "offset": self.offset, "dropped_bytes": self.dropped_bytes,
+                "reason": self.reason, "quarantined": str(self.quarantined) if self.quarantined else None}
 
 
-@dataclass
-class TailScan:
-    """What a scan of the last segment found: where the intact prefix ends and why."""
+@dataclass(frozen=True)
+class Damage:
+    """Bytes of a segment that are not intact lines in seq order; readers skip them.
 
-    last_seq: int  # first_seq - 1 when the segment holds no intact line
-    good_bytes: int
-    size: int
-    reason: str | None  # None when the whole file is intact
-
-
-def scan_segment(path: Path, first_seq: int) -> TailScan:
-    """Verify every line of ``path``; stop at the first one that is torn, bad or out of order."""
-    expected = first_seq
-    good = 0
-    reason: str | None = None
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        for raw in f:
-            result = check_line(raw, strict=True)
-            if isinstance(result, str):
-                reason = result
-                break
-            if result != expected:
-                reason = f"seq {result} where {expected} was expected"
-                break
-            good += len(raw)
-            expected += 1
-    return TailScan(expected - 1, good, size, reason)
-
-
-def repair_tail(path: Path, first_seq: int) -> tuple[TailScan, TailRepair | None]:
-    """Scan the last segment and truncate it after its intact prefix, if it has a bad tail.
-
-    Bytes after a bad line would be invisible to every reader and would
-    corrupt the next append, so they go (the caller reports the repair).
+    ``missing`` is the inclusive seq range no reader can get back because of
+    them (None when no event is known to be lost, e.g. a duplicated line, or
+    while nothing readable follows them yet). ``broken`` is False when every
+    line in it is intact but out of order (content that does not chain).
     """
-    scan = scan_segment(path, first_seq)
-    if scan.reason is None:
-        return scan, None
-    repair = TailRepair(
-        path, scan.good_bytes, scan.size - scan.good_bytes, count_lines(path, scan.good_bytes), scan.reason
-    )
-    with open(path, "r+b") as f:
-        f.truncate(scan.good_bytes)
-        os.fsync(f.fileno())
-    return scan, repair
+
+    segment: Path
+    offset: int
+    length: int
+    reason: str
+    lines: int
+    broken: bool
+    missing: tuple[int, int] | None = None
+    quarantined: Path | None = None
+
+    def describe(self) -> dict[str, object]:
+        """The damage as a JSON-safe payload (for a ``log.corruption.quarantined`` event)."""
+        return {
+            "segment": self.segment.name,
+            "offset": self.offset,
+            "length": self.length,
+            "lines": self.lines,
+            "reason": self.reason,
+            "missing_from": self.missing[0] if self.missing else None,
+            "missing_to": self.missing[1] if self.missing else None,
+            "quarantined": str(self.quarantined) if self.quarantined else None,
+        }
+
+
+class _Region:
+    """Damage being read: where it starts, why, and whether it holds broken bytes."""
+
+    __slots__ = ("broken", "length", "lines", "offset", "reason")
+
+    def __init__(self, offset: int, reason: str) -> None:
+        self.offset, self.reason = offset, reason
+        self.length = self.lines = 0
+        self.broken = False
+
+    def add(self, raw: bytes, broken: bool) -> None:
+        self.length += len(raw)
+        self.lines += 1
+        self.broken = self.broken or broken
+
+    def extend(self, length: int) -> None:
+        """Add a torn last line of ``length`` bytes."""
+        self.length += length
+        self.lines += 1
+        self.broken = True
+
+    def damage(self, segment: Path, missing: tuple[int, int] | None) -> Damage:
+        return Damage(segment, self.offset, self.length, self.reason, self.lines, self.broken, missing)
 
 
 def count_lines(path: Path, offset: int) -> int:
@@ -208,18 +237,19 @@ def _last_line(path: Path) -> tuple[bytes, int] | None:
 
 def corrupt(path: Path, offset: int, reason: str) -> LogCorrupt:
     return LogCorrupt(
-        f"event log segment {path} is damaged at byte {offset} ({reason}) and it is not the "
-        "last segment, so it cannot be repaired by truncation; restore the file from a backup, "
-        "or move it and every later segment out of the directory to keep the events before it"
+        f"event log segment {path} does not chain at byte {offset} ({reason}): events are missing that no "
+        "damaged bytes explain, so armor_rx did not write it this way; restore the missing segment from a "
+        "backup, or move this segment and every later one out of the directory to keep the events before it"
     )
 
 
 def check_sealed(segments: list[Segment]) -> None:
     """Cheap structural check of every segment but the last; raises LogCorrupt.
 
-    A sealed segment must end with an intact line whose seq is one less than the
-    next segment's first seq (an empty one is only allowed where that holds).
-    Lines in between are verified when they are read.
+    A sealed segment whose last line is intact must end one seq before the
+    next segment starts (a gap there is a lost segment, an overlap one that
+    armor_rx did not write). A damaged last line is left to the readers, who
+    skip it and report it.
     """
     for (first, path), (next_first, _) in pairwise(segments):
         found = _last_line(path)
@@ -229,33 +259,47 @@ def check_sealed(segments: list[Segment]) -> None:
             line, offset = found
             result = check_line(line, strict=True)
             if isinstance(result, str):
-                raise corrupt(path, offset, result)
+                continue
             last_seq = result
         if last_seq != next_first - 1:
             raise corrupt(path, offset, f"it ends at seq {last_seq} but the next segment starts at seq {next_first}")
+
+
+OnDamage = Callable[[Damage], None]
 
 
 class Cursor:
     """Reads intact lines in seq order across segments and remembers where it stopped.
 
     ``lines()`` can be called again later to continue (that is how ``follow``
-    tails a growing log). A bad line in the last segment ends the read quietly
-    (it is a tail still being written, or one the writer will repair); a bad
-    line or a gap anywhere else raises :class:`LogCorrupt`.
+    tails a growing log). Damaged bytes (a line that is not intact, or an
+    intact one out of order) are skipped in every segment and handed to
+    ``on_damage``; the first intact line after them carries on, even past
+    the seqs they held. A torn line at the very end of the last segment ends
+    the read quietly (it is being written, or the writer will cut it);
+    :attr:`torn_at` says where it starts. Events missing with no damaged
+    bytes to explain them (a lost segment) raise :class:`LogCorrupt`.
     """
 
-    def __init__(self, directory: Path, start_seq: int) -> None:
+    def __init__(self, directory: Path, start_seq: int, on_damage: OnDamage | None = None) -> None:
         self.directory = directory
         self.want = max(1, start_seq)
         self.expected: int | None = None  # the seq the next line must carry
+        self.torn_at: int | None = None  # where a torn final line starts, when the last read ended on one
+        self._on_damage = on_damage
         self._segment: Segment | None = None
         self._offset = 0
-        self._bad: tuple[int, str] = (0, "")
+        self._region: _Region | None = None  # damage at the end of what was read, not yet followed by a line
 
     @property
     def position(self) -> int:
         """The seq the next line read will carry (``want`` before anything is read)."""
         return self.want if self.expected is None else max(self.want, self.expected)
+
+    @property
+    def segment(self) -> Path | None:
+        """The segment the cursor is in (None before the first read)."""
+        return None if self._segment is None else self._segment[1]
 
     def lines(self, limit_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Yield ``(seq, line)`` for lines with ``want <= seq <= limit_seq`` from where it stopped."""
@@ -274,10 +318,6 @@ class Cursor:
                 return
             first, path = self._segment
             later = [seg for seg in list_segments(self.directory) if seg[0] > first]
-            if status == "bad":
-                if later:
-                    raise corrupt(path, *self._bad)
-                return
             if not later:
                 return
             if status == "partial":
@@ -286,14 +326,29 @@ class Cursor:
                 if not retried:
                     retried = True
                     continue
-                raise corrupt(path, self._offset, TORN)
+                # A torn line in a sealed segment is damage like any other (to its end).
+                torn_at = self.torn_at if self.torn_at is not None else self._offset
+                torn = self._region or _Region(torn_at, TORN)
+                torn.extend(os.stat(path).st_size - torn_at)
+                self._region = torn
             retried = False
-            if later[0][0] != self.expected:
-                ended = (self.expected or 1) - 1
-                raise corrupt(
-                    path, self._offset, f"it ends at seq {ended} but the next segment starts at seq {later[0][0]}"
-                )
+            assert self.expected is not None
+            end: _Region | None = self._region
+            self._region = None
+            next_first = later[0][0]
+            if next_first < self.expected or (next_first > self.expected and (end is None or not end.broken)):
+                ended = self.expected - 1
+                raise corrupt(path, self._offset, f"it ends at seq {ended} but the next segment starts at seq {next_first}")
+            if end is not None:
+                missing = (self.expected, next_first - 1) if next_first > self.expected else None
+                self._report(end.damage(path, missing))
             self._segment, self._offset = later[0], 0
+            self.expected = next_first
+            self.torn_at = None
+
+    def _report(self, damage: Damage) -> None:
+        if self._on_damage is not None:
+            self._on_damage(damage)
 
     def _read_segment(self, limit_seq: int | None) -> Generator[tuple[int, bytes], None, _Status]:
         assert self._segment is not None and self.expected is not None
@@ -303,24 +358,52 @@ class Cursor:
             f = open(self._segment[1], "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             return "eof"
+        path = self._segment[1]
         with f:
-            f.seek(self._offset)
+            # Damage seen at the end of an earlier read is read again: what
+            # follows it decides what was lost.
+            region = self._region
+            pos = self._offset if region is None else region.offset
+            if region is not None:
+                region = self._region = None
+            f.seek(pos)
+            self.torn_at = None
             for raw in f:
                 result = check_line(raw)
-                if isinstance(result, str):
-                    if result == TORN:
-                        return "partial"
-                    self._bad = (self._offset, result)
-                    return "bad"
-                if result != self.expected:
-                    self._bad = (self._offset, f"seq {result} where {self.expected} was expected")
-                    return "bad"
-                self._offset += len(raw)
-                self.expected = result + 1
-                if result >= self.want:
-                    yield result, raw
-                if limit_seq is not None and result >= limit_seq:
-                    return "limit"
+                if isinstance(result, int) and (
+                    result == self.expected or (result > self.expected and region is not None and region.broken)
+                ):
+                    if region is not None:
+                        missing = (self.expected, result - 1) if result > self.expected else None
+                        self._report(region.damage(path, missing))
+                        region = None
+                    pos += len(raw)
+                    self._offset = pos
+                    self.expected = result + 1
+                    if result >= self.want:
+                        yield result, raw
+                    if limit_seq is not None and result >= limit_seq:
+                        return "limit"
+                    continue
+                if result == TORN:
+                    self._region = region
+                    self.torn_at = pos
+                    return "partial"
+                if isinstance(result, int):
+                    reason = f"seq {result} where {self.expected} was expected"
+                else:
+                    reason = result
+                if region is None:
+                    region = _Region(pos, reason)
+                region.add(raw, broken=isinstance(result, str))
+                pos += len(raw)
+        if region is not None:
+            self._region = region
+            if region.lines and pos == region.offset + region.length:
+                # Whole bad lines at the end: not a line being written (a reader
+                # only ever sees a torn one), so damage, reported now; the range
+                # lost is known once a line follows.
+                self._report(region.damage(path, None))
         return "eof"
 
 
