@@ -181,22 +181,43 @@ class Damage:
 class _Region:
     """Damage being read: where it starts, why, and whether it holds broken bytes."""
 
-    __slots__ = ("broken", "length", "lines", "offset", "reason")
+    __slots__ = ("broken", "broken_lines", "length", "lines", "offset", "reason", "top")
 
     def __init__(self, offset: int, reason: str) -> None:
         self.offset, self.reason = offset, reason
-        self.length = self.lines = 0
+        self.length = self.lines = self.broken_lines = self.top = 0
         self.broken = False
 
     def add(self, raw: bytes, broken: bool) -> None:
         self.length += len(raw)
         self.lines += 1
-        self.broken = self.broken or broken
+        if broken:
+            self.broken = True
+            self.broken_lines += 1
+            # The seq is near the start of a line; a damaged line often still shows it.
+            if raw.startswith(_FAST_PREFIX):
+                digits = raw[len(_FAST_PREFIX) : raw.find(b",", len(_FAST_PREFIX))]
+                if digits.isdigit() and len(digits) < 19:
+                    self.top = max(self.top, int(digits))
+
+    def may_hold(self, expected: int) -> int:
+        """How many seqs from ``expected`` on these bytes may have carried (0 when none were broken).
+
+        At least one per broken line; more when a line still shows a higher seq
+        (a damaged newline joins lines), as long as that seq is plausible.
+        """
+        if not self.broken:
+            return 0
+        held = self.broken_lines
+        if expected <= self.top < expected + 4 * self.broken_lines:
+            held = max(held, self.top - expected + 1)
+        return held
 
     def extend(self, length: int) -> None:
         """Add a torn last line of ``length`` bytes."""
         self.length += length
         self.lines += 1
+        self.broken_lines += 1
         self.broken = True
 
     def damage(self, segment: Path, missing: tuple[int, int] | None) -> Damage:
@@ -286,6 +307,9 @@ class Cursor:
         self.want = max(1, start_seq)
         self.expected: int | None = None  # the seq the next line must carry
         self.torn_at: int | None = None  # where a torn final line starts, when the last read ended on one
+        # Seqs that damaged bytes at the very end may have carried: a writer
+        # goes on after them, so that no seq is ever used twice.
+        self.tail_gap = 0
         self._on_damage = on_damage
         self._segment: Segment | None = None
         self._offset = 0
@@ -345,6 +369,7 @@ class Cursor:
             self._segment, self._offset = later[0], 0
             self.expected = next_first
             self.torn_at = None
+            self.tail_gap = 0
 
     def _report(self, damage: Damage) -> None:
         if self._on_damage is not None:
@@ -388,6 +413,11 @@ class Cursor:
                 if result == TORN:
                     self._region = region
                     self.torn_at = pos
+                    self.tail_gap = 0
+                    if region is not None:  # damage, then a torn last line: the damage is reported now
+                        self.tail_gap = region.may_hold(self.expected)
+                        missing = (self.expected, self.expected + self.tail_gap - 1) if self.tail_gap else None
+                        self._report(region.damage(path, missing))
                     return "partial"
                 if isinstance(result, int):
                     reason = f"seq {result} where {self.expected} was expected"
@@ -397,13 +427,14 @@ class Cursor:
                     region = _Region(pos, reason)
                 region.add(raw, broken=isinstance(result, str))
                 pos += len(raw)
+        self.tail_gap = 0
         if region is not None:
             self._region = region
-            if region.lines and pos == region.offset + region.length:
-                # Whole bad lines at the end: not a line being written (a reader
-                # only ever sees a torn one), so damage, reported now; the range
-                # lost is known once a line follows.
-                self._report(region.damage(path, None))
+            # Whole bad lines at the end: not a line being written (a reader
+            # only ever sees a torn one), so damage, reported now.
+            self.tail_gap = region.may_hold(self.expected)
+            missing = (self.expected, self.expected + self.tail_gap - 1) if self.tail_gap else None
+            self._report(region.damage(path, missing))
         return "eof"
 
 

@@ -41,6 +41,7 @@ from armor_rx.sinks._logfile import (
     Cursor,
     Damage,
     TailRepair,
+    check_line,
     check_sealed,
     count_lines,
     event_line,
@@ -73,6 +74,14 @@ class LogStats:
     @property
     def mean_batch(self) -> float:
         return self.events / self.flushes if self.flushes else 0.0
+
+
+def _whole_line(path: Path, offset: int, expected: int) -> bool:
+    """Whether the unterminated last line from ``offset`` is the line of seq ``expected`` with its newline damaged."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read()
+    return check_line(raw[:-1] + b"\n") == expected
 
 
 class EventLog:
@@ -171,10 +180,22 @@ class EventLog:
         for _ in cursor.lines():
             pass
         size = os.stat(path).st_size
-        if cursor.torn_at is not None and cursor.segment == path:
-            self._cut_torn(path, cursor.torn_at, size)
-            size = cursor.torn_at
-        last = (cursor.expected or 1) - 1
+        torn_at = cursor.torn_at
+        if torn_at is not None and cursor.segment == path:
+            if _whole_line(path, torn_at, cursor.expected or 1):
+                # Only its newline is damaged: a line armor_rx wrote whole, so it is
+                # not torn and stays; ending it makes it an ordinary damaged line.
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+                    os.fsync(f.fileno())
+                cursor = Cursor(self.directory, segments[-1][0], self._saw_damage)
+                for _ in cursor.lines():
+                    pass
+                size += 1
+            else:
+                self._cut_torn(path, torn_at, size)
+                size = torn_at
+        last = (cursor.expected or 1) - 1 + cursor.tail_gap
         self._next_seq = last + 1
         self._durable_seq = last
         self._writer.open(path, size)
@@ -434,7 +455,7 @@ class EventLog:
             self._tail = Cursor(self.directory, 1, self._saw_damage)
         for _ in self._tail.lines():
             pass
-        return self._tail.position - 1 if self._tail.expected is not None else 0
+        return self._tail.position - 1 + self._tail.tail_gap if self._tail.expected is not None else 0
 
     @property
     def is_open(self) -> bool:

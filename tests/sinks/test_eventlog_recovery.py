@@ -155,21 +155,26 @@ def test_only_a_torn_final_line_is_cut_and_a_copy_is_kept(
             read = list(log.read())
             assert read[: len(acked)] == acked
             check_quarantine(log, before)
-            torn = b"\n" not in tail
-            if torn:
-                assert [(r.segment, r.offset, r.dropped_bytes) for r in log.repairs] == [(segment, good_size, len(tail))]
-                assert log.damage == [] and read == acked
-                assert segment.read_bytes() == before[segment.name][:good_size]
+            kept = tail.rfind(b"\n") + 1  # whole lines stay; only a torn last piece is cut
+            if kept < len(tail):
+                cut = (segment, good_size + kept, len(tail) - kept)
+                assert [(r.segment, r.offset, r.dropped_bytes) for r in log.repairs] == [cut], how
             else:
-                assert log.repairs == [] and segment.read_bytes() == before[segment.name], how
+                assert log.repairs == [], how
+            assert segment.read_bytes() == before[segment.name][: good_size + kept], how
+            if kept:
                 assert log.damage and log.damage[0].offset == good_size, how
+            else:
+                assert log.damage == [] and read == acked, how
             if how == "torn-then-valid":  # the completed line after the torn piece is intact: it is kept
                 assert len(read) == len(acked) + 1
+            last = log.last_seq
+            assert last >= read[-1].seq if read else last >= 0
             new = log.append(TaskEvent.new("exec.output", "a"))
-            assert new.seq == len(read) + 1
+            assert new.seq == last + 1
         assert all(entry["log_level"] == "warning" for entry in logs) and logs
         reader = EventLog(directory)
-        assert reader.verify() == len(read) + 1 and [e.seq for e in reader.read()][-1] == new.seq
+        assert reader.verify() == len(read) + 1 and [e.seq for e in reader.read()] == [e.seq for e in read] + [new.seq]
 
 
 def flip_cases(directory: Path, step: int) -> Iterator[tuple[str, int]]:
@@ -180,9 +185,9 @@ def flip_cases(directory: Path, step: int) -> Iterator[tuple[str, int]]:
 
 def test_a_flipped_byte_anywhere_loses_only_its_own_line(tmp_path: Path) -> None:
     """Invariant (one flipped byte at offsets spread over every segment, sealed and last): every event whose line
-    does not hold the byte is still read, in order, after a writable open; segments are not changed (unless the
-    byte was the last segment's final newline: then that torn line is cut, with a copy); every skipped stretch is
-    reported with a byte-exact copy in quarantine; the next append gets the next seq and reads back."""
+    does not hold the byte is still read, in order, after a writable open; no byte is cut from any segment (a last
+    line whose newline was hit is whole, not torn: it is ended); every skipped stretch is reported with a
+    byte-exact copy in quarantine; the next append gets seq 41 (no seq is used twice) and reads back."""
     original = tmp_path / "original"
     with EventLog(original, segment_bytes=900) as log:
         acked = log.append_many([TaskEvent.new("exec.output", "t1", {"i": i, "text": "x" * (i % 7)}) for i in range(40)])
@@ -208,14 +213,13 @@ def test_a_flipped_byte_anywhere_loses_only_its_own_line(tmp_path: Path) -> None
             assert set(range(1, 41)) - set(seqs) <= may_lose, (name, offset)
             assert seqs == sorted(seqs) and [e for e in acked if e.seq in seqs] == list(log.read())
             check_quarantine(log, before)
-            if final_newline:
-                assert len(log.repairs) == 1 and log.damage == []
-            else:
-                assert log.repairs == [] and segment_bytes(case) == before, (name, offset)
-                assert log.damage, (name, offset)
-                assert all(d.quarantined is not None for d in log.damage)
+            # A last line whose newline is damaged is whole, not torn: it is ended, never cut.
+            ended = {last_name: before[last_name] + b"\n"} if final_newline else {}
+            assert log.repairs == [] and segment_bytes(case) == {**before, **ended}, (name, offset)
+            assert log.damage and all(d.quarantined is not None for d in log.damage), (name, offset)
+            # No seq is used twice: the damaged line's seq is never handed out again.
             new = log.append(TaskEvent.new("exec.output", "t1"))
-            assert new.seq == max(seqs, default=0) + 1 or new.seq == 41
+            assert new.seq == 41
         assert [e.seq for e in EventLog(case, read_only=True).read()][-1] == new.seq
         shutil.rmtree(case)
         cases += 1
