@@ -21,6 +21,10 @@ from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import FsyncPolicy
 from armor_rx.sinks.git.checkpoints import CheckpointPolicy
 
+# Long enough for a guard that asks a slow service, short enough that a hook
+# that never returns cannot hold a task for good.
+DEFAULT_HOOK_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True)
 class SessionConfig:
@@ -30,7 +34,9 @@ class SessionConfig:
     'batch'
 
     ``state_dir`` defaults to ``.armor/`` in the repository; ``git`` to "on
-    when the session has a repository". ``effects`` are extra sinks the
+    when the session has a repository". ``hook_timeout`` is how long any hook
+    may take per call unless it sets its own ``timeout=`` (``math.inf``: no
+    limit); a guard that overruns it vetoes, an observer is reported and skipped. ``effects`` are extra sinks the
     pipeline runs after git (and before docker); one with ``start``/``stop``
     (see :class:`armor_rx.pipeline.effects.Lifecycle`) lives as long as the
     session.
@@ -54,10 +60,16 @@ class SessionConfig:
     sweep_grace: float = DEFAULT_GRACE
     git_author: str = "armor-rx <armor-rx@localhost>"
     checkpoint_policy: CheckpointPolicy | None = None
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
         object.__setattr__(self, "effects", tuple(self.effects))
+        timeout = self.hook_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(
+                f"hook_timeout must be a positive number of seconds (math.inf for no limit), not {timeout!r}"
+            )
 
     def git_enabled(self, repo: Path | None) -> bool:
         """Whether the session runs git: on with a repository unless ``git=False``.
@@ -95,5 +107,6 @@ class SessionOptions(TypedDict, total=False):
     sweep_grace: float
     git_author: str
     checkpoint_policy: CheckpointPolicy | None
+    hook_timeout: float
 
 
