@@ -106,7 +106,11 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def _maybe_snapshot(self, event: TaskEvent) -> None:
         if event.seq is not None and event.seq - self._last_snapshot_seq >= self.config.snapshot_every:
-            self._last_snapshot_seq = self.snapshot()
+            try:
+                self._last_snapshot_seq = self.snapshot()
+            except ArmorError as exc:
+                # Raised here it would end this subscription for good: the next event tries again.
+                _log.warning("periodic snapshot not written", error=str(exc))
 
     def close(self) -> None:
         """Finish in-flight work, write a snapshot, stop every sink, release the lock."""
