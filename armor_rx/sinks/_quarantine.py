@@ -15,11 +15,19 @@ there is not written again.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+import structlog
+
+from armor_rx.sinks._cursor import Damage
+from armor_rx.sinks._logfile import TORN, TailRepair, check_line, count_lines
+
 Why = Literal["damaged", "torn"]
+_logger = structlog.get_logger("armor_rx.eventlog")
 
 
 def quarantine_path(directory: Path, segment: Path, offset: int, why: Why) -> Path:
@@ -66,3 +74,89 @@ def damaged_copies(directory: Path) -> list[Path]:
         return sorted(p for p in directory.iterdir() if p.name.endswith(".damaged"))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+class DamageLedger:
+    """The damage one :class:`~armor_rx.sinks.EventLog` has seen, each stretch reported once.
+
+    ``saw`` is the callback every cursor of the log reports to (from any
+    thread). With a ``quarantine`` directory (the writer) each new stretch is
+    copied there first; a read-only log (``None``) changes nothing on disk.
+    """
+
+    def __init__(self, quarantine: Path | None) -> None:
+        self.quarantine = quarantine
+        self._seen: dict[tuple[str, int], Damage] = {}
+        self._new: list[Damage] = []
+        self._lock = threading.Lock()
+
+    @property
+    def damage(self) -> list[Damage]:
+        with self._lock:
+            return list(self._seen.values())
+
+    def take_new(self) -> list[Damage]:
+        """Stretches copied to quarantine for the first time since the last call."""
+        with self._lock:
+            new, self._new = self._new, []
+            return new
+
+    def saw(self, damage: Damage) -> None:
+        key = (damage.segment.name, damage.offset)
+        with self._lock:
+            known = self._seen.get(key)
+            if known is not None:
+                # Seen again once a line followed it: now the seqs it cost are known.
+                if known.missing != damage.missing and damage.missing is not None:
+                    self._seen[key] = replace(known, missing=damage.missing, length=damage.length, lines=damage.lines)
+                return
+            new = False
+            if self.quarantine is not None:
+                try:
+                    copy, new = quarantine_copy(
+                        self.quarantine, damage.segment, damage.offset, damage.length, "damaged"
+                    )
+                    damage = replace(damage, quarantined=copy)
+                except OSError as exc:  # the bytes stay in the log all the same
+                    _logger.error("could not copy damaged log bytes to quarantine", segment=str(damage.segment),
+                                  offset=damage.offset, error=str(exc))
+            self._seen[key] = damage
+            if new:
+                self._new.append(damage)
+        _logger.warning(
+            "event log damage skipped: readers go on with the next intact line",
+            segment=str(damage.segment),
+            offset=damage.offset,
+            length=damage.length,
+            lines=damage.lines,
+            reason=damage.reason,
+            missing=damage.missing,
+            quarantined=str(damage.quarantined) if damage.quarantined else None,
+        )
+
+
+def whole_line(path: Path, offset: int, expected: int) -> bool:
+    """Whether the unterminated last line from ``offset`` is the line of seq ``expected`` with its newline damaged."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read()
+    return check_line(raw[:-1] + b"\n") == expected
+
+
+def cut_torn(quarantine: Path, path: Path, offset: int, size: int) -> TailRepair:
+    """Cut a torn final line (a write a crash cut short) from ``offset``, keeping a copy in quarantine first."""
+    copy, _ = quarantine_copy(quarantine, path, offset, size - offset, "torn")
+    repair = TailRepair(path, offset, size - offset, count_lines(path, offset), TORN, copy)
+    with open(path, "r+b") as f:
+        f.truncate(offset)
+        os.fsync(f.fileno())
+    _logger.warning(
+        "event log tail repaired: cut a torn final line (a copy is in quarantine)",
+        segment=str(path),
+        offset=offset,
+        dropped_bytes=repair.dropped_bytes,
+        dropped_lines=repair.dropped_lines,
+        reason=repair.reason,
+        quarantined=str(copy),
+    )
+    return repair

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -36,21 +36,9 @@ from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
 from armor_rx.sinks._groupcommit import Entry, GroupCommit
-from armor_rx.sinks._logfile import (
-    TORN,
-    Cursor,
-    Damage,
-    TailRepair,
-    check_line,
-    check_sealed,
-    count_lines,
-    event_line,
-    list_segments,
-    matching,
-    number_event,
-    unexpected_files,
-)
-from armor_rx.sinks._quarantine import quarantine_copy
+from armor_rx.sinks._cursor import Cursor, Damage, matching
+from armor_rx.sinks._logfile import TailRepair, check_sealed, event_line, list_segments, number_event, unexpected_files
+from armor_rx.sinks._quarantine import DamageLedger, cut_torn, whole_line
 from armor_rx.sinks._segwriter import SegmentWriter
 
 __all__ = ["Damage", "EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
@@ -74,14 +62,6 @@ class LogStats:
     @property
     def mean_batch(self) -> float:
         return self.events / self.flushes if self.flushes else 0.0
-
-
-def _whole_line(path: Path, offset: int, expected: int) -> bool:
-    """Whether the unterminated last line from ``offset`` is the line of seq ``expected`` with its newline damaged."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        raw = f.read()
-    return check_line(raw[:-1] + b"\n") == expected
 
 
 class EventLog:
@@ -116,9 +96,8 @@ class EventLog:
         self.quarantine_dir = Path(quarantine_dir) if quarantine_dir is not None else self.directory / "quarantine"
         self.repairs: list[TailRepair] = []
         self.unexpected: list[Path] = []
-        self._damage: dict[tuple[str, int], Damage] = {}
-        self._new_damage: list[Damage] = []
-        self._damage_lock = threading.Lock()
+        self._ledger = DamageLedger(None if read_only else self.quarantine_dir)
+        self._saw_damage = self._ledger.saw
         self._batch = (batch_delay, batch_max)
         self._writer = SegmentWriter(self.directory, segment_bytes, fsync != "none")
         self._lock = threading.Lock()  # guards seq assignment, pending, state
@@ -182,7 +161,7 @@ class EventLog:
         size = os.stat(path).st_size
         torn_at = cursor.torn_at
         if torn_at is not None and cursor.segment == path:
-            if _whole_line(path, torn_at, cursor.expected or 1):
+            if whole_line(path, torn_at, cursor.expected or 1):
                 # Only its newline is damaged: a line armor_rx wrote whole, so it is
                 # not torn and stays; ending it makes it an ordinary damaged line.
                 with open(path, "ab") as f:
@@ -193,30 +172,12 @@ class EventLog:
                     pass
                 size += 1
             else:
-                self._cut_torn(path, torn_at, size)
+                self.repairs.append(cut_torn(self.quarantine_dir, path, torn_at, size))
                 size = torn_at
         last = (cursor.expected or 1) - 1 + cursor.tail_gap
         self._next_seq = last + 1
         self._durable_seq = last
         self._writer.open(path, size)
-
-    def _cut_torn(self, path: Path, offset: int, size: int) -> None:
-        """Cut a torn final line (a write a crash cut short), keeping a copy in quarantine."""
-        copy, _ = quarantine_copy(self.quarantine_dir, path, offset, size - offset, "torn")
-        repair = TailRepair(path, offset, size - offset, count_lines(path, offset), TORN, copy)
-        with open(path, "r+b") as f:
-            f.truncate(offset)
-            os.fsync(f.fileno())
-        self.repairs.append(repair)
-        _logger.warning(
-            "event log tail repaired: cut a torn final line (a copy is in quarantine)",
-            segment=str(path),
-            offset=offset,
-            dropped_bytes=repair.dropped_bytes,
-            dropped_lines=repair.dropped_lines,
-            reason=repair.reason,
-            quarantined=str(copy),
-        )
 
     # -- damage -------------------------------------------------------------
 
@@ -227,8 +188,7 @@ class EventLog:
         Each is reported once as a warning; on the writer, ``quarantined``
         names its copy in :attr:`quarantine_dir`.
         """
-        with self._damage_lock:
-            return list(self._damage.values())
+        return self._ledger.damage
 
     def take_new_damage(self) -> list[Damage]:
         """Damage set aside (copied to quarantine) for the first time by this log since the last call.
@@ -236,39 +196,7 @@ class EventLog:
         A session records each as a ``log.corruption.quarantined`` event;
         damage copied by an earlier run is not new.
         """
-        with self._damage_lock:
-            new, self._new_damage = self._new_damage, []
-            return new
-
-    def _saw_damage(self, damage: Damage) -> None:
-        key = (damage.segment.name, damage.offset)
-        with self._damage_lock:
-            known = self._damage.get(key)
-            if known is not None:
-                if known.missing is None and damage.missing is not None:
-                    self._damage[key] = replace(known, missing=damage.missing, length=damage.length, lines=damage.lines)
-                return
-            new = False
-            if not self.read_only:
-                try:
-                    copy, new = quarantine_copy(self.quarantine_dir, damage.segment, damage.offset, damage.length, "damaged")
-                    damage = replace(damage, quarantined=copy)
-                except OSError as exc:  # the bytes stay in the log all the same
-                    _logger.error("could not copy damaged log bytes to quarantine", segment=str(damage.segment),
-                                  offset=damage.offset, error=str(exc))
-            self._damage[key] = damage
-            if new:
-                self._new_damage.append(damage)
-        _logger.warning(
-            "event log damage skipped: readers go on with the next intact line",
-            segment=str(damage.segment),
-            offset=damage.offset,
-            length=damage.length,
-            lines=damage.lines,
-            reason=damage.reason,
-            missing=damage.missing,
-            quarantined=str(damage.quarantined) if damage.quarantined else None,
-        )
+        return self._ledger.take_new()
 
     def stop(self) -> None:
         """Write and fsync everything pending, end the commit thread, close. Idempotent.

@@ -144,8 +144,8 @@ class SnapshotStore:
             # armor_rx only ever saves records folded from events up to the snapshot's seq.
             if not 0 <= record.created_seq <= record.updated_seq <= seq:
                 raise _Unusable(
-                    f"snapshot does not chain: task {record.task_id!r} has seqs {record.created_seq}..{record.updated_seq} "
-                    f"but the snapshot is at seq {seq}"
+                    f"snapshot does not chain: task {record.task_id!r} has seqs "
+                    f"{record.created_seq}..{record.updated_seq} but the snapshot is at seq {seq}"
                 )
         if len({record.task_id for record in records}) != len(records):
             raise _Unusable("snapshot does not chain: it lists a task twice")

@@ -190,7 +190,9 @@ def test_a_flipped_byte_anywhere_loses_only_its_own_line(tmp_path: Path) -> None
     byte-exact copy in quarantine; the next append gets seq 41 (no seq is used twice) and reads back."""
     original = tmp_path / "original"
     with EventLog(original, segment_bytes=900) as log:
-        acked = log.append_many([TaskEvent.new("exec.output", "t1", {"i": i, "text": "x" * (i % 7)}) for i in range(40)])
+        acked = log.append_many(
+            [TaskEvent.new("exec.output", "t1", {"i": i, "text": "x" * (i % 7)}) for i in range(40)]
+        )
     where = lines_of(original)
     assert len(segment_bytes(original)) >= 5
     cases = 0
