@@ -106,8 +106,13 @@ class DamageLedger:
         with self._lock:
             known = self._seen.get(key)
             if known is not None:
-                # Seen again once a line followed it: now the seqs it cost are known.
-                if known.missing != damage.missing and damage.missing is not None:
+                # Seen again once more was read: the seqs it cost (or its extent) are known now.
+                if known.length != damage.length and self.quarantine is not None and known.quarantined is not None:
+                    try:
+                        quarantine_copy(self.quarantine, damage.segment, damage.offset, damage.length, "damaged")
+                    except OSError:
+                        pass  # the first copy stays; the bytes are still in the log
+                if (known.missing, known.length) != (damage.missing, damage.length) and damage.missing is not None:
                     self._seen[key] = replace(known, missing=damage.missing, length=damage.length, lines=damage.lines)
                 return
             new = False
