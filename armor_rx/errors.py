@@ -86,10 +86,15 @@ class Vetoed(ArmorError):
 class HookTimeout(ArmorError):
     """A hook took longer than its time limit."""
 
-    def __init__(self, hook: str, seconds: float) -> None:
+    def __init__(self, hook: str, seconds: float, *, still_running: bool = False) -> None:
         self.hook = hook
         self.seconds = seconds
-        super().__init__(f"hook {hook!r} did not finish within {seconds:g}s")
+        self.still_running = still_running
+        if still_running:
+            super().__init__(f"hook {hook!r} is still running earlier calls that overran its {seconds:g}s limit; "
+                             "not called again until one of them returns")
+        else:
+            super().__init__(f"hook {hook!r} did not finish within {seconds:g}s")
 
 
 class BackpressureOverflow(ArmorError):

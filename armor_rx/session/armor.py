@@ -103,6 +103,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
                 # Replace the snapshot we could not use, so it can never be trusted later.
                 self.snapshot()
             self._reconcile()
+            self._report_log_damage()
             self._snapshot_sub = self.pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
         except BaseException:
             self.close()
@@ -111,7 +112,11 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def _maybe_snapshot(self, event: TaskEvent) -> None:
         if event.seq is not None and event.seq - self._last_snapshot_seq >= self.config.snapshot_every:
-            self._last_snapshot_seq = self.snapshot()
+            try:
+                self._last_snapshot_seq = self.snapshot()
+            except ArmorError as exc:
+                # Raised here it would end this subscription for good: the next event tries again.
+                _log.warning("periodic snapshot not written", error=str(exc))
 
     def close(self) -> None:
         """Finish in-flight work, write a snapshot, stop every sink, release the lock."""
@@ -177,6 +182,13 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         for event in interruptions(self.log.read(), self.pipeline.task, self.pipeline.effects):
             self.pipeline.record(event).result()
             _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
+
+    def _report_log_damage(self) -> None:
+        """Record what opening the log set aside: damaged bytes (kept, copied) and a cut torn line."""
+        for damage in self.log.take_new_damage():
+            self.pipeline.record(TaskEvent.new("log.corruption.quarantined", None, damage.describe())).result()
+        for repair in self.log.repairs:
+            self.pipeline.record(TaskEvent.new("log.tail.repaired", None, repair.describe())).result()
 
     # -- tasks --------------------------------------------------------------
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:

@@ -34,6 +34,9 @@ class StateDir:
         self.events_dir = self.path / "events"
         self.deadletter_dir = self.path / "deadletter"
         self.snapshot_path = self.path / "snapshot.json"
+        # Copies of damaged event-log bytes (see armor_rx.sinks._quarantine); the
+        # event log's own default, so every reader of the state directory finds them.
+        self.quarantine_dir = self.events_dir / "quarantine"
         self.lock_timeout = lock_timeout
         # thread_local=False: the lock belongs to this object, whichever thread
         # releases it. A second StateDir on the same path (in this process or
