@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.index import Index, IndexEntry, update_working_tree
+from dulwich.index import update_working_tree
 from dulwich.merge import three_way_merge
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tree
@@ -19,9 +19,14 @@ from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees
 
 from armor_rx.errors import GitError, TransientError
+from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.indexfile import write_index
 from armor_rx.sinks.git.refs import read_commit
-from armor_rx.sinks.git.trees import flatten_tree
+from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
+from armor_rx.sinks.git.reserved import Reserved
 from armor_rx.sinks.git.scan import ScanResult
+from armor_rx.sinks.git.status import has_changes
+from armor_rx.sinks.git.trees import Files, diff_trees, flatten_tree, reserved_entries
 
 MergeMode = Literal["none", "ff", "merge"]
 
@@ -35,6 +40,8 @@ class CompletionResult:
     ``merged`` is true when the base branch now contains the task's work;
     when it is false after a merge was asked for, ``reason`` says why and
     ``conflicts`` lists conflicting paths (nothing was changed).
+    ``left_out`` says which paths of the worktree were not committed and why
+    (fifos, sockets, devices, reserved names, trees too deep; capped).
     """
 
     task_id: str
@@ -47,6 +54,7 @@ class CompletionResult:
     merge_commit: str | None = None
     reason: str | None = None
     conflicts: tuple[str, ...] = field(default=())
+    left_out: tuple[tuple[str, str], ...] = field(default=())
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -59,6 +67,7 @@ class CompletionResult:
             "merge_commit": self.merge_commit,
             "reason": self.reason,
             "conflicts": list(self.conflicts),
+            "left_out": dict(self.left_out),
         }
 
 
@@ -75,53 +84,51 @@ def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, aut
 
 
 def commit_worktree(
-    repo: Repo, worktree: Path, branch: str, scan: ScanResult, message: str, author: bytes
+    repo: Repo, worktree: Path, branch: str, scan: ScanResult, message: str, author: bytes,
+    reserved: Reserved = DEFAULT_RESERVED,
 ) -> tuple[bytes, bool]:
     """Commit the scanned worktree to ``branch``; return ``(tip, committed)``.
 
-    The worktree's index is rewritten to match the commit, so plain
-    ``git status`` in the worktree is clean afterwards.
+    The scan never holds reserved paths (see :mod:`.reserved`); whatever the
+    branch itself holds under them (files the user's own history tracks
+    there) is carried over unchanged, so completion neither adds, changes
+    nor deletes anything under a reserved name. The worktree's index is
+    rewritten to match the commit, so plain ``git status`` in the worktree
+    is clean afterwards.
     """
     ref = Ref(b"refs/heads/" + branch.encode())
     try:
         head = repo.refs[ref]
     except KeyError:
         raise GitError(f"branch {branch!r} is gone; cannot complete the task onto it") from None
-    if read_commit(repo, head).tree == scan.tree:
-        _write_index(worktree, scan)
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    head_tree = read_commit(repo, head).tree
+    carried = reserved_entries(store, head_tree, reserved)
+    tree = scan.tree
+    if carried:
+        tree = ObjectID(build_tree(store, {**flatten_tree(store, scan.tree), **carried}))
+    if head_tree == tree:
+        _write_index(repo, worktree, scan, carried)
         return head, False
-    commit = make_commit(repo, scan.tree, [head], message, author)
+    commit = make_commit(repo, tree, [head], message, author)
     if not repo.refs.set_if_equals(ref, head, commit.id, committer=author, message=b"armor-rx: complete"):
         raise TransientError(f"branch {branch!r} moved while the task was being committed; retry")
-    _write_index(worktree, scan)
+    _write_index(repo, worktree, scan, carried)
     return commit.id, True
 
 
-def _write_index(worktree: Path, scan: ScanResult) -> None:
-    with Repo(str(worktree)) as wt:
-        index = Index(wt.index_path(), read=False)
-        for path, (mode, sha) in scan.files.items():
-            entry = scan.cache.get(path)
-            if entry is None:  # gitlinks have no stat of their own in the index
-                index[path.encode()] = IndexEntry((0, 0), (0, 0), 0, 0, mode, 0, 0, 0, ObjectID(sha))
-                continue
-            mtime_ns, ctime_ns, size, ino, dev, uid, gid = (int(v) for v in entry[:7])  # type: ignore[call-overload]
-            index[path.encode()] = IndexEntry(
-                (ctime_ns // 10**9, ctime_ns % 10**9),
-                (mtime_ns // 10**9, mtime_ns % 10**9),
-                dev & 0xFFFFFFFF,
-                ino & 0xFFFFFFFF,
-                mode,
-                uid,
-                gid,
-                size & 0xFFFFFFFF,
-                ObjectID(sha),
-            )
-        index.write()
+def _write_index(repo: Repo, worktree: Path, scan: ScanResult, extra: Files | None = None) -> None:
+    admin = worktrees.admin_dir(repo, worktree)
+    if admin is None:
+        raise GitError(f"{worktree} is not a worktree of {repo.path} any more; its index cannot be written")
+    # Reserved paths carried over from the branch (``extra``) have no stat: git re-reads them.
+    write_index(admin, {**scan.files, **(extra or {})}, scan.cache)
 
 
 def merge_into_base(
-    repo: Repo, task_tip: bytes, branch: str, base_branch: str, mode: MergeMode, author: bytes
+    repo: Repo, task_tip: bytes, branch: str, base_branch: str, mode: MergeMode, author: bytes,
+    reserved: Reserved = DEFAULT_RESERVED,
 ) -> tuple[bool, bytes | None, str | None, list[str]]:
     """Merge ``task_tip`` into ``base_branch``; return ``(merged, new base tip, reason, conflicts)``.
 
@@ -129,6 +136,10 @@ def merge_into_base(
     branch is checked out somewhere (usually the user's checkout), that
     checkout must be clean and is updated along with the ref, as ``git merge``
     would; if it is dirty the merge is refused with reason ``base-checkout-dirty``.
+    A merge that would add, change or delete anything under a reserved path
+    (armor's state directory, see :mod:`.reserved`) is refused with reason
+    ``reserved-path`` and those paths. No merge driver, filter or hook runs:
+    dulwich gets no attributes and no configuration to find one in.
     """
     base_ref = Ref(base_branch.encode())
     try:
@@ -165,6 +176,11 @@ def merge_into_base(
         how = "merge"
     checkout = _checkout_of(repo, base_branch)
     old_tree, new_tree = read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree
+    touched = _reserved_changes(repo, old_tree, new_tree, reserved)
+    if touched:
+        # Only a task tree made before names were reserved (an old checkpoint
+        # branched from) can hold them; such a merge is refused, never applied.
+        return False, None, "reserved-path", touched
     if checkout is not None:
         if _is_dirty(checkout):
             return False, None, "base-checkout-dirty", []
@@ -210,19 +226,38 @@ def _file_level_merge(repo: Repo, base: Commit | None, ours: Commit, theirs: Com
 
 
 def build_tree(store: DiskObjectStore, files: dict[str, tuple[int, bytes]]) -> bytes:
-    """Write the nested trees for ``{path: (mode, sha)}``; return the root tree id."""
-    children: dict[str, dict[str, tuple[int, bytes]]] = {}
-    tree = Tree()
+    """Write the nested trees for ``{path: (mode, sha)}``; return the root tree id.
+
+    Deepest directories first, so no recursion: any depth is written.
+    """
+    entries: dict[str, list[tuple[bytes, int, bytes]]] = {"": []}
     for path, (mode, sha) in files.items():
-        head, sep, rest = path.partition("/")
-        if sep:
-            children.setdefault(head, {})[rest] = (mode, sha)
+        parent, _, name = path.rpartition("/")
+        if parent not in entries:
+            # A directory seen for the first time: its parents are made too, up to one already known.
+            missing = parent
+            while missing not in entries:
+                entries[missing] = []
+                missing = missing.rpartition("/")[0]
+        entries[parent].append((name.encode("utf-8", "surrogateescape"), mode, sha))
+    for directory in sorted(entries, key=lambda d: d.count("/") + 1 if d else 0, reverse=True):
+        tree = Tree()
+        for raw, mode, sha in entries[directory]:
+            tree.add(raw, mode, ObjectID(sha))
+        store.add_object(tree)
+        if directory:
+            parent, _, name = directory.rpartition("/")
+            entries[parent].append((name.encode("utf-8", "surrogateescape"), 0o040000, bytes(tree.id)))
         else:
-            tree.add(head.encode("utf-8", "surrogateescape"), mode, ObjectID(sha))
-    for name, sub in children.items():
-        tree.add(name.encode("utf-8", "surrogateescape"), 0o040000, ObjectID(build_tree(store, sub)))
-    store.add_object(tree)
-    return bytes(tree.id)
+            return bytes(tree.id)
+    raise AssertionError("unreachable: the root is always last")
+
+
+def _reserved_changes(repo: Repo, old_tree: bytes, new_tree: bytes, reserved: Reserved) -> list[str]:
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    diff = diff_trees(store, old_tree, new_tree)
+    return sorted(p for p in diff.old.keys() | diff.new.keys() if reserved.path(p))
 
 
 def _checkout_of(repo: Repo, branch: str) -> str | None:
@@ -233,11 +268,7 @@ def _checkout_of(repo: Repo, branch: str) -> str | None:
 
 
 def _is_dirty(path: str) -> bool:
-    from dulwich import porcelain
-
-    status = porcelain.status(path, untracked_files="no")
-    staged = status.staged
-    return bool(status.unstaged or any(staged[k] for k in ("add", "delete", "modify")))
+    return has_changes(path, untracked=False)
 
 
 def _untracked_in_the_way(repo: Repo, checkout: Path, old_tree: bytes, new_tree: bytes) -> list[str]:

@@ -127,4 +127,5 @@ def means_dot_git(name: str) -> bool:
     # dulwich's HFS check refuses any undecodable name; HFS+ cannot store one,
     # so only its decodable characters could spell '.git' there.
     readable = raw.decode("utf-8", "ignore").encode("utf-8")
-    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))
+    # A name with nothing decodable in it (b"\xff\xfe") spells nothing there either.
+    return not (validate_path_element_ntfs(raw) and (not readable or validate_path_element_hfs(readable)))
