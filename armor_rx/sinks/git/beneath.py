@@ -137,18 +137,28 @@ def walk_beneath(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str],
 
 
 def _reopen_level(stack: list[_Level], root: str | os.PathLike[str]) -> int:
+    """The top level's descriptor, reopened (and checked to be the same directory) if it was closed.
+
+    The last :data:`_WALK_WINDOW` levels reopened stay open, so climbing back
+    up a deep chain costs O(depth) opens per window, not per level.
+    """
     top = len(stack) - 1
     if stack[top].fd >= 0:
         return stack[top].fd
     start = top
-    while stack[start].fd < 0:
+    while start >= 0 and stack[start].fd < 0:
         start -= 1
+    keep_from = top - _WALK_WINDOW + 1
     for i in range(start + 1, top + 1):
         level = stack[i]
+        parent_fd = stack[i - 1].fd
         try:
-            fd = os.open(level.name, _DIR_FLAGS, dir_fd=stack[i - 1].fd)
+            fd = os.open(level.name, _DIR_FLAGS, dir_fd=parent_fd)
         except OSError:
             fd = -1
+        if i - 1 > start and i - 1 < keep_from:
+            os.close(parent_fd)
+            stack[i - 1].fd = -1
         if fd >= 0:
             info = os.fstat(fd)
             if (info.st_dev, info.st_ino) != level.ident:
@@ -160,9 +170,6 @@ def _reopen_level(stack: list[_Level], root: str | os.PathLike[str]) -> int:
                 "stop whatever is rewriting the worktree and retry"
             )
         level.fd = fd
-        if i - 1 > start:
-            os.close(stack[i - 1].fd)  # only the deepest is needed again
-            stack[i - 1].fd = -1
     return stack[top].fd
 
 
@@ -227,25 +234,26 @@ def _remove_tree(pfd: int, name: str) -> None:
 
 
 def _reopen_removal(stack: list[_Level], pfd: int) -> int:
+    """Like :func:`_reopen_level`, for a removal: the first level's parent is ``pfd``."""
     top = len(stack) - 1
     if stack[top].fd >= 0:
         return stack[top].fd
     start = top
     while start >= 0 and stack[start].fd < 0:
         start -= 1
-    fd = stack[start].fd if start >= 0 else pfd
+    keep_from = top - _WALK_WINDOW + 1
     for i in range(start + 1, top + 1):
-        new = os.open(stack[i].name, _DIR_FLAGS, dir_fd=fd)
+        parent_fd = stack[i - 1].fd if i > 0 else pfd
+        new = os.open(stack[i].name, _DIR_FLAGS, dir_fd=parent_fd)
+        if 0 <= i - 1 and i - 1 > start and i - 1 < keep_from:
+            os.close(parent_fd)
+            stack[i - 1].fd = -1
         info = os.fstat(new)
         if (info.st_dev, info.st_ino) != stack[i].ident:
             os.close(new)
             raise GitError(f"{stack[i].rel} was replaced while it was being removed; stop its writers and retry")
-        if i > start + 1:
-            os.close(fd)
-            stack[i - 1].fd = -1
-        fd = new
-    stack[top].fd = fd
-    return fd
+        stack[i].fd = new
+    return stack[top].fd
 
 
 class Beneath:

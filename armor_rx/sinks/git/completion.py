@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat as st
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.index import update_working_tree
 from dulwich.merge import three_way_merge
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tree
@@ -20,7 +19,10 @@ from dulwich.worktree import list_worktrees
 
 from armor_rx.errors import GitError, TransientError
 from armor_rx.sinks.git import worktrees
-from armor_rx.sinks.git.indexfile import write_index
+from armor_rx.sinks.git.beneath import walk_beneath
+from armor_rx.sinks.git.indexfile import index_entry, write_index
+from armor_rx.sinks.git.restore import materialize
+from armor_rx.sinks.git.statcache import CacheEntry
 from armor_rx.sinks.git.refs import read_commit
 from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
 from armor_rx.sinks.git.reserved import Reserved
@@ -191,7 +193,7 @@ def merge_into_base(
         raise TransientError(f"base branch {base_branch!r} moved during the merge; retry")
     if checkout is not None:
         try:
-            _sync_checkout(checkout, old_tree, new_tree)
+            _sync_checkout(repo, checkout, old_tree, new_tree)
         except Exception as exc:
             # The ref and the checkout must move together: put the ref back so
             # the user's branch never names a commit their files do not show.
@@ -277,44 +279,79 @@ def _untracked_in_the_way(repo: Repo, checkout: Path, old_tree: bytes, new_tree:
     ``git merge`` refuses rather than overwrite untracked files; so do we. A
     spot is in the way when the merge writes a file there (or needs it as a
     directory) and the disk holds something the base commit does not track.
+    Only the paths that differ between the two trees are looked at (a path
+    the base tracks and the merge replaces is always among them), each
+    directory once, without recursion.
     """
     store = repo.object_store
     assert isinstance(store, DiskObjectStore)
-    old, new = flatten_tree(store, old_tree), flatten_tree(store, new_tree)
-    tracked_dirs = {p.rsplit("/", i)[0] for p in old for i in range(1, p.count("/") + 1)}
+    diff = diff_trees(store, old_tree, new_tree)
+    old = diff.old
+    base = os.fspath(checkout)
     blocked: set[str] = set()
-    for path in (p for p in new if new[p] != old.get(p)):
+    looked: set[str] = set()
+    for path in diff.new:
         parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            full = checkout / parent
-            if (full.is_symlink() or (full.exists() and not full.is_dir())) and parent not in old:
+        parent = ""
+        for part in parts[:-1]:
+            parent = f"{parent}/{part}" if parent else part
+            if parent in looked:
+                continue
+            looked.add(parent)
+            kind = _lstat_mode(f"{base}/{parent}")
+            if kind is not None and not st.S_ISDIR(kind) and parent not in old:
                 blocked.add(parent)  # a file or link sits where the merge needs a directory
-        full = checkout / path
-        if path in old or not (full.is_symlink() or full.exists()):
+        kind = _lstat_mode(f"{base}/{path}")
+        if path in old or kind is None:
             continue
-        if full.is_dir() and not full.is_symlink():
-            blocked.update(_untracked_under(full, path, old, tracked_dirs))
+        if st.S_ISDIR(kind):
+            blocked.update(_untracked_under(f"{base}/{path}", path, old))
         else:
             blocked.add(path)
     return sorted(blocked)
 
 
-def _untracked_under(directory: Path, rel: str, old: dict[str, tuple[int, bytes]], tracked_dirs: set[str]) -> list[str]:
-    if rel not in tracked_dirs:
+def _lstat_mode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return None
+
+
+def _untracked_under(directory: str, rel: str, old: Files) -> list[str]:
+    """Files under ``directory`` (which a merged file replaces) that the base does not track.
+
+    A directory the base tracks nothing in is reported whole, as ``rel/``.
+    """
+    if not any(p.startswith(rel + "/") for p in old):
         return [rel + "/"]
     found: list[str] = []
-    for entry in os.scandir(directory):
-        child = f"{rel}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            found += _untracked_under(Path(entry.path), child, old, tracked_dirs)
-        elif child not in old:
-            found.append(child)
+    for sub, _dirs, files in walk_beneath(directory):
+        here = f"{rel}/{sub}" if sub else rel
+        found += [f"{here}/{name}" for name in files if f"{here}/{name}" not in old]
     return found
 
 
-def _sync_checkout(path: str, old_tree: bytes, new_tree: bytes) -> None:
+def _sync_checkout(repo: Repo, path: str, old_tree: bytes, new_tree: bytes) -> None:
+    """Move the user's checkout at ``path`` from ``old_tree`` to ``new_tree``, files and index.
+
+    Through :func:`~.restore.materialize`, not dulwich's
+    ``update_working_tree``: no smudge filter (the new tree's
+    ``.gitattributes`` may be an agent's), no symlink in the checkout
+    followed, any depth (dulwich makes directories recursively) and any
+    byte string as a name. Only the paths that differ are touched.
+    """
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    diff = diff_trees(store, old_tree, new_tree)
     with Repo(path) as checkout:
-        old, new = ObjectID(old_tree), ObjectID(new_tree)
-        changes = tree_changes(checkout.object_store, old, new)
-        update_working_tree(checkout, old, new, change_iterator=changes)
+        index = checkout.open_index()
+        written: dict[str, CacheEntry] = {}
+        materialize(Path(path), store, diff.old, diff.new, written)
+        for gone in diff.old.keys() - diff.new.keys():
+            name = os.fsencode(gone)
+            if name in index:
+                del index[name]
+        for rel, (mode, sha) in diff.new.items():
+            index[os.fsencode(rel)] = index_entry(mode, sha, written.get(rel))
+        index.write()

@@ -18,7 +18,25 @@ from dulwich.objects import ObjectID
 from armor_rx.sinks.git.statcache import CacheEntry
 from armor_rx.sinks.git.worktrees import recover_stale_lock
 
-__all__ = ["write_index"]
+__all__ = ["index_entry", "write_index"]
+
+
+def index_entry(mode: int, sha: bytes, stat: CacheEntry | None) -> IndexEntry:
+    """The index entry for a file with ``stat`` (a stat-cache entry); zeros without one, which git re-reads."""
+    if stat is None:
+        return IndexEntry((0, 0), (0, 0), 0, 0, mode, 0, 0, 0, ObjectID(sha))
+    mtime_ns, ctime_ns, size, ino, dev, uid, gid = (int(v) for v in stat[:7])  # type: ignore[call-overload]
+    return IndexEntry(
+        (ctime_ns // 10**9, ctime_ns % 10**9),
+        (mtime_ns // 10**9, mtime_ns % 10**9),
+        dev & 0xFFFFFFFF,
+        ino & 0xFFFFFFFF,
+        mode,
+        uid,
+        gid,
+        size & 0xFFFFFFFF,
+        ObjectID(sha),
+    )
 
 
 def write_index(admin: Path, files: Mapping[str, tuple[int, bytes]], stats: Mapping[str, CacheEntry]) -> None:
@@ -35,21 +53,5 @@ def write_index(admin: Path, files: Mapping[str, tuple[int, bytes]], stats: Mapp
     index = Index(str(admin / "index"), read=False)
     for path, (mode, sha) in files.items():
         # Names are bytes in git; a name that is not UTF-8 was kept as surrogates.
-        name = os.fsencode(path)
-        entry = stats.get(path)
-        if entry is None:
-            index[name] = IndexEntry((0, 0), (0, 0), 0, 0, mode, 0, 0, 0, ObjectID(sha))
-            continue
-        mtime_ns, ctime_ns, size, ino, dev, uid, gid = (int(v) for v in entry[:7])  # type: ignore[call-overload]
-        index[name] = IndexEntry(
-            (ctime_ns // 10**9, ctime_ns % 10**9),
-            (mtime_ns // 10**9, mtime_ns % 10**9),
-            dev & 0xFFFFFFFF,
-            ino & 0xFFFFFFFF,
-            mode,
-            uid,
-            gid,
-            size & 0xFFFFFFFF,
-            ObjectID(sha),
-        )
+        index[os.fsencode(path)] = index_entry(mode, sha, stats.get(path))
     index.write()

@@ -206,7 +206,7 @@ class _Frame:
     __slots__ = ("rel", "prefix", "name", "fd", "ident", "entries", "pos", "known", "files", "subs",
                  "changed", "pushed")
 
-    def __init__(self, rel: str, name: str, fd: int, ident: tuple[int, int], entries: list[os.DirEntry[str]],
+    def __init__(self, rel: str, name: str, fd: int, ident: tuple[int, int], entries: list[tuple[str, bool]],
                  known: dict[str, CacheEntry], pushed: bool) -> None:
         self.rel = rel
         self.prefix = rel + "/" if rel else ""
@@ -292,13 +292,16 @@ class _Scan:
 
     def _enter(self, fd: int, rel: str, name: str, ident: tuple[int, int]) -> _Frame:
         try:
+            # Names and d_type only: the descriptor may be closed and reopened
+            # (as another number) before the entries are looked at, so nothing
+            # may later go through a DirEntry, which remembers the old one.
             with os.scandir(fd) as listing:
-                entries = list(listing)
+                entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
         except OSError as exc:
             raise GitError(f"cannot list {self._path(rel)}: {exc.strerror}") from None
         pushed = False
-        for entry in entries:
-            if entry.name == ".gitignore":
+        for entry_name, _ in entries:
+            if entry_name == ".gitignore":
                 # Only directories that have a .gitignore pay for reading one.
                 pushed = self.ignore.push_dir(fd, rel)
                 break
@@ -309,7 +312,7 @@ class _Scan:
         parent = stack[-1]
         info = os.fstat(fd)
         frame = self._enter(fd, rel, name, (info.st_dev, info.st_ino))
-        if any(entry.name == ".git" for entry in frame.entries):
+        if any(entry_name == ".git" for entry_name, _ in frame.entries):
             if self.ignore.submodule(rel):
                 os.close(fd)
                 if frame.pushed:
@@ -332,13 +335,21 @@ class _Scan:
             stack[far].fd = -1
 
     def _reopen(self, stack: list[_Frame]) -> int:
-        """The top frame's descriptor, reopened from the nearest open ancestor if it was closed."""
+        """The top frame's descriptor, reopened from the nearest open ancestor if it was closed.
+
+        Each level reopened is checked to be the directory the walk entered
+        (device and inode), so a directory renamed or swapped meanwhile is
+        never read in its place. The last :data:`_FD_WINDOW` levels reopened
+        stay open, so climbing back up a deep chain costs O(depth) opens per
+        window, not per level.
+        """
         top = len(stack) - 1
         if stack[top].fd >= 0:
             return stack[top].fd
         start = top
         while stack[start].fd < 0:
             start -= 1
+        keep_from = top - _FD_WINDOW + 1
         fd = stack[start].fd
         for i in range(start + 1, top + 1):
             frame = stack[i]
@@ -346,17 +357,20 @@ class _Scan:
                 new = os.open(frame.name, _DIR_FLAGS, dir_fd=fd)
             except OSError:
                 new = -1
-            if fd != stack[start].fd:
+            if i - 1 > start and i - 1 < keep_from:
                 os.close(fd)
-            if new < 0 or (os.fstat(new).st_dev, os.fstat(new).st_ino) != frame.ident:
-                if new >= 0:
+                stack[i - 1].fd = -1
+            if new >= 0:
+                info = os.fstat(new)
+                if (info.st_dev, info.st_ino) != frame.ident:
                     os.close(new)
+                    new = -1
+            if new < 0:
                 raise GitError(
                     f"{self._path(frame.rel)} was moved or replaced while it was scanned; "
                     "stop whatever is rewriting the worktree and retry the checkpoint"
                 )
-            fd = new
-        stack[top].fd = fd
+            frame.fd = fd = new
         return fd
 
     def _files(self, stack: list[_Frame]) -> tuple[str, str, int] | None:
@@ -371,11 +385,12 @@ class _Scan:
         filtering = ignore.user is not None or bool(ignore.stack)
         max_size, stamp, root_dev = self.max_size, self.stamp, self.root_dev
         prefix, known, files, entries = frame.prefix, frame.known, frame.files, frame.entries
+        if frame.pos >= len(entries):
+            return None  # done: no need to reopen a descriptor closed while below
         dir_fd = self._reopen(stack)
         while frame.pos < len(entries):
-            entry = entries[frame.pos]
+            name, is_dir = entries[frame.pos]
             frame.pos += 1
-            name = entry.name
             if name == ".git" or name.startswith(TEMP_PREFIX):
                 continue  # the worktree's link to its repository (or a nested repo's); a crashed restore's temp file
             if (name[0] in ".gG" or not name.isascii()) and means_dot_git(name):
@@ -385,7 +400,7 @@ class _Scan:
             if reserved.entry(prefix, name):
                 self.leave_out(prefix + name, RESERVED_REASON)
                 continue
-            if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
+            if is_dir:  # from d_type, read with the listing
                 rel = prefix + name
                 if filtering and ignore.excluded(rel, True):
                     continue
@@ -404,7 +419,7 @@ class _Scan:
                 if sub_fd >= 0:
                     return name, rel, sub_fd
             try:
-                info = entry.stat(follow_symlinks=False)  # fstatat on dir_fd: the name, not a path
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # the name in dir_fd, not a path
             except FileNotFoundError:
                 continue  # deleted while we looked: it is simply not in this snapshot
             mode = info.st_mode
