@@ -149,3 +149,24 @@ def test_a_second_state_directory_cannot_reuse_a_task_id_with_checkpoints(repo, 
         assert second.task("shared").state is State.FAILED
     assert git(repo, "rev-parse", "refs/armor/checkpoints/shared") == tip
     assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/task").split() == ["refs/heads/task/shared"]
+
+
+def test_a_stale_index_lock_does_not_stop_the_session_or_the_completion(repo, git):
+    """Issue 14 item 7: a lock left by a killed writer is recovered when the session opens."""
+    with Armor(repo) as armor:
+        armor.create_task("locked")
+        armor.start("locked")
+        worktree = armor.worktree("locked")
+        (worktree / "work.txt").write_text("work\n")
+    admin = next(a for a in (repo / ".git" / "worktrees").iterdir()
+                 if (a / "gitdir").read_text().strip() == str(worktree / ".git"))
+    (admin / "index.lock").write_bytes(b"")  # as a kill -9 mid-write leaves it
+    with Armor(repo) as armor:
+        if armor.task("locked").state is State.INTERRUPTED:
+            armor.resume("locked")
+        done = armor.complete("locked", message="done", merge="ff")
+        assert done.payload["merged"] is True
+        recovered = [e for e in armor.history(task_id="locked") if e.kind == "git.lock.recovered"]
+    assert [e.payload["path"] for e in recovered] == [str(admin / "index.lock")]
+    assert git(repo, "show", "main:work.txt") == "work\n"
+    git(repo, "fsck", "--strict")

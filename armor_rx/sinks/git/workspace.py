@@ -14,7 +14,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 from filelock import FileLock, Timeout
 
-from armor_rx.errors import GitError
+from armor_rx.errors import ArmorError, GitError
 from armor_rx.model.ids import validate_task_id
 from armor_rx.sinks.git import cleanup
 from armor_rx.sinks.git import submodules as submodule_ops
@@ -79,6 +79,10 @@ class GitWorkspace:
         self._checkpoints: CheckpointStore | None = None
         self.state_id: str | None = None
         self.reserved = _reserved_for(self.repo_path, self.state_dir)
+        # Events found while starting (recovered locks) wait here: the session's
+        # pipeline that records them is not running until every sink has started.
+        self._held: list[tuple[str, str | None, Mapping[str, Any]]] | None = None
+        self._held_over: list[tuple[str, str | None, Mapping[str, Any]]] = []
         self._nested_reported: dict[str, set[str]] = {}
 
     # -- lifecycle -------------------------------------------------------
@@ -96,7 +100,19 @@ class GitWorkspace:
         self._repo = repo
         self.state_id = self._read_state_id()
         self._exclude_state_dir()
-        self.recover()
+        self._held = []
+        try:
+            self.recover()
+        finally:
+            held, self._held = self._held, None
+        for index, event in enumerate(held):
+            try:
+                self._emit(*event)
+            except ArmorError:
+                # The receiver is not ready (a session records events once all its
+                # sinks have started): they go out before the next event instead.
+                self._held_over = held[index:]
+                break
         return self
 
     def recover(self) -> list[str]:
@@ -160,9 +176,27 @@ class GitWorkspace:
         return self._repo
 
     def emit(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
-        """Send one event to the routed receiver of this thread, else to ``emit``."""
+        """Send one event to the routed receiver of this thread, else to ``emit``.
+
+        Events from :meth:`start` that ``emit`` could not take then are sent
+        before the first event after it (or by :meth:`flush_held`).
+        """
+        if self._held is not None:
+            self._held.append((kind, task_id, payload))
+            return
         route: Emit | None = getattr(self._routes, "emit", None)
-        (route or self._emit)(kind, task_id, payload)
+        target = route or self._emit
+        if self._held_over:
+            held, self._held_over = self._held_over, []
+            for event in held:
+                target(*event)
+        target(kind, task_id, payload)
+
+    def flush_held(self) -> None:
+        """Send the events :meth:`start` held (recovered locks and checkouts) now, to ``emit``."""
+        held, self._held_over = self._held_over, []
+        for event in held:
+            self._emit(*event)
 
     @contextmanager
     def routed(self, emit: Emit) -> Iterator[None]:
