@@ -310,8 +310,12 @@ class _Scan:
     def _descend(self, stack: list[_Frame], name: str, rel: str, fd: int) -> None:
         """Enter subdirectory ``name`` (open as ``fd``) of the top frame, or record it as a gitlink."""
         parent = stack[-1]
-        info = os.fstat(fd)
-        frame = self._enter(fd, rel, name, (info.st_dev, info.st_ino))
+        try:
+            info = os.fstat(fd)
+            frame = self._enter(fd, rel, name, (info.st_dev, info.st_ino))
+        except BaseException:
+            os.close(fd)  # not on the stack yet, so the walk's clean-up would miss it
+            raise
         if any(entry_name == ".git" for entry_name, _ in frame.entries):
             if self.ignore.submodule(rel):
                 os.close(fd)

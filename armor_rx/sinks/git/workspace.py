@@ -116,7 +116,7 @@ class GitWorkspace:
         return self
 
     def recover(self) -> list[str]:
-        """Undo what a writer killed mid-way left behind, for every task not busy right now; return the lock files removed.
+        """Undo what killed writers left behind, for every task not busy now; return the lock files removed.
 
         Run on :meth:`start` (so before the session reconciles and resumes
         anything). Per task: a lock on its worktree's index or on its refs

@@ -121,6 +121,22 @@ def test_a_tree_deeper_than_the_limit_is_left_out_with_a_reason(
     fsck(repo)
 
 
+def test_a_directory_path_longer_than_the_limit_is_left_out_with_a_reason(
+    ws: GitWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from armor_rx.sinks.git import scan
+
+    monkeypatch.setattr(scan, "MAX_PATH_BYTES", 600)
+    path = started(ws, "long")
+    name = "x" * 200
+    (path / name / name / name / name).mkdir(parents=True)
+    (path / name / name / "kept.txt").write_text("kept\n")
+    (path / name / name / name / name / "lost.txt").write_text("lost\n")
+    cp = ws.checkpoint("long")
+    assert dict(cp.left_out) == {f"{name}/{name}/{name}": "its path is longer than 600 bytes"}
+    assert cp.files == 4 + 1
+
+
 def _specials(path: Path) -> dict[str, str]:
     made = {}
     os.mkfifo(path / "a-fifo")
