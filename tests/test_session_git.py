@@ -170,3 +170,20 @@ def test_a_stale_index_lock_does_not_stop_the_session_or_the_completion(repo, gi
     assert [e.payload["path"] for e in recovered] == [str(admin / "index.lock")]
     assert git(repo, "show", "main:work.txt") == "work\n"
     git(repo, "fsck", "--strict")
+
+
+def test_a_nested_repository_is_reported_in_the_log(repo, git):
+    """Issue 13 item 4: a repository the agent makes in its worktree is reported, never followed."""
+    with Armor(repo) as armor:
+        armor.create_task("nest")
+        armor.start("nest")
+        inner = armor.worktree("nest") / "vendor" / "lib"
+        inner.mkdir(parents=True)
+        git(inner, "init", "-q")
+        (inner / "code.py").write_text("x = 1\n")
+        payload = armor.checkpoint("nest").payload
+        armor.checkpoint("nest")  # reported once per task, not on every checkpoint
+        reports = [e for e in armor.history(task_id="nest") if e.kind == "git.nested_repository"]
+    assert [e.payload["path"] for e in reports] == ["vendor/lib"]
+    assert reports[0].payload["followed"] is False and reports[0].payload["checkpoint"] == payload["checkpoint"]
+    assert "vendor/lib/code.py" in git(repo, "ls-tree", "-r", "--name-only", "refs/armor/checkpoints/nest")
