@@ -187,3 +187,23 @@ def test_a_nested_repository_is_reported_in_the_log(repo, git):
     assert [e.payload["path"] for e in reports] == ["vendor/lib"]
     assert reports[0].payload["followed"] is False and reports[0].payload["checkpoint"] == payload["checkpoint"]
     assert "vendor/lib/code.py" in git(repo, "ls-tree", "-r", "--name-only", "refs/armor/checkpoints/nest")
+
+
+def test_names_that_are_not_utf8_do_not_break_the_log(repo, git):
+    """Issue 14 item 6: events carry such names escaped; the effect does not fail on them."""
+    with Armor(repo) as armor:
+        armor.create_task("bytes")
+        armor.start("bytes")
+        raw = os.fsencode(armor.worktree("bytes"))
+        os.mkfifo(os.path.join(raw, b"fifo\xe9"))
+        os.makedirs(os.path.join(raw, b"nest\xe9", b".git"))
+        with open(os.path.join(raw, b"nest\xe9", b"caf\xe9"), "wb") as f:
+            f.write(b"x\n")
+        armor.checkpoint("bytes")
+        assert [c.path for c in armor.diff("bytes").files] == ["nest\udce9/caf\udce9"]
+        done = armor.complete("bytes", message="bytes", merge="ff")
+        assert done.payload["merged"] is True
+        history = {e.kind: e.payload for e in armor.history(task_id="bytes")}
+    assert history["checkpoint.created"]["left_out"]["fifo\\xe9"] == "a fifo"
+    assert history["git.nested_repository"]["path"] == "nest\\xe9"
+    git(repo, "fsck", "--strict")

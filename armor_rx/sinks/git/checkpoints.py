@@ -26,6 +26,7 @@ from dulwich.repo import Repo
 from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
 from armor_rx.sinks.git.trees import flatten_tree
 from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
 from armor_rx.sinks.git.reserved import Reserved
 from armor_rx.sinks.git.submodules import gitmodules_paths, safe_submodule_head
@@ -91,7 +92,7 @@ class Checkpoint:
     nested: tuple[str, ...] = field(default=())
 
     def to_payload(self) -> dict[str, Any]:
-        """A JSON-safe description for events."""
+        """A JSON-safe description for events (names that are not UTF-8 shown escaped, see :func:`.paths.printable`)."""
         return {
             "checkpoint": self.id,
             "seq": self.seq,
@@ -101,10 +102,10 @@ class Checkpoint:
             "message": self.message,
             "files": self.files,
             "bytes_added": self.bytes_added,
-            "skipped": list(self.skipped),
-            "left_out": dict(self.left_out),
+            "skipped": [printable(p) for p in self.skipped],
+            "left_out": {printable(p): why for p, why in self.left_out},
             "left_out_count": self.left_out_count,
-            "nested_repositories": list(self.nested),
+            "nested_repositories": [printable(p) for p in self.nested],
         }
 
 

@@ -21,6 +21,7 @@ from armor_rx.errors import GitError, TransientError
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.beneath import walk_beneath
 from armor_rx.sinks.git.indexfile import index_entry, write_index
+from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.restore import materialize
 from armor_rx.sinks.git.statcache import CacheEntry
 from armor_rx.sinks.git.refs import read_commit
@@ -41,7 +42,8 @@ class CompletionResult:
     new commit was made (``False`` when the worktree matched the branch).
     ``merged`` is true when the base branch now contains the task's work;
     when it is false after a merge was asked for, ``reason`` says why and
-    ``conflicts`` lists conflicting paths (nothing was changed).
+    ``conflicts`` lists conflicting paths (nothing was changed; names that
+    are not UTF-8 shown escaped, see :func:`.paths.printable`).
     ``left_out`` says which paths of the worktree were not committed and why
     (fifos, sockets, devices, reserved names, trees too deep; capped).
     """
@@ -68,8 +70,8 @@ class CompletionResult:
             "base_branch": self.base_branch,
             "merge_commit": self.merge_commit,
             "reason": self.reason,
-            "conflicts": list(self.conflicts),
-            "left_out": dict(self.left_out),
+            "conflicts": [printable(p) for p in self.conflicts],
+            "left_out": {printable(p): why for p, why in self.left_out},
         }
 
 
@@ -167,7 +169,7 @@ def merge_into_base(
             # changed a conflict — coarser, but never wrong.
             merged_tree, conflicts = _file_level_merge(repo, base_commit, ours, theirs)
         else:
-            conflicts = sorted(p.decode("utf-8", "replace") for p in raw_conflicts)
+            conflicts = sorted(printable(os.fsdecode(p)) for p in raw_conflicts)
             repo.object_store.add_object(tree)
             merged_tree = tree.id
         if conflicts:
@@ -178,7 +180,8 @@ def merge_into_base(
         how = "merge"
     checkout = _checkout_of(repo, base_branch)
     old_tree, new_tree = read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree
-    touched = _reserved_changes(repo, old_tree, new_tree, reserved)
+    # Conflict paths are for people (and JSON records): names that are not UTF-8 come out escaped.
+    touched = [printable(p) for p in _reserved_changes(repo, old_tree, new_tree, reserved)]
     if touched:
         # Only a task tree made before names were reserved (an old checkpoint
         # branched from) can hold them; such a merge is refused, never applied.
@@ -186,7 +189,7 @@ def merge_into_base(
     if checkout is not None:
         if _is_dirty(checkout):
             return False, None, "base-checkout-dirty", []
-        blocked = _untracked_in_the_way(repo, Path(checkout), old_tree, new_tree)
+        blocked = [printable(p) for p in _untracked_in_the_way(repo, Path(checkout), old_tree, new_tree)]
         if blocked:
             return False, None, "base-checkout-untracked", blocked
     if not repo.refs.set_if_equals(base_ref, base_tip, ObjectID(new_tip), committer=author, message=f"armor-rx: {how} {branch}".encode()):
@@ -217,13 +220,13 @@ def _file_level_merge(repo: Repo, base: Commit | None, ours: Commit, theirs: Com
         b, o, t = old.get(path), mine.get(path), yours.get(path)
         pick = o if o == t or t == b else t if o == b else None
         if pick is None:
-            conflicts.append(path)
+            conflicts.append(printable(path))
         else:
             merged[path] = pick
     # A file on one side where the other made a directory is a conflict too.
     dirs = {p.rsplit("/", 1)[0] for p in merged if "/" in p}
     dirs |= {d.rsplit("/", i)[0] for d in dirs for i in range(1, d.count("/") + 1)}
-    conflicts += sorted(p for p in merged if p in dirs)
+    conflicts += sorted(printable(p) for p in merged if p in dirs)
     return build_tree(store, merged), sorted(conflicts)
 
 

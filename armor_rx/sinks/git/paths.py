@@ -114,7 +114,21 @@ def resolve_inside(root: str | os.PathLike[str], path: object) -> Path:
     return candidate
 
 
-__all__ = ["NAME_MAX", "PATH_MAX", "check_relative_path", "resolve_inside"]
+__all__ = ["NAME_MAX", "PATH_MAX", "check_relative_path", "printable", "resolve_inside"]
+
+
+def printable(path: str) -> str:
+    """``path`` as it may go into an event or a JSON record.
+
+    Git names are bytes; one that is not UTF-8 is held as a str with
+    surrogates (``os.fsdecode``), which JSON cannot carry. Such bytes are
+    shown as ``\\xNN`` escapes (``caf\\xe9.txt``); valid names are returned unchanged.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
 
 
 def means_dot_git(name: str) -> bool:

@@ -25,7 +25,7 @@ from armor_rx.sinks.git.completion import (
     CompletionResult, MergeMode, build_tree, commit_worktree, make_commit, merge_into_base,
 )
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES, TaskDiff, compare_trees
-from armor_rx.sinks.git.paths import resolve_inside
+from armor_rx.sinks.git.paths import printable, resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
 from armor_rx.sinks.git.restore import materialize
@@ -412,7 +412,8 @@ class GitWorkspace:
             task_id,
             {"checkpoint": target.id, "commit": target.commit, "written": stats.written,
              "removed": stats.removed, "chmodded": stats.chmodded, "safety_checkpoint": safety,
-             "left_out": {p: RESERVED_REASON for p in refused[:LEFT_OUT_LIMIT]}, "left_out_count": len(refused)},
+             "left_out": {printable(p): RESERVED_REASON for p in refused[:LEFT_OUT_LIMIT]},
+             "left_out_count": len(refused)},
         )
         return target
 
@@ -515,7 +516,8 @@ class GitWorkspace:
             if committed:
                 self.emit("git.commit.created", task_id,
                           {"branch": record.branch, "commit": tip.decode(), "files": scan.count,
-                           "left_out": dict(left_out), "left_out_count": scan.left_out_count})
+                           "left_out": {printable(p): why for p, why in left_out},
+                           "left_out_count": scan.left_out_count})
             result = CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False, record.base_branch,
                                       left_out=left_out)
             if merge == "none":
@@ -545,7 +547,7 @@ class GitWorkspace:
             if rel not in seen:
                 seen.add(rel)
                 self.emit("git.nested_repository", task_id, {
-                    "path": rel, "checkpoint": checkpoint, "followed": False,
+                    "path": printable(rel), "checkpoint": checkpoint, "followed": False,
                     "saved": "its files, not its .git (never read, followed or run on the host)",
                 })
 
