@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from armor_rx.errors import NestedRepositoryAtRisk, SubmoduleConflict
+from armor_rx.errors import GitError, NestedRepositoryAtRisk, SubmoduleConflict
 from armor_rx.sinks.git import GitWorkspace
 
 from .conftest import Events, fsck, git, started
@@ -157,3 +157,42 @@ def test_worktree_git_file_rewritten_does_not_redirect_armors_writes(
     assert done.merged
     assert sorted(os.listdir(decoy / ".git")) == before  # no index written there
     assert "work.txt" in git(repo, "ls-tree", "--name-only", "main")
+
+
+def test_a_fifo_planted_in_a_submodules_git_directory_is_refused_not_waited_on(
+    ws: GitWorkspace, repo: Path, marker: Path
+) -> None:
+    path = started(ws, "fifo")
+    _hostile_repo(path / "registered", marker)
+    (path / ".gitmodules").write_text('[submodule "registered"]\n\tpath = registered\n\turl = ./registered\n')
+    ws.complete("fifo", "register", merge="none")
+    (path / "registered" / ".git" / "config").unlink()
+    os.mkfifo(path / "registered" / ".git" / "config")  # any reader opening it would wait forever
+    with pytest.raises(GitError, match="not a plain file"):
+        ws.submodules("fifo", "skip")
+    with pytest.raises(NestedRepositoryAtRisk, match="status cannot be read"):
+        ws.remove_worktree("fifo")
+    assert not marker.exists()
+
+
+def test_submodule_untracked_files_respect_its_gitignore_but_not_its_config(
+    ws: GitWorkspace, repo: Path, marker: Path, tmp_path: Path
+) -> None:
+    from armor_rx.sinks.git.status import has_changes
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    git(sub, "init", "-q", "-b", "main")
+    (sub / ".gitignore").write_text("build/\n*.o\n")
+    (sub / "a.c").write_text("int a;\n")
+    git(sub, "add", "-A")
+    git(sub, "commit", "-q", "-m", "sub")
+    (sub / "build").mkdir()
+    (sub / "build" / "out").write_text("ignored\n")
+    (sub / "a.o").write_text("ignored\n")
+    assert has_changes(sub, untracked=True) is False
+    os.mkfifo(tmp_path / "excludes-fifo")
+    git(sub, "config", "core.excludesFile", str(tmp_path / "excludes-fifo"))  # never opened
+    (sub / "new.txt").write_text("untracked\n")
+    assert has_changes(sub, untracked=True) is True
+    assert has_changes(sub, untracked=False) is False
