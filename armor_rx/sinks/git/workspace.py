@@ -83,6 +83,7 @@ class GitWorkspace:
         # pipeline that records them is not running until every sink has started.
         self._held: list[tuple[str, str | None, Mapping[str, Any]]] | None = None
         self._held_over: list[tuple[str, str | None, Mapping[str, Any]]] = []
+        self._admins: dict[str, Path] = {}
         self._nested_reported: dict[str, set[str]] = {}
 
     # -- lifecycle -------------------------------------------------------
@@ -126,6 +127,7 @@ class GitWorkspace:
         process is working on is skipped.
         """
         removed: list[str] = []
+        admins = worktrees.admin_dirs(self.repo)  # read once, not once per task
         for record in self.records.all():
             lock = FileLock(str(self.git_dir / "locks" / f"{record.task_id}.lock"), timeout=0)
             try:
@@ -133,16 +135,43 @@ class GitWorkspace:
             except Timeout:
                 continue  # busy: its holder is alive, and so may be its locks
             try:
-                removed += self._recover_task(record, finish_checkout=True)
+                admin = admins.get(os.path.realpath(self.worktree_path(record.task_id)))
+                removed += self._recover_task(record, finish_checkout=True, admin=admin)
             finally:
                 lock.release()
         return removed
 
-    def _recover_task(self, record: TaskGitRecord, *, finish_checkout: bool = False) -> list[str]:
-        """Remove the task's stale locks (and finish a cut-short checkout); the caller holds the task lock."""
+    def _admin_of(self, task_id: str, path: Path) -> Path | None:
+        """The worktree's admin directory, remembered while its ``gitdir`` still names the worktree.
+
+        Finding it means reading every admin directory's ``gitdir``; this runs
+        before every checkpoint, so the answer is kept and checked with one read.
+        """
+        known = self._admins.get(task_id)
+        if known is not None:
+            try:
+                if (known / "gitdir").read_text().strip() == str(path / ".git"):
+                    return known
+            except OSError:
+                pass
+        found = worktrees.admin_dir(self.repo, path)
+        if found is not None:
+            self._admins[task_id] = found
+        return found
+
+    def _recover_task(
+        self, record: TaskGitRecord, *, finish_checkout: bool = False, admin: Path | None = None
+    ) -> list[str]:
+        """Remove the task's stale locks (and finish a cut-short checkout); the caller holds the task lock.
+
+        ``admin`` is the worktree's admin directory when the caller knows it.
+        """
         common = Path(self.repo.commondir())
         path = self.worktree_path(record.task_id)
-        admin = worktrees.admin_dir(self.repo, path) if path.is_dir() else None
+        if not path.is_dir():
+            admin = None
+        elif admin is None:
+            admin = self._admin_of(record.task_id, path)
         targets = [common / "refs" / "heads" / record.branch, common / Path(checkpoint_ref(record.task_id).decode())]
         if admin is not None:
             targets.append(admin / "index")

@@ -22,6 +22,22 @@ from armor_rx.sinks.git.reserved import Reserved
 from armor_rx.sinks.git.statcache import CacheEntry
 
 
+def admin_dirs(repo: Repo) -> dict[str, Path]:
+    """Every linked worktree's admin directory, by the real path of its worktree (one read of each)."""
+    root = Path(repo.commondir()) / "worktrees"
+    found: dict[str, Path] = {}
+    if not root.is_dir():
+        return found
+    for entry in root.iterdir():
+        try:
+            gitdir = (entry / "gitdir").read_text().strip()
+        except OSError:
+            continue
+        target = gitdir if os.path.isabs(gitdir) else os.path.join(entry, gitdir)
+        found[os.path.realpath(os.path.dirname(target))] = entry
+    return found
+
+
 def admin_dir(repo: Repo, worktree: Path) -> Path | None:
     """The ``.git/worktrees/<id>`` directory that belongs to ``worktree``, if any."""
     root = Path(repo.commondir()) / "worktrees"
