@@ -16,7 +16,7 @@ from dulwich.index import Index, IndexEntry
 from dulwich.objects import ObjectID
 
 from armor_rx.sinks.git.statcache import CacheEntry
-from armor_rx.sinks.git.worktrees import recover_stale_lock
+from armor_rx.sinks.git.recovery import recover_stale_lock
 
 __all__ = ["index_entry", "write_index"]
 
@@ -46,7 +46,7 @@ def write_index(admin: Path, files: Mapping[str, tuple[int, bytes]], stats: Mapp
     ``git status`` is clean without re-reading it); a path without one
     (gitlinks, files armor did not write) gets zeros, which git re-reads.
     A lock left by a writer that died is removed first (see
-    :func:`~.worktrees.recover_stale_lock`); one a live process holds makes
+    :func:`~.recovery.recover_stale_lock`); one a live process holds makes
     dulwich raise ``FileLocked``.
     """
     recover_stale_lock(admin / "index")

@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 
 from armor_rx.errors import ArmorError, GitError
 from armor_rx.model.ids import validate_task_id
-from armor_rx.sinks.git import cleanup
+from armor_rx.sinks.git import cleanup, recovery
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
@@ -166,25 +166,15 @@ class GitWorkspace:
 
         ``admin`` is the worktree's admin directory when the caller knows it.
         """
-        common = Path(self.repo.commondir())
         path = self.worktree_path(record.task_id)
         if not path.is_dir():
             admin = None
         elif admin is None:
             admin = self._admin_of(record.task_id, path)
-        targets = [common / "refs" / "heads" / record.branch, common / Path(checkpoint_ref(record.task_id).decode())]
-        if admin is not None:
-            targets.append(admin / "index")
-        removed = []
-        for target in targets:
-            if worktrees.recover_stale_lock(target):
-                removed.append(f"{target}.lock")
-                self.emit("git.lock.recovered", record.task_id, {"path": f"{target}.lock", "reason": "no live holder"})
-        if finish_checkout and admin is not None and not (admin / "index").exists():
-            files = worktrees.checkout(self.repo, path, admin, self.reserved)
-            self.emit("git.worktree.recovered", record.task_id,
-                      {"path": str(path), "files": files, "reason": "its checkout was cut short"})
-        return removed
+        return recovery.recover_task(
+            self.repo, record.task_id, record.branch, checkpoint_ref(record.task_id).decode(), path, admin,
+            self.reserved, self.emit, finish_checkout=finish_checkout,
+        )
 
     def stop(self) -> None:
         """Close the repository. Safe to call twice."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import stat as st
-import time
 from pathlib import Path
 
 from dulwich.object_store import DiskObjectStore
@@ -197,62 +195,6 @@ def head_commit(repo: Repo, admin: Path) -> bytes | None:
         except (KeyError, ValueError):
             return None
     return text.encode() if len(text) == 40 else None
-
-
-def recover_stale_lock(target: Path) -> bool:
-    """Remove ``<target>.lock`` if no live process holds it open; return whether one was removed.
-
-    Git and dulwich keep a lock file open from its creation until they
-    rename it into place, so one that no process has open was left by a
-    writer that died (a kill during worktree creation, completion or a
-    checkpoint). Where open files cannot be listed (no ``/proc``) only a lock
-    older than :data:`STALE_LOCK_AGE` counts as stale.
-    """
-    lock = Path(f"{target}.lock")
-    try:
-        info = lock.lstat()
-    except FileNotFoundError:
-        return False
-    if not st.S_ISREG(info.st_mode):
-        return False
-    held = _held_open(lock, info)
-    if held is None:
-        held = time.time() - info.st_mtime < STALE_LOCK_AGE
-    if held:
-        return False
-    try:
-        lock.unlink()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-#: Where open files cannot be listed, a lock is taken as stale only after this many seconds.
-STALE_LOCK_AGE = 600.0
-
-
-def _held_open(lock: Path, info: os.stat_result) -> bool | None:
-    """Whether any process has ``lock`` open (None if that cannot be known here)."""
-    proc = Path("/proc")
-    if not (proc / "self" / "fd").is_dir():
-        return None
-    want = (info.st_dev, info.st_ino)
-    for pid in os.listdir(proc):
-        if not pid.isdigit():
-            continue
-        fd_dir = proc / pid / "fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue  # gone, or not ours to look at
-        for fd in fds:
-            try:
-                target = os.stat(fd_dir / fd)
-            except OSError:
-                continue
-            if (target.st_dev, target.st_ino) == want:
-                return True
-    return False
 
 
 def listed(repo: Repo) -> list[WorkTreeInfo]:

@@ -20,6 +20,7 @@ from dulwich.file import FileLocked
 
 from armor_rx.sinks.git import GitWorkspace
 from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.recovery import recover_stale_lock
 
 from .conftest import Events, fsck, git, started
 
@@ -49,10 +50,10 @@ def test_a_lock_a_live_process_holds_is_left_alone(ws: GitWorkspace) -> None:
     assert admin is not None
     lock = admin / "index.lock"
     with open(lock, "wb"):  # held open, as git and dulwich hold the locks they write
-        assert worktrees.recover_stale_lock(admin / "index") is False
+        assert recover_stale_lock(admin / "index") is False
         with pytest.raises(FileLocked):
             ws.complete("t", "done")
-    assert worktrees.recover_stale_lock(admin / "index") is True
+    assert recover_stale_lock(admin / "index") is True
     assert not lock.exists()
 
 
