@@ -196,3 +196,33 @@ def test_submodule_untracked_files_respect_its_gitignore_but_not_its_config(
     (sub / "new.txt").write_text("untracked\n")
     assert has_changes(sub, untracked=True) is True
     assert has_changes(sub, untracked=False) is False
+
+
+def test_the_git_sink_starts_no_process_at_all(
+    ws: GitWorkspace, repo: Path, marker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No git CLI, hook, filter or pager: not one process is started by any host-side operation."""
+    import subprocess
+
+    path = started(ws, "quiet")
+    _plant(path, marker)
+    started_processes: list[object] = []
+
+    def refuse(self: object, args: object, *rest: object, **kwargs: object) -> None:
+        started_processes.append(args)
+        raise AssertionError(f"the git sink started a process: {args!r}")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "system", lambda cmd: refuse(None, cmd))
+    cp = ws.checkpoint("quiet")
+    ws.diff("quiet")
+    ws.complete("quiet", "first", merge="none")
+    ws.submodules("quiet", "skip")
+    ws.submodules("quiet", "reset")
+    (path / "nested" / "file.txt").write_text("again\n")
+    ws.restore("quiet", cp.id)
+    ws.complete("quiet", "done", merge="ff")
+    with pytest.raises(NestedRepositoryAtRisk):
+        ws.remove_worktree("quiet")
+    monkeypatch.undo()
+    assert started_processes == [] and not marker.exists()
