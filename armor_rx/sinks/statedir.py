@@ -20,6 +20,11 @@ import filelock
 from armor_rx.errors import ConfigError, StateDirLocked
 
 DEFAULT_NAME = ".armor"
+#: Names no task tree may hold, at any depth, reserved the way git reserves
+#: '.git': a worktree sits in an agent's hands, and a '.armor/' it made must
+#: never be committed, merged or checked out into the user's checkout, where
+#: it would land in the real state directory (see docs/git.md).
+RESERVED_IN_TREES = (DEFAULT_NAME,)
 
 
 class StateDir:
