@@ -233,6 +233,19 @@ class BranchConflict(GitError):
         )
 
 
+class WorktreeLinkChanged(GitError):
+    """A task worktree's ``.git`` link, or the admin directory it names, is not what armor made."""
+
+    def __init__(self, task_id: str, path: str, why: str) -> None:
+        self.task_id = task_id
+        self.path = path
+        self.why = why
+        super().__init__(
+            f"task {task_id!r}: the git link of its worktree {path} was changed ({why}); armor runs no git "
+            "there, and neither should you: copy out what you need without git, then delete the directory by hand"
+        )
+
+
 class WorktreeDirty(GitError):
     """Removing a worktree would lose uncommitted work."""
 

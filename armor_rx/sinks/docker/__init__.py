@@ -10,11 +10,14 @@ from armor_rx.sinks.docker.containers import SessionIdentity
 from armor_rx.sinks.docker.effect import DockerEffect
 from armor_rx.sinks.docker.engine import Engine, EngineInfo, connect, detect
 from armor_rx.sinks.docker.exec import ExecResult, ExecRun
+from armor_rx.sinks.docker.identity import AGENT_GID, AGENT_UID
 from armor_rx.sinks.docker.images import CacheResult, ImageCache, ImageSpec
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import Sweeper, SweepDecision
 
 __all__ = [
+    "AGENT_GID",
+    "AGENT_UID",
     "CacheResult",
     "DockerEffect",
     "Engine",

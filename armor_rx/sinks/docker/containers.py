@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import getpass
-import io
 import json
 import os
 import socket
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +14,18 @@ from typing import Any
 import docker.errors
 from docker.models.containers import Container
 
-from armor_rx.errors import DockerError, ImageNotFound
+from armor_rx.errors import ArmorError, ConfigError, DockerError, ImageNotFound
+from armor_rx.sinks.docker.access import ShareStats, share_worktree
 from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.identity import resolve_identity
+from armor_rx.sinks.docker.mounts import (
+    GIT_ENVIRONMENT,
+    MountPlan,
+    git_data,
+    harden_worktree_mount,
+    plan_mounts,
+    process_ids,
+)
 from armor_rx.sinks.docker.spec import SandboxSpec
 
 LABEL_TASK = "armor.task"
@@ -182,69 +190,6 @@ def ensure_image(engine: Engine, name: str) -> Any:
         raise ImageNotFound(name, f"pull failed: {why[:200]}") from None
 
 
-def _passwd_user(engine: Engine, image_id: str) -> str | None:
-    """The first non-root login in the image's /etc/passwd, read from a created (never started) container."""
-    try:
-        probe = engine.client.containers.create(image_id, command=["true"], network_mode="none", labels={"armor.probe": "1"})
-    except docker.errors.APIError:
-        return None
-    try:
-        stream, _ = probe.get_archive("/etc/passwd")
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.extractfile("passwd")
-            text = member.read().decode("utf-8", "replace") if member else ""
-    except (docker.errors.APIError, tarfile.TarError, KeyError):
-        return None
-    finally:
-        try:
-            probe.remove(force=True)
-        except docker.errors.APIError:
-            pass  # a created, never started probe holds nothing; the engine keeps the error
-    for line in text.splitlines():
-        parts = line.split(":")
-        if len(parts) >= 4 and parts[2].isdigit() and 1000 <= int(parts[2]) <= 60000:
-            return f"{parts[2]}:{parts[3]}"
-    return None
-
-
-def resolve_user(engine: Engine, spec: SandboxSpec, image: Any) -> tuple[str | None, str | None]:
-    """(user to run as, note) for ``spec.user``; "auto" picks a non-root user if the image has one."""
-    if spec.user != "auto":
-        return (spec.user or None), None
-    configured = str((image.attrs.get("Config") or {}).get("User") or "")
-    if configured and configured.split(":")[0] not in ("0", "root"):
-        return configured, None
-    if image.id not in engine.image_users:
-        engine.image_users[image.id] = _passwd_user(engine, image.id)
-    user = engine.image_users[image.id]
-    if user is None:
-        return None, f"image {spec.image} has no non-root user; the container runs as root (with no capabilities)"
-    return user, None
-
-
-def share_worktree(worktree: Path, user: str | None, spec_user: str) -> tuple[str | None, str | None]:
-    """Make the mounted worktree writable by the container's user; returns (user, note).
-
-    With ``user="auto"`` a worktree owned by a non-root host user is used as
-    that uid:gid (files keep their owner, as in a dev container). A worktree
-    owned by root (a root CI run) is handed to the image's non-root user.
-    """
-    st = worktree.stat()
-    if spec_user == "auto" and st.st_uid != 0:
-        return f"{st.st_uid}:{st.st_gid}", None
-    if user is None or st.st_uid != 0 or os.geteuid() != 0:
-        return user, None
-    uid_text, _, gid_text = user.partition(":")
-    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
-        return user, f"the worktree is owned by root and user {user!r} is not numeric; it may not be writable in the container"
-    uid, gid = int(uid_text), int(gid_text or uid_text)
-    for root, dirs, files in os.walk(worktree):
-        os.lchown(root, uid, gid)
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
-    return user, f"worktree {worktree} handed to uid {uid} so the container's non-root user can write it"
-
-
 def create_task_container(
     engine: Engine,
     spec: SandboxSpec,
@@ -258,13 +203,18 @@ def create_task_container(
     Options the engine does not support are left out and listed under
     ``degraded`` in the settings, never silently dropped.
     """
+    identity = resolve_identity(spec)
     image = ensure_image(engine, spec.image)
-    user, user_note = resolve_user(engine, spec, image)
-    share_note = None
+    plan = MountPlan()
+    shared: ShareStats | None = None
     if worktree is not None:
-        user, share_note = share_worktree(worktree, user, spec.user)
-        if user is not None:
-            user_note = None
+        data = git_data(worktree, Path(labels[LABEL_STATE]) if LABEL_STATE in labels else None) if spec.git_data else None
+        plan = plan_mounts(worktree, spec.workdir, data)
+        if identity.gid is not None and not identity.root:
+            shared = share_worktree(worktree, identity.gid)
+    # A numeric uid has no home in the image: /tmp is the one writable place.
+    home = {"HOME": "/tmp"} if identity.uid is not None else {}
+    environment = {**(GIT_ENVIRONMENT if spec.git_data else {}), **home, **spec.environment}
     supported = engine.info.supported
     degraded: list[str] = list(engine.info.notes)
     security_opt = ["no-new-privileges:true"] if spec.no_new_privileges and supported.get("no_new_privileges", True) else []
@@ -276,16 +226,15 @@ def create_task_container(
         "cap_add": list(spec.cap_add) or None,
         "security_opt": security_opt or None,
         "read_only": spec.read_only,
-        "tmpfs": dict(spec.tmpfs) or None,
+        "tmpfs": {**spec.tmpfs, **plan.tmpfs} or None,
         "working_dir": spec.workdir,
-        "environment": dict(spec.environment) or None,
+        "environment": environment,
         "labels": {**spec.labels, **labels},
         "init": spec.init if supported.get("init", True) else None,
         "stop_signal": "SIGKILL",
         "ulimits": [docker.types.Ulimit(name=name, soft=soft, hard=hard) for name, (soft, hard) in spec.ulimits.items()] or None,
     }
-    if user:
-        kwargs["user"] = user
+    kwargs["user"] = identity.user
     if supported.get("pids_limit", True):
         kwargs["pids_limit"] = spec.pids_limit
     if supported.get("memory_limit", True):
@@ -297,8 +246,8 @@ def create_task_container(
             kwargs["nano_cpus"] = spec.nano_cpus
         else:
             kwargs["cpu_period"], kwargs["cpu_quota"] = 100_000, spec.nano_cpus // 10_000
-    if worktree is not None:
-        kwargs["volumes"] = {str(worktree): {"bind": spec.workdir, "mode": "rw"}}
+    if plan.binds:
+        kwargs["volumes"] = plan.binds
     if engine.info.flavour == "Podman" and "nproc" not in spec.ulimits:
         # Podman's default nproc limit is above what it may set ("error setting rlimit type 6");
         # an explicit one it can set is needed. pids_limit stays the container's real bound.
@@ -329,15 +278,40 @@ def create_task_container(
         except docker.errors.APIError:
             pass
         raise DockerError(f"task {task_id!r}: the container would not start: {exc.explanation or exc}") from None
+    mount_note = None
+    running_as: tuple[int, int] | None = None
+    try:
+        container.reload()
+        pid = int(container.attrs["State"]["Pid"])
+        running_as = process_ids(pid)
+        if running_as is not None and running_as[0] == 0 and not identity.root:
+            # A user name the image maps to uid 0: refused like 'root' itself.
+            raise ConfigError(f"task {task_id!r}: sandbox user {identity.user!r} is root in image {spec.image}; "
+                              "use user='auto' (uid 61000), or allow_root=True")
+        if worktree is not None:
+            mount_note = harden_worktree_mount(pid, spec.workdir)
+    except (docker.errors.APIError, ArmorError, KeyError, ValueError) as exc:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+        if isinstance(exc, ConfigError):
+            raise
+        raise DockerError(f"task {task_id!r}: could not make the worktree mount nosuid,nodev: {exc}") from None
     effective = spec.to_payload()
     effective.update(
         {
             "image_id": image.id,
-            "user": user or "root",
+            **identity.to_payload(),
+            # What the kernel says the container's first process runs as (None: not visible from here).
+            "running_as": {"uid": running_as[0], "gid": running_as[1]} if running_as is not None else None,
             "security_opt": security_opt,
-            "mounts": {str(worktree): spec.workdir} if worktree is not None else {},
-            "degraded": degraded + ([user_note] if user_note else []),
-            "notes": [share_note] if share_note else [],
+            "mounts": plan.described,
+            "worktree_mount": "nosuid,nodev" if worktree is not None and mount_note is None else None,
+            "shared": shared.to_payload() if shared is not None else None,
+            "degraded": degraded + ([f"worktree mount not nosuid,nodev: {mount_note}"] if mount_note else []),
+            "notes": (["runs as root by explicit opt-in (allow_root=True)"] if identity.root else [])
+            + (shared.notes if shared is not None else []),
         }
     )
     return container, effective

@@ -6,6 +6,9 @@
 * ``exec.requested`` (payload ``command``, optional ``timeout``, ``user``,
   ``env``): run the command, stream ``exec.output``, record ``exec.exited``
   (and ``container.oom`` when the memory limit killed it).
+* ``checkpoint.restore.requested`` (after the git effect rewrote the
+  worktree): give the files armor wrote to the shared group again, with the
+  container paused, so the agent can write them (see :mod:`.access`).
 * ``task.complete/fail/cancel.requested``: stop and remove the container,
   unless the spec (or the request payload) says ``keep``.
 
@@ -42,8 +45,10 @@ from armor_rx.sinks.docker.containers import (
     session_alive,
     task_labels,
 )
+from armor_rx.sinks.docker.access import share_worktree
 from armor_rx.sinks.docker.engine import Engine, is_engine_lost
 from armor_rx.sinks.docker.exec import ExecRun, Live
+from armor_rx.sinks.docker.identity import check_exec_user, resolve_identity
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
@@ -77,7 +82,8 @@ class DockerEffect:
     """
 
     name = "docker"
-    kinds = "task.start.requested,task.resume.requested,exec.requested,task.complete.requested,task.fail.requested,task.cancel.requested"
+    kinds = ("task.start.requested,task.resume.requested,exec.requested,checkpoint.restore.requested,"
+             "task.complete.requested,task.fail.requested,task.cancel.requested")
 
     def __init__(
         self,
@@ -184,6 +190,8 @@ class DockerEffect:
                 return self._start(ctx, task_id)
             if request.kind == "exec.requested":
                 return self._exec(ctx, task_id)
+            if request.kind == "checkpoint.restore.requested":
+                return self._reshare(ctx, task_id)
         except Exception as exc:
             if is_engine_lost(exc):  # transient: retried with backoff, then dead-lettered for a redrive
                 raise EngineLost(f"handling {request.kind} for task {task_id!r}", readable(exc)) from None
@@ -270,6 +278,20 @@ class DockerEffect:
                                        "settings": effective, "engine": self.engine.info.to_payload()})
         return {"container": container.short_id}
 
+    def _reshare(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
+        """Hand what a restore wrote back to the shared group (idempotent: a second pass changes nothing)."""
+        worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
+        if worktree is None or not Path(worktree).is_dir():
+            return {}
+        identity = resolve_identity(self.spec_for(task_id))
+        if identity.gid is None or identity.root:
+            return {}
+        with self.paused(task_id):
+            stats = share_worktree(Path(worktree), identity.gid)
+        if stats.changed or stats.skipped:
+            ctx.emit("worktree.shared", {"gid": identity.gid, **stats.to_payload()})
+        return {}
+
     def _result_path(self, request_id: str) -> Path | None:
         if self.state_dir is None:
             return None
@@ -299,6 +321,7 @@ class DockerEffect:
         remaining = max(0.1, spec.wall_clock - (time.monotonic() - self._started_at.get(task_id, time.monotonic())))
         timeout = min(float(raw_timeout), remaining) if isinstance(raw_timeout, (int, float, str)) else remaining
         user = payload.get("user")
+        check_exec_user(spec, str(user) if user else None)
         env = payload.get("env")
         environment = {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else {}
         secrets = dict(self.secrets.for_exec(task_id, ctx.request.id)) if self.secrets is not None else {}

@@ -170,8 +170,6 @@ class Engine:
     def __init__(self, client: docker.DockerClient, info: EngineInfo | None = None) -> None:
         self.client = client
         self.info = info if info is not None else detect(client)
-        # image id -> user to run as (None: the image has no non-root user)
-        self.image_users: dict[str, str | None] = {}
 
     @classmethod
     def connect(cls, base_url: str | None = None, *, timeout: float = 60.0) -> Engine:

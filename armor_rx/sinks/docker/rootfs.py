@@ -2,14 +2,20 @@
 
 ``import_busybox_image`` builds ``armor-rx/busybox`` by ``docker import`` of a
 root filesystem made from the host's static busybox (Debian: ``busybox-static``),
-with a non-root ``agent`` user; the demo and the tests use it.
+with a non-root ``agent`` user; the demo and the tests use it. With
+``git=True`` the host's ``git`` binary and the shared libraries ``ldd`` lists
+for it are copied in too, so git can be tried inside a sandbox offline.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 from armor_rx.errors import DockerError
@@ -17,7 +23,8 @@ from armor_rx.sinks.docker.engine import Engine
 
 BUSYBOX_IMAGE = "armor-rx/busybox:latest"
 APPLETS = ("sh", "ls", "cat", "echo", "true", "false", "sleep", "dd", "head", "yes", "wc", "nc", "wget", "id", "touch",
-           "mkdir", "rm", "seq", "env", "kill", "pwd", "test", "printf", "tr", "grep", "sed", "date", "uname")
+           "mkdir", "rm", "seq", "env", "kill", "pwd", "test", "printf", "tr", "grep", "sed", "date", "uname", "chmod",
+           "stat", "ln", "mv", "cp")
 
 
 def find_busybox() -> Path:
@@ -28,8 +35,18 @@ def find_busybox() -> Path:
     return Path(found)
 
 
-def busybox_rootfs(busybox: Path | None = None) -> bytes:
-    """A tar of a tiny root filesystem: busybox, applet symlinks, a non-root user."""
+def shared_libraries(binary: Path) -> list[Path]:
+    """The shared libraries ``ldd`` lists for ``binary`` (the dynamic loader included)."""
+    try:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise DockerError(f"cannot list the libraries of {binary} with ldd: {exc}") from None
+    found = [Path(m) for m in re.findall(r"(/\S+) \(0x", out)]
+    return [p for p in found if p.exists()]
+
+
+def busybox_rootfs(busybox: Path | None = None, *, git: bool = False) -> bytes:
+    """A tar of a tiny root filesystem: busybox, applet symlinks, a non-root user (and git if asked)."""
     binary = busybox or find_busybox()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -53,10 +70,36 @@ def busybox_rootfs(busybox: Path | None = None) -> bytes:
             tar.addfile(info)
         add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/home/agent:/bin/sh\n")
         add_file("etc/group", b"root:x:0:\nagent:x:1000:\n")
+        if git:
+            _add_git(tar, add_file)
     return buf.getvalue()
 
 
-def import_busybox_image(engine: Engine, tag: str = BUSYBOX_IMAGE) -> str:
+def _add_git(tar: tarfile.TarFile, add_file: Callable[[str, bytes, int], None]) -> None:
+    """The host's git (builtins only: status, diff, log, show, commit ...) and its libraries."""
+    found = shutil.which("git")
+    if found is None:
+        raise DockerError("no git on this machine to copy into the image; install it (apt-get install git)")
+    git = Path(os.path.realpath(found))
+    made: set[str] = set()
+    for path in [git, *shared_libraries(git)]:
+        real = Path(os.path.realpath(path))
+        parts = path.parts[1:-1]
+        for i in range(1, len(parts) + 1):
+            name = "/".join(parts[:i])
+            if name not in made and name not in ("bin", "etc", "tmp", "home", "proc", "sys", "dev"):
+                made.add(name)
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+        add_file(str(path).lstrip("/"), real.read_bytes(), 0o755)
+    if str(git) != "/usr/bin/git":
+        info = tarfile.TarInfo("usr/bin/git")
+        info.type, info.linkname = tarfile.SYMTYPE, str(git)
+        tar.addfile(info)
+
+
+def import_busybox_image(engine: Engine, tag: str = BUSYBOX_IMAGE, *, git: bool = False) -> str:
     """Import the busybox image into ``engine`` as ``tag`` (once; later calls reuse it)."""
     try:
         engine.client.images.get(tag)
@@ -64,5 +107,5 @@ def import_busybox_image(engine: Engine, tag: str = BUSYBOX_IMAGE) -> str:
     except Exception:  # not there yet (docker.errors.ImageNotFound)
         pass
     repository, _, version = tag.partition(":")
-    engine.api.import_image_from_data(busybox_rootfs(), repository=repository, tag=version or "latest")
+    engine.api.import_image_from_data(busybox_rootfs(git=git), repository=repository, tag=version or "latest")
     return tag

@@ -38,9 +38,14 @@ def parse_bytes(value: int | str) -> int:
 class SandboxSpec:
     """A task container's settings. The defaults are the hardened ones.
 
-    ``user="auto"`` runs as the image's configured non-root user, else the
-    first non-root user in the image's ``/etc/passwd`` (uid 1000-60000),
-    else root with a note in ``container.started``. ``wall_clock`` bounds the
+    ``user="auto"`` runs as a fixed unprivileged uid (61000) in the group the
+    worktree is shared through, whatever users the image has (see
+    :mod:`armor_rx.sinks.docker.identity`); a numeric ``"uid:gid"`` or a name
+    in the image may be given instead. Root (``user="root"`` or ``"0"``, and
+    an exec's ``user``) is refused unless ``allow_root=True``, an opt-in that
+    is logged and stated in ``container.started``. ``git_data`` mounts the
+    repository's git data read-only where the worktree's ``.git`` link points,
+    so git works inside. ``wall_clock`` bounds the
     container's whole life: its keep-alive process ends then and the engine
     stops the container. ``exec_timeout`` (None: the remaining wall clock)
     bounds each command.
@@ -57,6 +62,8 @@ class SandboxSpec:
     read_only: bool = True
     tmpfs: Mapping[str, str] = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=256m"})
     user: str = "auto"
+    allow_root: bool = False
+    git_data: bool = True
     wall_clock: float = 3600.0
     exec_timeout: float | None = None
     workdir: str = WORKSPACE

@@ -1,4 +1,11 @@
-"""GitEffect: the git sink as a pipeline effect."""
+"""GitEffect: the git sink as a pipeline effect.
+
+Before any request that reads or writes a task's existing worktree on the host
+(checkpoint, restore, completion, resume), the worktree's ``.git`` link and the
+admin directory it names are verified (:mod:`.link`): a changed link fails the
+request with :class:`~armor_rx.errors.WorktreeLinkChanged` and a
+``git.link.changed`` event, before any git work runs there.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ from typing import Any
 
 import orjson
 
-from armor_rx.errors import GitError
+from armor_rx.errors import GitError, WorktreeLinkChanged
 from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks.git.link import verify_link
 from armor_rx.sinks.git.workspace import GitWorkspace
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
@@ -54,12 +62,24 @@ class GitEffect:
         # Route the workspace's events through this request so they carry its
         # causation id.
         with self.workspace.routed(lambda kind, _task, data: ctx.emit(kind, data)):
+            self._verify_link(ctx, task_id)
             result = self._dispatch(request.kind, task_id, payload)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(result))
         os.replace(tmp, path)
         return result
+
+    def _verify_link(self, ctx: EffectContext, task_id: str) -> None:
+        """Refuse (event + typed error) to touch a worktree whose git link is not armor's."""
+        worktree = self.workspace.worktree_path(task_id)
+        if not os.path.lexists(worktree):
+            return  # nothing there yet: the start (or resume) makes it
+        try:
+            verify_link(task_id, worktree, Path(self.workspace.repo.commondir()))
+        except WorktreeLinkChanged as exc:
+            ctx.emit("git.link.changed", {"path": str(worktree), "why": exc.why, "request": ctx.request.kind})
+            raise
 
     def _dispatch(self, kind: str, task_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         ws = self.workspace

@@ -58,6 +58,20 @@ def test_image(engine):
     return TEST_IMAGE
 
 
+GIT_IMAGE = "armor-rx-test/git:latest"
+
+
+@pytest.fixture(scope="session")
+def git_image(engine):
+    """The busybox image with the host's git and its libraries copied in (imported once per test session)."""
+    if not (shutil.which("busybox") or os.path.exists("/bin/busybox")) or not shutil.which("git"):
+        pytest.skip("busybox-static and git are needed to build the git test image")
+    from armor_rx.sinks.docker.rootfs import busybox_rootfs as build
+
+    engine.api.import_image_from_data(build(git=True), repository=GIT_IMAGE.split(":")[0], tag="latest")
+    return GIT_IMAGE
+
+
 @pytest.fixture
 def sandbox(test_image):
     from armor_rx.sinks.docker import SandboxSpec
