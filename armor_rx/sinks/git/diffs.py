@@ -10,7 +10,7 @@ names are not quoted the way git quotes them, and names are decoded as UTF-8.
 from __future__ import annotations
 
 import stat as st
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -118,16 +118,18 @@ def compare_trees(
     *,
     unchanged: Collection[str] = (),
     max_patch_bytes: int = MAX_PATCH_BYTES,
+    ignore: Callable[[str], bool] | None = None,
 ) -> tuple[tuple[FileChange, ...], str, bool]:
     """The changes from ``old_tree`` to ``new_tree``: ``(files, patch, truncated)``.
 
     Paths in ``unchanged`` count as the same on both sides whatever the new
-    tree says (a scan skipped them, so the new tree lacks them). File
-    contents that are not UTF-8 show as U+FFFD in the patch text.
+    tree says (a scan skipped them, so the new tree lacks them), and so do
+    paths for which ``ignore(path)`` is true. File contents that are not
+    UTF-8 show as U+FFFD in the patch text.
     """
     diff = diff_trees(store, old_tree, new_tree)
     paths = sorted(
-        (diff.old.keys() | diff.new.keys()) - set(unchanged),
+        (p for p in (diff.old.keys() | diff.new.keys()) - set(unchanged) if ignore is None or not ignore(p)),
         key=lambda p: p.encode("utf-8", "surrogateescape"),  # git orders by bytes
     )
     files: list[FileChange] = []

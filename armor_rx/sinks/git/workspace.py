@@ -460,9 +460,9 @@ class GitWorkspace:
                 against, old_commit, old_tree = cp.id, cp.commit, cp.tree.encode()
             scan = store.scan(task_id, path, save=False)
         # Reserved paths are never scanned: what the old side holds there counts as unchanged.
-        carried = reserved_entries(store.store, old_tree, self.reserved)
         files, patch, truncated = compare_trees(
-            store.store, old_tree, scan.tree, unchanged=[*scan.skipped, *carried], max_patch_bytes=max_patch_bytes
+            store.store, old_tree, scan.tree, unchanged=scan.skipped, max_patch_bytes=max_patch_bytes,
+            ignore=self.reserved.path,
         )
         return TaskDiff(
             task_id, against, old_commit, scan.tree.decode(), files, patch, truncated, tuple(scan.skipped)
