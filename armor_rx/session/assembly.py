@@ -175,6 +175,8 @@ def assemble(
             memory_events=config.memory_events,
             memory_bytes=config.memory_bytes,
         ).start()
+        if git is not None:
+            git.flush_held()  # what the git sink recovered while it started (stale locks ...), now that it can be logged
     except BaseException:
         _stop_all(started)
         raise
