@@ -131,3 +131,43 @@ def test_files_armor_did_not_write_are_reported_not_read(tmp_path: Path, capsys:
         assert sorted(p.name for p in armor.log.unexpected) == sorted(
             ["events-2.jsonl", "events-000000000001.jsonl.orig", "snapshot.json"])
         assert [e.kind for e in armor.history(kind="task.*")] == ["task.created"]
+
+
+def test_through_the_service_the_read_verbs_exit_3_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a live service the CLI reads through it: the service skips the damage and records it, and the verb
+    still warns and exits 3 (the quarantine holds a copy of what was skipped)."""
+    import subprocess
+    import sys
+
+    import armor_rx
+
+    monkeypatch.setenv("ARMOR_RX_DOCKER", "0")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "init"], check=True)
+    state = repo / ".armor"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "armor_rx", *args, "--repo", str(repo)],
+                              capture_output=True, text=True, timeout=120)
+
+    try:
+        with armor_rx.connect(repo) as remote:
+            for i in range(4):
+                remote.create_task(f"t{i}")
+        assert cli("serve", "--stop").returncode == 0
+        damaged = 3
+        flip_line(state, damaged)
+        with armor_rx.connect(repo) as remote:  # a new service: it sets the damage aside
+            assert [t.task_id for t in remote.tasks()] == ["t0", "t1", "t2", "t3"]
+        events = cli("events", "--json")
+        assert events.returncode == EXIT_DAMAGED, events.stderr
+        kinds = [orjson.loads(line)["kind"] for line in events.stdout.splitlines()]
+        assert "log.corruption.quarantined" in kinds
+        assert "damaged stretch" in events.stderr
+        tasks = cli("tasks")
+        assert tasks.returncode == EXIT_DAMAGED and "t3" in tasks.stdout
+    finally:
+        cli("serve", "--stop")
