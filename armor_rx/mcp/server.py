@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -21,6 +21,7 @@ from armor_rx import __version__
 from armor_rx.errors import ArmorError
 from armor_rx.tools import ArmorTools, tool_specs
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _READ_ONLY = {"task_list", "task_status", "command_output", "file_read", "file_list", "checkpoints", "diff"}
 _DESTRUCTIVE = {"file_write", "file_edit", "file_delete", "rollback", "complete", "cancel"}
 
@@ -78,9 +79,12 @@ class ArmorMCPServer(MCPServer):
             raise type(exc)(_one_line(str(exc))) from exc.__cause__
 
 
-def build_server(tools: ArmorTools, *, name: str = "armor-rx") -> MCPServer:
-    """An MCP server offering every tool of ``tools`` (run it with ``run_stdio_async``)."""
-    server = ArmorMCPServer(name, instructions=instructions(tools.default_task), version=__version__)
+def build_server(tools: ArmorTools, *, name: str = "armor-rx", log_level: LogLevel = "WARNING") -> MCPServer:
+    """An MCP server offering every tool of ``tools`` (run it with ``run_stdio_async``).
+
+    ``log_level`` is the SDK's own logging (to stderr); at ``INFO`` it logs each refused call.
+    """
+    server = ArmorMCPServer(name, instructions=instructions(tools.default_task), version=__version__, log_level=log_level)
     for spec in tool_specs(tools):
         hints = ToolAnnotations(read_only_hint=spec.name in _READ_ONLY, destructive_hint=spec.name in _DESTRUCTIVE,
                                 open_world_hint=False)

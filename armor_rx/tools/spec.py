@@ -39,7 +39,8 @@ def input_schema(fn: Callable[..., Any]) -> dict[str, Any]:
         annotation = param.annotation if param.annotation is not inspect.Parameter.empty else Any
         fields[param.name] = (annotation, param.default) if param.default is not inspect.Parameter.empty else annotation
     model = create_model(f"{fn.__name__}Arguments", **fields)
-    return model.model_json_schema(by_alias=True)
+    schema: dict[str, Any] = model.model_json_schema(by_alias=True)
+    return schema
 
 
 def output_schema(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ class ArmorTools:
 
     async def _outcome(self, task: str, event: TaskEvent, cli: str) -> Outcome:
         record = await self.armor.task(task)
-        detail = {k: v for k, v in event.payload.items() if isinstance(v, (str, int, float, bool, type(None)))}
+        detail: dict[str, object] = {k: v for k, v in event.payload.items() if isinstance(v, (str, int, float, bool, type(None)))}
         return Outcome(task=task, state=record.state.value, event=event.kind, detail=detail, cli=cli)
 
     # -- tasks --------------------------------------------------------------------
@@ -118,7 +118,10 @@ class ArmorTools:
         """
         task = validate_task_id(name)
         await self.armor.create_task(task, base_ref=base_ref)
-        await self.armor.start(task, **({"image": image} if image else {}))
+        if image:
+            await self.armor.start(task, image=image)
+        else:
+            await self.armor.start(task)
         return self._info(await self.armor.task(task))
 
     async def task_list(self) -> TaskList:

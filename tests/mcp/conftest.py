@@ -6,8 +6,6 @@ import os
 import sys
 from contextlib import asynccontextmanager
 
-import pytest
-
 from tests.service.conftest import kill_service, no_docker, service_info, wait_for  # noqa: F401
 from tests.sinks.docker.conftest import engine, test_image  # noqa: F401
 
@@ -58,10 +56,3 @@ def error(call):
     text = call.content[0].text
     assert "\n" not in text
     return text
-
-
-@pytest.fixture
-def busybox_sandbox(test_image):
-    from armor_rx.sinks.docker import SandboxSpec
-
-    return SandboxSpec(image=test_image, pids_limit=64, mem_limit=64 * 1024 * 1024, wall_clock=300)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-import pytest
-
 from tests.mcp.conftest import error, memory_client, result
 
 
