@@ -20,6 +20,19 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
+def _run_hints(hints, repo):
+    """Every 'cli' hint is a command a person can run: it exits 0 and names the same things."""
+    import shlex
+
+    assert len(hints) >= 6, hints
+    for hint in sorted(hints):
+        argv = shlex.split(hint)
+        assert argv[0] == "armor-rx" and argv[-2:] == ["--repo", str(repo)], hint
+        proc = subprocess.run([sys.executable, "-m", "armor_rx", *argv[1:]], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (hint, proc.stderr)
+        assert proc.stdout.strip(), hint
+
+
 def test_the_subprocess_lists_its_tools_and_instructions(repo, no_docker):
     from armor_rx.tools import TOOL_NAMES
 
@@ -79,6 +92,12 @@ def test_an_agents_whole_task_through_mcp_then_checked_with_git(repo, git, test_
                 result(await call("file_delete", {"task": "greet", "path": path}))
             status = result(await call("task_status", {"task": "greet", "events": 50}))
             assert any(e["kind"] == "checkpoint.created" for e in status["recent_events"])
+            hints = {status["cli"], tests["cli"], good["cli"], result(await call("diff", {"task": "greet"}))["cli"],
+                     result(await call("diff", {"task": "greet", "checkpoint": good["checkpoint"]}))["cli"],
+                     result(await call("file_write", {"task": "greet", "path": "n.txt", "content": "n"}))["cli"],
+                     result(await call("task_list", {}))["cli"]}
+            await asyncio.to_thread(_run_hints, hints, repo)
+            result(await call("file_delete", {"task": "greet", "path": "n.txt"}))
             done = result(await call("complete", {"task": "greet", "message": "greet says hello world", "merge": "ff"}))
             assert done["state"] == "completed" and done["detail"]["merged"] is True
             return refusals
