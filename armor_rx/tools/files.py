@@ -46,6 +46,11 @@ class Entry:
     size: int
 
 
+def _tree_order(entries: list[Entry]) -> list[Entry]:
+    """Each directory followed by what is in it (read breadth-first, so a cut listing keeps the shallow entries)."""
+    return sorted(entries, key=lambda e: e.path.split("/"))
+
+
 class WorktreeFiles:
     """File operations beneath one worktree ``root``; every method raises :class:`PathEscape` for a path outside it."""
 
@@ -109,36 +114,39 @@ class WorktreeFiles:
         return True
 
     def list(self, path: str = "", *, recursive: bool = False, limit: int = 1000) -> tuple[list[Entry], bool]:
-        """Entries under directory ``path`` (``.git`` and armor's temp files left out), sorted; and whether ``limit`` cut them."""
+        """Entries under directory ``path`` (``.git`` and armor's temp files left out); and whether ``limit`` cut them.
+
+        Directories are read through descriptors opened without following
+        symlinks, so one swapped in meanwhile is skipped, never listed through.
+        """
         rel = self.relative(path)
-        start = self.root / rel if rel else self.root
-        if not start.is_dir() or start.is_symlink():
-            raise ToolInputError(f"no directory {path!r} in the task's worktree")
         out: list[Entry] = []
         todo = [rel]
-        while todo:
-            current = todo.pop(0)
-            try:
-                with os.scandir(self.root / current if current else self.root) as found:
-                    entries = sorted(found, key=lambda e: e.name)
-            except OSError:
-                continue  # removed or made unreadable by a command meanwhile
-            for entry in entries:
-                if entry.name == ".git" or entry.name.startswith(TEMP_PREFIX):
-                    continue
-                child = f"{current}/{entry.name}" if current else entry.name
+        with Beneath(self.root, {}) as beneath:
+            while todo:
+                current = todo.pop(0)
                 try:
-                    info = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                kind = ("dir" if st.S_ISDIR(info.st_mode) else "file" if st.S_ISREG(info.st_mode)
-                        else "symlink" if st.S_ISLNK(info.st_mode) else "other")
-                if len(out) >= limit:
-                    return out, True
-                out.append(Entry(child, kind, info.st_size if kind == "file" else 0))
-                if recursive and kind == "dir":
-                    todo.append(child)
-        return out, False
+                    fd = beneath.existing_directory(current, path)
+                    if fd is None:
+                        raise FileNotFoundError(current)
+                    with os.scandir(fd) as found:
+                        entries = sorted(((e.name, e.stat(follow_symlinks=False)) for e in found), key=lambda e: e[0])
+                except (OSError, ArmorError):
+                    if current == rel:
+                        raise ToolInputError(f"no directory {path!r} in the task's worktree") from None
+                    continue  # removed, made unreadable or swapped for a symlink by a command meanwhile
+                for name, info in entries:
+                    if name == ".git" or name.startswith(TEMP_PREFIX):
+                        continue
+                    kind = ("dir" if st.S_ISDIR(info.st_mode) else "file" if st.S_ISREG(info.st_mode)
+                            else "symlink" if st.S_ISLNK(info.st_mode) else "other")
+                    if len(out) >= limit:
+                        return _tree_order(out), True
+                    child = f"{current}/{name}" if current else name
+                    out.append(Entry(child, kind, info.st_size if kind == "file" else 0))
+                    if recursive and kind == "dir":
+                        todo.append(child)
+        return _tree_order(out), False
 
     # -- changing ---------------------------------------------------------------
     def write(self, path: str, data: bytes) -> bool:

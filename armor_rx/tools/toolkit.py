@@ -58,6 +58,9 @@ TOOL_NAMES = ("task_create", "task_list", "task_status", "run_command", "run_com
 
 TaskArg = Annotated[str | None, Field(description="The task's name. Leave it out when the server was started with --task.")]
 MAX_OUTPUT = 30_000
+#: What task_status shows: every kind but exec.output ("exec.*ed" is exec.requested and exec.exited).
+_STATUS_KINDS = ("task.*,git.*,checkpoint.*,container.*,exec.*ed,hook.*,effect.*,deadletter.*,backpressure.*,"
+                 "conflict.*,*.failed,*.vetoed")
 MAX_LINES = 2000
 _KEEP_JOBS = 50
 
@@ -138,8 +141,9 @@ class ArmorTools:
         record = await self.armor.task(name)
         recent: list[EventLine] = []
         if events:
-            history = await self.armor.history(task_id=name, start_seq=record.created_seq)
-            for event in [e for e in history if e.kind != "exec.output"][-events:]:
+            # Filtered where the log is read: a long task's exec.output events would dwarf the rest.
+            history = await self.armor.history(task_id=name, kind=_STATUS_KINDS, start_seq=record.created_seq)
+            for event in history[-events:]:
                 recent.append(EventLine(seq=event.seq or 0, kind=event.kind, summary=_summary(event.payload)))
         info = self._info(record)
         return TaskStatus(task=name, state=info["state"], branch=info["branch"], worktree=info["worktree"],
