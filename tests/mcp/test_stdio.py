@@ -193,3 +193,45 @@ def test_print_config_gives_valid_snippets_that_start_this_installation(repo):
     bad = subprocess.run([sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", "vscode"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_new_user_pastes_the_printed_config_and_watches_the_agent_live(repo, git, test_image):
+    """The issue's 'done when': the printed Claude Code config starts a server an agent works through, seen live."""
+    from mcp import Client, StdioServerParameters, stdio_client
+
+    printed = subprocess.run([sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", "claude-code"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    entry = json.loads(printed)["mcpServers"]["armor-rx"]
+    params = StdioServerParameters(command=entry["command"], args=entry["args"], env={**os.environ, **entry["env"]})
+
+    async def main():
+        async with Client(stdio_client(params), read_timeout_seconds=120) as client:
+            call = client.call_tool
+            result(await call("task_create", {"name": "pasted", "image": test_image}))
+            # A person watching: 'armor-rx events --follow' (the monitor's feed) sees the task as it goes.
+            watcher = subprocess.Popen([sys.executable, "-m", "armor_rx", "events", "--repo", str(repo), "--follow", "--task", "pasted"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                result(await call("file_write", {"task": "pasted", "path": "hello.txt", "content": "hello\n"}))
+                cp = result(await call("checkpoint", {"task": "pasted", "message": "hello"}))
+                result(await call("run_command", {"task": "pasted", "command": "echo oops > hello.txt"}))
+                result(await call("rollback", {"task": "pasted", "checkpoint": cp["checkpoint"]}))
+                assert result(await call("run_command", {"task": "pasted", "command": "cat hello.txt"}))["output"] == "hello\n"
+                result(await call("complete", {"task": "pasted", "message": "say hello", "merge": "ff"}))
+                seen = []
+                deadline = time.monotonic() + 60
+                while not any("task.completed" in line for line in seen):
+                    assert time.monotonic() < deadline, seen
+                    seen.append(await asyncio.to_thread(watcher.stdout.readline))
+            finally:
+                watcher.terminate()
+                watcher.wait(30)
+            return "".join(seen)
+
+    seen = run(main())
+    for kind in ("checkpoint.created", "exec.requested", "checkpoint.restored", "task.completed"):
+        assert kind in seen, (kind, seen)
+    assert git(repo, "show", "main:hello.txt") == "hello\n"
+    git(repo, "fsck", "--strict")
