@@ -10,7 +10,21 @@ the configuration snippet for an MCP client.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from armor_rx.mcp.config import CLIENTS, client_config
-from armor_rx.mcp.server import build_server, instructions, serve_stdio
+
+if TYPE_CHECKING:
+    from armor_rx.mcp.server import build_server, instructions, serve_stdio
 
 __all__ = ["CLIENTS", "build_server", "client_config", "instructions", "serve_stdio"]
+
+
+def __getattr__(name: str) -> Any:
+    # The mcp SDK (with pydantic and starlette) takes a second or more to import: every
+    # armor-rx verb registers 'mcp', so the SDK is loaded only when a server is built.
+    if name in ("build_server", "instructions", "serve_stdio"):
+        from armor_rx.mcp import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'armor_rx.mcp' has no attribute {name!r}")

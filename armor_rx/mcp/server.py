@@ -47,7 +47,8 @@ How to work:
    task's branch for review; 'ff' or 'merge' merges into the base). cancel abandons the task.
 
 A refused call (a guard's veto, a bad path, a missing file) comes back as an error whose message says why
-and what to do. Each result's 'cli' field is the armor-rx command a person can run to see the same thing."""
+and what to do. If one says the armor service went away, call task_status: an 'interrupted' task goes on
+after task_resume, with its files as they were. Each result's 'cli' field is the armor-rx command a person can run to see the same thing."""
 
 
 def _tool_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

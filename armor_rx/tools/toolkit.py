@@ -52,7 +52,7 @@ from armor_rx.tools.results import (
 )
 
 #: The tools, in the order an agent uses them; each is a method of :class:`ArmorTools`.
-TOOL_NAMES = ("task_create", "task_list", "task_status", "run_command", "run_command_background", "command_output",
+TOOL_NAMES = ("task_create", "task_list", "task_status", "task_resume", "run_command", "run_command_background", "command_output",
               "file_read", "file_write", "file_edit", "file_list", "file_delete", "checkpoint", "checkpoints", "rollback",
               "diff", "complete", "cancel")
 
@@ -80,7 +80,6 @@ class ArmorTools:
         self.max_output = max_output
         self._jobs: dict[str, tuple[asyncio.Task[CommandResult], OutputBuffer, str, str]] = {}
         self._job_ids = itertools.count(1)
-        self._image: dict[str, str | None] = {}
 
     # -- helpers ----------------------------------------------------------------
     def _task(self, task: str | None) -> str:
@@ -148,6 +147,15 @@ class ArmorTools:
         info = self._info(record)
         return TaskStatus(task=name, state=info["state"], branch=info["branch"], worktree=info["worktree"],
                           reason=record.reason, recent_events=recent, cli=self._cli("events", "--task", name))
+
+    async def task_resume(self, task: TaskArg = None) -> TaskInfo:
+        """Continue an interrupted task (after the service or its machine restarted): a new container on the same
+        worktree, with nothing lost. task_status says when a task is 'interrupted'."""
+        name = self._task(task)
+        await self.armor.resume(name)
+        info = self._info(await self.armor.task(name))
+        info["cli"] = self._cli("events", "--task", name)
+        return info
 
     # -- commands -------------------------------------------------------------------
     async def run_command(

@@ -157,6 +157,9 @@ def test_killing_the_service_mid_call_gives_an_error_result_not_a_hang(repo, tes
             message = error(outcome)
             # The server lives on: the next call starts a new service, which found the task interrupted.
             status = result(await client.call_tool("task_status", {}))
+            resumed = result(await client.call_tool("task_resume", {}))
+            assert resumed["state"] == "running"
+            assert result(await client.call_tool("run_command", {"command": "echo again"}))["output"] == "again\n"
             result(await client.call_tool("cancel", {"reason": "test over"}))
             return message, waited, status
 
