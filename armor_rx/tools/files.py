@@ -46,6 +46,16 @@ class Entry:
     size: int
 
 
+def _existing(beneath: Beneath, parent: str, path: str) -> int | None:
+    """A descriptor for ``path``'s existing parent directory, or None when that is missing or not a directory."""
+    try:
+        return beneath.existing_directory(parent, path)
+    except PathEscape:
+        raise PathEscape(f"refused {path!r}: a directory on its way was swapped for a symlink meanwhile") from None
+    except ArmorError:
+        return None  # a file where a directory would be: there is no such path
+
+
 def _tree_order(entries: list[Entry]) -> list[Entry]:
     """Each directory followed by what is in it (read breadth-first, so a cut listing keeps the shallow entries)."""
     return sorted(entries, key=lambda e: e.path.split("/"))
@@ -81,7 +91,7 @@ class WorktreeFiles:
         rel = self.relative(path)
         parent, _, name = rel.rpartition("/")
         with Beneath(self.root, {}) as beneath:
-            pfd = beneath.existing_directory(parent, path) if name else None
+            pfd = _existing(beneath, parent, path) if name else None
             if pfd is None:
                 raise ToolInputError(f"no file {path!r} in the task's worktree (file_list shows what is there)")
             try:
@@ -105,13 +115,6 @@ class WorktreeFiles:
                 return b"".join(chunks)
             finally:
                 os.close(fd)
-
-    def exists(self, path: str) -> bool:
-        try:
-            self.read(path)
-        except ToolInputError:
-            return False
-        return True
 
     def list(self, path: str = "", *, recursive: bool = False, limit: int = 1000) -> tuple[list[Entry], bool]:
         """Entries under directory ``path`` (``.git`` and armor's temp files left out); and whether ``limit`` cut them.
@@ -180,7 +183,7 @@ class WorktreeFiles:
         """Delete the file, symlink or empty directory at ``path`` (a symlink itself, never what it points at); its kind."""
         parent, name = self._parent_and_name(path)
         with Beneath(self.root, {}) as beneath:
-            pfd = beneath.existing_directory(parent, path)
+            pfd = _existing(beneath, parent, path)
             if pfd is None:
                 raise ToolInputError(f"no file {path!r} in the task's worktree")
             try:

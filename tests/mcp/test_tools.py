@@ -100,6 +100,12 @@ def test_refusals_and_missing_things(worktree, tmp_path):
         files.read("nope.txt")
     with pytest.raises(ToolInputError, match="is a directory"):
         files.read("src")
+    with pytest.raises(ToolInputError, match="no file 'src/app.py/x'"):
+        files.read("src/app.py/x")
+    with pytest.raises(ToolInputError, match="no file 'src/app.py/x'"):
+        files.delete("src/app.py/x")
+    with pytest.raises(ToolInputError, match="a component of its directory is a file"):
+        files.write("src/app.py/x", b"x")
     with pytest.raises(ToolInputError, match="not empty"):
         files.delete("src")
     # A symlink inside the worktree is followed while it stays inside.
