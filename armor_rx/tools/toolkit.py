@@ -62,6 +62,7 @@ MAX_OUTPUT = 30_000
 _STATUS_KINDS = ("task.*,git.*,checkpoint.*,container.*,exec.*ed,hook.*,effect.*,deadletter.*,backpressure.*,"
                  "conflict.*,*.failed,*.vetoed")
 MAX_LINES = 2000
+MAX_READ_CHARS = 256 * 1024
 _KEEP_JOBS = 50
 
 
@@ -231,15 +232,22 @@ class ArmorTools:
         start_line: Annotated[int, Field(description="First line to return (1-based).", ge=1)] = 1,
         end_line: Annotated[int | None, Field(description="Last line to return (inclusive); default: up to 2000 lines.", ge=1)] = None,
     ) -> FileContent:
-        """Read a text file of the task's worktree, or a range of its lines; ``total_lines`` says how long it is."""
+        """Read a text file of the task's worktree, or a range of its lines; ``total_lines`` says how long it is.
+
+        At most 2000 lines and about 256 KiB come back at once; ``end_line`` says where it stopped.
+        """
         name = self._task(task)
+        if end_line is not None and end_line < start_line:
+            raise ToolInputError(f"end_line {end_line} is before start_line {start_line}")
         data = (await self._files(name)).read(path)
         lines = data.decode("utf-8", "replace").splitlines(keepends=True)
         last = min(len(lines), end_line if end_line is not None else start_line + MAX_LINES - 1)
-        if end_line is not None and end_line < start_line:
-            raise ToolInputError(f"end_line {end_line} is before start_line {start_line}")
-        return FileContent(path=path, start_line=start_line, end_line=last, total_lines=len(lines),
-                           content="".join(lines[start_line - 1:last]), cli=self._cli("shell", name))
+        taken, size = start_line - 1, 0
+        while taken < last and (size < MAX_READ_CHARS or taken == start_line - 1):
+            size += len(lines[taken])
+            taken += 1
+        return FileContent(path=path, start_line=start_line, end_line=taken, total_lines=len(lines),
+                           content="".join(lines[start_line - 1:taken]), cli=self._cli("shell", name))
 
     async def file_write(
         self,
@@ -266,7 +274,10 @@ class ArmorTools:
         """Replace text in a file: ``old`` must match exactly once, unless ``occurrence`` or ``replace_all`` says which."""
         name = self._task(task)
         files = await self._files(name)
-        text = files.read(path).decode("utf-8")
+        try:
+            text = files.read(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ToolInputError(f"{path!r} is not UTF-8 text; file_edit changes text files (file_write replaces any file)") from None
         if not old:
             raise ToolInputError("'old' is empty; give the exact text to replace (file_write replaces a whole file)")
         count = text.count(old)

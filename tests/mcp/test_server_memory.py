@@ -48,6 +48,17 @@ def test_a_task_worked_through_the_file_tools_then_checked_with_git(repo, git):
             result(await call("file_edit", {"task": "notes", "path": "docs/a.txt", "old": "two", "new": "2", "occurrence": 2}))
             read = result(await call("file_read", {"task": "notes", "path": "docs/a.txt", "start_line": 2, "end_line": 3}))
             assert read["content"] == "two\n2\n" and read["total_lines"] == 3
+            long_line = "y" * 100_000 + "\n"
+            result(await call("file_write", {"task": "notes", "path": "big.txt", "content": long_line * 5}))
+            big = result(await call("file_read", {"task": "notes", "path": "big.txt"}))
+            assert big["total_lines"] == 5 and big["end_line"] == 3 and big["content"] == long_line * 3
+            past_end = result(await call("file_read", {"task": "notes", "path": "big.txt", "start_line": 9}))
+            assert past_end["content"] == "" and past_end["end_line"] == 8
+            result(await call("file_write", {"task": "notes", "path": "bin.dat", "content": "x"}))
+            (await client.armor.worktree("notes")).joinpath("bin.dat").write_bytes(b"\xff\xfe")
+            assert "not UTF-8 text" in error(await call("file_edit", {"task": "notes", "path": "bin.dat", "old": "a", "new": "b"}))
+            result(await call("file_delete", {"task": "notes", "path": "big.txt"}))
+            result(await call("file_delete", {"task": "notes", "path": "bin.dat"}))
             cp = result(await call("checkpoint", {"task": "notes", "message": "good"}))
             assert cp["cli"].startswith("armor-rx checkpoints notes")
             result(await call("file_write", {"task": "notes", "path": "docs/a.txt", "content": "broken\n"}))
