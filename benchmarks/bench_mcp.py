@@ -60,8 +60,13 @@ TARGETS = [
 
 def _git_repo(path: Path) -> Path:
     path.mkdir(parents=True)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@localhost",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@localhost",
+    }
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, env=env)
     (path / "README").write_text("bench\n")
     subprocess.run(["git", "-C", str(path), "add", "README"], check=True, env=env)
@@ -90,10 +95,17 @@ async def _measure(tmp: Path, image: str) -> dict[str, Any]:
     from armor_rx.tools import ArmorTools
 
     served, local = _git_repo(tmp / "served"), _git_repo(tmp / "local")
-    params = StdioServerParameters(command=sys.executable, args=["-m", "armor_rx", "mcp", "--repo", str(served)],
-                                   env={**os.environ, "ARMOR_RX_IDLE_TIMEOUT": "120"})
-    async with AsyncArmor(local, docker=True, sandbox=SandboxSpec(image=image, wall_clock=3600), sweep_interval=None) as inproc, \
-            Client(stdio_client(params), read_timeout_seconds=120) as client:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "armor_rx", "mcp", "--repo", str(served)],
+        env={**os.environ, "ARMOR_RX_IDLE_TIMEOUT": "120"},
+    )
+    async with (
+        AsyncArmor(
+            local, docker=True, sandbox=SandboxSpec(image=image, wall_clock=3600), sweep_interval=None
+        ) as inproc,
+        Client(stdio_client(params), read_timeout_seconds=120) as client,
+    ):
         tools = ArmorTools(inproc)
 
         async def tool(tool_name: str, **arguments: Any) -> dict[str, Any]:
@@ -134,10 +146,15 @@ async def _measure(tmp: Path, image: str) -> dict[str, Any]:
             await warm()
         run_mcp, run_cli, run_local, f_mcp, f_tools, f_direct = [], [], [], [], [], []
         for r in range(ROUNDS):
-            order = [(via_mcp, run_mcp, CALLS_PER_ROUND), (via_cli, run_cli, CLI_CALLS_PER_ROUND),
-                     (in_process, run_local, CALLS_PER_ROUND), (files_mcp, f_mcp, CALLS_PER_ROUND),
-                     (files_tools, f_tools, CALLS_PER_ROUND), (files_direct, f_direct, CALLS_PER_ROUND)]
-            for fn, into, calls in (order if r % 2 == 0 else order[::-1]):
+            order = [
+                (via_mcp, run_mcp, CALLS_PER_ROUND),
+                (via_cli, run_cli, CLI_CALLS_PER_ROUND),
+                (in_process, run_local, CALLS_PER_ROUND),
+                (files_mcp, f_mcp, CALLS_PER_ROUND),
+                (files_tools, f_tools, CALLS_PER_ROUND),
+                (files_direct, f_direct, CALLS_PER_ROUND),
+            ]
+            for fn, into, calls in order if r % 2 == 0 else order[::-1]:
                 into.append(await _median(fn, calls))
         for name in ("mcp-bench", "cli-bench"):
             await tool("cancel", task=name, reason="benchmark over")
@@ -148,11 +165,15 @@ async def _measure(tmp: Path, image: str) -> dict[str, Any]:
         return statistics.median(samples) * 1000
 
     return {
-        "run_command_mcp_ms": ms(run_mcp), "exec_cli_ms": ms(run_cli), "exec_inproc_ms": ms(run_local),
+        "run_command_mcp_ms": ms(run_mcp),
+        "exec_cli_ms": ms(run_cli),
+        "exec_inproc_ms": ms(run_local),
         **_ratios("run_command_mcp_vs_inproc_ratio", [a / b for a, b in zip(run_mcp, run_local)]),
         **_ratios("run_command_mcp_vs_cli_ratio", [a / b for a, b in zip(run_mcp, run_cli)]),
         **_ratios("exec_cli_vs_inproc_ratio", [a / b for a, b in zip(run_cli, run_local)]),
-        "file_roundtrip_mcp_ms": ms(f_mcp), "file_roundtrip_tools_ms": ms(f_tools), "file_roundtrip_direct_ms": ms(f_direct),
+        "file_roundtrip_mcp_ms": ms(f_mcp),
+        "file_roundtrip_tools_ms": ms(f_tools),
+        "file_roundtrip_direct_ms": ms(f_direct),
         "file_roundtrip_mcp_vs_direct_ms": ms(f_mcp) - ms(f_direct),
         **_ratios("file_roundtrip_mcp_vs_tools_ratio", [a / b for a, b in zip(f_mcp, f_tools)]),
         **_ratios("file_roundtrip_tools_vs_direct_ratio", [a / b for a, b in zip(f_tools, f_direct)]),
@@ -173,8 +194,11 @@ def run() -> dict[str, Any]:
         return asyncio.run(_measure(tmp, image))
     finally:
         # 'armor-rx mcp' started the served repository's service: stop it before its directory goes.
-        subprocess.run([sys.executable, "-m", "armor_rx", "serve", "--stop", "--repo", str(tmp / "served")],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "armor_rx", "serve", "--stop", "--repo", str(tmp / "served")],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -30,7 +30,10 @@ Call = tuple[str, dict[str, Any]]
 def scripted_model() -> Iterator[Call]:
     """Yields tool calls; ``send`` gives it each result (a dict, or {"error": message})."""
     seen = yield ("task_create", {"name": "fix-greeting"})
-    seen = yield ("file_write", {"task": "fix-greeting", "path": "greet.sh", "content": "greet() { echo \"hello $1\"; }\n"})
+    seen = yield (
+        "file_write",
+        {"task": "fix-greeting", "path": "greet.sh", "content": 'greet() { echo "hello $1"; }\n'},
+    )
     seen = yield ("run_command", {"task": "fix-greeting", "command": TESTS})
     if seen.get("exit_code") != 0:  # the tests want a comma: fix it
         seen = yield ("file_edit", {"task": "fix-greeting", "path": "greet.sh", "old": "hello $1", "new": "hello, $1"})
@@ -55,7 +58,11 @@ async def agent_loop(tools: ArmorTools) -> None:
         name, arguments = call
         try:
             answer: dict[str, Any] = dict(await specs[name](**arguments))
-            shown = {k: v for k, v in answer.items() if k in ("state", "exit_code", "output", "checkpoint", "action", "event")}
+            shown = {
+                k: v
+                for k, v in answer.items()
+                if k in ("state", "exit_code", "output", "checkpoint", "action", "event")
+            }
             print(f"-> {name}: {json.dumps(shown)}")
         except ArmorError as exc:  # a refused call: the model reads the reason
             answer = {"error": str(exc)}

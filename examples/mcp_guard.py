@@ -34,7 +34,11 @@ def no_dangerous_commands(event: TaskEvent) -> str | None:
     command = event.payload.get("command")
     text = command if isinstance(command, str) else " ".join(map(str, command or ()))
     found = DENIED.search(text)
-    return f"commands matching {found.group(0)!r} are not allowed in this repository; ask the user to run it" if found else None
+    return (
+        f"commands matching {found.group(0)!r} are not allowed in this repository; ask the user to run it"
+        if found
+        else None
+    )
 
 
 def docker_options() -> dict[str, Any]:
@@ -62,10 +66,15 @@ async def main() -> None:
                     if answer.is_error:
                         print(f"refused tool call: {command!r}: {answer.content[0].text}")
                     else:
-                        print(f"ran: {command!r}: exit {answer.structured_content['exit_code']}, "
-                              f"output {answer.structured_content['output'].split()}")
+                        print(
+                            f"ran: {command!r}: exit {answer.structured_content['exit_code']}, "
+                            f"output {answer.structured_content['output'].split()}"
+                        )
                 status = await agent.call_tool("task_status", {})
-                print(f"task tidy is {status.structured_content['state']}; README.md still there: {(await armor.worktree('tidy') / 'README.md').exists()}")
+                print(
+                    f"task tidy is {status.structured_content['state']}; "
+                    f"README.md still there: {(await armor.worktree('tidy') / 'README.md').exists()}"
+                )
                 await agent.call_tool("cancel", {"reason": "example over"})
             await tools.aclose()
 

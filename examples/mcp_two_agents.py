@@ -38,9 +38,13 @@ def busybox_image() -> str:
 
 
 async def agent(repo: Path, name: str, image: str, work: dict[str, str]) -> dict[str, Any]:
-    server = StdioServerParameters(command=sys.executable, args=["-m", "armor_rx", "mcp", "--repo", str(repo), "--task", name],
-                                   env=dict(os.environ))
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "armor_rx", "mcp", "--repo", str(repo), "--task", name],
+        env=dict(os.environ),
+    )
     async with Client(stdio_client(server), read_timeout_seconds=120) as client:
+
         async def call(tool: str, **arguments: Any) -> dict[str, Any]:
             answer = await client.call_tool(tool, arguments)
             if answer.is_error:
@@ -61,8 +65,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="armor-two-") as tmp:
         repo = make_sample_repo(Path(tmp) / "repo")
         try:
-            done = await asyncio.gather(agent(repo, "docs-writer", image, {"USAGE.md": "# Usage\n\nRun app.py.\n"}),
-                                        agent(repo, "test-writer", image, {"TESTS.md": "# Tests\n", "test_app.sh": "true\n"}))
+            done = await asyncio.gather(
+                agent(repo, "docs-writer", image, {"USAGE.md": "# Usage\n\nRun app.py.\n"}),
+                agent(repo, "test-writer", image, {"TESTS.md": "# Tests\n", "test_app.sh": "true\n"}),
+            )
             for outcome in done:
                 print(f"{outcome['task']}: {outcome['state']}, commit {str(outcome['detail']['commit'])[:12]}")
             with Repo(str(repo)) as git:

@@ -17,8 +17,12 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
 
     mcp = verbs.add_parser("mcp", parents=[common], help="serve the agent tools over MCP (stdio), one server per agent")
     mcp.add_argument("--task", metavar="TASK", help="the task every tool uses when the agent names none")
-    mcp.add_argument("--print-config", metavar="CLIENT", choices=sorted(CLIENTS),
-                     help=f"print the configuration for an MCP client ({', '.join(sorted(CLIENTS))}) and exit")
+    mcp.add_argument(
+        "--print-config",
+        metavar="CLIENT",
+        choices=sorted(CLIENTS),
+        help=f"print the configuration for an MCP client ({', '.join(sorted(CLIENTS))}) and exit",
+    )
     return {"mcp": cmd_mcp}
 
 

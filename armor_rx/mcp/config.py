@@ -38,10 +38,17 @@ def client_config(client: str, repo: str | Path, *, task: str | None = None, nam
     """The snippet for ``client`` (one of :data:`CLIENTS`) that starts ``armor-rx mcp --repo REPO``."""
     argv = server_command(Path(repo).resolve(), task)
     if client == "claude-code":
-        return json.dumps({"mcpServers": {name: {"type": "stdio", "command": argv[0], "args": argv[1:], "env": {}}}}, indent=2)
+        return json.dumps(
+            {"mcpServers": {name: {"type": "stdio", "command": argv[0], "args": argv[1:], "env": {}}}}, indent=2
+        )
     if client == "opencode":
-        return json.dumps({"$schema": "https://opencode.ai/config.json",
-                           "mcp": {name: {"type": "local", "command": argv, "enabled": True}}}, indent=2)
+        return json.dumps(
+            {
+                "$schema": "https://opencode.ai/config.json",
+                "mcp": {name: {"type": "local", "command": argv, "enabled": True}},
+            },
+            indent=2,
+        )
     if client == "codex":
         args = ", ".join(_toml_string(a) for a in argv[1:])
         return f"[mcp_servers.{name}]\ncommand = {_toml_string(argv[0])}\nargs = [{args}]\nstartup_timeout_sec = 30\n"

@@ -28,10 +28,13 @@ _DESTRUCTIVE = {"file_write", "file_edit", "file_delete", "rollback", "complete"
 
 def instructions(task: str | None = None) -> str:
     """What the server tells an agent about working here (sent when it connects)."""
-    first = (f"Your task is '{task}': every tool uses it when you leave 'task' out. If task_status says it does not "
-             f"exist, make it with task_create(name='{task}')." if task else
-             "First make a task with task_create (a short name such as 'fix-login'); pass its name as 'task' to every "
-             "other tool.")
+    first = (
+        f"Your task is '{task}': every tool uses it when you leave 'task' out. If task_status says it does not "
+        f"exist, make it with task_create(name='{task}')."
+        if task
+        else "First make a task with task_create (a short name such as 'fix-login'); pass its name as 'task' to every "
+        "other tool."
+    )
     return f"""armor-rx runs your work in a task: its own git branch (task/NAME), its own worktree and a sandboxed
 container with no network. Nothing you do touches the user's checkout until the task is completed and merged.
 
@@ -48,7 +51,8 @@ How to work:
 
 A refused call (a guard's veto, a bad path, a missing file) comes back as an error whose message says why
 and what to do. If one says the armor service went away, call task_status: an 'interrupted' task goes on
-after task_resume, with its files as they were. Each result's 'cli' field is the armor-rx command a person can run to see the same thing."""
+after task_resume, with its files as they were. Each result's 'cli' field is the armor-rx command a person
+can run to see the same thing."""
 
 
 def _tool_errors(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -85,10 +89,13 @@ def build_server(tools: ArmorTools, *, name: str = "armor-rx", log_level: LogLev
 
     ``log_level`` is the SDK's own logging (to stderr); at ``INFO`` it logs each refused call.
     """
-    server = ArmorMCPServer(name, instructions=instructions(tools.default_task), version=__version__, log_level=log_level)
+    server = ArmorMCPServer(
+        name, instructions=instructions(tools.default_task), version=__version__, log_level=log_level
+    )
     for spec in tool_specs(tools):
-        hints = ToolAnnotations(read_only_hint=spec.name in _READ_ONLY, destructive_hint=spec.name in _DESTRUCTIVE,
-                                open_world_hint=False)
+        hints = ToolAnnotations(
+            read_only_hint=spec.name in _READ_ONLY, destructive_hint=spec.name in _DESTRUCTIVE, open_world_hint=False
+        )
         server.add_tool(_tool_errors(spec.fn), name=spec.name, description=spec.description, annotations=hints)
     return server
 

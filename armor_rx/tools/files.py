@@ -97,9 +97,13 @@ class WorktreeFiles:
             try:
                 fd = os.open(name, _READ_FLAGS, dir_fd=pfd)
             except FileNotFoundError:
-                raise ToolInputError(f"no file {path!r} in the task's worktree (file_list shows what is there)") from None
+                raise ToolInputError(
+                    f"no file {path!r} in the task's worktree (file_list shows what is there)"
+                ) from None
             except OSError as exc:
-                raise PathEscape(f"refused to read {path!r}: {exc.strerror} (a symlink swapped in while reading?)") from None
+                raise PathEscape(
+                    f"refused to read {path!r}: {exc.strerror} (a symlink swapped in while reading?)"
+                ) from None
             try:
                 info = os.fstat(fd)
                 if st.S_ISDIR(info.st_mode):
@@ -107,8 +111,10 @@ class WorktreeFiles:
                 if not st.S_ISREG(info.st_mode):
                     raise ToolInputError(f"{path!r} is not a regular file")
                 if info.st_size > MAX_READ_BYTES:
-                    raise ToolInputError(f"{path!r} is {info.st_size} bytes, more than file_read loads ({MAX_READ_BYTES}); "
-                                         "read a part of it with a command (head, sed -n) instead")
+                    raise ToolInputError(
+                        f"{path!r} is {info.st_size} bytes, more than file_read loads ({MAX_READ_BYTES}); "
+                        "read a part of it with a command (head, sed -n) instead"
+                    )
                 chunks = []
                 while chunk := os.read(fd, 1 << 20):
                     chunks.append(chunk)
@@ -141,8 +147,15 @@ class WorktreeFiles:
                 for name, info in entries:
                     if name == ".git" or name.startswith(TEMP_PREFIX):
                         continue
-                    kind = ("dir" if st.S_ISDIR(info.st_mode) else "file" if st.S_ISREG(info.st_mode)
-                            else "symlink" if st.S_ISLNK(info.st_mode) else "other")
+                    kind = (
+                        "dir"
+                        if st.S_ISDIR(info.st_mode)
+                        else "file"
+                        if st.S_ISREG(info.st_mode)
+                        else "symlink"
+                        if st.S_ISLNK(info.st_mode)
+                        else "other"
+                    )
                     if len(out) >= limit:
                         return _tree_order(out), True
                     child = f"{current}/{name}" if current else name
@@ -180,7 +193,10 @@ class WorktreeFiles:
         return info is None
 
     def delete(self, path: str) -> str:
-        """Delete the file, symlink or empty directory at ``path`` (a symlink itself, never what it points at); its kind."""
+        """Delete the file, symlink or empty directory at ``path``; returns which it was.
+
+        A symlink is removed itself, never what it points at.
+        """
         parent, name = self._parent_and_name(path)
         with Beneath(self.root, {}) as beneath:
             pfd = _existing(beneath, parent, path)
@@ -194,8 +210,9 @@ class WorktreeFiles:
                 try:
                     os.rmdir(name, dir_fd=pfd)
                 except OSError:
-                    raise ToolInputError(f"directory {path!r} is not empty; delete its files first "
-                                         f"(or run_command 'rm -r {path}')") from None
+                    raise ToolInputError(
+                        f"directory {path!r} is not empty; delete its files first (or run_command 'rm -r {path}')"
+                    ) from None
                 return "dir"
             os.unlink(name, dir_fd=pfd)
             return "symlink" if st.S_ISLNK(info.st_mode) else "file"
@@ -220,6 +237,8 @@ class WorktreeFiles:
                     up, _, name = rel.rpartition("/")
                     os.chown(name, *owner, dir_fd=beneath.directory(up, path), follow_symlinks=False)
         except ArmorError:
-            raise ToolInputError(f"cannot write {path!r}: a component of its directory is a file, or a symlink a "
-                                 "command swapped in meanwhile; file_list shows what is there") from None
+            raise ToolInputError(
+                f"cannot write {path!r}: a component of its directory is a file, or a symlink a "
+                "command swapped in meanwhile; file_list shows what is there"
+            ) from None
         return fd

@@ -49,7 +49,7 @@ class OutputBuffer:
         self.add(str(event.payload.get("data", "")))
 
     def _trim(self) -> None:
-        joined = "".join(self._tail)[-self._tail_limit:]
+        joined = "".join(self._tail)[-self._tail_limit :]
         self._tail = [joined]
         self._tail_chars = len(joined)
 
@@ -65,5 +65,7 @@ class OutputBuffer:
             left_out = self.total_chars - len(head) - len(tail)
             if left_out <= 0:
                 return head + tail
-            return (f"{head}\n[... {left_out} characters left out; {self.total_bytes} bytes in all; "
-                    f"the whole output is in the event log ...]\n{tail}")
+            return (
+                f"{head}\n[... {left_out} characters left out; {self.total_bytes} bytes in all; "
+                f"the whole output is in the event log ...]\n{tail}"
+            )

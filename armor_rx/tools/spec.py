@@ -49,5 +49,10 @@ def output_schema(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def spec_of(fn: Callable[..., Awaitable[Any]]) -> ToolSpec:
-    return ToolSpec(name=fn.__name__, description=inspect.cleandoc(fn.__doc__ or ""), input_schema=input_schema(fn),
-                    output_schema=output_schema(fn), fn=fn)
+    return ToolSpec(
+        name=fn.__name__,
+        description=inspect.cleandoc(fn.__doc__ or ""),
+        input_schema=input_schema(fn),
+        output_schema=output_schema(fn),
+        fn=fn,
+    )

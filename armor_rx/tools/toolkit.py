@@ -52,15 +52,36 @@ from armor_rx.tools.results import (
 )
 
 #: The tools, in the order an agent uses them; each is a method of :class:`ArmorTools`.
-TOOL_NAMES = ("task_create", "task_list", "task_status", "task_resume", "run_command", "run_command_background", "command_output",
-              "file_read", "file_write", "file_edit", "file_list", "file_delete", "checkpoint", "checkpoints", "rollback",
-              "diff", "complete", "cancel")
+TOOL_NAMES = (
+    "task_create",
+    "task_list",
+    "task_status",
+    "task_resume",
+    "run_command",
+    "run_command_background",
+    "command_output",
+    "file_read",
+    "file_write",
+    "file_edit",
+    "file_list",
+    "file_delete",
+    "checkpoint",
+    "checkpoints",
+    "rollback",
+    "diff",
+    "complete",
+    "cancel",
+)
 
-TaskArg = Annotated[str | None, Field(description="The task's name. Leave it out when the server was started with --task.")]
+TaskArg = Annotated[
+    str | None, Field(description="The task's name. Leave it out when the server was started with --task.")
+]
 MAX_OUTPUT = 30_000
 #: What task_status shows: every kind but exec.output ("exec.*ed" is exec.requested and exec.exited).
-_STATUS_KINDS = ("task.*,git.*,checkpoint.*,container.*,exec.*ed,hook.*,effect.*,deadletter.*,backpressure.*,"
-                 "conflict.*,*.failed,*.vetoed")
+_STATUS_KINDS = (
+    "task.*,git.*,checkpoint.*,container.*,exec.*ed,hook.*,effect.*,deadletter.*,backpressure.*,"
+    "conflict.*,*.failed,*.vetoed"
+)
 MAX_LINES = 2000
 MAX_READ_CHARS = 256 * 1024
 _KEEP_JOBS = 50
@@ -73,8 +94,14 @@ class ArmorTools:
     ``max_output`` caps the characters of command output a result carries.
     """
 
-    def __init__(self, armor: AsyncArmorBase, *, task: str | None = None, repo: str | Path | None = None,
-                 max_output: int = MAX_OUTPUT) -> None:
+    def __init__(
+        self,
+        armor: AsyncArmorBase,
+        *,
+        task: str | None = None,
+        repo: str | Path | None = None,
+        max_output: int = MAX_OUTPUT,
+    ) -> None:
         self.armor = armor
         self.default_task = validate_task_id(task) if task else None
         self.repo = Path(repo).resolve() if repo is not None else None
@@ -98,21 +125,33 @@ class ArmorTools:
 
     def _info(self, record: TaskRecord) -> TaskInfo:
         meta = record.metadata
-        return TaskInfo(task=record.task_id, state=record.state.value, branch=_str(meta.get("branch")),
-                        worktree=_str(meta.get("worktree")), base_ref=_str(meta.get("base_ref")), reason=record.reason,
-                        cli=self._cli("tasks"))
+        return TaskInfo(
+            task=record.task_id,
+            state=record.state.value,
+            branch=_str(meta.get("branch")),
+            worktree=_str(meta.get("worktree")),
+            base_ref=_str(meta.get("base_ref")),
+            reason=record.reason,
+            cli=self._cli("tasks"),
+        )
 
     async def _outcome(self, task: str, event: TaskEvent, cli: str) -> Outcome:
         record = await self.armor.task(task)
-        detail: dict[str, object] = {k: v for k, v in event.payload.items() if isinstance(v, (str, int, float, bool, type(None)))}
+        detail: dict[str, object] = {
+            k: v for k, v in event.payload.items() if isinstance(v, (str, int, float, bool, type(None)))
+        }
         return Outcome(task=task, state=record.state.value, event=event.kind, detail=detail, cli=cli)
 
     # -- tasks --------------------------------------------------------------------
     async def task_create(
         self,
-        name: Annotated[str, Field(description="A new task's name: lowercase letters, digits and '-', e.g. 'fix-login'.")],
+        name: Annotated[
+            str, Field(description="A new task's name: lowercase letters, digits and '-', e.g. 'fix-login'.")
+        ],
         base_ref: Annotated[str, Field(description="The git ref the task's branch starts from.")] = "HEAD",
-        image: Annotated[str | None, Field(description="Container image for the task (default: the service's).")] = None,
+        image: Annotated[
+            str | None, Field(description="Container image for the task (default: the service's).")
+        ] = None,
     ) -> TaskInfo:
         """Create a task and start it: its own git branch (task/NAME), worktree and sandboxed container.
 
@@ -146,8 +185,15 @@ class ArmorTools:
             for event in history[-events:]:
                 recent.append(EventLine(seq=event.seq or 0, kind=event.kind, summary=_summary(event.payload)))
         info = self._info(record)
-        return TaskStatus(task=name, state=info["state"], branch=info["branch"], worktree=info["worktree"],
-                          reason=record.reason, recent_events=recent, cli=self._cli("events", "--task", name))
+        return TaskStatus(
+            task=name,
+            state=info["state"],
+            branch=info["branch"],
+            worktree=info["worktree"],
+            reason=record.reason,
+            recent_events=recent,
+            cli=self._cli("events", "--task", name),
+        )
 
     async def task_resume(self, task: TaskArg = None) -> TaskInfo:
         """Continue an interrupted task (after the service or its machine restarted): a new container on the same
@@ -161,7 +207,9 @@ class ArmorTools:
     # -- commands -------------------------------------------------------------------
     async def run_command(
         self,
-        command: Annotated[str, Field(description="A shell command, run with 'sh -c' in the task's worktree (e.g. 'make test').")],
+        command: Annotated[
+            str, Field(description="A shell command, run with 'sh -c' in the task's worktree (e.g. 'make test').")
+        ],
         task: TaskArg = None,
         timeout: Annotated[float, Field(description="Seconds before the command is killed.", gt=0, le=86400)] = 300,
     ) -> CommandResult:
@@ -176,13 +224,23 @@ class ArmorTools:
         outcome = await self.armor.exec(name, ["sh", "-c", command], timeout=timeout, on_output=buffer.on_event)
         return self._command_result(name, command, buffer, outcome)
 
-    def _command_result(self, task: str, command: str, buffer: OutputBuffer, outcome: TaskEvent | None) -> CommandResult:
+    def _command_result(
+        self, task: str, command: str, buffer: OutputBuffer, outcome: TaskEvent | None
+    ) -> CommandResult:
         payload: Mapping[str, Any] = outcome.payload if outcome is not None else {}
         code = payload.get("exit_code")
-        return CommandResult(task=task, command=command, running=outcome is None,
-                             exit_code=code if isinstance(code, int) else None, reason=_str(payload.get("reason")),
-                             message=_str(payload.get("message")), output=buffer.text(), output_bytes=buffer.total_bytes,
-                             truncated=buffer.truncated, cli=self._cli("events", "--task", task, "--kind", "exec.*"))
+        return CommandResult(
+            task=task,
+            command=command,
+            running=outcome is None,
+            exit_code=code if isinstance(code, int) else None,
+            reason=_str(payload.get("reason")),
+            message=_str(payload.get("message")),
+            output=buffer.text(),
+            output_bytes=buffer.total_bytes,
+            truncated=buffer.truncated,
+            cli=self._cli("events", "--task", task, "--kind", "exec.*"),
+        )
 
     async def run_command_background(
         self,
@@ -206,12 +264,16 @@ class ArmorTools:
         for old in list(self._jobs)[:-_KEEP_JOBS]:
             if self._jobs[old][0].done():
                 del self._jobs[old]
-        return BackgroundJob(job=job, task=name, command=command, cli=self._cli("events", "--task", name, "--kind", "exec.*", "--follow"))
+        return BackgroundJob(
+            job=job, task=name, command=command, cli=self._cli("events", "--task", name, "--kind", "exec.*", "--follow")
+        )
 
     async def command_output(
         self,
         job: Annotated[str, Field(description="The job id run_command_background returned, e.g. 'job-1'.")],
-        wait: Annotated[float, Field(description="Seconds to wait for the command to end before answering.", ge=0, le=600)] = 0,
+        wait: Annotated[
+            float, Field(description="Seconds to wait for the command to end before answering.", ge=0, le=600)
+        ] = 0,
     ) -> CommandResult:
         """A background command's output so far, and its exit code once it has ended (``running`` says which)."""
         found = self._jobs.get(job)
@@ -230,7 +292,9 @@ class ArmorTools:
         path: Annotated[str, Field(description="A path relative to the task's worktree, e.g. 'src/app.py'.")],
         task: TaskArg = None,
         start_line: Annotated[int, Field(description="First line to return (1-based).", ge=1)] = 1,
-        end_line: Annotated[int | None, Field(description="Last line to return (inclusive); default: up to 2000 lines.", ge=1)] = None,
+        end_line: Annotated[
+            int | None, Field(description="Last line to return (inclusive); default: up to 2000 lines.", ge=1)
+        ] = None,
     ) -> FileContent:
         """Read a text file of the task's worktree, or a range of its lines; ``total_lines`` says how long it is.
 
@@ -246,8 +310,14 @@ class ArmorTools:
         while taken < last and (size < MAX_READ_CHARS or taken == start_line - 1):
             size += len(lines[taken])
             taken += 1
-        return FileContent(path=path, start_line=start_line, end_line=taken, total_lines=len(lines),
-                           content="".join(lines[start_line - 1:taken]), cli=self._cli("shell", name))
+        return FileContent(
+            path=path,
+            start_line=start_line,
+            end_line=taken,
+            total_lines=len(lines),
+            content="".join(lines[start_line - 1 : taken]),
+            cli=self._cli("shell", name),
+        )
 
     async def file_write(
         self,
@@ -259,8 +329,12 @@ class ArmorTools:
         name = self._task(task)
         data = content.encode("utf-8")
         created = (await self._files(name)).write(path, data)
-        return FileChanged(path=path, action="created" if created else "overwritten", detail=f"{len(data)} bytes",
-                           cli=self._cli("diff", name, "--stat"))
+        return FileChanged(
+            path=path,
+            action="created" if created else "overwritten",
+            detail=f"{len(data)} bytes",
+            cli=self._cli("diff", name, "--stat"),
+        )
 
     async def file_edit(
         self,
@@ -268,26 +342,37 @@ class ArmorTools:
         old: Annotated[str, Field(description="The exact text to replace, including its whitespace.")],
         new: Annotated[str, Field(description="The text to put in its place.")],
         task: TaskArg = None,
-        occurrence: Annotated[int | None, Field(description="Which match to replace (1 = first) when 'old' occurs more than once.", ge=1)] = None,
+        occurrence: Annotated[
+            int | None, Field(description="Which match to replace (1 = first) when 'old' occurs more than once.", ge=1)
+        ] = None,
         replace_all: Annotated[bool, Field(description="Replace every match.")] = False,
     ) -> FileChanged:
-        """Replace text in a file: ``old`` must match exactly once, unless ``occurrence`` or ``replace_all`` says which."""
+        """Replace text in a file: ``old`` must match exactly once, unless ``occurrence`` or ``replace_all`` says which.
+
+        Copy ``old`` from file_read, with its indentation; the rest of the file is kept as it is.
+        """
         name = self._task(task)
         files = await self._files(name)
         try:
             text = files.read(path).decode("utf-8")
         except UnicodeDecodeError:
-            raise ToolInputError(f"{path!r} is not UTF-8 text; file_edit changes text files (file_write replaces any file)") from None
+            raise ToolInputError(
+                f"{path!r} is not UTF-8 text; file_edit changes text files (file_write replaces any file)"
+            ) from None
         if not old:
             raise ToolInputError("'old' is empty; give the exact text to replace (file_write replaces a whole file)")
         count = text.count(old)
         if count == 0:
-            raise ToolInputError(f"the text to replace was not found in {path!r}; file_read it and copy the text exactly")
+            raise ToolInputError(
+                f"the text to replace was not found in {path!r}; file_read it and copy the text exactly"
+            )
         if replace_all:
             updated, done = text.replace(old, new), count
         elif occurrence is None and count > 1:
-            raise ToolInputError(f"the text to replace occurs {count} times in {path!r}; say which with 'occurrence' "
-                                 "(1 = first) or set 'replace_all', or include more context")
+            raise ToolInputError(
+                f"the text to replace occurs {count} times in {path!r}; say which with 'occurrence' "
+                "(1 = first) or set 'replace_all', or include more context"
+            )
         else:
             which = occurrence or 1
             if which > count:
@@ -295,10 +380,11 @@ class ArmorTools:
             at = -1
             for _ in range(which):
                 at = text.index(old, at + 1)
-            updated, done = text[:at] + new + text[at + len(old):], 1
+            updated, done = text[:at] + new + text[at + len(old) :], 1
         files.write(path, updated.encode("utf-8"))
-        return FileChanged(path=path, action="edited", detail=f"replaced {done} of {count} match(es)",
-                           cli=self._cli("diff", name))
+        return FileChanged(
+            path=path, action="edited", detail=f"replaced {done} of {count} match(es)", cli=self._cli("diff", name)
+        )
 
     async def file_list(
         self,
@@ -309,8 +395,12 @@ class ArmorTools:
         """List a directory of the task's worktree (``.git`` left out); at most 1000 entries."""
         name = self._task(task)
         entries, cut = (await self._files(name)).list(path, recursive=recursive)
-        return FileListing(path=path, entries=[FileEntry(path=e.path, kind=e.kind, size=e.size) for e in entries],
-                           truncated=cut, cli=self._cli("shell", name))
+        return FileListing(
+            path=path,
+            entries=[FileEntry(path=e.path, kind=e.kind, size=e.size) for e in entries],
+            truncated=cut,
+            cli=self._cli("shell", name),
+        )
 
     async def file_delete(
         self,
@@ -332,17 +422,34 @@ class ArmorTools:
         name = self._task(task)
         event = await self.armor.checkpoint(name, message)
         payload = event.payload
-        return CheckpointInfo(task=name, checkpoint=str(payload.get("checkpoint")), message=message,
-                              files=_int(payload.get("files")), commit=_str(payload.get("commit")),
-                              cli=self._cli("checkpoints", name))
+        return CheckpointInfo(
+            task=name,
+            checkpoint=str(payload.get("checkpoint")),
+            message=message,
+            files=_int(payload.get("files")),
+            commit=_str(payload.get("commit")),
+            cli=self._cli("checkpoints", name),
+        )
 
     async def checkpoints(self, task: TaskArg = None) -> CheckpointList:
         """List the task's checkpoints, oldest first."""
         name = self._task(task)
         found = await self.armor.checkpoints(name)
-        return CheckpointList(task=name, checkpoints=[
-            CheckpointInfo(task=name, checkpoint=cp.id, message=cp.message, files=cp.files, commit=cp.commit,
-                           cli=self._cli("diff", name, cp.id)) for cp in found], cli=self._cli("checkpoints", name))
+        return CheckpointList(
+            task=name,
+            checkpoints=[
+                CheckpointInfo(
+                    task=name,
+                    checkpoint=cp.id,
+                    message=cp.message,
+                    files=cp.files,
+                    commit=cp.commit,
+                    cli=self._cli("diff", name, cp.id),
+                )
+                for cp in found
+            ],
+            cli=self._cli("checkpoints", name),
+        )
 
     async def rollback(
         self,
@@ -351,12 +458,16 @@ class ArmorTools:
     ) -> Outcome:
         """Put the task's worktree back exactly as it was at a checkpoint; later changes are dropped."""
         name = self._task(task)
-        return await self._outcome(name, await self.armor.rollback(name, checkpoint), self._cli("diff", name, checkpoint))
+        return await self._outcome(
+            name, await self.armor.rollback(name, checkpoint), self._cli("diff", name, checkpoint)
+        )
 
     async def diff(
         self,
         task: TaskArg = None,
-        checkpoint: Annotated[str | None, Field(description="Compare with this checkpoint instead of the task's base.")] = None,
+        checkpoint: Annotated[
+            str | None, Field(description="Compare with this checkpoint instead of the task's base.")
+        ] = None,
         stat_only: Annotated[bool, Field(description="Only list the changed files, no patch.")] = False,
     ) -> DiffResult:
         """What the task changed: its worktree against its base commit (or a checkpoint), as a unified patch."""
@@ -365,17 +476,30 @@ class ArmorTools:
         patch = "" if stat_only else found.patch
         cut = found.truncated
         if len(patch) > self.max_output:
-            patch, cut = patch[:self.max_output] + "\n[... the patch goes on; ask for stat_only or a checkpoint ...]\n", True
+            patch, cut = (
+                patch[: self.max_output] + "\n[... the patch goes on; ask for stat_only or a checkpoint ...]\n",
+                True,
+            )
         words = ["diff", name] + ([checkpoint] if checkpoint else [])
-        return DiffResult(task=name, against=found.against, files=[DiffFile(path=c.path, status=c.status) for c in found.files],
-                          patch=patch, truncated=cut, cli=self._cli(*words))
+        return DiffResult(
+            task=name,
+            against=found.against,
+            files=[DiffFile(path=c.path, status=c.status) for c in found.files],
+            patch=patch,
+            truncated=cut,
+            cli=self._cli(*words),
+        )
 
     # -- the end ------------------------------------------------------------------------------
     async def complete(
         self,
         message: Annotated[str | None, Field(description="The commit message for the task's work.")] = None,
-        merge: Annotated[Literal["none", "ff", "merge"], Field(
-            description="Merge the task's branch into its base: 'none' (leave it on task/NAME), 'ff' or 'merge'.")] = "none",
+        merge: Annotated[
+            Literal["none", "ff", "merge"],
+            Field(
+                description="Merge the task's branch into its base: 'none' (leave it on task/NAME), 'ff' or 'merge'."
+            ),
+        ] = "none",
         task: TaskArg = None,
     ) -> Outcome:
         """Finish the task: commit its worktree to its branch (and merge it if asked) and stop its container."""
@@ -408,7 +532,9 @@ def _int(value: object) -> int | None:
 
 
 def _summary(payload: Mapping[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in payload.items() if k not in ("metadata", "settings", "labels", "engine", "findings")]
+    parts = [
+        f"{k}={v}" for k, v in payload.items() if k not in ("metadata", "settings", "labels", "engine", "findings")
+    ]
     text = ", ".join(parts).replace("\n", " ")
     return text if len(text) <= 160 else text[:157] + "..."
 

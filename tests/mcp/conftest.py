@@ -13,8 +13,11 @@ from tests.sinks.docker.conftest import engine, test_image  # noqa: F401
 def server_params(repo, *args, env=None):
     from mcp import StdioServerParameters
 
-    return StdioServerParameters(command=sys.executable, args=["-m", "armor_rx", "mcp", "--repo", str(repo), *args],
-                                 env={**os.environ, **(env or {})})
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "armor_rx", "mcp", "--repo", str(repo), *args],
+        env={**os.environ, **(env or {})},
+    )
 
 
 @asynccontextmanager

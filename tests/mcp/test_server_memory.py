@@ -43,10 +43,23 @@ def test_a_task_worked_through_the_file_tools_then_checked_with_git(repo, git):
             call = client.call_tool
             created = result(await call("task_create", {"name": "notes"}))
             assert created["state"] == "running" and created["branch"] == "task/notes"
-            assert result(await call("file_write", {"task": "notes", "path": "docs/a.txt", "content": "one\ntwo\ntwo\n"}))["action"] == "created"
-            assert "occurs 2 times" in error(await call("file_edit", {"task": "notes", "path": "docs/a.txt", "old": "two", "new": "2"}))
-            result(await call("file_edit", {"task": "notes", "path": "docs/a.txt", "old": "two", "new": "2", "occurrence": 2}))
-            read = result(await call("file_read", {"task": "notes", "path": "docs/a.txt", "start_line": 2, "end_line": 3}))
+            assert (
+                result(await call("file_write", {"task": "notes", "path": "docs/a.txt", "content": "one\ntwo\ntwo\n"}))[
+                    "action"
+                ]
+                == "created"
+            )
+            assert "occurs 2 times" in error(
+                await call("file_edit", {"task": "notes", "path": "docs/a.txt", "old": "two", "new": "2"})
+            )
+            result(
+                await call(
+                    "file_edit", {"task": "notes", "path": "docs/a.txt", "old": "two", "new": "2", "occurrence": 2}
+                )
+            )
+            read = result(
+                await call("file_read", {"task": "notes", "path": "docs/a.txt", "start_line": 2, "end_line": 3})
+            )
             assert read["content"] == "two\n2\n" and read["total_lines"] == 3
             long_line = "y" * 100_000 + "\n"
             result(await call("file_write", {"task": "notes", "path": "big.txt", "content": long_line * 5}))
@@ -56,7 +69,9 @@ def test_a_task_worked_through_the_file_tools_then_checked_with_git(repo, git):
             assert past_end["content"] == "" and past_end["end_line"] == 8
             result(await call("file_write", {"task": "notes", "path": "bin.dat", "content": "x"}))
             (await client.armor.worktree("notes")).joinpath("bin.dat").write_bytes(b"\xff\xfe")
-            assert "not UTF-8 text" in error(await call("file_edit", {"task": "notes", "path": "bin.dat", "old": "a", "new": "b"}))
+            assert "not UTF-8 text" in error(
+                await call("file_edit", {"task": "notes", "path": "bin.dat", "old": "a", "new": "b"})
+            )
             result(await call("file_delete", {"task": "notes", "path": "big.txt"}))
             result(await call("file_delete", {"task": "notes", "path": "bin.dat"}))
             cp = result(await call("checkpoint", {"task": "notes", "message": "good"}))
@@ -67,7 +82,9 @@ def test_a_task_worked_through_the_file_tools_then_checked_with_git(repo, git):
             assert {f["path"] for f in diff["files"]} == {"docs/a.txt", "README.md"}
             assert diff["cli"] == f"armor-rx diff notes {cp['checkpoint']} --repo {repo}"
             result(await call("rollback", {"task": "notes", "checkpoint": cp["checkpoint"]}))
-            assert result(await call("file_read", {"task": "notes", "path": "docs/a.txt"}))["content"] == "one\ntwo\n2\n"
+            assert (
+                result(await call("file_read", {"task": "notes", "path": "docs/a.txt"}))["content"] == "one\ntwo\n2\n"
+            )
             listing = result(await call("file_list", {"task": "notes", "recursive": True}))
             assert [e["path"] for e in listing["entries"]] == ["README.md", "docs", "docs/a.txt"]
             status = result(await call("task_status", {"task": "notes"}))
@@ -123,8 +140,13 @@ def test_a_guards_veto_reaches_the_agent_as_an_error_with_its_reason(repo):
 
     async def main():
         async with memory_client(repo) as client:
-            client.armor.sync.use(guard(lambda e: "no tasks named after production" if "prod" in (e.task_id or "") else None,
-                                        kinds="task.start.requested", name="no-prod"))
+            client.armor.sync.use(
+                guard(
+                    lambda e: "no tasks named after production" if "prod" in (e.task_id or "") else None,
+                    kinds="task.start.requested",
+                    name="no-prod",
+                )
+            )
             message = error(await client.call_tool("task_create", {"name": "prod-fix"}))
             ok = result(await client.call_tool("task_create", {"name": "dev-fix"}))
             return message, ok
@@ -147,7 +169,9 @@ def test_bad_calls_are_one_line_errors_and_the_server_goes_on(repo):
             ]
             result(await call("task_create", {"name": "x"}))
             messages.append(error(await call("file_read", {"task": "x", "path": "missing.txt"})))
-            messages.append(error(await call("file_edit", {"task": "x", "path": "README.md", "old": "absent", "new": "y"})))
+            messages.append(
+                error(await call("file_edit", {"task": "x", "path": "README.md", "old": "absent", "new": "y"}))
+            )
             messages.append(error(await call("task_create", {"name": "x"})))
             assert result(await call("task_list", {}))["tasks"][0]["task"] == "x"
             return messages

@@ -13,7 +13,10 @@ import pytest
 
 from tests.mcp.conftest import error, result, service_info, stdio_client
 
-TESTS = "#!/bin/sh\n# the project's test suite: greet must say hello\ngrep -q 'hello' greet.sh && sh greet.sh | grep -qx 'hello world'\n"
+TESTS = (
+    "#!/bin/sh\n# the project's test suite: greet must say hello\n"
+    "grep -q 'hello' greet.sh && sh greet.sh | grep -qx 'hello world'\n"
+)
 
 
 def run(coroutine):
@@ -28,7 +31,9 @@ def _run_hints(hints, repo):
     for hint in sorted(hints):
         argv = shlex.split(hint)
         assert argv[0] == "armor-rx" and argv[-2:] == ["--repo", str(repo)], hint
-        proc = subprocess.run([sys.executable, "-m", "armor_rx", *argv[1:]], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "armor_rx", *argv[1:]], capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0, (hint, proc.stderr)
         assert proc.stdout.strip(), hint
 
@@ -73,29 +78,51 @@ def test_an_agents_whole_task_through_mcp_then_checked_with_git(repo, git, test_
             # Output is capped and its full size stated.
             big = result(await call("run_command", {"task": "greet", "command": "seq 1 20000"}))
             assert big["truncated"] and big["output_bytes"] == len("".join(f"{i}\n" for i in range(1, 20001)))
-            assert big["output"].startswith("1\n2\n") and big["output"].endswith("19999\n20000\n") and "left out" in big["output"]
+            assert (
+                big["output"].startswith("1\n2\n")
+                and big["output"].endswith("19999\n20000\n")
+                and "left out" in big["output"]
+            )
             # A background command, read later.
-            job = result(await call("run_command_background", {"task": "greet", "command": "echo started; sleep 1; echo finished"}))
+            job = result(
+                await call(
+                    "run_command_background", {"task": "greet", "command": "echo started; sleep 1; echo finished"}
+                )
+            )
             done = result(await call("command_output", {"job": job["job"], "wait": 60}))
             assert not done["running"] and done["exit_code"] == 0 and done["output"] == "started\nfinished\n"
             # What a command can plant to lure the file tools out of the worktree.
-            planted = result(await call("run_command", {"task": "greet", "command":
-                                                        f"ln -s {outside}/secret planted && ln -s {outside} planted-dir && ln -s / root"}))
+            planted = result(
+                await call(
+                    "run_command",
+                    {
+                        "task": "greet",
+                        "command": f"ln -s {outside}/secret planted && ln -s {outside} planted-dir && ln -s / root",
+                    },
+                )
+            )
             assert planted["exit_code"] == 0
-            refusals = [error(await call("file_read", {"task": "greet", "path": "planted"})),
-                        error(await call("file_write", {"task": "greet", "path": "planted", "content": "x"})),
-                        error(await call("file_write", {"task": "greet", "path": "planted-dir/new", "content": "x"})),
-                        error(await call("file_write", {"task": "greet", "path": "root/tmp/x", "content": "x"})),
-                        error(await call("file_read", {"task": "greet", "path": "/etc/passwd"})),
-                        error(await call("file_read", {"task": "greet", "path": "../../../README.md"}))]
+            refusals = [
+                error(await call("file_read", {"task": "greet", "path": "planted"})),
+                error(await call("file_write", {"task": "greet", "path": "planted", "content": "x"})),
+                error(await call("file_write", {"task": "greet", "path": "planted-dir/new", "content": "x"})),
+                error(await call("file_write", {"task": "greet", "path": "root/tmp/x", "content": "x"})),
+                error(await call("file_read", {"task": "greet", "path": "/etc/passwd"})),
+                error(await call("file_read", {"task": "greet", "path": "../../../README.md"})),
+            ]
             for path in ("planted", "planted-dir", "root"):
                 result(await call("file_delete", {"task": "greet", "path": path}))
             status = result(await call("task_status", {"task": "greet", "events": 50}))
             assert any(e["kind"] == "checkpoint.created" for e in status["recent_events"])
-            hints = {status["cli"], tests["cli"], good["cli"], result(await call("diff", {"task": "greet"}))["cli"],
-                     result(await call("diff", {"task": "greet", "checkpoint": good["checkpoint"]}))["cli"],
-                     result(await call("file_write", {"task": "greet", "path": "n.txt", "content": "n"}))["cli"],
-                     result(await call("task_list", {}))["cli"]}
+            hints = {
+                status["cli"],
+                tests["cli"],
+                good["cli"],
+                result(await call("diff", {"task": "greet"}))["cli"],
+                result(await call("diff", {"task": "greet", "checkpoint": good["checkpoint"]}))["cli"],
+                result(await call("file_write", {"task": "greet", "path": "n.txt", "content": "n"}))["cli"],
+                result(await call("task_list", {}))["cli"],
+            }
             await asyncio.to_thread(_run_hints, hints, repo)
             result(await call("file_delete", {"task": "greet", "path": "n.txt"}))
             done = result(await call("complete", {"task": "greet", "message": "greet says hello world", "merge": "ff"}))
@@ -132,7 +159,9 @@ def test_two_agents_on_one_repository_through_two_mcp_servers(repo, git, test_im
     assert [o["state"] for o in outcomes] == ["completed", "completed"]
     for name in ("agent-a", "agent-b"):
         assert git(repo, "log", "-1", "--format=%s", f"task/{name}").strip() == f"work of {name}"
-        assert git(repo, "ls-tree", "--name-only", f"task/{name}", f"{name}/").split() == [f"{name}/{i}.txt" for i in range(3)]
+        assert git(repo, "ls-tree", "--name-only", f"task/{name}", f"{name}/").split() == [
+            f"{name}/{i}.txt" for i in range(3)
+        ]
     git(repo, "fsck", "--strict")
 
 
@@ -147,7 +176,10 @@ def test_killing_the_service_mid_call_gives_an_error_result_not_a_hang(repo, tes
             call = asyncio.ensure_future(client.call_tool("run_command", {"command": "echo begun; sleep 120"}))
             deadline = time.monotonic() + 60
             events = [sys.executable, "-m", "armor_rx", "events", "--repo", str(repo), "--task", "longjob"]
-            while "exec.output" not in (await asyncio.to_thread(subprocess.run, events, capture_output=True, text=True)).stdout:
+            while (
+                "exec.output"
+                not in (await asyncio.to_thread(subprocess.run, events, capture_output=True, text=True)).stdout
+            ):
                 assert time.monotonic() < deadline, "the command never started"
                 await asyncio.sleep(0.2)
             killed_at = time.monotonic()
@@ -177,8 +209,12 @@ def test_print_config_gives_valid_snippets_that_start_this_installation(repo):
         from pip._vendor import tomli as tomllib
 
     def config(client, *extra):
-        proc = subprocess.run([sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", client, *extra],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", client, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -186,15 +222,21 @@ def test_print_config_gives_valid_snippets_that_start_this_installation(repo):
     opencode = json.loads(config("opencode"))["mcp"]["armor-rx"]
     codex = tomllib.loads(config("codex", "--task", "fix-it"))["mcp_servers"]["armor-rx"]
     assert claude["type"] == "stdio" and claude["args"][-3:] == ["mcp", "--repo", str(repo)]
-    assert opencode["type"] == "local" and opencode["command"][-3:] == ["mcp", "--repo", str(repo)] and opencode["enabled"]
+    assert (
+        opencode["type"] == "local" and opencode["command"][-3:] == ["mcp", "--repo", str(repo)] and opencode["enabled"]
+    )
     assert codex["args"][-5:] == ["mcp", "--repo", str(repo), "--task", "fix-it"]
     for argv in ([claude["command"], *claude["args"]], opencode["command"], [codex["command"], *codex["args"]]):
         assert os.access(argv[0], os.X_OK), argv
         # The printed command is a working one: it answers --help for the same verb.
-        helped = subprocess.run([*argv[:argv.index("mcp") + 1], "--help"], capture_output=True, text=True, timeout=60)
+        helped = subprocess.run([*argv[: argv.index("mcp") + 1], "--help"], capture_output=True, text=True, timeout=60)
         assert helped.returncode == 0 and "--print-config" in helped.stdout
-    bad = subprocess.run([sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", "vscode"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", "vscode"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and bad.stderr.count("\n") == 1
 
 
@@ -204,8 +246,13 @@ def test_a_new_user_pastes_the_printed_config_and_watches_the_agent_live(repo, g
     """The issue's 'done when': the printed Claude Code config starts a server an agent works through, seen live."""
     from mcp import Client, StdioServerParameters, stdio_client
 
-    printed = subprocess.run([sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", "claude-code"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "-m", "armor_rx", "mcp", "--repo", str(repo), "--print-config", "claude-code"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     entry = json.loads(printed)["mcpServers"]["armor-rx"]
     params = StdioServerParameters(command=entry["command"], args=entry["args"], env={**os.environ, **entry["env"]})
 
@@ -214,14 +261,21 @@ def test_a_new_user_pastes_the_printed_config_and_watches_the_agent_live(repo, g
             call = client.call_tool
             result(await call("task_create", {"name": "pasted", "image": test_image}))
             # A person watching: 'armor-rx events --follow' (the monitor's feed) sees the task as it goes.
-            watcher = subprocess.Popen([sys.executable, "-m", "armor_rx", "events", "--repo", str(repo), "--follow", "--task", "pasted"],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            watcher = subprocess.Popen(
+                [sys.executable, "-m", "armor_rx", "events", "--repo", str(repo), "--follow", "--task", "pasted"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             try:
                 result(await call("file_write", {"task": "pasted", "path": "hello.txt", "content": "hello\n"}))
                 cp = result(await call("checkpoint", {"task": "pasted", "message": "hello"}))
                 result(await call("run_command", {"task": "pasted", "command": "echo oops > hello.txt"}))
                 result(await call("rollback", {"task": "pasted", "checkpoint": cp["checkpoint"]}))
-                assert result(await call("run_command", {"task": "pasted", "command": "cat hello.txt"}))["output"] == "hello\n"
+                assert (
+                    result(await call("run_command", {"task": "pasted", "command": "cat hello.txt"}))["output"]
+                    == "hello\n"
+                )
                 result(await call("complete", {"task": "pasted", "message": "say hello", "merge": "ff"}))
                 seen = []
                 deadline = time.monotonic() + 60

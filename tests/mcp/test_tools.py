@@ -116,12 +116,14 @@ def test_refusals_and_missing_things(worktree, tmp_path):
 
 
 def test_the_cli_does_not_load_the_mcp_sdk_until_a_server_is_built():
-    """Every verb registers 'mcp'; loading the SDK (pydantic, starlette) there slowed every armor-rx command by seconds."""
+    """Every verb registers 'mcp'; loading the SDK (pydantic, starlette) there slowed every command by seconds."""
     import subprocess
     import sys
 
-    probe = ("import sys, armor_rx, armor_rx.cli, armor_rx.mcp; armor_rx.cli._parser(); "
-             "print(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'pydantic', 'starlette'}))")
+    probe = (
+        "import sys, armor_rx, armor_rx.cli, armor_rx.mcp; armor_rx.cli._parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'mcp', 'pydantic', 'starlette'}))"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "[]"
     from armor_rx.mcp import build_server
