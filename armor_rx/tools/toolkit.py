@@ -221,8 +221,21 @@ class ArmorTools:
         """
         name = self._task(task)
         buffer = OutputBuffer(self.max_output)
-        outcome = await self.armor.exec(name, ["sh", "-c", command], timeout=timeout, on_output=buffer.on_event)
-        return self._command_result(name, command, buffer, outcome)
+        return await self._exec(name, command, timeout, buffer)
+
+    async def _exec(self, task: str, command: str, timeout: float, buffer: OutputBuffer) -> CommandResult:
+        try:
+            outcome = await self.armor.exec(task, ["sh", "-c", command], timeout=timeout, on_output=buffer.on_event)
+        except asyncio.CancelledError:
+            # The call was cancelled (the agent's client gave up, or the server is closing): the command
+            # must not run on unseen in the container. Shielded, so the stop is sent even as we unwind.
+            stop = asyncio.ensure_future(self.armor.stop_command(task, "the tool call running it was cancelled"))
+            try:
+                await asyncio.shield(stop)
+            except (asyncio.CancelledError, ArmorError):
+                pass
+            raise
+        return self._command_result(task, command, buffer, outcome)
 
     def _command_result(
         self, task: str, command: str, buffer: OutputBuffer, outcome: TaskEvent | None
@@ -255,12 +268,8 @@ class ArmorTools:
         name = self._task(task)
         buffer = OutputBuffer(self.max_output)
 
-        async def run() -> CommandResult:
-            outcome = await self.armor.exec(name, ["sh", "-c", command], timeout=timeout, on_output=buffer.on_event)
-            return self._command_result(name, command, buffer, outcome)
-
         job = f"job-{next(self._job_ids)}"
-        self._jobs[job] = (asyncio.ensure_future(run()), buffer, name, command)
+        self._jobs[job] = (asyncio.ensure_future(self._exec(name, command, timeout, buffer)), buffer, name, command)
         for old in list(self._jobs)[:-_KEEP_JOBS]:
             if self._jobs[old][0].done():
                 del self._jobs[old]
@@ -517,7 +526,7 @@ class ArmorTools:
         return await self._outcome(name, await self.armor.cancel(name, reason), self._cli("tasks"))
 
     async def aclose(self) -> None:
-        """Stop waiting for background commands (their commands are stopped by the session when it closes)."""
+        """Stop the background commands still running (each is told to stop in its container) and wait for them."""
         for future, *_ in self._jobs.values():
             future.cancel()
         await asyncio.gather(*(f for f, *_ in self._jobs.values()), return_exceptions=True)

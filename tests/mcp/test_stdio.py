@@ -292,3 +292,27 @@ def test_a_new_user_pastes_the_printed_config_and_watches_the_agent_live(repo, g
         assert kind in seen, (kind, seen)
     assert git(repo, "show", "main:hello.txt") == "hello\n"
     git(repo, "fsck", "--strict")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_call_the_client_abandons_stops_its_command(repo, test_image):
+    import anyio
+
+    async def main():
+        async with stdio_client(repo, "--task", "abandoned") as client:
+            result(await client.call_tool("task_create", {"name": "abandoned", "image": test_image}))
+            with anyio.move_on_after(5):  # the client gives up (a user pressed Esc): MCP cancels the request
+                await client.call_tool("run_command", {"command": "sleep 120"})
+            began = time.monotonic()
+            # Commands of one task run one at a time: this one waits for the first unless it was stopped.
+            after = result(await client.call_tool("run_command", {"command": "echo after"}))
+            waited = time.monotonic() - began
+            status = result(await client.call_tool("task_status", {"events": 30}))
+            result(await client.call_tool("cancel", {}))
+            return after, waited, status
+
+    after, waited, status = run(main())
+    assert after["output"] == "after\n" and waited < 60
+    exits = [e["summary"] for e in status["recent_events"] if e["kind"] == "exec.exited"]
+    assert exits and exits[0].startswith("exit_code=137, reason=interrupted"), exits  # stopped after ~5 s, not 120

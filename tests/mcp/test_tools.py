@@ -129,3 +129,41 @@ def test_the_cli_does_not_load_the_mcp_sdk_until_a_server_is_built():
     from armor_rx.mcp import build_server
 
     assert callable(build_server)
+
+
+@pytest.mark.docker
+def test_a_cancelled_call_stops_its_command_in_the_container(repo, test_image):
+    """An agent's client that gives up on run_command must not leave the command running unseen."""
+    import time
+
+    from armor_rx import AsyncArmor
+    from armor_rx.sinks.docker import SandboxSpec
+    from armor_rx.tools import ArmorTools
+
+    async def main():
+        sandbox = SandboxSpec(image=test_image, wall_clock=300)
+        async with AsyncArmor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+            tools = ArmorTools(armor)
+            await tools.task_create("cancelled")
+            call = asyncio.ensure_future(tools.run_command("echo begun; sleep 120", task="cancelled"))
+            deadline = time.monotonic() + 60
+            while not any(e.kind == "exec.output" for e in await armor.history(task_id="cancelled")):
+                assert time.monotonic() < deadline, "the command never started"
+                await asyncio.sleep(0.1)
+            started = time.monotonic()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            while not [e for e in await armor.history(task_id="cancelled") if e.kind == "exec.exited"]:
+                assert time.monotonic() - started < 30, "the command ran on after its call was cancelled"
+                await asyncio.sleep(0.1)
+            exited = [e for e in await armor.history(task_id="cancelled") if e.kind == "exec.exited"][0]
+            # The task goes on: the next command runs.
+            again = await tools.run_command("echo again", task="cancelled")
+            await tools.cancel(task="cancelled")
+            await tools.aclose()
+            return exited, again
+
+    exited, again = asyncio.run(main())
+    assert exited.payload["exit_code"] != 0 and "cancelled" in str(exited.payload.get("message")), exited.payload
+    assert again["output"] == "again\n"
