@@ -157,7 +157,7 @@ def test_a_cancelled_call_stops_its_command_in_the_container(repo, test_image):
             while not [e for e in await armor.history(task_id="cancelled") if e.kind == "exec.exited"]:
                 assert time.monotonic() - started < 30, "the command ran on after its call was cancelled"
                 await asyncio.sleep(0.1)
-            exited = [e for e in await armor.history(task_id="cancelled") if e.kind == "exec.exited"][0]
+            exited = next(e for e in await armor.history(task_id="cancelled") if e.kind == "exec.exited")
             # The task goes on: the next command runs.
             again = await tools.run_command("echo again", task="cancelled")
             await tools.cancel(task="cancelled")
