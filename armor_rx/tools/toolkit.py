@@ -31,6 +31,7 @@ from armor_rx.errors import ArmorError, ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
+from armor_rx.model.secrets import check_reference
 from armor_rx.tools.files import ToolInputError, WorktreeFiles
 from armor_rx.tools.output import OutputBuffer
 from armor_rx.tools.results import (
@@ -152,18 +153,26 @@ class ArmorTools:
         image: Annotated[
             str | None, Field(description="Container image for the task (default: the service's).")
         ] = None,
+        secrets: Annotated[
+            dict[str, str] | None,
+            Field(
+                description="Environment variables every command of the task gets, by reference only: "
+                "{'NAME': 'env://VARIABLE'} or {'NAME': 'file://PATH'}, read by this server's process. "
+                "The values are never logged and show as [secret:NAME] in output."
+            ),
+        ] = None,
     ) -> TaskInfo:
         """Create a task and start it: its own git branch (task/NAME), worktree and sandboxed container.
 
-        Do this first; every other tool works inside one task. Secrets cannot be
-        passed here (the service's start call has no secret references yet).
+        Do this first; every other tool works inside one task. Give credentials the
+        task needs as ``secrets`` references, never as values in a command.
         """
         task = validate_task_id(name)
+        for key, reference in (secrets or {}).items():
+            check_reference(key, reference)  # before the task exists: a bad reference leaves nothing behind
         await self.armor.create_task(task, base_ref=base_ref)
-        if image:
-            await self.armor.start(task, image=image)
-        else:
-            await self.armor.start(task)
+        options: dict[str, Any] = {"image": image} if image else {}
+        await self.armor.start(task, secrets=secrets or None, **options)
         return self._info(await self.armor.task(task))
 
     async def task_list(self) -> TaskList:

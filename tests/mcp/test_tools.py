@@ -167,3 +167,29 @@ def test_a_cancelled_call_stops_its_command_in_the_container(repo, test_image):
     exited, again = asyncio.run(main())
     assert exited.payload["exit_code"] != 0 and "cancelled" in str(exited.payload.get("message")), exited.payload
     assert again["output"] == "again\n"
+
+
+def test_task_create_takes_secrets_by_reference_only(repo, monkeypatch):
+    """A secret reaches the task as a reference (recorded) and a value (held); a value in place of a reference is refused first."""
+    from armor_rx import AsyncArmor
+    from armor_rx.errors import ConfigError
+    from armor_rx.tools import ArmorTools
+
+    monkeypatch.setenv("MCP_TEST_TOKEN", "tok-value-123")
+
+    async def main():
+        async with AsyncArmor(repo) as armor:
+            tools = ArmorTools(armor, repo=repo)
+            with pytest.raises(ConfigError, match="not a reference"):
+                await tools.task_create(name="bad-secret", secrets={"TOKEN": "tok-value-123"})
+            await tools.task_create(name="with-secret", secrets={"TOKEN": "env://MCP_TEST_TOKEN"})
+            started = [e for e in await armor.history(task_id="with-secret") if e.kind == "task.start.requested"]
+            held = armor.sync.secrets.for_exec("with-secret", "no-request")
+            names = [t.task_id for t in await armor.tasks()]
+            await tools.aclose()
+            return started, held, names
+
+    started, held, names = asyncio.run(main())
+    assert "bad-secret" not in names  # refused before the task was made
+    assert dict(started[0].payload["secret_refs"]) == {"TOKEN": "env://MCP_TEST_TOKEN"}
+    assert held["TOKEN"].reveal() == "tok-value-123"
