@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+import orjson
 import structlog
 
 from armor_rx.sinks._cursor import Damage
@@ -68,12 +69,41 @@ def quarantine_copy(directory: Path, segment: Path, offset: int, length: int, wh
     return target, True
 
 
-def damaged_copies(directory: Path) -> list[Path]:
+ACKNOWLEDGED = "acknowledged.json"
+
+
+def damage_key(segment: Path | str, offset: int) -> str:
+    """How a damaged stretch is named in the acknowledgements: ``<segment>.<offset>``, as its copy is."""
+    return f"{Path(segment).name}.{offset}"
+
+
+def acknowledged(directory: Path) -> set[str]:
+    """The damaged stretches a person has acknowledged (``armor-rx damage --acknowledge``)."""
+    try:
+        keys = orjson.loads((directory / ACKNOWLEDGED).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return set()
+    return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
+
+
+def acknowledge(directory: Path, keys: set[str]) -> None:
+    """Record ``keys`` as acknowledged: read verbs stop failing (exit 3) for them, and still name them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{ACKNOWLEDGED}.{uuid.uuid4().hex}"
+    tmp.write_bytes(orjson.dumps(sorted(acknowledged(directory) | keys)))
+    os.replace(tmp, directory / ACKNOWLEDGED)
+
+
+def damaged_copies(directory: Path, *, include_acknowledged: bool = False) -> list[Path]:
     """The copies of damage that is still in the log (readers skip it), oldest segment first."""
     try:
-        return sorted(p for p in directory.iterdir() if p.name.endswith(".damaged"))
+        found = sorted(p for p in directory.iterdir() if p.name.endswith(".damaged"))
     except (FileNotFoundError, NotADirectoryError):
         return []
+    if include_acknowledged:
+        return found
+    done = acknowledged(directory)
+    return [p for p in found if p.name.removesuffix(".damaged") not in done]
 
 
 class DamageLedger:

@@ -169,5 +169,31 @@ def test_through_the_service_the_read_verbs_exit_3_too(tmp_path: Path, monkeypat
         assert "damaged stretch" in events.stderr
         tasks = cli("tasks")
         assert tasks.returncode == EXIT_DAMAGED and "t3" in tasks.stdout
+        assert cli("damage", "--acknowledge").returncode == 0  # a person has looked: reads pass again
+        assert cli("tasks").returncode == 0 and cli("events").returncode == 0
     finally:
         cli("serve", "--stop")
+
+
+def test_acknowledged_damage_stops_failing_reads_and_new_damage_fails_them_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Invariant: exit 3 means 'damage nobody has looked at yet'. After 'armor-rx damage --acknowledge' the read
+    verbs exit 0 and still say damaged stretches were skipped; a stretch damaged later makes them exit 3 again."""
+    state = tmp_path / ".armor"
+    with Armor(state_dir=state) as armor:
+        for i in range(6):
+            armor.create_task(f"t{i}")
+        first, second = seq_of(armor, "task.created", "t1"), seq_of(armor, "task.created", "t4")
+    flip_line(state, first)
+    assert main(["damage", "--json", "--state-dir", str(state)]) == 0
+    listed = orjson.loads(capsys.readouterr()[0])
+    assert len(listed) == 1 and listed[0]["acknowledged"] is False
+    assert main(["damage", "--acknowledge", "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    for verb in ("events", "tasks"):
+        assert main([verb, "--state-dir", str(state)]) == 0
+        assert "1 acknowledged damaged stretch(es) skipped" in capsys.readouterr()[1]
+    flip_line(state, second)
+    assert main(["events", "--state-dir", str(state)]) == EXIT_DAMAGED
+    err = capsys.readouterr()[1]
+    assert err.count("warning: the event log is damaged") == 1 and "damage --acknowledge" in err
