@@ -145,6 +145,10 @@ class RemoteArmor:
                     raise ServiceUnavailable(f"cannot reach the armor service for {self.state_dir}: {exc}") from None
                 self._ensure()
 
+    def health(self) -> dict[str, Any]:
+        """The service's health answer now: pid, state_dir, repo, docker, and ``last_seq`` (where its log ends)."""
+        return self._send(self._ops.health())
+
     # -- tasks ----------------------------------------------------------------
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:
         return self._send(self._ops.create_task(task_id, base_ref, metadata))  # type: ignore[no-any-return]
