@@ -85,12 +85,12 @@ def history_path() -> Path:
 class MonitorApp:
     """The full-screen monitor. :meth:`run` returns when the user quits."""
 
-    def __init__(self, state: MonitorState, engine: CommandEngine, *, title: str = "armor-rx monitor", max_fps: float = 10.0,
+    def __init__(self, state: MonitorState, engine: CommandEngine, *, where: str = "", max_fps: float = 10.0,
                  history: History | None = None, input: Input | None = None, output: Output | None = None,
                  shell: Callable[[str], tuple[int, str]] | None = None) -> None:
         self.state = state
         self.engine = engine
-        self.title = title
+        self.where = where
         self.interval = 1.0 / max_fps
         self._shell = shell
         self._event_height = 20
@@ -153,7 +153,9 @@ class MonitorApp:
             extra = f"  reconnects {s.reconnects}" if s.reconnects else ""
             lost = f"  skipped {s.skipped + s.lagged}" if s.skipped or s.lagged else ""
         style = "" if s.connected else "class:warn"
-        return [("class:title", f" {self.title} "), ("", " │ "), (style, link), ("", extra), ("class:warn", lost)]
+        # The path goes last: on a narrow terminal it is what gets cut, never the connection's state.
+        return [("class:title", " armor-rx monitor"), ("", " │ "), (style, link), ("", extra), ("class:warn", lost),
+                ("class:dim", f" │ {self.where}" if self.where else "")]
 
     def _table_text(self) -> StyleAndTextTuples:
         s = self.state

@@ -140,7 +140,7 @@ class Feed:
                     else:  # lagged: the service skipped this client ahead
                         self.state.add_skipped(int(value.get("count") or 0), lagged=True)
                 self.state.set_connection(False, "the service ended the stream; reconnecting")
-            except (ArmorError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever broke the stream, a monitor keeps watching
                 if self._stop.is_set():
                     return
                 self.state.set_connection(False, f"service lost ({type(exc).__name__}); waiting for it to come back")
@@ -178,7 +178,7 @@ class Feed:
             try:
                 # A separate connection: the feed's own one is busy streaming.
                 records = self._fresh_tasks()
-            except ArmorError:
+            except Exception:  # noqa: BLE001 - the service is away; the feed reports that, this tries again later
                 continue
             if records is not None:
                 self.state.apply_records(records)

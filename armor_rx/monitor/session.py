@@ -68,8 +68,7 @@ class Monitor:
 
     def app(self, *, input: Input | None = None, output: Output | None = None, history: History | None = None) -> MonitorApp:
         """The screen over this monitor (prompt_toolkit's pipe input and a dummy output in tests)."""
-        title = f"armor-rx monitor  {self.state_dir}"
-        return MonitorApp(self.state, self.engine, title=title, max_fps=self.max_fps, history=history, input=input, output=output,
+        return MonitorApp(self.state, self.engine, where=str(self.state_dir), max_fps=self.max_fps, history=history, input=input, output=output,
                           shell=shell_runner(self.state_dir))
 
     def metrics(self) -> dict[str, Any]:
