@@ -40,6 +40,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     monitor = Monitor(args.repo, state_dir=args.state_dir, stuck_after=args.stuck_after, history=args.history, max_items=args.buffer,
                       policy=args.policy, max_fps=args.max_fps)
     with monitor:
+        if args.metrics:
+            monitor.write_metrics_every(Path(args.metrics))
         monitor.app(history=file_history(Path(args.history_file) if args.history_file else None)).run()
         if args.metrics:
             monitor.write_metrics(Path(args.metrics))

@@ -116,7 +116,7 @@ class MonitorApp:
         root = FloatContainer(body, floats=[Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=12))])
         self.app: Application[None] = Application(
             layout=Layout(root, focused_element=table_window), key_bindings=self._bindings(), style=STYLE, full_screen=True,
-            mouse_support=False, input=input, output=output, min_redraw_interval=self.interval)
+            mouse_support=False, input=input, output=output, min_redraw_interval=self.interval / 2)
 
     # -- running ------------------------------------------------------------------
     def run(self) -> None:
@@ -134,8 +134,12 @@ class MonitorApp:
     async def _tick(self) -> None:
         """Redraw when something changed, at most ``max_fps`` times a second, and each second for the ages."""
         last_full = 0.0
+        due = time.monotonic()
         while True:
-            await asyncio.sleep(self.interval)
+            # Deadlines, not a fixed sleep after each frame: a frame that takes 50 ms to draw
+            # must not stretch the period to 150 ms.
+            due = max(due + self.interval, time.monotonic())
+            await asyncio.sleep(due - time.monotonic())
             now = time.monotonic()
             if self.state.dirty or now - last_full >= 1.0:
                 last_full = now

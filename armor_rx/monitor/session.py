@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +41,8 @@ class Monitor:
         self.max_fps = max_fps
         self.started = time.monotonic()
         self._cpu_start = os.times()
+        self._closing = threading.Event()
+        self._metrics_thread: threading.Thread | None = None
 
     def _attach(self) -> Any:
         from armor_rx.client.sync import RemoteArmor
@@ -57,6 +60,9 @@ class Monitor:
         return self
 
     def close(self) -> None:
+        self._closing.set()
+        if self._metrics_thread is not None:
+            self._metrics_thread.join(5)
         self.feed.stop()
         self.engine.close()
 
@@ -80,11 +86,23 @@ class Monitor:
         def pct(p: float) -> float | None:
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
 
-        return {**self.state.snapshot_counts(), "elapsed": elapsed, "cpu": (now.user + now.system) - (self._cpu_start.user + self._cpu_start.system),
+        return {**self.state.snapshot_counts(), "pid": os.getpid(), "elapsed": elapsed, "cpu": (now.user + now.system) - (self._cpu_start.user + self._cpu_start.system),
                 "fps": self.state.frames / elapsed if elapsed else 0.0, "latency_p50": pct(0.5), "latency_p99": pct(0.99),
                 "latency_mean": statistics.fmean(latencies) if latencies else None, "latency_samples": len(latencies),
                 "buffer": {"received": self.feed.stats.received, "delivered": self.feed.stats.delivered, "dropped": self.feed.stats.dropped,
                            "high_water": self.feed.stats.high_water}}
 
     def write_metrics(self, path: Path) -> None:
-        path.write_text(json.dumps(self.metrics(), indent=1))
+        """Write :meth:`metrics` to ``path`` atomically (a reader never sees half a file)."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(self.metrics(), indent=1))
+        partial.replace(path)
+
+    def write_metrics_every(self, path: Path, interval: float = 0.5) -> None:
+        """Keep ``path`` up to date until :meth:`close` (the benchmark samples it during a flood)."""
+        def loop() -> None:
+            while not self._closing.wait(interval):
+                self.write_metrics(path)
+
+        self._metrics_thread = threading.Thread(target=loop, name="armor-monitor-metrics", daemon=True)
+        self._metrics_thread.start()

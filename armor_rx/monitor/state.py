@@ -137,6 +137,8 @@ class MonitorState:
         # -- latency: (event ts) of events applied since the last frame
         self._unrendered: list[float] = []
         self.latencies: deque[float] = deque(maxlen=100_000)
+        # Only events made after the monitor attached are timed: replayed history is old by design.
+        self.live_since = float("inf")
         self.frames = 0
 
     # -- the feed side ----------------------------------------------------------
@@ -147,9 +149,10 @@ class MonitorState:
             self.last_seq = max(self.last_seq, seq)
             self.applied += 1
             self.dirty = True
-            self._unrendered.append(event.ts)
-            if len(self._unrendered) > 100_000:
-                del self._unrendered[:50_000]
+            if event.ts >= self.live_since:
+                self._unrendered.append(event.ts)
+                if len(self._unrendered) > 100_000:
+                    del self._unrendered[:50_000]
             self.events.append(EventLine(seq, event.ts, event.task_id, event.kind, _summary(event)))
             if event.kind == "backpressure.dropped":
                 dropped = event.payload.get("dropped")
@@ -236,6 +239,8 @@ class MonitorState:
 
     def set_connection(self, connected: bool, note: str, *, reconnected: bool = False) -> None:
         with self.lock:
+            if connected and self.live_since == float("inf"):
+                self.live_since = time.time()
             self.connected = connected
             self.connection_note = note
             if reconnected:
