@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from prompt_toolkit.application import Application, run_in_terminal
 from prompt_toolkit.buffer import Buffer
@@ -37,7 +36,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 
 from armor_rx.model.lifecycle import State
-from armor_rx.monitor.commands import CommandEngine
+from armor_rx.monitor.commands import CommandEngine, Reply
 from armor_rx.monitor.completion import MonitorCompleter
 from armor_rx.monitor.state import MonitorState, ago
 
@@ -165,8 +164,9 @@ class MonitorApp:
         s = self.state
         s.frame_rendered()
         now = s.clock()
-        out: StyleAndTextTuples = [("class:header", f"{'TASK':<22} {'STATE':<12} {'BRANCH':<24} {'CONTAINER':<16} "
-                                                      f"{'LAST ACTIVITY':<14} {'EXIT':>4} {'CPS':>4}  FLAGS"), ("", "\n")]
+        header = (f"{'TASK':<22} {'STATE':<12} {'BRANCH':<24} {'CONTAINER':<16} "
+                  f"{'LAST ACTIVITY':<14} {'EXIT':>4} {'CPS':>4}  FLAGS")
+        out: StyleAndTextTuples = [("class:header", header), ("", "\n")]
         rows = s.table()
         if not rows:
             out.append(("class:dim", "(no tasks yet: start one from any terminal, or type ':run NAME -- CMD')"))
@@ -175,8 +175,8 @@ class MonitorApp:
             base = "class:selected " if selected else ""
             exit_code = "-" if row.exit_code is None else str(row.exit_code)
             out += [(base, f"{row.task_id[:22]:<22} "), (base + STATE_STYLES.get(row.state, ""), f"{row.state.value:<12}"),
-                    (base, f" {(row.branch or '-')[:24]:<24} {(row.container or '-')[:16]:<16} {ago(row.last_ts, now):<14} "
-                           f"{exit_code:>4} {len(row.checkpoints):>4}  "),
+                    (base, (f" {(row.branch or '-')[:24]:<24} {(row.container or '-')[:16]:<16} {ago(row.last_ts, now):<14} "
+                            f"{exit_code:>4} {len(row.checkpoints):>4}  ")),
                     (base + "class:flag", " ".join(flags)), ("", "\n")]
         return out[:-1] if out and out[-1] == ("", "\n") else out
 
@@ -337,7 +337,7 @@ class MonitorApp:
     def submit(self, line: str) -> None:
         self._reply(self.engine.run(line))
 
-    def _reply(self, reply: Any) -> None:
+    def _reply(self, reply: Reply) -> None:
         if reply.quit:
             self.app.exit()
         elif reply.shell is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from armor_rx.errors import ArmorError, UsageError
@@ -149,8 +149,6 @@ class Reply:
     confirm: Confirmation | None = None
     shell: str | None = None
     job: Future[Any] | None = None
-    prefill: str | None = None  # put this text on the command line (e.g. 'rollback t1 ')
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CommandEngine:
@@ -217,12 +215,13 @@ class CommandEngine:
     # -- the verbs ------------------------------------------------------------
     def _dispatch(self, p: Parsed) -> Reply:
         name = p.verb.name
-        arg = p.args[0] if p.args else None
+        optional = p.args[0] if p.args else None  # events, filter, help: the one optional argument
+        task = p.args[0] if p.args else ""  # every other verb that names a task has it (parse checked)
         s = self.state
         if name == "quit":
             return Reply(quit=True)
         if name == "help":
-            self._help(arg)
+            self._help(optional)
             return Reply()
         if name == "pause":
             s.pause()
@@ -233,42 +232,41 @@ class CommandEngine:
             s.say("following the newest events")
             return Reply()
         if name == "filter":
-            s.set_kind_filter(arg)
-            s.say(f"showing kinds matching {arg}" if arg not in (None, "*") else "showing every kind")
+            s.set_kind_filter(optional)
+            s.say(f"showing kinds matching {optional}" if optional not in (None, "*") else "showing every kind")
             return Reply()
         if name == "events":
-            s.set_task_filter(arg)
-            s.say(f"showing task {arg}'s events" if arg else "showing every task's events")
+            s.set_task_filter(optional)
+            s.say(f"showing task {optional}'s events" if optional else "showing every task's events")
             return Reply()
         if name == "shell":
-            return Reply(shell=arg)
-        assert arg is not None or name in ("tasks", "gc", "stats")
+            return Reply(shell=task)
         if name == "show":
             with s.lock:
-                s.selected = arg
-            return self.background(lambda: self._show(arg))  # type: ignore[arg-type]
+                s.selected = task
+            return self.background(lambda: self._show(task))
         if name == "tasks":
             return self.background(self._tasks)
         if name == "checkpoints":
-            return self.background(lambda: self._checkpoints(arg))  # type: ignore[arg-type]
+            return self.background(lambda: self._checkpoints(task))
         if name == "diff":
-            return self.background(lambda: self._diff(arg, p.args[1] if len(p.args) > 1 else None))  # type: ignore[arg-type]
+            return self.background(lambda: self._diff(task, p.args[1] if len(p.args) > 1 else None))
         if name == "checkpoint":
             message = " ".join(p.args[1:]) or "from the monitor"
-            return self.background(lambda: self._checkpoint(arg, message))  # type: ignore[arg-type]
+            return self.background(lambda: self._checkpoint(task, message))
         if name == "resume":
-            return self.background(lambda: self._lifecycle(arg, "resume", lambda c: c.resume(arg)))  # type: ignore[arg-type]
+            return self.background(lambda: self._lifecycle(task, "resume", lambda c: c.resume(task)))
         if name == "rollback":
             cp = p.args[1]
-            return self.ask(f"roll task {arg} back to {cp}? its worktree changes since then are lost [y/N]",
-                            lambda: self._lifecycle(arg, f"rollback to {cp}", lambda c: c.rollback(arg, cp)))  # type: ignore[arg-type]
+            return self.ask(f"roll task {task} back to {cp}? its worktree changes since then are lost [y/N]",
+                            lambda: self._lifecycle(task, f"rollback to {cp}", lambda c: c.rollback(task, cp)))
         if name == "cancel":
-            return self.ask(f"cancel task {arg}? its container is removed [y/N]",
-                            lambda: self._lifecycle(arg, "cancel", lambda c: c.cancel(arg, "cancelled from the monitor")))  # type: ignore[arg-type]
+            return self.ask(f"cancel task {task}? its container is removed [y/N]",
+                            lambda: self._lifecycle(task, "cancel", lambda c: c.cancel(task, "cancelled from the monitor")))
         if name == "exec":
-            return self.background(lambda: self._exec(arg, p.command))  # type: ignore[arg-type]
+            return self.background(lambda: self._exec(task, p.command))
         if name == "run":
-            return self.background(lambda: self._run(arg, p.command))  # type: ignore[arg-type]
+            return self.background(lambda: self._run(task, p.command))
         if name == "gc":
             return self.background(self._gc)
         if name == "stats":
@@ -417,8 +415,8 @@ class CommandEngine:
             "tasks by state       " + (", ".join(f"{k} {n}" for k, n in sorted(by_state.items())) or "none"),
             f"image-cache hit rate {cache_text}",
             f"dead letters         {len(letters)}",
-            f"dropped events       {counts['skipped']} skipped by this monitor, {counts['lagged']} skipped by the service for it, "
-            f"{counts['service_dropped']} dropped by the service's buffers",
+            (f"dropped events       {counts['skipped']} skipped by this monitor, {counts['lagged']} skipped by the service for it, "
+             f"{counts['service_dropped']} dropped by the service's buffers"),
             f"reconnects           {counts['reconnects']}",
             f"frames drawn         {counts['frames']}",
         ]

@@ -13,6 +13,7 @@ or a skip, so a state change older than what a row already shows is ignored
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections import Counter, deque
@@ -96,7 +97,8 @@ def _summary(event: TaskEvent) -> str:
     for key, value in p.items():
         if key == "metadata" or isinstance(value, Mapping):
             continue
-        text = str(value)
+        # A command reads as one: ('sh', '-c', 'make test') -> sh -c 'make test'.
+        text = shlex.join(str(v) for v in value) if isinstance(value, tuple) else str(value)
         parts.append(f"{key}={text[:40]}")
     return " ".join(parts)[:200]
 
@@ -216,7 +218,7 @@ class MonitorState:
                     row.branch = branch
                 row.last_ts = max(row.last_ts, record.updated_ts)
             if self.selected is None and self.rows:
-                self.selected = sorted(self.rows)[0]
+                self.selected = min(self.rows)
             self.needs_resync = False
             self.dirty = True
 
