@@ -102,3 +102,7 @@ def screen(monitor):
     yield s
     s.close()
     assert s.error is None, s.error
+
+
+# The real-daemon fixtures (a session-wide engine and the imported busybox image), for the docker-marked tests.
+from tests.sinks.docker.conftest import engine, test_image  # noqa: E402,F401

@@ -26,7 +26,8 @@ def docker_monitor(repo, test_image, monkeypatch, tmp_path):
             yield client, screen
         finally:
             screen.close()
-            client.cancel("c1") if any(t.task_id == "c1" and t.state is State.RUNNING for t in client.tasks()) else None
+            if any(t.task_id == "c1" and t.state is State.RUNNING for t in client.tasks()):
+                client.cancel("c1")  # its container goes with it
 
 
 def test_exec_output_streams_into_the_detail_pane_and_run_makes_a_task(docker_monitor):
