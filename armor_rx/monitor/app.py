@@ -36,7 +36,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 
 from armor_rx.model.lifecycle import State
-from armor_rx.monitor.commands import CommandEngine, Reply
+from armor_rx.monitor.engine import CommandEngine, Reply
 from armor_rx.monitor.completion import MonitorCompleter
 from armor_rx.monitor.state import MonitorState, ago
 

@@ -21,7 +21,7 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
 from armor_rx.monitor.app import MonitorApp, shell_runner
-from armor_rx.monitor.commands import CommandEngine
+from armor_rx.monitor.engine import CommandEngine
 from armor_rx.monitor.feed import Feed
 from armor_rx.monitor.state import MonitorState
 from armor_rx.sinks.statedir import StateDir
