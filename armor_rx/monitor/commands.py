@@ -72,6 +72,7 @@ KEYS = [
     ("p / f", "pause / follow the event pane"),
     ("PgUp/PgDn", "scroll the event pane (scrolling back pauses it)"),
     ("J/K", "scroll the detail pane"),
+    ("?", "this help"),
     ("q", "quit"),
 ]
 
