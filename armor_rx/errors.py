@@ -397,3 +397,7 @@ class ServiceUnavailable(ArmorError):
 
 class ServiceLost(ServiceUnavailable):
     """The service went away in the middle of a call (killed, crashed, or its socket removed)."""
+
+
+class UsageError(ArmorError, ValueError):
+    """A command typed into an interface (the monitor's command line) is malformed: unknown verb, missing argument."""

@@ -145,6 +145,13 @@ class RemoteArmor:
                 if attempt == 2:
                     raise ServiceUnavailable(f"cannot reach the armor service for {self.state_dir}: {exc}") from None
                 self._ensure()
+            except httpx.TransportError as exc:
+                # Connected, then dropped before the answer began (a service stopping): a typed error, not httpx's own.
+                raise self._lost(f"{method} {path}", exc) from None
+
+    def health(self) -> dict[str, Any]:
+        """The service's health answer now: pid, state_dir, repo, docker, and ``last_seq`` (where its log ends)."""
+        return self._send(self._ops.health())
 
     # -- tasks ----------------------------------------------------------------
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:

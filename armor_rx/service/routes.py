@@ -228,7 +228,9 @@ class Routes:
 
     # -- reads ----------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return json_response({"service": "armor-rx", "api": wire.API_VERSION, "version": __version__, **self.info})
+        # last_seq: where the log ends now, so a client can replay "the last N events" before following.
+        return json_response({"service": "armor-rx", "api": wire.API_VERSION, "version": __version__, **self.info,
+                              "last_seq": self.armor.log.last_seq})
 
     async def tasks(self, request: web.Request) -> web.Response:
         records = await self.call(self.armor.tasks)
