@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from armor_rx.errors import ConfigError
+from armor_rx.errors import ConfigError, ServiceError
 from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
@@ -112,12 +112,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if found is None:
             print(f"no armor service runs for {state}")
             return 0
-        os.kill(int(found["pid"]), signal.SIGTERM)
-        for _ in range(300):
-            if probe(ServicePaths.of(state), timeout=0.5) is None:
+        pid = int(found["pid"])
+        os.kill(pid, signal.SIGTERM)
+        # Gone means the process is gone, not just its socket: until it exits it holds the state
+        # directory's lock, and a 'serve' right after would be refused.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as stat:  # a zombie (a 'serve --foreground' child not yet reaped) is gone too
+                    if stat.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                        break
+            except ProcessLookupError:
                 break
-            time.sleep(0.1)
-        print(f"stopped the armor service for {state} (pid {found['pid']})")
+            except OSError:
+                pass  # no /proc (not Linux): the signal probe alone decides
+            time.sleep(0.05)
+        else:
+            raise ServiceError(f"the armor service for {state} (pid {pid}) is still running 60 s after SIGTERM; "
+                               f"'kill -9 {pid}' stops it (nothing acknowledged is lost)")
+        print(f"stopped the armor service for {state} (pid {pid})")
         return 0
     if args.foreground:
         listen = None
