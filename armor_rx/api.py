@@ -22,6 +22,7 @@ from reactivex import Observable
 
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.registry import TaskRecord
+from armor_rx.model.secrets import SecretSource
 
 T = TypeVar("T")
 
@@ -33,14 +34,17 @@ class ArmorAPI(Protocol):
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
     def task(self, task_id: str) -> TaskRecord: ...
     def tasks(self) -> list[TaskRecord]: ...
-    def start(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent: ...
+    def start(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+              **payload: Any) -> TaskEvent: ...
     def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent: ...
     def fail(self, task_id: str, reason: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent: ...
     def cancel(self, task_id: str, reason: str = "cancelled by the user", *, timeout: float | None = None) -> TaskEvent: ...
     def interrupt(self, task_id: str, reason: str) -> TaskEvent: ...
-    def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent: ...
+    def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+               **payload: Any) -> TaskEvent: ...
     def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
-             on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent: ...
+             on_output: Callable[[TaskEvent], object] | None = None, secrets: Mapping[str, SecretSource] | None = None,
+             **options: Any) -> TaskEvent: ...
     def stop_command(self, task_id: str, reason: str = "stopped by the user") -> bool: ...
     def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent: ...
     def checkpoints(self, task_id: str) -> list[Any]: ...
@@ -109,8 +113,9 @@ class AsyncArmorBase:
     async def tasks(self) -> list[TaskRecord]:
         return await self._call(self.sync.tasks)  # type: ignore[no-any-return]
 
-    async def start(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        return await self._call(self.sync.start, task_id, timeout=timeout, **payload)  # type: ignore[no-any-return]
+    async def start(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+                    **payload: Any) -> TaskEvent:
+        return await self._call(self.sync.start, task_id, timeout=timeout, secrets=secrets, **payload)  # type: ignore[no-any-return]
 
     async def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return await self._call(self.sync.complete, task_id, timeout=timeout, **payload)  # type: ignore[no-any-return]
@@ -124,13 +129,15 @@ class AsyncArmorBase:
     async def interrupt(self, task_id: str, reason: str) -> TaskEvent:
         return await self._call(self.sync.interrupt, task_id, reason)  # type: ignore[no-any-return]
 
-    async def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        return await self._call(self.sync.resume, task_id, timeout=timeout, **payload)  # type: ignore[no-any-return]
+    async def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+                     **payload: Any) -> TaskEvent:
+        return await self._call(self.sync.resume, task_id, timeout=timeout, secrets=secrets, **payload)  # type: ignore[no-any-return]
 
     async def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
-                   on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent:
+                   on_output: Callable[[TaskEvent], object] | None = None, secrets: Mapping[str, SecretSource] | None = None,
+                   **options: Any) -> TaskEvent:
         """As :meth:`ArmorAPI.exec`; ``on_output`` is called on a worker thread."""
-        return await self._call(self.sync.exec, task_id, command, timeout=timeout, on_output=on_output, **options)  # type: ignore[no-any-return]
+        return await self._call(self.sync.exec, task_id, command, timeout=timeout, on_output=on_output, secrets=secrets, **options)  # type: ignore[no-any-return]
 
     async def stop_command(self, task_id: str, reason: str = "stopped by the user") -> bool:
         return await self._call(self.sync.stop_command, task_id, reason)  # type: ignore[no-any-return]

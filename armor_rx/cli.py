@@ -3,6 +3,13 @@
 Every verb takes ``--state-dir`` (default: ``.armor/`` in the repository named
 by ``--repo``, else in the repository of the current directory). Errors are
 one line on stderr and a non-zero exit, never a traceback.
+
+Exit codes: 0 success, 1 an error, 2 a usage error, 3 (``events``, ``tasks``)
+what could be read was printed, but the event log has damaged lines that were
+skipped (each named in a warning on stderr; copies are kept in
+``.armor/events/quarantine/``), so the output may miss events. Once a person
+has looked, ``armor-rx damage --acknowledge`` marks those stretches seen and
+the read verbs exit 0 for them again (a new stretch is 3 again).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from armor_rx.model.registry import Registry
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_DAMAGED = 3
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -63,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--since-seq", metavar="SEQ", type=int, default=1, help="start at this seq")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events (Ctrl-C stops)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    damage = verbs.add_parser("damage", parents=[common], help="list the event log's damaged stretches (which reads skip)")
+    damage.add_argument("--acknowledge", action="store_true", help="mark them seen: 'events' and 'tasks' stop exiting 3 for them")
+    damage.add_argument("--json", action="store_true", help="one JSON array")
 
     tasks = verbs.add_parser("tasks", parents=[common], help="list tasks and their states")
     tasks.add_argument("--json", action="store_true", help="one JSON array")
@@ -112,6 +124,76 @@ def _read_log(state: Path) -> Any:
     return EventLog(state / "events", read_only=True).start()
 
 
+def _warn_damage(log: Any) -> int:
+    """Warn on stderr about every damaged stretch a local read skipped; the exit code that says so
+    (3, unless every stretch has been acknowledged with ``armor-rx damage --acknowledge``)."""
+    from armor_rx.sinks._quarantine import acknowledged, damage_key
+
+    for path in log.unexpected:
+        print(f"armor-rx: warning: {path} is not an event log segment armor-rx wrote; it was not read", file=sys.stderr)
+    done = acknowledged(log.quarantine_dir)
+    fresh = [d for d in log.damage if damage_key(d.segment, d.offset) not in done]
+    for damage in fresh:
+        lost = (f"events {damage.missing[0]}-{damage.missing[1]} could not be read" if damage.missing
+                else "an event may be missing")
+        copy = f"; a copy is in {damage.quarantined}" if damage.quarantined else ""
+        print(f"armor-rx: warning: the event log is damaged in {damage.segment} at byte {damage.offset} "
+              f"({damage.reason}, {damage.length} bytes): skipped, {lost}{copy}", file=sys.stderr)
+    if fresh:
+        print("armor-rx: once you have looked at it, 'armor-rx damage --acknowledge' stops this warning and exit code 3",
+              file=sys.stderr)
+    elif log.damage:
+        print(f"armor-rx: note: {len(log.damage)} acknowledged damaged stretch(es) skipped ('armor-rx damage' lists them)",
+              file=sys.stderr)
+    return EXIT_DAMAGED if fresh else 0
+
+
+def cmd_damage(args: argparse.Namespace) -> int:
+    """List the event log's damaged stretches (what readers skip); ``--acknowledge`` marks them seen."""
+    from armor_rx.sinks._quarantine import acknowledge, acknowledged, damage_key, damaged_copies
+    from armor_rx.sinks.statedir import StateDir
+
+    state = _state_path(args)
+    quarantine = StateDir(state).quarantine_dir
+    found: dict[str, str] = {}
+    log = _read_log(state)
+    if log is not None:
+        try:
+            for _ in log.read():  # readers find damage as they pass it
+                pass
+            for d in log.damage:
+                found[damage_key(d.segment, d.offset)] = f"{d.segment.name} at byte {d.offset}: {d.reason}, {d.length} bytes"
+        finally:
+            log.stop()
+    for copy in damaged_copies(quarantine, include_acknowledged=True):
+        found.setdefault(copy.name.removesuffix(".damaged"), f"copy {copy.name}")
+    done = acknowledged(quarantine)
+    if args.acknowledge and found:
+        acknowledge(quarantine, set(found))
+        done |= set(found)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps([{"key": k, "what": v, "acknowledged": k in done} for k, v in sorted(found.items())]) + b"\n")
+    elif not found:
+        print("the event log has no damaged stretches")
+    else:
+        for key, what in sorted(found.items()):
+            print(f"{'acknowledged' if key in done else 'NEW':<13} {what}")
+    return 0
+
+
+def _warn_quarantined(args: argparse.Namespace) -> int:
+    """Through the service: the damaged stretches its log skips, as recorded in quarantine."""
+    from armor_rx.sinks._quarantine import damaged_copies
+    from armor_rx.sinks.statedir import StateDir
+
+    copies = damaged_copies(StateDir(_state_path(args)).quarantine_dir)
+    if copies:
+        print(f"armor-rx: warning: the event log has {len(copies)} damaged stretch(es) that were skipped, so events "
+              f"may be missing ('log.corruption.quarantined' events name them; copies in {copies[0].parent})",
+              file=sys.stderr)
+    return EXIT_DAMAGED if copies else 0
+
+
 def _format(event: TaskEvent) -> str:
     payload = orjson.dumps(to_plain(event.payload)).decode()
     if len(payload) > 160:
@@ -149,7 +231,7 @@ def _events_from_service(args: argparse.Namespace, remote: Any) -> int:
         if not args.follow:
             for event in remote.history(task_id=args.task, kind=args.kind, start_seq=args.since_seq):
                 _print_event(event, args.json)
-            return 0
+            return _warn_quarantined(args)
         try:
             for key, value in remote.follow(args.kind or "*", task_id=args.task, from_seq=args.since_seq):
                 if key == "lagged":
@@ -193,20 +275,21 @@ def cmd_events(args: argparse.Namespace) -> int:
                 _print_event(event, args.json)
     finally:
         log.stop()
-    return 0
+    return _warn_damage(log)
 
 
-def _registry(state: Path) -> Registry:
+def _registry(state: Path) -> tuple[Registry, int]:
+    """The registry as the log has it, and the exit code its damage (if any) calls for."""
     from armor_rx.sinks.snapshot import SnapshotStore, recover_registry
 
     log = _read_log(state)
     if log is None:
-        return Registry()
+        return Registry(), 0
     try:
         registry, _report = recover_registry(SnapshotStore(state / "snapshot.json"), log)
-        return registry
     finally:
         log.stop()
+    return registry, _warn_damage(log)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -215,18 +298,20 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if remote is not None:
         with remote:
             rows = [record.to_dict() for record in remote.tasks()]
+        code = _warn_quarantined(args)
     else:
-        rows = _registry(_state_path(args)).to_list()
+        registry, code = _registry(_state_path(args))
+        rows = registry.to_list()
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
-        return 0
+        return code
     if not rows:
         print("no tasks")
-        return 0
+        return code
     print(f"{'TASK':<28} {'STATE':<12} {'VERSION':>7}  REASON")
     for row in rows:
         print(f"{row['task_id']:<28} {row['state']:<12} {row['version']:>7}  {row['reason'] or ''}")
-    return 0
+    return code
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -267,7 +352,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(state_dir=args.state_dir, keep=args.keep)
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"events": cmd_events, "tasks": cmd_tasks, "dead-letters": cmd_dead_letters, "redrive": cmd_redrive, "demo": cmd_demo}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"events": cmd_events, "tasks": cmd_tasks, "damage": cmd_damage, "dead-letters": cmd_dead_letters, "redrive": cmd_redrive, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

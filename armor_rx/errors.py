@@ -86,10 +86,15 @@ class Vetoed(ArmorError):
 class HookTimeout(ArmorError):
     """A hook took longer than its time limit."""
 
-    def __init__(self, hook: str, seconds: float) -> None:
+    def __init__(self, hook: str, seconds: float, *, still_running: bool = False) -> None:
         self.hook = hook
         self.seconds = seconds
-        super().__init__(f"hook {hook!r} did not finish within {seconds:g}s")
+        self.still_running = still_running
+        if still_running:
+            super().__init__(f"hook {hook!r} is still running earlier calls that overran its {seconds:g}s limit; "
+                             "not called again until one of them returns")
+        else:
+            super().__init__(f"hook {hook!r} did not finish within {seconds:g}s")
 
 
 class BackpressureOverflow(ArmorError):
@@ -191,6 +196,10 @@ class ConfigError(ArmorError, ValueError):
 
 class TransientError(ArmorError):
     """Raise from an effect to say "this may work if tried again" (retried with backoff)."""
+
+
+class StateDirFull(ArmorError):
+    """New work was refused: the state directory's disk is below its reserve, or armor's records are over their cap."""
 
 
 class PathEscape(ArmorError, ValueError):
@@ -309,6 +318,18 @@ class DockerUnavailable(DockerError):
         )
 
 
+class EngineLost(DockerError, TransientError):
+    """The connection to the Docker engine was lost (it stopped, restarted, or its socket went away).
+
+    Transient: the pipeline retries the request with backoff, then dead-letters it
+    for ``armor-rx redrive`` once the engine is back.
+    """
+
+    def __init__(self, doing: str, why: str) -> None:
+        super().__init__(f"lost the Docker engine while {doing} ({why}); it is retried, then kept for "
+                         "'armor-rx redrive' once the engine answers again")
+
+
 class ImageNotFound(DockerError, ValueError):
     """An image is not on the engine and could not be got."""
 
@@ -317,7 +338,8 @@ class ImageNotFound(DockerError, ValueError):
         extra = f" ({why})" if why else ""
         super().__init__(
             f"image {image!r} is not present on the Docker engine{extra}; build or load it "
-            "('armor-rx image ensure' / 'armor-rx image import') or pass another --image"
+            "('armor-rx image ensure' / 'armor-rx image import') or pass another --image "
+            "(with no registry: 'armor-rx image local' makes armor-rx/busybox:latest)"
         )
 
 
@@ -375,3 +397,7 @@ class ServiceUnavailable(ArmorError):
 
 class ServiceLost(ServiceUnavailable):
     """The service went away in the middle of a call (killed, crashed, or its socket removed)."""
+
+
+class UsageError(ArmorError, ValueError):
+    """A command typed into an interface (the monitor's command line) is malformed: unknown verb, missing argument."""

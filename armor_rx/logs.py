@@ -1,8 +1,9 @@
 """Logging with structlog: readable console lines by default, JSON on request.
 
 Values wrapped in :class:`armor_rx.Secret`, and values under keys that look
-sensitive (``password``, ``token`` ...), are replaced by ``[redacted]`` before
-any renderer sees them.
+sensitive (``password``, ``token`` ...), and credentials written into text (a
+password in a URL, a bearer token) are replaced by ``[redacted]`` before any
+renderer sees them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from armor_rx.model.secrets import REDACTED, Secret, is_sensitive_key
+from armor_rx.model.secrets import REDACTED, Secret, is_sensitive_key, redact_text
 
 
 def _redact(value: Any, key: str = "") -> Any:
@@ -27,6 +28,8 @@ def _redact(value: Any, key: str = "") -> Any:
         return {k: _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
     return value
 
 

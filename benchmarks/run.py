@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUITES = ["bench_pipeline", "bench_eventlog", "bench_docker", "service"]
-HEAVY = ["bench_checkpoint"]
+SUITES = ["bench_pipeline", "bench_eventlog", "bench_docker", "service", "bench_mcp"]
+HEAVY = ["bench_checkpoint", "monitor"]
 
 
 def main() -> int:

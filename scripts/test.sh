@@ -40,6 +40,7 @@ apt_install() {  # apt_install PACKAGE... ; returns non-zero if it could not
 missing=()
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+if [ "${ARMOR_NO_PODMAN:-0}" != 1 ]; then command -v podman >/dev/null 2>&1 || missing+=(podman); fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]} (apt-get)"
   apt_install "${missing[@]}" || warn "could not install ${missing[*]} (not root, or no apt-get); tests that need them will be skipped"
@@ -58,11 +59,43 @@ if [ "${ARMOR_NO_DOCKERD:-0}" != 1 ]; then
     eval "$dockerd_env"
     # The daemon is up, so a docker-marked test that cannot use it fails instead of skipping.
     export DOCKER_HOST ARMOR_REQUIRE_DOCKER=1
-    trap 'bash scripts/dockerd.sh purge' EXIT
+    trap 'bash scripts/dockerd.sh purge' EXIT  # replaced by run_cleanup below, which also purges it
   else
     warn "could not install or start dockerd; the docker-marked tests will be SKIPPED"
   fi
 fi
+
+# --- a second real engine: Podman's Docker-compatible API on its own socket (ARMOR_NO_PODMAN=1 skips) ---
+# tests/engines/ use it in every run; the newest run also runs the generic session, output-quota
+# and secrets tests against it (PODMAN_TESTS below).
+cleanup=()
+if [ "${ARMOR_NO_DOCKERD:-0}" != 1 ]; then cleanup+=("bash scripts/dockerd.sh purge"); fi
+if [ "${ARMOR_NO_PODMAN:-0}" != 1 ] && command -v podman >/dev/null 2>&1; then
+  PODMAN_DIR="$(mktemp -d /tmp/armor-podman-XXXXXX)"
+  podman system service --time=0 "unix://$PODMAN_DIR/podman.sock" >"$PODMAN_DIR/service.log" 2>&1 &
+  PODMAN_PID=$!
+  cleanup+=("kill $PODMAN_PID" "rm -rf $PODMAN_DIR")
+  podman_answers() {  # GET /_ping on the socket, with the interpreter we have (curl may be missing)
+    "$PY" - "$PODMAN_DIR/podman.sock" >/dev/null 2>&1 <<'PING'
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])
+s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+sys.exit(0 if b" 200 " in s.recv(200) else 1)
+PING
+  }
+  for _ in $(seq 1 100); do podman_answers && break; sleep 0.2; done
+  if podman_answers; then
+    export ARMOR_PODMAN_HOST="unix://$PODMAN_DIR/podman.sock" ARMOR_REQUIRE_PODMAN=1
+    say "podman answers on $ARMOR_PODMAN_HOST"
+  else
+    warn "podman system service did not answer (see $PODMAN_DIR/service.log); the Podman tests will be SKIPPED"
+  fi
+else
+  [ "${ARMOR_NO_PODMAN:-0}" = 1 ] || warn "podman is not installed; the Podman tests will be SKIPPED"
+fi
+run_cleanup() { for c in "${cleanup[@]}"; do eval "$c" >/dev/null 2>&1 || true; done; }
+trap run_cleanup EXIT
+PODMAN_TESTS=(tests/engines tests/sinks/docker/test_session_docker.py tests/sinks/docker/test_output_quota.py tests/service/test_secrets.py)
 
 # make_venv NAME: a fresh venv at $VENVS/NAME with armor_rx[test] installed as a wheel.
 make_venv() {
@@ -99,6 +132,14 @@ for which in $MATRIX; do
   # sys.path and the tests would import the source tree instead of the installed wheel.
   "$VENVS/$which/bin/pytest" -p no:cacheprovider "$@" 2>&1 | tee "$VENVS/$which/pytest.log"
   status=${PIPESTATUS[0]}
+  if [ "$which" = newest ] && [ $# = 0 ] && [ -n "${ARMOR_PODMAN_HOST:-}" ] && { [ "$status" = 0 ] || [ "$status" = 5 ]; }; then
+    echo "======== test.sh: [$which] the same session, output-quota and secrets tests on Podman ========"
+    DOCKER_HOST="$ARMOR_PODMAN_HOST" "$VENVS/$which/bin/pytest" -p no:cacheprovider "${PODMAN_TESTS[@]}" 2>&1 | tee "$VENVS/$which/pytest-podman.log"
+    podman_status=${PIPESTATUS[0]}
+    podman_last="$(grep -E '^=+ .* in [0-9.]+s' "$VENVS/$which/pytest-podman.log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')"
+    total_passed=$((total_passed + $(grep -oE '[0-9]+ passed' <<<"$podman_last" | grep -oE '[0-9]+' || echo 0)))
+    if [ "$podman_status" != 0 ]; then status=$podman_status; fi
+  fi
   set -e
   seconds[$which]=$((SECONDS - start))
   # pytest's closing line, e.g. "=== 1 failed, 669 passed, 2 skipped in 262.12s (0:04:22) ==="

@@ -149,3 +149,61 @@ def test_a_second_state_directory_cannot_reuse_a_task_id_with_checkpoints(repo, 
         assert second.task("shared").state is State.FAILED
     assert git(repo, "rev-parse", "refs/armor/checkpoints/shared") == tip
     assert git(repo, "for-each-ref", "--format=%(refname)", "refs/heads/task").split() == ["refs/heads/task/shared"]
+
+
+def test_a_stale_index_lock_does_not_stop_the_session_or_the_completion(repo, git):
+    """Issue 14 item 7: a lock left by a killed writer is recovered when the session opens."""
+    with Armor(repo) as armor:
+        armor.create_task("locked")
+        armor.start("locked")
+        worktree = armor.worktree("locked")
+        (worktree / "work.txt").write_text("work\n")
+    admin = next(a for a in (repo / ".git" / "worktrees").iterdir()
+                 if (a / "gitdir").read_text().strip() == str(worktree / ".git"))
+    (admin / "index.lock").write_bytes(b"")  # as a kill -9 mid-write leaves it
+    with Armor(repo) as armor:
+        if armor.task("locked").state is State.INTERRUPTED:
+            armor.resume("locked")
+        done = armor.complete("locked", message="done", merge="ff")
+        assert done.payload["merged"] is True
+        recovered = [e for e in armor.history(task_id="locked") if e.kind == "git.lock.recovered"]
+    assert [e.payload["path"] for e in recovered] == [str(admin / "index.lock")]
+    assert git(repo, "show", "main:work.txt") == "work\n"
+    git(repo, "fsck", "--strict")
+
+
+def test_a_nested_repository_is_reported_in_the_log(repo, git):
+    """Issue 13 item 4: a repository the agent makes in its worktree is reported, never followed."""
+    with Armor(repo) as armor:
+        armor.create_task("nest")
+        armor.start("nest")
+        inner = armor.worktree("nest") / "vendor" / "lib"
+        inner.mkdir(parents=True)
+        git(inner, "init", "-q")
+        (inner / "code.py").write_text("x = 1\n")
+        payload = armor.checkpoint("nest").payload
+        armor.checkpoint("nest")  # reported once per task, not on every checkpoint
+        reports = [e for e in armor.history(task_id="nest") if e.kind == "git.nested_repository"]
+    assert [e.payload["path"] for e in reports] == ["vendor/lib"]
+    assert reports[0].payload["followed"] is False and reports[0].payload["checkpoint"] == payload["checkpoint"]
+    assert "vendor/lib/code.py" in git(repo, "ls-tree", "-r", "--name-only", "refs/armor/checkpoints/nest")
+
+
+def test_names_that_are_not_utf8_do_not_break_the_log(repo, git):
+    """Issue 14 item 6: events carry such names escaped; the effect does not fail on them."""
+    with Armor(repo) as armor:
+        armor.create_task("bytes")
+        armor.start("bytes")
+        raw = os.fsencode(armor.worktree("bytes"))
+        os.mkfifo(os.path.join(raw, b"fifo\xe9"))
+        os.makedirs(os.path.join(raw, b"nest\xe9", b".git"))
+        with open(os.path.join(raw, b"nest\xe9", b"caf\xe9"), "wb") as f:
+            f.write(b"x\n")
+        armor.checkpoint("bytes")
+        assert [c.path for c in armor.diff("bytes").files] == ["nest\udce9/caf\udce9"]
+        done = armor.complete("bytes", message="bytes", merge="ff")
+        assert done.payload["merged"] is True
+        history = {e.kind: e.payload for e in armor.history(task_id="bytes")}
+    assert history["checkpoint.created"]["left_out"]["fifo\\xe9"] == "a fifo"
+    assert history["git.nested_repository"]["path"] == "nest\\xe9"
+    git(repo, "fsck", "--strict")

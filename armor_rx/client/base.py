@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.secrets import SecretSource, describe, resolve_all
 from armor_rx.service import wire
 
 T = TypeVar("T")
@@ -110,8 +111,20 @@ class Operations:
         return query
 
 
-def start_body(payload: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in payload.items() if v is not None}
+def start_body(payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None = None) -> dict[str, Any]:
+    body = {k: v for k, v in payload.items() if v is not None}
+    if secrets:
+        body["secrets"] = secrets_body(secrets)
+    return body
+
+
+def secrets_body(secrets: Mapping[str, SecretSource] | None) -> dict[str, dict[str, str]]:
+    """Secrets read here, in the client — its environment and files are the user's — for the service.
+
+    They travel over the service's owner-only socket (or the token-guarded TCP
+    listener) and are held in the service's memory, never in its log.
+    """
+    return {name: {"reference": describe(secret), "value": secret.reveal()} for name, secret in resolve_all(secrets).items()}
 
 
 def parse_line(line: bytes | str) -> tuple[str, Any]:

@@ -20,10 +20,11 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from armor_rx.client.autostart import ensure_service
-from armor_rx.client.base import Call, Operations, parse_line, start_body
+from armor_rx.client.base import Call, Operations, parse_line, secrets_body, start_body
 from armor_rx.errors import ArmorError, ConfigError, ServiceLost, ServiceUnavailable
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.registry import TaskRecord
+from armor_rx.model.secrets import SecretSource
 from armor_rx.service import wire
 from armor_rx.service.paths import ServicePaths
 from armor_rx.sinks.statedir import DEFAULT_NAME, StateDir
@@ -144,6 +145,13 @@ class RemoteArmor:
                 if attempt == 2:
                     raise ServiceUnavailable(f"cannot reach the armor service for {self.state_dir}: {exc}") from None
                 self._ensure()
+            except httpx.TransportError as exc:
+                # Connected, then dropped before the answer began (a service stopping): a typed error, not httpx's own.
+                raise self._lost(f"{method} {path}", exc) from None
+
+    def health(self) -> dict[str, Any]:
+        """The service's health answer now: pid, state_dir, repo, docker, and ``last_seq`` (where its log ends)."""
+        return self._send(self._ops.health())
 
     # -- tasks ----------------------------------------------------------------
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:
@@ -155,8 +163,9 @@ class RemoteArmor:
     def tasks(self) -> list[TaskRecord]:
         return self._send(self._ops.tasks())
 
-    def start(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        return self._send(self._ops.lifecycle(task_id, "start", start_body(payload)))  # type: ignore[no-any-return]
+    def start(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+              **payload: Any) -> TaskEvent:
+        return self._send(self._ops.lifecycle(task_id, "start", start_body(payload, secrets)))  # type: ignore[no-any-return]
 
     def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return self._send(self._ops.lifecycle(task_id, "complete", start_body(payload)))  # type: ignore[no-any-return]
@@ -170,22 +179,26 @@ class RemoteArmor:
     def interrupt(self, task_id: str, reason: str) -> TaskEvent:
         return self._send(self._ops.lifecycle(task_id, "interrupt", {"reason": reason}))  # type: ignore[no-any-return]
 
-    def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        return self._send(self._ops.lifecycle(task_id, "resume", start_body(payload)))  # type: ignore[no-any-return]
+    def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+               **payload: Any) -> TaskEvent:
+        return self._send(self._ops.lifecycle(task_id, "resume", start_body(payload, secrets)))  # type: ignore[no-any-return]
 
     def stop_command(self, task_id: str, reason: str = "stopped by the user") -> bool:
         return self._send(self._ops.stop_command(task_id, reason))
 
     def exec(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
-             on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent:
+             on_output: Callable[[TaskEvent], object] | None = None, secrets: Mapping[str, SecretSource] | None = None,
+             **options: Any) -> TaskEvent:
         """Run ``command`` in the task's container; ``on_output`` gets each ``exec.output`` event as it comes.
 
         Closing the connection (Ctrl-C, a dead client) stops the command on the service.
+        ``secrets`` are read here (this process's environment and files) and given to this command only.
         """
-        call = self._ops.exec(task_id, command, {**options, **({"timeout": timeout} if timeout is not None else {})})
+        extra = {"secrets": secrets_body(secrets)} if secrets else {}
+        call = self._ops.exec(task_id, command, {**options, **extra, **({"timeout": timeout} if timeout is not None else {})})
         outcome: TaskEvent | None = None
         for key, value in self._stream(call.method, call.path, body=call.body):
-            if key == "event" and on_output is not None:
+            if key == "event" and on_output is not None and value.kind == "exec.output":
                 on_output(value)
             elif key == "outcome":
                 outcome = wire.event_in(value)
@@ -304,8 +317,11 @@ class RemoteArmor:
         ``("event", exec.output event)``, ``("outcome", ...)``. Returns
         ``{"task_id", "exit_code"}``.
         """
+        secrets = options.pop("secrets", None)
         body = {"task_id": validate(task_id), "command": command if isinstance(command, str) else list(command), "detach": detach,
                 **{k: v for k, v in options.items() if v is not None}}
+        if secrets:
+            body["secrets"] = secrets_body(secrets)  # read here; the task's every command gets them
         for key, value in self._stream("POST", f"{wire.PREFIX}/run", body=body):
             if key == "error":
                 raise value

@@ -15,7 +15,7 @@ from armor_rx.errors import ConfigError
 
 
 def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
-    image = verbs.add_parser("image", parents=[common], help="the image cache: stats, ensure, warm, invalidate, gc, export, import")
+    image = verbs.add_parser("image", parents=[common], help="the image cache: stats, ensure, warm, invalidate, gc, export, import; local: an image that needs no registry")
     actions = image.add_subparsers(dest="image_action", metavar="ACTION")
     actions.required = True
 
@@ -42,6 +42,8 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     export.add_argument("tags", nargs="+", metavar="TAG")
     load = actions.add_parser("import", parents=[common], help="load images from a tar file made by 'image export'")
     load.add_argument("file", metavar="FILE")
+    actions.add_parser("local", parents=[common],
+                       help="make the small local image armor-rx/busybox:latest (no registry needed: for offline machines and the demo)")
     return {"image": cmd_image}
 
 
@@ -137,10 +139,27 @@ def _cache(args: argparse.Namespace) -> Iterator[Any]:
         engine.close()
 
 
+def _local_image() -> int:
+    """Build the busybox image on the engine itself: it needs no registry and no state directory."""
+    from armor_rx.sinks.docker import Engine
+    from armor_rx.sinks.docker.rootfs import import_busybox_image
+
+    engine = Engine.connect()
+    try:
+        tag = import_busybox_image(engine)
+    finally:
+        engine.close()
+    print(tag)
+    print(f"use it with --image {tag}, or for every task: export ARMOR_RX_IMAGE={tag}", file=sys.stderr)
+    return 0
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     from armor_rx.sinks.docker.images import ImageSpec
     from armor_rx.sinks.docker.spec import parse_bytes
 
+    if args.image_action == "local":
+        return _local_image()
     with _cache(args) as cache:
         action = args.image_action
         if action == "stats":

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.errors import ConfigError, StateDirLocked, TaskNotFound
 from armor_rx.model.ids import validate_task_id
 
@@ -25,6 +26,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command after this long")
     run.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 512m (default 1g)")
     run.add_argument("--pids", type=int, metavar="N", help="process limit (default 256)")
+    add_secret_option(run, "the command")
     run.add_argument("command", nargs="*", metavar="-- COMMAND...")
 
     gc = verbs.add_parser("gc", parents=[common], help="remove orphaned task containers")
@@ -78,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             chosen["task"] = value["task_id"]
             if value["task_id"] != task:
                 print(f"armor-rx: task {task} exists; this run is task {value['task_id']}", file=sys.stderr, flush=True)
-        elif key == "event":
+        elif key == "event" and value.kind == "exec.output":
             stream = sys.stderr if value.payload.get("stream") == "stderr" else sys.stdout
             stream.write(str(value.payload.get("data", "")))
             stream.flush()
@@ -88,13 +90,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"armor-rx: {payload['message']}", file=sys.stderr)
             elif payload.get("reason") == "oom":
                 print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
+            if payload.get("not_recorded_bytes"):
+                print(f"armor-rx: {payload['not_recorded_bytes']} bytes of output were shown but not recorded "
+                      "(the task's output quota, $ARMOR_RX_OUTPUT_QUOTA, was used up)", file=sys.stderr)
 
     ended_by = _end_on_signals()
     with connect(repo, state_dir=args.state_dir) as armor:
         try:
             result = armor.run(task, command, on_line=on_line, detach=args.detach, image=args.image,
                                keep=True if args.keep else None, sandbox=sandbox or None,
-                               timeout=args.timeout)
+                               timeout=args.timeout, secrets=secrets_of(args))
         except KeyboardInterrupt:
             name = chosen.get("task", task)
             if not args.detach and "task" in chosen:

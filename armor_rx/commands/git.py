@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.ids import validate_task_id
 
 
@@ -24,6 +25,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     resume = verbs.add_parser("resume", parents=[common], help="resume an interrupted task")
     resume.add_argument("task", metavar="TASK")
     resume.add_argument("--checkpoint", metavar="CHECKPOINT", help="restore this checkpoint while resuming")
+    add_secret_option(resume, "the task (again, if the service that held its secrets has restarted)")
     return {"checkpoints": cmd_checkpoints, "rollback": cmd_rollback, "resume": cmd_resume}
 
 
@@ -61,7 +63,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     validate_task_id(args.task)
     with _client(args) as armor:
         payload = {"checkpoint": args.checkpoint} if args.checkpoint else {}
-        armor.resume(args.task, **payload)
+        armor.resume(args.task, secrets=secrets_of(args), **payload)
         state = armor.task(args.task).state.value
     print(f"task {args.task} is {state}")
     return 0

@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from armor_rx.errors import ConfigError
+from armor_rx.errors import ConfigError, ServiceError
+from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 
@@ -33,11 +34,13 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
+    add_secret_option(start, "every command of the task")
 
     ex = verbs.add_parser("exec", parents=[common], help="run a command in a task's container (output streamed, its exit code passed through)")
     ex.add_argument("task", metavar="TASK")
     ex.add_argument("--timeout", type=float, metavar="SECONDS", help="kill the command after this long")
     ex.add_argument("--json", action="store_true", help="print the outcome event as JSON at the end")
+    add_secret_option(ex, "this command")
     ex.add_argument("command", nargs="*", metavar="-- COMMAND...")
 
     cp = verbs.add_parser("checkpoint", parents=[common], help="checkpoint a task's worktree")
@@ -98,6 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from armor_rx.client.autostart import ensure_service, probe
     from armor_rx.service.paths import ServicePaths
     from armor_rx.service.server import ServiceConfig, serve
+    from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
+    from armor_rx.sinks.docker.spec import parse_bytes
     from armor_rx.sinks.statedir import StateDir
 
     state = StateDir.resolve(args.state_dir, args.repo)
@@ -107,12 +112,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if found is None:
             print(f"no armor service runs for {state}")
             return 0
-        os.kill(int(found["pid"]), signal.SIGTERM)
-        for _ in range(300):
-            if probe(ServicePaths.of(state), timeout=0.5) is None:
+        pid = int(found["pid"])
+        os.kill(pid, signal.SIGTERM)
+        # Gone means the process is gone, not just its socket: until it exits it holds the state
+        # directory's lock, and a 'serve' right after would be refused.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as stat:  # a zombie (a 'serve --foreground' child not yet reaped) is gone too
+                    if stat.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                        break
+            except ProcessLookupError:
                 break
-            time.sleep(0.1)
-        print(f"stopped the armor service for {state} (pid {found['pid']})")
+            except OSError:
+                pass  # no /proc (not Linux): the signal probe alone decides
+            time.sleep(0.05)
+        else:
+            raise ServiceError(f"the armor service for {state} (pid {pid}) is still running 60 s after SIGTERM; "
+                               f"'kill -9 {pid}' stops it (nothing acknowledged is lost)")
+        print(f"stopped the armor service for {state} (pid {pid})")
         return 0
     if args.foreground:
         listen = None
@@ -132,7 +151,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if docker_env not in ("auto", "0", "1", "no", "yes", "false", "true"):
             raise ConfigError(f"ARMOR_RX_DOCKER must be auto, 1 or 0, not {docker_env!r}")
         docker = None if docker_env == "auto" else docker_env in ("1", "yes", "true")
-        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker))
+        quota_env = os.environ.get("ARMOR_RX_OUTPUT_QUOTA", "").strip()
+        try:
+            quota = None if quota_env.lower() in ("0", "none", "off") else parse_bytes(quota_env) if quota_env else DEFAULT_OUTPUT_QUOTA
+        except ConfigError:
+            raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
+        return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
+                                   output_quota=quota))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
@@ -150,7 +175,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None)
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -174,6 +199,9 @@ def exit_code_of(outcome: TaskEvent) -> int:
         print(f"armor-rx: {result.get('message')}", file=sys.stderr)
     elif result.get("reason") == "oom":
         print("armor-rx: the command was killed for using more memory than its limit (see container.oom in the log)", file=sys.stderr)
+    if result.get("not_recorded_bytes"):
+        print(f"armor-rx: {result['not_recorded_bytes']} bytes of output were shown but not recorded "
+              "(the task's output quota, $ARMOR_RX_OUTPUT_QUOTA, was used up)", file=sys.stderr)
     return code if isinstance(code, int) else 1
 
 
@@ -191,7 +219,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     command = command_of(args, "exec")
     with client(args) as armor:
         try:
-            outcome = armor.exec(task, command, timeout=args.timeout, on_output=_write_output)
+            outcome = armor.exec(task, command, timeout=args.timeout, on_output=_write_output, secrets=secrets_of(args))
         except KeyboardInterrupt:
             # Leaving the stream closes the connection: the service stops this command only.
             print(f"armor-rx: interrupted; the command was stopped (task {task} goes on)", file=sys.stderr)

@@ -13,7 +13,7 @@ import orjson
 
 from armor_rx.errors import InvalidEventKind, InvalidPayload
 from armor_rx.model.ids import new_event_id, validate_task_id
-from armor_rx.model.secrets import REDACTED, Secret, is_sensitive_key
+from armor_rx.model.secrets import REDACTED, Secret, is_reference_key, is_sensitive_key, redact_text
 
 SCHEMA_VERSION = 1
 
@@ -30,14 +30,19 @@ def validate_kind(kind: object) -> str:
     return kind
 
 
-def freeze_payload(value: Any, path: str = "payload") -> JSONValue:
+def freeze_payload(value: Any, path: str = "payload", *, check_keys: bool = True) -> JSONValue:
     """A deep, read-only, JSON-safe copy of ``value`` with secrets redacted.
+
+    Redacted: :class:`Secret` values, values under keys that look sensitive,
+    and credentials written into text (:func:`~armor_rx.model.secrets.redact_text`).
 
     Dicts become read-only mappings and lists become tuples, so an event cannot
     be changed after it is made. Raises :class:`InvalidPayload` naming the first
     value that JSON cannot carry.
     """
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, str):
+        return redact_text(value)  # a password in a URL, a bearer token
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
@@ -50,10 +55,13 @@ def freeze_payload(value: Any, path: str = "payload") -> JSONValue:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidPayload(f"{path} has key {key!r}; JSON object keys must be strings")
-            frozen[key] = REDACTED if is_sensitive_key(key) and item is not None else freeze_payload(item, f"{path}.{key}")
+            if check_keys and is_sensitive_key(key) and item is not None:
+                frozen[key] = REDACTED
+            else:  # under a reference key (secret_refs) the keys are secrets' names and the values references
+                frozen[key] = freeze_payload(item, f"{path}.{key}", check_keys=check_keys and not is_reference_key(key))
         return MappingProxyType(frozen)
     if isinstance(value, (list, tuple)):
-        return tuple(freeze_payload(item, f"{path}[{i}]") for i, item in enumerate(value))
+        return tuple(freeze_payload(item, f"{path}[{i}]", check_keys=check_keys) for i, item in enumerate(value))
     raise InvalidPayload(
         f"{path} is a {type(value).__name__} ({value!r:.60}); payloads take only "
         "None, bool, int, float, str, lists and dicts with string keys"

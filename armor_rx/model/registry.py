@@ -97,13 +97,26 @@ class Registry:
         if isinstance(expected, int) and expected != record.version:
             raise ConcurrencyConflict(event.task_id, expected, record.version)
 
-    def apply(self, event: TaskEvent) -> None:
-        """Fold one logged event in; raises on a lifecycle violation (and then changes nothing, its seq included)."""
+    def apply(self, event: TaskEvent, *, strict: bool = True) -> None:
+        """Fold one logged event in; raises on a lifecycle violation (and then changes nothing, its seq included).
+
+        ``strict=False`` is for replaying a log with damaged lines, whose lost
+        events may leave the ones after them out of step: the event is folded
+        in without the lifecycle check (a task whose creation was lost is
+        adopted in the state the event names), since what the log says happened,
+        happened.
+        """
+        repeated = False  # a second task.created, only possible when not strict
         if event.task_id is not None:
-            self.check(event)
+            if strict:
+                self.check(event)
+            elif event.kind == "task.created":
+                repeated = event.task_id in self.tasks
+            elif event.task_id not in self.tasks:
+                self._adopt(event)
         if event.seq is not None:
             self.seq = max(self.seq, event.seq)
-        if event.task_id is None:
+        if event.task_id is None or repeated:
             return
         seq = event.seq or self.seq
         if event.kind == "task.created":
@@ -142,6 +155,20 @@ class Registry:
             self.tasks[event.task_id] = replace(
                 record, version=record.version + 1, updated_seq=seq, updated_ts=event.ts, metadata=merged
             )
+
+    def _adopt(self, event: TaskEvent) -> None:
+        assert event.task_id is not None
+        seq = event.seq or self.seq
+        self.tasks[event.task_id] = TaskRecord(
+            task_id=event.task_id,
+            state=State.PENDING,
+            version=0,
+            created_seq=seq,
+            updated_seq=seq,
+            created_ts=event.ts,
+            updated_ts=event.ts,
+            reason="its creation was lost to a damaged log line",
+        )
 
     def apply_all(self, events: Iterable[TaskEvent]) -> Registry:
         for event in events:

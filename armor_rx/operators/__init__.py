@@ -79,7 +79,10 @@ def guard(
     decides: ``"fail_closed"`` (default) vetoes with reason
     ``"guard '<name>' failed closed: <Type>: <message>"`` and an
     ``error_type`` in the payload; ``"fail_open"`` emits ``hook.failed``
-    and then the event. ``name`` defaults to ``check.__qualname__``.
+    and then the event. ``name`` defaults to ``check.__qualname__``. An
+    overrunning call is abandoned (it runs on in the background); while two
+    of them still run, each new event gets ``HookTimeout`` at once, so a check
+    stuck for good costs no more waiting (``timeout=None``: no limit).
 
     >>> import reactivex
     >>> from reactivex import operators as ops
@@ -111,7 +114,9 @@ def observe(
     ``timeout`` seconds, the event is emitted and then a ``hook.failed`` event
     (payload: hook, error, error_type, policy, fatal, event_kind, event_id;
     ``fatal`` is True when ``on_error="fail_closed"``, for the pipeline to
-    act on). The stream itself never fails because of ``fn``.
+    act on). The stream itself never fails because of ``fn``. As for
+    :func:`guard`, while two overrun calls still run, each new event is
+    reported at once instead of waited on.
 
     >>> import reactivex
     >>> from reactivex import operators as ops

@@ -10,6 +10,7 @@ never returns cannot keep the interpreter from exiting.
 from __future__ import annotations
 
 import contextvars
+import math
 import queue
 import threading
 from collections.abc import Callable
@@ -79,9 +80,49 @@ _pool = _DaemonPool()
 
 
 def check_timeout(seconds: float | None, what: str) -> None:
-    """Raise :class:`ConfigError` unless ``seconds`` is None or a positive number."""
-    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0):
+    """Raise :class:`ConfigError` unless ``seconds`` is None or a positive number (``math.inf``: no limit)."""
+    if seconds is not None and (
+        isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0
+    ):
         raise ConfigError(f"{what} timeout must be a positive number of seconds or None, not {seconds!r}")
+
+
+def limit(seconds: float | None) -> float | None:
+    """``seconds`` as a deadline: None for no limit (``math.inf`` means no limit too)."""
+    return None if seconds is None or seconds == math.inf else seconds
+
+
+class Deadline(Generic[_T, _R]):
+    """Calls one hook with a time limit, and stops waiting on it once it has overrun too often.
+
+    A hook stuck for good would otherwise cost its full timeout on every later
+    event, and a thread each: the lane (or the publisher) would crawl and
+    threads would pile up. So while ``max_abandoned`` of its overrun calls are
+    still running, each new call fails at once with :class:`HookTimeout`
+    (``still_running``), and the caller's policy (veto or report) applies
+    without waiting. A hook that is only slow now and then (one stuck call)
+    is still called for the next event.
+    """
+
+    def __init__(self, fn: Callable[[_T], _R], seconds: float | None, name: str, *, max_abandoned: int = 2) -> None:
+        self.fn, self.seconds, self.name = fn, limit(seconds), name
+        self.max_abandoned = max_abandoned
+        self._abandoned: list[_Call[_R]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, arg: _T) -> _R:
+        if self.seconds is None:
+            return self.fn(arg)
+        with self._lock:
+            self._abandoned = [call for call in self._abandoned if not call.done.is_set()]
+            if len(self._abandoned) >= self.max_abandoned:
+                raise HookTimeout(self.name, self.seconds, still_running=True)
+        call = _start(self.fn, arg)
+        if not call.done.wait(self.seconds):
+            with self._lock:
+                self._abandoned.append(call)
+            raise HookTimeout(self.name, self.seconds)
+        return _outcome(call)
 
 
 def call_with_timeout(fn: Callable[[_T], _R], arg: _T, seconds: float | None, name: str) -> _R:
@@ -91,8 +132,17 @@ def call_with_timeout(fn: Callable[[_T], _R], arg: _T, seconds: float | None, na
     hot path: no thread hop). Otherwise it runs on a pooled daemon thread with
     the caller's context variables; whatever ``fn`` raises is raised here.
     """
+    seconds = limit(seconds)
     if seconds is None:
         return fn(arg)
+    call = _start(fn, arg)
+    if not call.done.wait(seconds):
+        raise HookTimeout(name, seconds)
+    return _outcome(call)
+
+
+def _start(fn: Callable[[_T], _R], arg: _T) -> _Call[_R]:
+    """Start ``fn(arg)`` on a pooled daemon thread with the caller's context variables."""
     call: _Call[_R] = _Call()
     context = contextvars.copy_context()
 
@@ -105,8 +155,10 @@ def call_with_timeout(fn: Callable[[_T], _R], arg: _T, seconds: float | None, na
             call.done.set()
 
     _pool.submit(job)
-    if not call.done.wait(seconds):
-        raise HookTimeout(name, seconds)
+    return call
+
+
+def _outcome(call: _Call[_R]) -> _R:
     if call.error is not None:
         raise call.error
     return call.result  # type: ignore[return-value]  # set by the worker when no error

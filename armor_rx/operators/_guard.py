@@ -8,7 +8,7 @@ from reactivex import Observable, abc
 
 from armor_rx.errors import Vetoed
 from armor_rx.model.events import TaskEvent
-from armor_rx.operators._deadline import call_with_timeout, check_timeout
+from armor_rx.operators._deadline import Deadline, check_timeout
 from armor_rx.operators._hook_events import Policy, check_policy, failed, hook_filter, hook_name, vetoed
 
 Check = Callable[[TaskEvent], "bool | str | None"]
@@ -40,6 +40,7 @@ def guard_(
     check_policy(on_error, hook)
     check_timeout(timeout, f"guard {hook!r}")
     applies = hook_filter(kinds)
+    call = Deadline(check, timeout, hook)
 
     def _guard(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
         def subscribe(
@@ -54,7 +55,7 @@ def guard_(
                 error: Exception | None = None
                 result: object
                 try:
-                    result = check(event) if timeout is None else call_with_timeout(check, event, timeout, hook)
+                    result = call(event)
                 except Exception as exc:  # Vetoed included; sorted out below
                     result = exc
                 if result is None or result is True:  # the common case, kept short

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from reactivex import Observable, abc
 
 from armor_rx.model.events import TaskEvent
-from armor_rx.operators._deadline import call_with_timeout, check_timeout
+from armor_rx.operators._deadline import Deadline, check_timeout
 from armor_rx.operators._hook_events import Policy, check_policy, failed, hook_filter, hook_name
 
 
@@ -22,6 +22,7 @@ def observe_(
     check_policy(on_error, hook)
     check_timeout(timeout, f"observer {hook!r}")
     applies = hook_filter(kinds)
+    call = Deadline(fn, timeout, hook)
 
     def _observe(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
         def subscribe(
@@ -32,10 +33,7 @@ def observe_(
                     observer.on_next(event)
                     return
                 try:
-                    if timeout is None:
-                        fn(event)
-                    else:
-                        call_with_timeout(fn, event, timeout, hook)
+                    call(event)
                 except Exception as exc:  # isolated: reported, never fatal to the stream
                     try:
                         report = failed(event, hook, exc, on_error)

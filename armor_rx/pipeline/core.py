@@ -26,7 +26,7 @@ from reactivex.subject import Subject
 
 from armor_rx.errors import ArmorError, EffectFailed, LogClosed, TaskNotFound, Vetoed
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.lifecycle import ACTIVE, REQUEST_OUTCOME, State
+from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, REQUEST_OUTCOME, State, check_transition
 from armor_rx.model.registry import Registry, TaskRecord
 from armor_rx.operators import by_task, dedup
 from armor_rx.pipeline.bus import EventBus
@@ -171,8 +171,14 @@ class Pipeline:
         self._ensure_running()
         if request.task_id is not None:
             with self._registry_lock:
-                if request.task_id not in self.registry.tasks:
+                record = self.registry.tasks.get(request.task_id)
+                if record is None:
                     raise TaskNotFound(request.task_id)  # a request for no task is refused, not logged
+                outcome_of = REQUEST_OUTCOME.get(request.kind)
+                if outcome_of is not None and request.kind not in KIND_TO_STATE:
+                    # A request that moves the task only by its outcome (cancel) is checked
+                    # now: logged, it would run its effects and then have its outcome refused.
+                    check_transition(request.task_id, record.state, KIND_TO_STATE[outcome_of])
         outcome = running_future(self._callbacks)
         logged = self._commit_external(request).result()
         self._enqueue(logged, outcome)

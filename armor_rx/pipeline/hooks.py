@@ -20,6 +20,7 @@ from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import HOOK_POINTS
 from armor_rx.operators import guard, observe
+from armor_rx.operators._deadline import limit
 
 Stage = Literal["before", "after"]
 ErrorPolicy = Literal["fail_closed", "fail_open"]
@@ -40,6 +41,7 @@ class Hook:
     point: str | None = None
     on_error: ErrorPolicy | None = None
     order: int = field(default_factory=lambda: next(_order))
+    timeout: float | None = None  # seconds each call may take; None: no limit
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class Hook:
             "api": self.api,
             "point": self.point,
             "on_error": self.on_error,
+            "timeout": limit(self.timeout),
         }
 
 
@@ -67,7 +70,10 @@ def classic_hook(
     ``False`` or a reason string (or raise :class:`armor_rx.Vetoed`) to veto;
     they fail closed by default. ``after_*`` functions are observers: their
     return value is ignored and a raise becomes ``hook.failed``; they fail open
-    by default.
+    by default. ``timeout`` (seconds; None or ``math.inf`` for no limit) bounds
+    each call: a guard that overruns it vetoes (fail closed, the reason says
+    so), an observer is reported and skipped (fail open); either way its stuck
+    call is abandoned and does not hold the task's lane.
     """
     if point not in HOOK_POINTS:
         raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
@@ -88,6 +94,7 @@ def classic_hook(
         api="classic",
         point=point,
         on_error=policy,
+        timeout=limit(timeout),
     )
 
 

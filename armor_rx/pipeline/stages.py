@@ -7,12 +7,15 @@ keeps one chain and rebuilds it only when the hook set's version changes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SerialDisposable
 
+from armor_rx.errors import HookTimeout
 from armor_rx.model.events import TaskEvent
+from armor_rx.operators._deadline import Deadline, check_timeout
 from armor_rx.operators._hook_events import failed, vetoed
 from armor_rx.pipeline.hooks import ErrorPolicy, HookSet, Stage
 
@@ -68,8 +71,9 @@ def isolated(
     *,
     name: str,
     on_error: ErrorPolicy,
+    timeout: float | None = None,
 ) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
-    """Run a user's operator so that its error cannot end the stage.
+    """Run a user's operator so that its error, or its hanging, cannot end the stage.
 
     An error from ``operator`` while it handles an event becomes, under
     ``fail_open``, a ``hook.failed`` report followed by the event itself, and
@@ -83,24 +87,67 @@ def isolated(
     swallows (an ``ops.filter``, or an asynchronous operator) is vetoed in its
     name, so the caller gets :class:`~armor_rx.errors.Vetoed` instead of
     waiting forever; a ``hook.*`` report it swallows is passed on regardless.
+
+    With a ``timeout`` (seconds), the operator handles each event on a pooled
+    thread while the lane waits at most that long; what it emits meanwhile is
+    passed on from the lane once it returns, so the steps after it (the
+    effects) are never counted against its time. An overrun counts as an
+    error (:class:`~armor_rx.errors.HookTimeout`): the stuck call is abandoned
+    (whatever it emits later is dropped), the operator is subscribed afresh,
+    and until the stuck call returns each event gets the same answer at once.
     """
+    check_timeout(timeout, f"hook {name!r}")
 
     def wrapped(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
         def subscribe(observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             inner = SerialDisposable()
             head: list[abc.ObserverBase[TaskEvent]] = []
             errors: list[Exception] = []
+            # Outputs of the chain in place (generation) while a call is being
+            # waited for are collected (box) and passed on by the lane after it;
+            # a chain abandoned by a timeout has an old generation: dropped.
+            lock = threading.Lock()
+            generation = [0]
+            box: list[list[TaskEvent] | None] = [None]
 
             def build() -> None:
                 heads: list[abc.ObserverBase[TaskEvent]] = []
+                with lock:
+                    generation[0] += 1
+                    mine = generation[0]
 
                 def entry(obs: abc.ObserverBase[TaskEvent], _: abc.SchedulerBase | None = None) -> abc.DisposableBase:
                     heads.append(obs)
                     return Disposable()
 
+                def out(item: TaskEvent) -> None:
+                    with lock:
+                        if mine != generation[0]:
+                            return
+                        collecting = box[0]
+                        if collecting is not None:
+                            collecting.append(item)
+                            return
+                    forward(item)  # emitted later, on its own (an asynchronous operator)
+
+                def error(exc: Exception) -> None:
+                    with lock:
+                        if mine == generation[0]:
+                            errors.append(exc)
+
+                def completed() -> None:
+                    with lock:
+                        if mine == generation[0]:
+                            head.clear()
+
                 chain = operator(Observable(entry))
-                inner.disposable = chain.subscribe(forward, errors.append, lambda: head.clear(), scheduler=scheduler)
+                inner.disposable = chain.subscribe(out, error, completed, scheduler=scheduler)
                 head[:] = heads
+
+            def push(call: tuple[abc.ObserverBase[TaskEvent], TaskEvent]) -> None:
+                call[0].on_next(call[1])
+
+            deadline = Deadline(push, timeout, name)
 
             # The event being handled, and whether it was answered (passed on or vetoed).
             current: list[str | None] = [None]
@@ -113,12 +160,27 @@ def isolated(
 
             def on_next(event: TaskEvent) -> None:
                 current[0], answered[0] = event.id, False
+                collected: list[TaskEvent] = []
                 try:
                     if not head:
                         build()
-                    head[0].on_next(event)
+                    with lock:
+                        box[0] = collected
+                    deadline((head[0], event))
+                except HookTimeout as exc:
+                    with lock:
+                        generation[0] += 1  # abandon the stuck chain and anything it emits
+                        errors.append(exc)
+                    collected.clear()
                 except Exception as exc:  # raised rather than sent as on_error
-                    errors.append(exc)
+                    with lock:
+                        errors.append(exc)
+                finally:
+                    with lock:
+                        box[0] = None
+                try:
+                    for item in collected:
+                        forward(item)
                 finally:
                     current[0] = None
                 if not errors:

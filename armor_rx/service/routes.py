@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
@@ -22,10 +23,11 @@ import structlog
 from aiohttp import web
 
 from armor_rx import __version__
-from armor_rx.errors import ArmorError, BadRequest, DockerError, ServiceError, TaskExists
+from armor_rx.errors import ArmorError, BadRequest, ConfigError, DockerError, ServiceError, TaskExists
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.secrets import Secret, check_reference
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
 
@@ -113,6 +115,73 @@ def _exec_options(body: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _secrets(body: Mapping[str, Any]) -> dict[str, Secret]:
+    """``{"NAME": {"reference": "env://VAR", "value": "..."}}``, read by the client, as Secrets (checked, never logged)."""
+    raw = _opt(body, "secrets", dict) or {}
+    out: dict[str, Secret] = {}
+    for name, item in raw.items():
+        if not isinstance(item, dict) or not isinstance(item.get("value"), str) or not isinstance(item.get("reference", "value"), str):
+            raise BadRequest(f"secret {str(name)[:60]!r} must be {{\"reference\": ..., \"value\": a string}}")
+        reference = item.get("reference", "value")
+        secret = Secret(item["value"], reference=None if reference == "value" else reference)
+        try:
+            check_reference(name, secret)
+            if secret.reference is not None:
+                check_reference(name, secret.reference)
+        except ConfigError as exc:
+            raise BadRequest(str(exc)) from None
+        out[name] = secret
+    return out
+
+
+TRUNCATED = "exec.output.truncated"
+
+
+class _LiveOutput:
+    """A command's output past its task's quota, from the command's thread to one exec stream.
+
+    At most ``room`` chunks wait: a client slower than the command slows it
+    (as the log would), and one that is gone lets it go on at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: str, request_id: str, room: int = 64) -> None:
+        self._loop = loop
+        self._task = task
+        self._request_id = request_id
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._room = threading.Semaphore(room)
+        self._closed = threading.Event()
+
+    def put(self, stream: str, text: str, after_seq: int) -> None:  # on the command's output thread
+        while not self._room.acquire(timeout=0.5):
+            if self._closed.is_set():
+                return
+        if self._closed.is_set():
+            return
+        line = TaskEvent.new("exec.output", self._task, {"stream": stream, "data": text, "recorded": False},
+                             causation_id=self._request_id).to_json()
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, line)
+        except RuntimeError:  # the loop has closed: the service is stopping
+            self._closed.set()
+
+    async def lines(self, done: asyncio.Future[Any]) -> AsyncIterator[bytes]:
+        """Every chunk until the command is over and none is left."""
+        while True:
+            if done.done() and self._queue.empty():
+                return
+            getter = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                self._room.release()
+                yield getter.result()
+            else:
+                getter.cancel()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=wire.dumps(value), status=status, content_type="application/json")
 
@@ -159,7 +228,9 @@ class Routes:
 
     # -- reads ----------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return json_response({"service": "armor-rx", "api": wire.API_VERSION, "version": __version__, **self.info})
+        # last_seq: where the log ends now, so a client can replay "the last N events" before following.
+        return json_response({"service": "armor-rx", "api": wire.API_VERSION, "version": __version__, **self.info,
+                              "last_seq": self.armor.log.last_seq})
 
     async def tasks(self, request: web.Request) -> web.Response:
         records = await self.call(self.armor.tasks)
@@ -204,6 +275,7 @@ class Routes:
         if verb == "start":
             payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref")}
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+            payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":
             payload = {}
@@ -223,7 +295,7 @@ class Routes:
             event = await self.outcome(lambda: a.request(task, "task.cancel.requested", {"reason": reason}))
         elif verb == "resume":
             payload = {"checkpoint": body["checkpoint"]} if _opt(body, "checkpoint", str) else {}
-            event = await self.call(a.resume, task, **payload)  # the session fills in the start's image and sandbox
+            event = await self.call(a.resume, task, secrets=_secrets(body), **payload)  # the session fills in the start's image and sandbox
         elif verb == "interrupt":
             reason = _opt(body, "reason", str, "interrupted by the user")
             await self.call(a.stop_command, task, reason)
@@ -321,19 +393,23 @@ class Routes:
         ``handle["request"]`` is the request event from just before it is submitted, so a
         client that goes away at any moment after that can have it stopped (or never started).
         """
-        payload = {"command": command if isinstance(command, list) else ["sh", "-c", command], **options}
+        argv = command if isinstance(command, list) else ["sh", "-c", command]
         if not self.armor.can_exec:
-            await self.call(self.armor.exec, task, payload["command"])  # raises the session's own error
-        request_event = TaskEvent.new("exec.requested", task, payload)
+            await self.call(self.armor.exec, task, argv)  # raises the session's own error
+        request_event = self.armor.exec_request(task, argv, **options)
         handle["request"] = request_event
-        feed = EventFeed(self.armor, kind="exec.output", task_id=task, where=lambda e: e.causation_id == request_event.id,
+        feed = EventFeed(self.armor, kind=f"exec.output,{TRUNCATED}", task_id=task, where=lambda e: e.causation_id == request_event.id,
                          max_behind=None, read=lambda fn: self.call(fn))
+        loop = asyncio.get_running_loop()
+        live = _LiveOutput(loop, task, request_event.id)
+        effect = self.armor.docker
+        detach = effect.attach(request_event.id, live.put) if effect is not None else (lambda: None)
         try:
             future = await self.call(self.armor.submit, request_event)
         except BaseException:
+            detach()
             feed.close()
             raise
-        loop = asyncio.get_running_loop()
         done = asyncio.wrap_future(future)
 
         def finished(_f: Any) -> None:
@@ -344,10 +420,19 @@ class Routes:
         try:
             async for item in feed:
                 if isinstance(item, TaskEvent):
-                    yield item.to_json()
-                elif isinstance(item, Batch):
-                    yield item.blob
+                    past_quota = item.kind == TRUNCATED
+                    if not past_quota:
+                        yield item.to_json()
+                else:
+                    past_quota = isinstance(item, Batch) and any(e.kind == TRUNCATED for e in item)
+                    if isinstance(item, Batch):
+                        yield item.blob
+                if past_quota:  # what was recorded has been sent: the rest comes live, unrecorded
+                    async for line in live.lines(done):
+                        yield line
         finally:
+            live.close()
+            detach()
             feed.close()
         outcome = await done
         yield wire.dumps({"outcome": wire.event_out(outcome)})
@@ -357,6 +442,7 @@ class Routes:
         task = validate_task_id(request.match_info["task"])
         command = _command(body)
         options = _exec_options(body)
+        options["secrets"] = _secrets(body)
         await self.call(self.armor.task, task)  # an unknown task is an error response, not a stream
         handle: dict[str, TaskEvent] = {}
         lines = self._exec_lines(task, command, options, handle)
@@ -381,6 +467,7 @@ class Routes:
         detach = bool(_opt(body, "detach", bool, False))
         start = {k: body[k] for k in ("image", "sandbox", "keep") if body.get(k) is not None}
         _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+        secrets = _secrets(body)
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
         state: dict[str, Any] = {}
 
@@ -390,7 +477,8 @@ class Routes:
                 task = await self._create_free(name, _opt(body, "base_ref", str, "HEAD"))
                 state["task"] = task
                 await queue.put(wire.dumps({"task": {"task_id": task, "requested": name}}))
-                await self.outcome(lambda: self.armor.request(task, "task.start.requested", start))
+                start_payload = self.armor.with_secrets(task, start, secrets)
+                await self.outcome(lambda: self.armor.request(task, "task.start.requested", start_payload))
                 if state.get("gone") and not detach:
                     return  # the client went away while the container was made: no command runs
                 handle: dict[str, TaskEvent] = {}

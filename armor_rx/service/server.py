@@ -38,6 +38,7 @@ from armor_rx.errors import (
     IllegalTransition,
     PermissionDenied,
     ServiceError,
+    StateDirFull,
     StateDirLocked,
     TaskExists,
     Vetoed,
@@ -46,6 +47,7 @@ from armor_rx.model.lifecycle import ACTIVE
 from armor_rx.service import wire
 from armor_rx.service.paths import ServicePaths
 from armor_rx.service.routes import Routes, json_response
+from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
 
 _log = structlog.get_logger("armor_rx.service")
 
@@ -62,6 +64,7 @@ class ServiceConfig:
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT  # None: never exit when idle
     listen: tuple[str, int] | None = None  # an extra TCP listener (token required)
     docker: bool | None = None  # None: use an engine if one answers
+    output_quota: int | None = DEFAULT_OUTPUT_QUOTA  # recorded output bytes per task ($ARMOR_RX_OUTPUT_QUOTA)
 
 
 def _status(exc: BaseException) -> int:
@@ -71,6 +74,8 @@ def _status(exc: BaseException) -> int:
         return 403
     if isinstance(exc, (TaskExists, IllegalTransition, ConcurrencyConflict, Vetoed)):
         return 409
+    if isinstance(exc, StateDirFull):
+        return 507  # Insufficient Storage
     if isinstance(exc, ValueError):
         return 400
     if isinstance(exc, ArmorError):
@@ -202,7 +207,8 @@ class Service:
                 self.docker_reason = str(exc)
                 _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
         repo = self.config.repo
-        return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None)).open()
+        return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None,
+                                                output_quota=self.config.output_quota)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware

@@ -99,8 +99,13 @@ def record_in(data: Any) -> TaskRecord:
 
 
 def checkpoint_out(cp: Any) -> dict[str, Any]:
+    from armor_rx.sinks.git.paths import printable
+
     out = dataclasses.asdict(cp)
-    out["skipped"] = list(cp.skipped)
+    # Names that are not UTF-8 are held with surrogates, which JSON cannot carry: shown escaped.
+    out["skipped"] = [printable(p) for p in cp.skipped]
+    out["left_out"] = [[printable(p), why] for p, why in cp.left_out]
+    out["nested"] = [printable(p) for p in cp.nested]
     return out
 
 
@@ -109,6 +114,8 @@ def checkpoint_in(data: Mapping[str, Any]) -> Any:
 
     values = dict(data)
     values["skipped"] = tuple(values.get("skipped") or ())
+    values["left_out"] = tuple((str(p), str(why)) for p, why in values.get("left_out") or ())
+    values["nested"] = tuple(values.get("nested") or ())
     return Checkpoint(**values)
 
 

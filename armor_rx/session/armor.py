@@ -25,6 +25,7 @@ from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
 from armor_rx.model.registry import TaskRecord
+from armor_rx.model.secrets import SecretSource, resolve
 from armor_rx.operators import DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import HookSet
@@ -35,6 +36,8 @@ from armor_rx.session.containers import ContainerOperations
 from armor_rx.session.deadletters import DeadLetterOperations
 from armor_rx.session.git import GitOperations
 from armor_rx.session.hooks import HookRegistry
+from armor_rx.session.secrets import SecretVault
+from armor_rx.session.space import SpaceGuard
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitWorkspace
 from armor_rx.sinks.snapshot import SNAPSHOT_PLUS_TAIL, RecoveryReport
@@ -79,6 +82,9 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.state = StateDir(StateDir.resolve(self.config.state_dir, repo), lock_timeout=self.config.lock_timeout)
         self.config.git_enabled(self.repo)  # ConfigError now, not at open()
         self.hooks = HookSet()
+        # Secret values given to tasks: in this process's memory only (see SecretVault).
+        self.secrets = SecretVault()
+        self.space = SpaceGuard(self.state.path, reserve=self.config.disk_reserve, cap=self.config.state_cap)
         self.recovery: RecoveryReport | None = None
         self._assembly: Assembly | None = None
         self._last_snapshot_seq = 0
@@ -90,13 +96,14 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.state.acquire()
         try:
             self._assembly = assemble(self.config, self.state, self.repo, self.hooks,
-                                      task_active=self._is_active, emit=self.emit)
+                                      task_active=self._is_active, emit=self.emit, secrets=self.secrets)
             self.recovery = self._assembly.recovery
             self._last_snapshot_seq = self._assembly.pipeline.registry.seq
             if self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
                 # Replace the snapshot we could not use, so it can never be trusted later.
                 self.snapshot()
             self._reconcile()
+            self._report_log_damage()
             self._snapshot_sub = self.pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
         except BaseException:
             self.close()
@@ -105,7 +112,11 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def _maybe_snapshot(self, event: TaskEvent) -> None:
         if event.seq is not None and event.seq - self._last_snapshot_seq >= self.config.snapshot_every:
-            self._last_snapshot_seq = self.snapshot()
+            try:
+                self._last_snapshot_seq = self.snapshot()
+            except ArmorError as exc:
+                # Raised here it would end this subscription for good: the next event tries again.
+                _log.warning("periodic snapshot not written", error=str(exc))
 
     def close(self) -> None:
         """Finish in-flight work, write a snapshot, stop every sink, release the lock."""
@@ -172,10 +183,18 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             self.pipeline.record(event).result()
             _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
 
+    def _report_log_damage(self) -> None:
+        """Record what opening the log set aside: damaged bytes (kept, copied) and a cut torn line."""
+        for damage in self.log.take_new_damage():
+            self.pipeline.record(TaskEvent.new("log.corruption.quarantined", None, damage.describe())).result()
+        for repair in self.log.repairs:
+            self.pipeline.record(TaskEvent.new("log.tail.repaired", None, repair.describe())).result()
+
     # -- tasks --------------------------------------------------------------
     def create_task(self, task_id: str, *, base_ref: str = "HEAD", metadata: Mapping[str, Any] | None = None) -> TaskRecord:
         """Register a new task in state ``pending``. Raises InvalidTaskId or TaskExists."""
         validate_task_id(task_id)
+        self.space.check("task.created")
         meta = {"base_ref": base_ref, **(metadata or {})}
         if self.repo is not None:
             meta.setdefault("repo", str(self.repo))
@@ -204,6 +223,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def request(self, task_id: str, kind: str, payload: Mapping[str, Any] | None = None) -> Future[TaskEvent]:
         """Submit a request event without waiting; the future gives the outcome."""
+        self.space.check(kind)
         return self.pipeline.submit(TaskEvent.new(kind, validate_task_id(task_id), payload))
 
     def submit(self, request: TaskEvent) -> Future[TaskEvent]:
@@ -211,14 +231,29 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         the ``exec.output`` events it causes); the future gives the outcome."""
         if request.task_id is not None:
             validate_task_id(request.task_id)
+        self.space.check(request.kind)
         return self.pipeline.submit(request)
 
     def _wait(self, task_id: str, kind: str, payload: Mapping[str, Any] | None, timeout: float | None) -> TaskEvent:
         return self.request(task_id, kind, payload).result(timeout)
 
-    def start(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        """Start a task: its before_start hooks run, then its effects. Raises Vetoed or EffectFailed."""
-        return self._wait(task_id, "task.start.requested", payload, timeout)
+    def start(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+              **payload: Any) -> TaskEvent:
+        """Start a task: its before_start hooks run, then its effects. Raises Vetoed or EffectFailed.
+
+        ``secrets`` maps environment variable names to references (``env://VAR``,
+        ``file://PATH``) or :class:`~armor_rx.Secret` values: every command of the
+        task gets them in its environment; the log records only the references.
+        """
+        return self._wait(task_id, "task.start.requested", self.with_secrets(task_id, payload, secrets), timeout)
+
+    def with_secrets(self, task_id: str, payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None) -> dict[str, Any]:
+        """``payload`` for a start or resume of ``task_id`` that gives it ``secrets`` (resolved now; ConfigError if one cannot be read)."""
+        out = dict(payload)
+        refs = self.secrets.bind_task(validate_task_id(task_id), secrets)
+        if refs:
+            out["secret_refs"] = {**dict(out.get("secret_refs") or {}), **refs}
+        return out
 
     def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return self._wait(task_id, "task.complete.requested", payload, timeout)
@@ -232,16 +267,38 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
     def interrupt(self, task_id: str, reason: str) -> TaskEvent:
         return self.pipeline.record(TaskEvent.new("task.interrupted", validate_task_id(task_id), {"reason": reason})).result()
 
-    def resume(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+    def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
+               **payload: Any) -> TaskEvent:
         """Bring an interrupted task back: a new container made as its start asked (image, sandbox, keep), unless
-        ``payload`` says otherwise; ``checkpoint=`` restores one first."""
+        ``payload`` says otherwise; ``checkpoint=`` restores one first.
+
+        A ``running`` task whose container has died (the engine restarted while
+        it was idle) is recorded ``interrupted`` first, so it can be resumed.
+
+        Secrets the task was started with are still held if this session gave
+        them; a session opened since has only their references, and reads the
+        ones it can (``file://``, ``env://`` set in this process) — any other
+        must be given again in ``secrets``, or ConfigError says which.
+        """
         validate_task_id(task_id)
+        effect = self.docker
+        if effect is not None and self.task(task_id).state is State.RUNNING and not effect.alive(task_id):
+            # Its container died while no command ran (the engine restarted): that is an interruption.
+            self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)")
         started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
         if started:
-            for key in ("image", "sandbox", "keep"):
+            for key in ("image", "sandbox", "keep", "secret_refs"):
                 if key in started[-1].payload and key not in payload:
                     payload[key] = to_plain(started[-1].payload[key])
-        return self._wait(task_id, "task.resume.requested", payload, timeout)
+        given = dict(secrets or {})
+        for name in self.secrets.missing(task_id, [n for n in dict(payload.get("secret_refs") or {}) if n not in given]):
+            reference = str(payload["secret_refs"][name])
+            try:
+                given[name] = resolve(name, reference)
+            except ConfigError:
+                raise ConfigError(f"task {task_id!r} was started with secret {name} ({reference}), which this session "
+                                  f"cannot read; give it again: --secret {name}=env://VARIABLE (or file://PATH)") from None
+        return self._wait(task_id, "task.resume.requested", self.with_secrets(task_id, payload, given), timeout)
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent:
         """Record a fact about a task (``exec.output``, ``note.added`` ...); returns it once durable.

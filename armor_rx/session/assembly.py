@@ -26,6 +26,7 @@ from armor_rx.pipeline.hooks import Hook, HookSet
 from armor_rx.session.config import SessionConfig
 from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect
+from armor_rx.sinks.docker.effect import SecretKeeper
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
@@ -101,12 +102,14 @@ def assemble(
     *,
     task_active: Callable[[str], bool],
     emit: Callable[[str | None, str, Mapping[str, Any]], object],
+    secrets: SecretKeeper | None = None,
 ) -> Assembly:
     """Build and start every sink of a session, then its pipeline.
 
     ``hooks`` is the session's hook set (a git session gets the branch-name
     guard added to it); ``task_active`` and ``emit`` let the orphan sweep
-    ask the session which tasks are live and record what it removed. The
+    ask the session which tasks are live and record what it removed;
+    ``secrets`` holds the secret values the docker effect gives commands. The
     caller holds the state directory's lock. If a sink refuses to start
     (a corrupt log, no repository, no Docker engine ...), the ones already
     started are stopped again and the error is raised.
@@ -150,6 +153,8 @@ def assemble(
                 sweep_grace=config.sweep_grace,
                 task_active=task_active,
                 sweep_emit=lambda kind, task_id, payload: emit(task_id, kind, payload),
+                secrets=secrets,
+                output_quota=config.output_quota,
             )
             if git is not None:
                 git.freeze = docker.paused  # restores run with the task's container frozen
@@ -170,6 +175,8 @@ def assemble(
             memory_events=config.memory_events,
             memory_bytes=config.memory_bytes,
         ).start()
+        if git is not None:
+            git.flush_held()  # what the git sink recovered while it started (stale locks ...), now that it can be logged
     except BaseException:
         _stop_all(started)
         raise

@@ -17,9 +17,15 @@ from armor_rx.errors import ConfigError
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect
 from armor_rx.sinks.docker.spec import SandboxSpec
+from armor_rx.session.space import DEFAULT_RESERVE
+from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import FsyncPolicy
 from armor_rx.sinks.git.checkpoints import CheckpointPolicy
+
+# Long enough for a guard that asks a slow service, short enough that a hook
+# that never returns cannot hold a task for good.
+DEFAULT_HOOK_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,9 @@ class SessionConfig:
     'batch'
 
     ``state_dir`` defaults to ``.armor/`` in the repository; ``git`` to "on
-    when the session has a repository". ``effects`` are extra sinks the
+    when the session has a repository". ``hook_timeout`` is how long any hook
+    may take per call unless it sets its own ``timeout=`` (``math.inf``: no
+    limit); a guard that overruns it vetoes, an observer is reported and skipped. ``effects`` are extra sinks the
     pipeline runs after git (and before docker); one with ``start``/``stop``
     (see :class:`armor_rx.pipeline.effects.Lifecycle`) lives as long as the
     session.
@@ -54,10 +62,23 @@ class SessionConfig:
     sweep_grace: float = DEFAULT_GRACE
     git_author: str = "armor-rx <armor-rx@localhost>"
     checkpoint_policy: CheckpointPolicy | None = None
+    # Bytes of command output the log records per task; past it the output is only
+    # streamed to whoever is attached (None: no limit). See sinks/docker/quota.py.
+    output_quota: int | None = DEFAULT_OUTPUT_QUOTA
+    # Free space kept on the state directory's disk, and a cap on armor's own records
+    # there (None: none); past either, new work is refused (see session/space.py).
+    disk_reserve: int = DEFAULT_RESERVE
+    state_cap: int | None = None
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
         object.__setattr__(self, "effects", tuple(self.effects))
+        timeout = self.hook_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(
+                f"hook_timeout must be a positive number of seconds (math.inf for no limit), not {timeout!r}"
+            )
 
     def git_enabled(self, repo: Path | None) -> bool:
         """Whether the session runs git: on with a repository unless ``git=False``.
@@ -95,5 +116,9 @@ class SessionOptions(TypedDict, total=False):
     sweep_grace: float
     git_author: str
     checkpoint_policy: CheckpointPolicy | None
+    output_quota: int | None
+    disk_reserve: int
+    state_cap: int | None
+    hook_timeout: float
 
 

@@ -9,6 +9,7 @@ to get containers.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -18,8 +19,10 @@ from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.secrets import SecretSource, describe, resolve_all
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.session.assembly import Assembly
+from armor_rx.session.secrets import SecretVault
 from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.docker.sweep import SweepDecision
 
@@ -42,7 +45,13 @@ class ContainerSession(Protocol):
     @property
     def can_exec(self) -> bool: ...
 
+    @property
+    def secrets(self) -> SecretVault: ...
+
     def submit(self, request: TaskEvent) -> Future[TaskEvent]: ...
+
+    def exec_request(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
+                     secrets: Mapping[str, SecretSource] | None = None, **options: Any) -> TaskEvent: ...
 
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent: ...
 
@@ -60,31 +69,64 @@ class ContainerOperations:
         """Whether an effect of this session runs commands (``exec``)."""
         return self.is_open and any(kind_matcher(e.kinds)("exec.requested") for e in self.assembly.effects)
 
+    def exec_request(self: ContainerSession, task_id: str, command: Sequence[str], *, timeout: float | None = None,
+                     secrets: Mapping[str, SecretSource] | None = None, **options: Any) -> TaskEvent:
+        """The ``exec.requested`` event for ``command``, not yet submitted (see :meth:`Armor.submit`).
+
+        Its ``secrets`` are read now and held for this one command; the event
+        records only their references.
+        """
+        payload: dict[str, Any] = {"command": list(command), **options}
+        if timeout is not None:
+            payload["timeout"] = timeout
+        resolved = resolve_all(secrets)
+        if resolved:
+            payload["secret_refs"] = {name: describe(secret) for name, secret in resolved.items()}
+        request = TaskEvent.new("exec.requested", validate_task_id(task_id), payload)
+        self.secrets.bind_request(request.id, resolved)
+        return request
+
     def exec(self: ContainerSession, task_id: str, command: Sequence[str], *, timeout: float | None = None,
-             on_output: Callable[[TaskEvent], object] | None = None, **options: Any) -> TaskEvent:
+             on_output: Callable[[TaskEvent], object] | None = None, secrets: Mapping[str, SecretSource] | None = None,
+             **options: Any) -> TaskEvent:
         """Run ``command`` in the task's container (``docker=True``); its output arrives as ``exec.output`` events.
 
         ``on_output`` gets this command's ``exec.output`` events, every one of
         them before ``exec`` returns. The outcome's payload has ``exit_code``
-        and, when a limit stopped it, ``reason`` and ``limit_hit``.
+        and, when a limit stopped it, ``reason`` and ``limit_hit``. ``secrets``
+        (name -> ``env://VAR``, ``file://PATH`` or a Secret) are given to this
+        command only, on top of the task's own. Output past the task's output
+        quota still reaches ``on_output`` (as events with ``recorded: False``
+        that the log does not hold).
         """
         bus = self.pipeline.bus  # LogClosed before the question of containers, when the session is not open
         if not self.can_exec:
             raise ConfigError(f"cannot run {list(command)!r} in task {task_id!r}: this session runs no containers "
                               "(open it with Armor(..., docker=True), "
                               "or start a Docker engine before the service starts)")
-        payload: dict[str, Any] = {"command": list(command), **options}
-        if timeout is not None:
-            payload["timeout"] = timeout
-        request = TaskEvent.new("exec.requested", validate_task_id(task_id), payload)
+        request = self.exec_request(task_id, command, timeout=timeout, secrets=secrets, **options)
         if on_output is None:
             return self.submit(request).result()
 
+        truncated = threading.Event()
+
         def forward(event: TaskEvent) -> None:
             if event.causation_id == request.id:
-                on_output(event)
+                if event.kind == "exec.output.truncated":
+                    truncated.set()
+                else:
+                    on_output(event)
 
-        subscription = bus.subscribe("exec.output", task_id=task_id).subscribe(forward)
+        def live(stream: str, text: str, after_seq: int) -> None:
+            # Output past the task's quota comes straight from the command; what was
+            # recorded before it comes through the bus, so wait for that to pass first.
+            truncated.wait(30)
+            on_output(TaskEvent.new("exec.output", task_id, {"stream": stream, "data": text, "recorded": False},
+                                    causation_id=request.id))
+
+        subscription = bus.subscribe("exec.output,exec.output.truncated", task_id=task_id).subscribe(forward)
+        effect = self.docker
+        detach = effect.attach(request.id, live) if effect is not None else (lambda: None)
         try:
             outcome = self.submit(request).result()
             # The bus publishes a little behind the log: wait until it has passed the outcome.
@@ -93,6 +135,7 @@ class ContainerOperations:
                 time.sleep(0.001)
             return outcome
         finally:
+            detach()
             subscription.dispose()
 
     def stop_command(self: ContainerSession, task_id: str, reason: str = "stopped by the user", *,

@@ -16,14 +16,16 @@ from armor_rx.model.lifecycle import HOOK_POINTS
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
 from armor_rx.pipeline.stages import isolated
+from armor_rx.session.config import SessionConfig
 
 HookFn = Callable[[TaskEvent], Any]
 
 
 class HookSession(Protocol):
-    """What hook registration needs: the hook set, and the pipeline to record changes in while open."""
+    """What hook registration needs: the hook set, the default timeout, and the pipeline to record changes in."""
 
     hooks: HookSet
+    config: SessionConfig
 
     @property
     def is_open(self) -> bool: ...
@@ -40,7 +42,7 @@ class HookRegistry:
     """
 
     def use(self: HookSession, operator: Operator, *, stage: Stage = "before", priority: int = 0,
-            name: str | None = None) -> Hook:
+            name: str | None = None, timeout: float | None = None) -> Hook:
         """Add a reactivex operator as a hook; higher priority runs first.
 
         The operator sees every event of its stage and must pass on what it does
@@ -51,12 +53,16 @@ class HookRegistry:
         :class:`~armor_rx.errors.Vetoed` rather than waiting forever. If it
         raises, a before-hook vetoes the event (fails closed) and an
         after-hook reports ``hook.failed`` (fails open); either way it is
-        subscribed afresh and the pipeline goes on.
+        subscribed afresh and the pipeline goes on. Each event may take it
+        ``timeout`` seconds (default: the session's ``hook_timeout``;
+        ``math.inf`` for no limit); an overrun counts as such an error.
         """
         hook_name = name or str(getattr(operator, "__qualname__", None) or repr(operator))
         policy: ErrorPolicy = "fail_closed" if stage == "before" else "fail_open"
-        safe = isolated(operator, name=hook_name, on_error=policy)
-        return _register(self, Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy))
+        seconds = timeout if timeout is not None else self.config.hook_timeout
+        safe = isolated(operator, name=hook_name, on_error=policy, timeout=seconds)
+        return _register(self, Hook(name=hook_name, stage=stage, operator=safe, priority=priority, on_error=policy,
+                                    timeout=seconds if seconds != float("inf") else None))
 
     @overload
     def hook(
@@ -85,14 +91,18 @@ class HookRegistry:
         ``point`` is one of before_start, after_start, before_complete,
         after_complete, before_fail, after_fail. Before-hooks veto by returning
         False or a reason (or raising Vetoed) and fail closed; after-hooks fail
-        open. Registration is recorded as a ``hook.registered`` event, exactly
-        as for :meth:`use`.
+        open. Each call may take ``timeout`` seconds (default: the session's
+        ``hook_timeout``, 30 s; ``math.inf`` for no limit): a before-hook that
+        overruns it vetoes, an after-hook is reported (``hook.failed``) and
+        skipped. Registration is recorded as a ``hook.registered`` event
+        (with the timeout), exactly as for :meth:`use`.
         """
         if point not in HOOK_POINTS:
             raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
 
         def register(f: HookFn) -> HookFn:
-            _register(self, classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=timeout))
+            seconds = timeout if timeout is not None else self.config.hook_timeout
+            _register(self, classic_hook(point, f, priority=priority, name=name, on_error=on_error, timeout=seconds))
             return f
 
         return register(fn) if fn is not None else register

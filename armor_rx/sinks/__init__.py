@@ -8,11 +8,12 @@ whose effects failed for good, kept for re-driving).
 """
 
 from armor_rx.sinks.deadletter import DeadLetter, DeadLetterLog
-from armor_rx.sinks.eventlog import EventLog, FsyncPolicy, LogStats, TailRepair
+from armor_rx.sinks.eventlog import Damage, EventLog, FsyncPolicy, LogStats, TailRepair
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
 __all__ = [
+    "Damage",
     "DeadLetter",
     "DeadLetterLog",
     "EventLog",

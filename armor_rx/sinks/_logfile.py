@@ -8,21 +8,19 @@ where ``crc`` is the CRC-32 of the event's JSON without the ``crc`` field.
 Because the suffix has a fixed width, a line is verified by slicing, without
 parsing or re-serialising it, and ``jq`` still reads every line as JSON.
 
-This module only knows files and bytes; :mod:`armor_rx.sinks.eventlog` owns
-the locking, the policies and the events.
+This module only knows files and bytes; :mod:`armor_rx.sinks._cursor` reads
+them, :mod:`armor_rx.sinks.eventlog` owns the locking, the policies and the
+events.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
 import re
 import zlib
-from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, fields
 from itertools import pairwise
 from pathlib import Path
-from typing import Literal
 
 import orjson
 
@@ -36,7 +34,6 @@ _FAST_PREFIX = b'{"v":1,"seq":'
 TORN = "torn line (no trailing newline)"
 
 Segment = tuple[int, Path]
-_Status = Literal["eof", "partial", "bad", "limit"]
 
 
 def segment_name(first_seq: int) -> str:
@@ -56,6 +53,19 @@ def list_segments(directory: Path) -> list[Segment]:
             found.append((int(match.group(1)), directory / name))
     found.sort()
     return found
+
+
+def unexpected_files(directory: Path, ignore: Path | None = None) -> list[Path]:
+    """Entries of a log directory that are not segments (and not ``ignore``): never read, only reported."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [
+        directory / name
+        for name in names
+        if _SEGMENT.fullmatch(name) is None and (ignore is None or directory / name != ignore)
+    ]
 
 
 def encode_line(body: bytes) -> bytes:
@@ -117,61 +127,19 @@ def check_line(raw: bytes, *, strict: bool = False) -> int | str:
 
 @dataclass(frozen=True)
 class TailRepair:
-    """What recovery cut off the end of the last segment, and why."""
+    """A torn final line cut off the end of the last segment (a copy is kept in ``quarantined``)."""
 
     segment: Path
     offset: int
     dropped_bytes: int
     dropped_lines: int
     reason: str
+    quarantined: Path | None = None
 
-
-@dataclass
-class TailScan:
-    """What a scan of the last segment found: where the intact prefix ends and why."""
-
-    last_seq: int  # first_seq - 1 when the segment holds no intact line
-    good_bytes: int
-    size: int
-    reason: str | None  # None when the whole file is intact
-
-
-def scan_segment(path: Path, first_seq: int) -> TailScan:
-    """Verify every line of ``path``; stop at the first one that is torn, bad or out of order."""
-    expected = first_seq
-    good = 0
-    reason: str | None = None
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        for raw in f:
-            result = check_line(raw, strict=True)
-            if isinstance(result, str):
-                reason = result
-                break
-            if result != expected:
-                reason = f"seq {result} where {expected} was expected"
-                break
-            good += len(raw)
-            expected += 1
-    return TailScan(expected - 1, good, size, reason)
-
-
-def repair_tail(path: Path, first_seq: int) -> tuple[TailScan, TailRepair | None]:
-    """Scan the last segment and truncate it after its intact prefix, if it has a bad tail.
-
-    Bytes after a bad line would be invisible to every reader and would
-    corrupt the next append, so they go (the caller reports the repair).
-    """
-    scan = scan_segment(path, first_seq)
-    if scan.reason is None:
-        return scan, None
-    repair = TailRepair(
-        path, scan.good_bytes, scan.size - scan.good_bytes, count_lines(path, scan.good_bytes), scan.reason
-    )
-    with open(path, "r+b") as f:
-        f.truncate(scan.good_bytes)
-        os.fsync(f.fileno())
-    return scan, repair
+    def describe(self) -> dict[str, object]:
+        """The repair as a JSON-safe payload (for a ``log.tail.repaired`` event)."""
+        return {"segment": self.segment.name, "offset": self.offset, "dropped_bytes": self.dropped_bytes,
+                "reason": self.reason, "quarantined": str(self.quarantined) if self.quarantined else None}
 
 
 def count_lines(path: Path, offset: int) -> int:
@@ -208,18 +176,19 @@ def _last_line(path: Path) -> tuple[bytes, int] | None:
 
 def corrupt(path: Path, offset: int, reason: str) -> LogCorrupt:
     return LogCorrupt(
-        f"event log segment {path} is damaged at byte {offset} ({reason}) and it is not the "
-        "last segment, so it cannot be repaired by truncation; restore the file from a backup, "
-        "or move it and every later segment out of the directory to keep the events before it"
+        f"event log segment {path} does not chain at byte {offset} ({reason}): events are missing that no "
+        "damaged bytes explain, so armor_rx did not write it this way; restore the missing segment from a "
+        "backup, or move this segment and every later one out of the directory to keep the events before it"
     )
 
 
 def check_sealed(segments: list[Segment]) -> None:
     """Cheap structural check of every segment but the last; raises LogCorrupt.
 
-    A sealed segment must end with an intact line whose seq is one less than the
-    next segment's first seq (an empty one is only allowed where that holds).
-    Lines in between are verified when they are read.
+    A sealed segment whose last line is intact must end one seq before the
+    next segment starts (a gap there is a lost segment, an overlap one that
+    armor_rx did not write). A damaged last line is left to the readers, who
+    skip it and report it.
     """
     for (first, path), (next_first, _) in pairwise(segments):
         found = _last_line(path)
@@ -229,114 +198,7 @@ def check_sealed(segments: list[Segment]) -> None:
             line, offset = found
             result = check_line(line, strict=True)
             if isinstance(result, str):
-                raise corrupt(path, offset, result)
+                continue
             last_seq = result
         if last_seq != next_first - 1:
             raise corrupt(path, offset, f"it ends at seq {last_seq} but the next segment starts at seq {next_first}")
-
-
-class Cursor:
-    """Reads intact lines in seq order across segments and remembers where it stopped.
-
-    ``lines()`` can be called again later to continue (that is how ``follow``
-    tails a growing log). A bad line in the last segment ends the read quietly
-    (it is a tail still being written, or one the writer will repair); a bad
-    line or a gap anywhere else raises :class:`LogCorrupt`.
-    """
-
-    def __init__(self, directory: Path, start_seq: int) -> None:
-        self.directory = directory
-        self.want = max(1, start_seq)
-        self.expected: int | None = None  # the seq the next line must carry
-        self._segment: Segment | None = None
-        self._offset = 0
-        self._bad: tuple[int, str] = (0, "")
-
-    @property
-    def position(self) -> int:
-        """The seq the next line read will carry (``want`` before anything is read)."""
-        return self.want if self.expected is None else max(self.want, self.expected)
-
-    def lines(self, limit_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Yield ``(seq, line)`` for lines with ``want <= seq <= limit_seq`` from where it stopped."""
-        if self._segment is None:
-            segments = list_segments(self.directory)
-            if not segments:
-                return
-            firsts = [first for first, _ in segments]
-            self._segment = segments[max(0, bisect.bisect_right(firsts, self.want) - 1)]
-            self.expected = self._segment[0]
-            self._offset = 0
-        retried = False
-        while True:
-            status = yield from self._read_segment(limit_seq)
-            if status == "limit":
-                return
-            first, path = self._segment
-            later = [seg for seg in list_segments(self.directory) if seg[0] > first]
-            if status == "bad":
-                if later:
-                    raise corrupt(path, *self._bad)
-                return
-            if not later:
-                return
-            if status == "partial":
-                # The writer finishes a line before it starts a new segment, so
-                # read it once more before calling it damaged.
-                if not retried:
-                    retried = True
-                    continue
-                raise corrupt(path, self._offset, TORN)
-            retried = False
-            if later[0][0] != self.expected:
-                ended = (self.expected or 1) - 1
-                raise corrupt(
-                    path, self._offset, f"it ends at seq {ended} but the next segment starts at seq {later[0][0]}"
-                )
-            self._segment, self._offset = later[0], 0
-
-    def _read_segment(self, limit_seq: int | None) -> Generator[tuple[int, bytes], None, _Status]:
-        assert self._segment is not None and self.expected is not None
-        if limit_seq is not None and self.position > limit_seq:
-            return "limit"
-        try:
-            f = open(self._segment[1], "rb")  # noqa: SIM115 - closed by the with below
-        except FileNotFoundError:
-            return "eof"
-        with f:
-            f.seek(self._offset)
-            for raw in f:
-                result = check_line(raw)
-                if isinstance(result, str):
-                    if result == TORN:
-                        return "partial"
-                    self._bad = (self._offset, result)
-                    return "bad"
-                if result != self.expected:
-                    self._bad = (self._offset, f"seq {result} where {self.expected} was expected")
-                    return "bad"
-                self._offset += len(raw)
-                self.expected = result + 1
-                if result >= self.want:
-                    yield result, raw
-                if limit_seq is not None and result >= limit_seq:
-                    return "limit"
-        return "eof"
-
-
-def matching(
-    cursor: Cursor, limit: int | None, task_id: str | None, match: Callable[[str], bool] | None
-) -> Iterator[TaskEvent]:
-    """The events behind the cursor's lines (up to ``limit``) for ``task_id`` whose kind matches."""
-    # A substring test skips most lines of other tasks without parsing them;
-    # the exact test after parsing decides.
-    needle = b'"task_id":"%s"' % task_id.encode() if task_id is not None else None
-    for _, raw in cursor.lines(limit):
-        if needle is not None and needle not in raw:
-            continue
-        data = orjson.loads(raw)
-        if task_id is not None and data.get("task_id") != task_id:
-            continue
-        if match is not None and not match(data.get("kind", "")):
-            continue
-        yield TaskEvent.from_dict(data)

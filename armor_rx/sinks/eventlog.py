@@ -2,8 +2,15 @@
 
 Acknowledged means durable: ``append`` returns only once the event is on disk
 under the chosen fsync policy, and every event gets the next seq (1, 2, 3, ...
-with no gaps). A torn or corrupt tail left by a crash is found and truncated
-when the log starts, so what a reader sees is exactly what was acknowledged.
+with no gaps).
+
+Damage is never a reason to lose what is intact. Readers skip bytes that are
+not intact lines in seq order, in every segment, and go on with the next
+intact line; what they skipped is in :attr:`EventLog.damage` and logged as a
+warning. The writer copies such bytes into the quarantine directory and
+leaves them in place (nothing it cannot prove is torn is deleted). Only a
+torn final line, a write a crash cut short, is cut when the log starts, and a
+copy of it is kept in quarantine too (:attr:`EventLog.repairs`).
 
     >>> import tempfile
     >>> from armor_rx.model import TaskEvent
@@ -14,6 +21,7 @@ when the log starts, so what a reader sees is exactly what was acknowledged.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,19 +36,12 @@ from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
 from armor_rx.sinks._groupcommit import Entry, GroupCommit
-from armor_rx.sinks._logfile import (
-    Cursor,
-    TailRepair,
-    check_sealed,
-    event_line,
-    list_segments,
-    matching,
-    number_event,
-    repair_tail,
-)
+from armor_rx.sinks._cursor import Cursor, Damage, matching
+from armor_rx.sinks._logfile import TailRepair, check_sealed, event_line, list_segments, number_event, unexpected_files
+from armor_rx.sinks._quarantine import DamageLedger, cut_torn, whole_line
 from armor_rx.sinks._segwriter import SegmentWriter
 
-__all__ = ["EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
+__all__ = ["Damage", "EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
 
 FsyncPolicy = Literal["always", "batch", "none"]
 _POLICIES = ("always", "batch", "none")
@@ -80,6 +81,7 @@ class EventLog:
         batch_max: int = 1024,
         segment_bytes: int = 64 * 1024 * 1024,
         read_only: bool = False,
+        quarantine_dir: str | Path | None = None,
     ) -> None:
         if fsync not in _POLICIES:
             raise ConfigError(f"fsync policy {fsync!r} is not one of {', '.join(_POLICIES)}")
@@ -91,7 +93,11 @@ class EventLog:
         self.directory = Path(directory)
         self.fsync: FsyncPolicy = fsync
         self.read_only = read_only
+        self.quarantine_dir = Path(quarantine_dir) if quarantine_dir is not None else self.directory / "quarantine"
         self.repairs: list[TailRepair] = []
+        self.unexpected: list[Path] = []
+        self._ledger = DamageLedger(None if read_only else self.quarantine_dir)
+        self._saw_damage = self._ledger.saw
         self._batch = (batch_delay, batch_max)
         self._writer = SegmentWriter(self.directory, segment_bytes, fsync != "none")
         self._lock = threading.Lock()  # guards seq assignment, pending, state
@@ -107,16 +113,26 @@ class EventLog:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> EventLog:
-        """Open the log, repair a torn or corrupt tail, and get ready to append.
+        """Open the log, set damage aside, cut a torn final line, and get ready to append.
 
-        Returns ``self``. Raises :class:`LogCorrupt` when a segment other than
-        the last is damaged, :class:`LogError` on an I/O error. What was cut off
-        is in :attr:`repairs`. A ``read_only`` log only checks, never writes.
+        Returns ``self``. The writer reads every segment once: damaged bytes
+        are copied to :attr:`quarantine_dir` and listed in :attr:`damage`; a
+        torn final line is cut (after a copy) and listed in :attr:`repairs`.
+        Raises :class:`LogCorrupt` when events are missing that no damaged
+        bytes explain (a lost segment), :class:`LogError` on an I/O error. A
+        ``read_only`` log only checks, never writes.
         """
         with self._lock:
             if self._state != "new":
                 raise LogError(f"event log {self.directory} was already started; make a new EventLog to reopen it")
             segments = list_segments(self.directory)
+            self.unexpected = unexpected_files(self.directory, self.quarantine_dir)
+            if self.unexpected:
+                _logger.warning(
+                    "event log directory holds files armor_rx did not write; they are not read",
+                    directory=str(self.directory),
+                    files=[p.name for p in self.unexpected],
+                )
             check_sealed(segments)
             if not self.read_only:
                 try:
@@ -136,21 +152,51 @@ class EventLog:
         if not segments:
             self._writer.create(1)
             return
-        first, path = segments[-1]
-        scan, repair = repair_tail(path, first)
-        if repair is not None:
-            self.repairs.append(repair)
-            _logger.warning(
-                "event log tail repaired: dropped what follows the first bad line",
-                segment=str(path),
-                offset=repair.offset,
-                dropped_bytes=repair.dropped_bytes,
-                dropped_lines=repair.dropped_lines,
-                reason=repair.reason,
-            )
-        self._next_seq = scan.last_seq + 1
-        self._durable_seq = scan.last_seq
-        self._writer.open(path, scan.good_bytes)
+        _, path = segments[-1]
+        # One pass over every segment: all damage is known (and set aside)
+        # before the first append, whichever segment it is in.
+        cursor = Cursor(self.directory, 1, self._saw_damage)
+        for _ in cursor.lines():
+            pass
+        size = os.stat(path).st_size
+        torn_at = cursor.torn_at
+        if torn_at is not None and cursor.segment == path:
+            if whole_line(path, torn_at, cursor.expected or 1):
+                # Only its newline is damaged: a line armor_rx wrote whole, so it is
+                # not torn and stays; ending it makes it an ordinary damaged line.
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+                    os.fsync(f.fileno())
+                cursor = Cursor(self.directory, segments[-1][0], self._saw_damage)
+                for _ in cursor.lines():
+                    pass
+                size += 1
+            else:
+                self.repairs.append(cut_torn(self.quarantine_dir, path, torn_at, size))
+                size = torn_at
+        last = (cursor.expected or 1) - 1 + cursor.tail_gap
+        self._next_seq = last + 1
+        self._durable_seq = last
+        self._writer.open(path, size)
+
+    # -- damage -------------------------------------------------------------
+
+    @property
+    def damage(self) -> list[Damage]:
+        """Damaged stretches readers of this log skipped (or the writer found at start), in the order found.
+
+        Each is reported once as a warning; on the writer, ``quarantined``
+        names its copy in :attr:`quarantine_dir`.
+        """
+        return self._ledger.damage
+
+    def take_new_damage(self) -> list[Damage]:
+        """Damage set aside (copied to quarantine) for the first time by this log since the last call.
+
+        A session records each as a ``log.corruption.quarantined`` event;
+        damage copied by an earlier run is not new.
+        """
+        return self._ledger.take_new()
 
     def stop(self) -> None:
         """Write and fsync everything pending, end the commit thread, close. Idempotent.
@@ -334,10 +380,10 @@ class EventLog:
         if not self.read_only and self._state != "new":
             return self._durable_seq
         if self._tail is None:
-            self._tail = Cursor(self.directory, 1)
+            self._tail = Cursor(self.directory, 1, self._saw_damage)
         for _ in self._tail.lines():
             pass
-        return self._tail.position - 1 if self._tail.expected is not None else 0
+        return self._tail.position - 1 + self._tail.tail_gap if self._tail.expected is not None else 0
 
     @property
     def is_open(self) -> bool:
@@ -360,11 +406,12 @@ class EventLog:
 
         ``kind`` is a pattern such as ``"task.*"`` (see :func:`kind_matcher`;
         a bad one raises ConfigError at once). On the writer, only
-        acknowledged events are seen. Iterating raises :class:`LogCorrupt` if
-        a segment other than the last is damaged.
+        acknowledged events are seen. Damaged bytes are skipped and added to
+        :attr:`damage`; iterating raises :class:`LogCorrupt` only when events
+        are missing that no damaged bytes explain (a lost segment).
         """
         match = kind_matcher(kind) if kind is not None else None
-        return matching(Cursor(self.directory, start_seq), self._limit(end_seq), task_id, match)
+        return matching(Cursor(self.directory, start_seq, self._saw_damage), self._limit(end_seq), task_id, match)
 
     def pages(self, start_seq: int = 1, *, task_id: str | None = None, kind: str | None = None) -> Callable[[int], Iterator[TaskEvent]]:
         """A reader for paging through the log: each call ``page(end_seq)`` goes on from where the last stopped.
@@ -372,7 +419,7 @@ class EventLog:
         Calling :meth:`read` per page would scan its segment from the start each
         time (quadratic over a long log); a page reader reads every line once.
         """
-        cursor = Cursor(self.directory, start_seq)
+        cursor = Cursor(self.directory, start_seq, self._saw_damage)
         match = kind_matcher(kind) if kind is not None else None
         return lambda end_seq: matching(cursor, self._limit(end_seq), task_id, match)
 
@@ -391,14 +438,15 @@ class EventLog:
         or when the caller stops iterating.
         """
         match = kind_matcher(kind) if kind is not None else None
-        return self._follow(Cursor(self.directory, start_seq), task_id, match, poll_interval, stop)
+        return self._follow(Cursor(self.directory, start_seq, self._saw_damage), task_id, match, poll_interval, stop)
 
     def verify(self) -> int:
-        """Check every line of every segment; returns how many events there are.
+        """Check every line of every segment; returns how many events can be read.
 
-        Raises :class:`LogCorrupt` naming the first damaged place in a sealed segment.
+        Damage found on the way is in :attr:`damage`; raises :class:`LogCorrupt`
+        when events are missing that no damaged bytes explain.
         """
-        return sum(1 for _ in Cursor(self.directory, 1).lines(self._limit(None)))
+        return sum(1 for _ in Cursor(self.directory, 1, self._saw_damage).lines(self._limit(None)))
 
     def _follow(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ from typing import Any
 import orjson
 import structlog
 
-from armor_rx.errors import SnapshotError
-from armor_rx.model import Registry, TaskRecord
+from armor_rx.errors import ArmorError, SnapshotError
+from armor_rx.model import Registry, TaskEvent, TaskRecord
 from armor_rx.sinks.eventlog import EventLog
 
 SCHEMA = 1
@@ -139,6 +140,15 @@ class SnapshotStore:
             records = [TaskRecord.from_dict(task) for task in tasks]
         except (KeyError, TypeError, ValueError) as exc:
             raise _Unusable(f"snapshot has a task record that does not parse ({exc!r})") from None
+        for record in records:
+            # armor_rx only ever saves records folded from events up to the snapshot's seq.
+            if not 0 <= record.created_seq <= record.updated_seq <= seq:
+                raise _Unusable(
+                    f"snapshot does not chain: task {record.task_id!r} has seqs "
+                    f"{record.created_seq}..{record.updated_seq} but the snapshot is at seq {seq}"
+                )
+        if len({record.task_id for record in records}) != len(records):
+            raise _Unusable("snapshot does not chain: it lists a task twice")
         return Registry({record.task_id: record for record in records}, seq)
 
 
@@ -152,6 +162,7 @@ class RecoveryReport:
     snapshot_seq: int | None
     log_seq: int
     replayed: int
+    forced: int = 0  # events folded in past a lifecycle check that damaged log lines broke
 
 
 def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, RecoveryReport]:
@@ -160,8 +171,11 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
     The snapshot is used when it loads, its checksum verifies and its seq is
     not past the log's end; then only the events after it are replayed.
     Otherwise the registry is rebuilt from the whole log. The report names the
-    options, the choice and the reason. Raises what the log raises
-    (:class:`LogCorrupt`) or a lifecycle error if the log itself does not fold.
+    options, the choice and the reason. Damaged log lines are skipped (see
+    :attr:`EventLog.damage`) and do not make a good snapshot unusable; an event
+    that no longer applies because the events lost with them are missing is
+    folded in regardless and counted in ``forced``. Raises what the log raises
+    (:class:`LogCorrupt`) or a lifecycle error if an undamaged log does not fold.
     """
     options = (SNAPSHOT_PLUS_TAIL, REBUILD)
     log_seq = log.last_seq
@@ -171,10 +185,7 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
         snapshot_seq = registry.seq
         if registry.seq > log_seq:
             raise _Unusable(f"snapshot at seq {registry.seq} is ahead of the log (seq {log_seq})")
-        replayed = 0
-        for event in log.read(registry.seq + 1, log_seq):
-            registry.apply(event)
-            replayed += 1
+        replayed, forced = _fold(registry, log.read(registry.seq + 1, log_seq), log)
     except _Unusable as exc:
         reason = str(exc)
     except Exception as exc:
@@ -183,14 +194,16 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
         reason = f"the log after the snapshot (seq {snapshot_seq}) does not apply to it: {exc}"
     else:
         reason = f"snapshot at seq {snapshot_seq} verified; replayed {replayed} later event(s)"
+        report = RecoveryReport(options, SNAPSHOT_PLUS_TAIL, reason, snapshot_seq, log_seq, replayed, forced)
+        if forced:
+            _warn_forced(report)
         # The healthy path stays quiet (the report is returned for whoever asks).
-        return registry, RecoveryReport(options, SNAPSHOT_PLUS_TAIL, reason, snapshot_seq, log_seq, replayed)
+        return registry, report
     registry = Registry()
-    replayed = 0
-    for event in log.read(1, log_seq):
-        registry.apply(event)
-        replayed += 1
-    report = RecoveryReport(options, REBUILD, reason, snapshot_seq, log_seq, replayed)
+    replayed, forced = _fold(registry, log.read(1, log_seq), log)
+    report = RecoveryReport(options, REBUILD, reason, snapshot_seq, log_seq, replayed, forced)
+    if forced:
+        _warn_forced(report)
     if reason == "no snapshot" and log_seq == 0:
         return registry, report  # a new state directory: nothing to say
     log_choice = _logger.info if reason == "no snapshot" else _logger.warning
@@ -203,3 +216,31 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
         replayed=replayed,
     )
     return registry, report
+
+
+def _fold(registry: Registry, events: Iterable[TaskEvent], log: EventLog) -> tuple[int, int]:
+    """Apply ``events``; returns how many, and how many only past the lifecycle check.
+
+    An event that does not apply is folded in regardless only when the log
+    has damage (events lost with it explain why); otherwise it raises.
+    """
+    replayed = forced = 0
+    for event in events:
+        try:
+            registry.apply(event)
+        except ArmorError:
+            if not log.damage:
+                raise
+            registry.apply(event, strict=False)
+            forced += 1
+        replayed += 1
+    return replayed, forced
+
+
+def _warn_forced(report: RecoveryReport) -> None:
+    _logger.warning(
+        "registry recovered past damaged log lines: some events no longer follow the lifecycle",
+        chosen=report.chosen,
+        forced=report.forced,
+        log_seq=report.log_seq,
+    )

@@ -20,6 +20,11 @@ import filelock
 from armor_rx.errors import ConfigError, StateDirLocked
 
 DEFAULT_NAME = ".armor"
+#: Names no task tree may hold, at any depth, reserved the way git reserves
+#: '.git': a worktree sits in an agent's hands, and a '.armor/' it made must
+#: never be committed, merged or checked out into the user's checkout, where
+#: it would land in the real state directory (see docs/git.md).
+RESERVED_IN_TREES = (DEFAULT_NAME,)
 
 
 class StateDir:
@@ -34,6 +39,9 @@ class StateDir:
         self.events_dir = self.path / "events"
         self.deadletter_dir = self.path / "deadletter"
         self.snapshot_path = self.path / "snapshot.json"
+        # Copies of damaged event-log bytes (see armor_rx.sinks._quarantine); the
+        # event log's own default, so every reader of the state directory finds them.
+        self.quarantine_dir = self.events_dir / "quarantine"
         self.lock_timeout = lock_timeout
         # thread_local=False: the lock belongs to this object, whichever thread
         # releases it. A second StateDir on the same path (in this process or

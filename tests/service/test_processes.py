@@ -225,3 +225,17 @@ def test_no_tcp_listener_by_default(repo):
         tcp = open("/proc/net/tcp").read() + open("/proc/net/tcp6").read()
         listening = [line.split()[9] for line in tcp.splitlines()[1:] if line.split()[3] == "0A"]
         assert not any(f"socket:[{inode}]" in inodes for inode in listening)
+
+
+def test_serve_stop_returns_once_the_service_is_gone_so_a_new_one_can_start(repo, no_docker):
+    """'serve --stop' then 'serve' at once: the old process must have let go of the state directory's lock."""
+    for _ in range(3):
+        assert armor_cli("serve", "--repo", repo).returncode == 0
+        pid = service_info(repo / ".armor")["pid"]
+        stopped = armor_cli("serve", "--stop", "--repo", repo)
+        assert stopped.returncode == 0, stopped.stderr
+        try:  # gone, or a zombie waiting for whoever adopted it to reap it (it holds no lock then)
+            with open(f"/proc/{pid}/stat") as proc_stat:
+                assert proc_stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
+        except FileNotFoundError:
+            pass

@@ -232,3 +232,17 @@ def test_an_empty_log_and_no_snapshot_give_an_empty_registry(tmp_path: Path) -> 
         registry, report = recover_registry(SnapshotStore(tmp_path / "snapshot.json"), log)
     assert registry.tasks == {} and registry.seq == 0
     assert (report.chosen, report.reason, report.replayed) == (REBUILD, "no snapshot", 0)
+
+
+def test_a_snapshot_whose_records_do_not_chain_to_its_seq_is_not_trusted(tmp_path: Path) -> None:
+    """A snapshot armor_rx did not write (a record newer than the snapshot's own seq, checksum intact) is
+    reported and rebuilt from the log, never merged."""
+    store = SnapshotStore(tmp_path / "snapshot.json")
+    forged = Registry().apply_all([TaskEvent.new("task.created", "a").with_seq(5)])
+    forged.seq = 1
+    store.save(forged)
+    with EventLog(tmp_path / "events") as log:
+        log.append_many([TaskEvent.new("task.created", "b")])
+        registry, report = recover_registry(store, log)
+    assert report.chosen == REBUILD and "does not chain" in report.reason
+    assert sorted(registry.tasks) == ["b"]

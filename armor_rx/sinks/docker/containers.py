@@ -39,6 +39,9 @@ LABEL_WORKTREE = "armor.worktree"
 LABEL_STATE = "armor.state"
 LABEL_PIDNS = "armor.pidns"
 
+# The nproc limit given on Podman (see create_task_container).
+PODMAN_NPROC = 4096
+
 
 def _pid_namespace() -> str:
     """This boot and PID namespace: a pid label means something only where both match."""
@@ -250,10 +253,24 @@ def create_task_container(
         # Mount objects, not "src:dst:mode" strings: a path with a ':' in it stays one path.
         kwargs["mounts"] = [docker.types.Mount(target=bind["bind"], source=source, type="bind", read_only=bind["mode"] == "ro")
                             for source, bind in plan.binds.items()]
+    if engine.info.flavour == "Podman" and "nproc" not in spec.ulimits:
+        # Podman's default nproc limit is above what it may set ("error setting rlimit type 6");
+        # an explicit one it can set is needed. pids_limit stays the container's real bound.
+        kwargs["ulimits"] = [*(kwargs["ulimits"] or []), docker.types.Ulimit(name="nproc", soft=PODMAN_NPROC, hard=PODMAN_NPROC)]
+        degraded.append(f"nproc ulimit set to {PODMAN_NPROC}: Podman needs it explicit")
     name = f"armor-{task_id}-{labels.get(LABEL_REQUEST, '')[-8:].lower()}".rstrip("-")
     kwargs.pop("detach")
     try:
-        container = engine.client.containers.create(image.id, name=name, **kwargs)
+        try:
+            container = engine.client.containers.create(image.id, name=name, **kwargs)
+        except docker.errors.APIError as exc:
+            if not (kwargs.get("init") and "container-init binary not found" in str(exc.explanation or exc)):
+                raise
+            # Podman without its init (catatonit): run without one rather than not at all, and say so.
+            kwargs["init"] = None
+            degraded.append("init: the engine has no init binary (for Podman: apt-get install catatonit); "
+                            "the container runs without one, so zombie processes are not reaped")
+            container = engine.client.containers.create(image.id, name=name, **kwargs)
     except docker.errors.APIError as exc:
         raise DockerError(f"task {task_id!r}: the engine refused the container: {exc.explanation or exc}") from None
     try:

@@ -26,14 +26,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker.errors
 import orjson
 from docker.models.containers import Container
 
-from armor_rx.errors import ConfigError, ContainerNotFound, DockerError
+from armor_rx.errors import ConfigError, ContainerNotFound, DockerError, EngineLost, readable
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.secrets import Secret
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.containers import (
     SessionIdentity,
@@ -45,13 +46,22 @@ from armor_rx.sinks.docker.containers import (
     task_labels,
 )
 from armor_rx.sinks.docker.access import share_worktree
-from armor_rx.sinks.docker.engine import Engine
-from armor_rx.sinks.docker.exec import ExecRun
+from armor_rx.sinks.docker.engine import Engine, is_engine_lost
+from armor_rx.sinks.docker.exec import ExecRun, Live
 from armor_rx.sinks.docker.identity import check_exec_user, resolve_identity
+from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
+
+
+class SecretKeeper(Protocol):
+    """Where the session holds the secret values of its tasks (:class:`armor_rx.session.secrets.SecretVault`)."""
+
+    def for_exec(self, task_id: str, request_id: str) -> Mapping[str, Secret]: ...
+
+    def forget(self, task_id: str) -> None: ...
 
 
 class DockerEffect:
@@ -64,6 +74,11 @@ class DockerEffect:
     :class:`Sweeper` every so many seconds until :meth:`stop`; ``task_active``
     (e.g. ``lambda t: armor.task(t).state in ACTIVE``) lets it remove
     containers of this state directory whose task is over.
+    ``secrets`` gives each command its secret values: put in that command's
+    environment (never the container's, which the engine shows to anyone who
+    inspects it) and masked in its output; a task's are forgotten when its
+    container goes. ``output_quota`` bounds the bytes of output the log
+    records per task (see :mod:`armor_rx.sinks.docker.quota`).
     """
 
     name = "docker"
@@ -83,6 +98,8 @@ class DockerEffect:
         sweep_grace: float = DEFAULT_GRACE,
         task_active: Callable[[str], bool] | None = None,
         sweep_emit: SweepEmit | None = None,
+        secrets: SecretKeeper | None = None,
+        output_quota: int | None = DEFAULT_OUTPUT_QUOTA,
     ) -> None:
         self._engine = engine
         self._own_engine = engine is None
@@ -101,6 +118,9 @@ class DockerEffect:
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
         self._sweeper: Sweeper | None = None
+        self.secrets = secrets
+        self.quota = OutputQuota(output_quota, state_dir=self.state_dir)
+        self._taps: dict[str, Live] = {}  # exec request id -> whoever is attached to its output past the quota
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -165,13 +185,20 @@ class DockerEffect:
         task_id = request.task_id
         if task_id is None:
             raise DockerError(f"request {request.kind!r} ({request.id}) has no task id")
-        if request.kind in ("task.start.requested", "task.resume.requested"):
-            return self._start(ctx, task_id)
-        if request.kind == "exec.requested":
-            return self._exec(ctx, task_id)
-        if request.kind == "checkpoint.restore.requested":
-            return self._reshare(ctx, task_id)
+        try:
+            if request.kind in ("task.start.requested", "task.resume.requested"):
+                return self._start(ctx, task_id)
+            if request.kind == "exec.requested":
+                return self._exec(ctx, task_id)
+            if request.kind == "checkpoint.restore.requested":
+                return self._reshare(ctx, task_id)
+        except Exception as exc:
+            if is_engine_lost(exc):  # transient: retried with backoff, then dead-lettered for a redrive
+                raise EngineLost(f"handling {request.kind} for task {task_id!r}", readable(exc)) from None
+            raise
         keep = bool(request.payload.get("keep", self.spec_for(task_id).keep))
+        if self.secrets is not None:
+            self.secrets.forget(task_id)  # the task is over: nothing will run with them again
         return self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
 
     def reconcile(self, request: TaskEvent) -> Mapping[str, Any]:
@@ -301,10 +328,14 @@ class DockerEffect:
         user = payload.get("user")
         check_exec_user(spec, str(user) if user else None)
         env = payload.get("env")
+        environment = {str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else {}
+        secrets = dict(self.secrets.for_exec(task_id, ctx.request.id)) if self.secrets is not None else {}
+        environment.update({name: secret.reveal() for name, secret in secrets.items()})
         run = ExecRun(self.engine, container, [str(a) for a in command] if not isinstance(command, str) else ["sh", "-c", command],
                       emit=ctx.emit, timeout=timeout, user=str(user) if user else None, workdir=spec.workdir,
-                      environment={str(k): str(v) for k, v in env.items()} if isinstance(env, Mapping) else None,
-                      max_items=self.output_buffer)
+                      environment=environment or None, max_items=self.output_buffer, secrets=secrets,
+                      record=lambda size: self.quota.take(task_id, size), live=self._live(ctx.request.id),
+                      quota_bytes=self.quota.limit)
         with self._lock:
             self._running[task_id] = run
             self._running_request[task_id] = ctx.request.id
@@ -314,10 +345,15 @@ class DockerEffect:
             run.kill("interrupted")
         try:
             result = run.run()
+        except Exception as exc:
+            if not is_engine_lost(exc):
+                raise
+            return self._container_lost(ctx, task_id, container, f"the Docker engine went away during the command ({readable(exc)})")
         finally:
             with self._lock:
                 self._running.pop(task_id, None)
                 self._running_request.pop(task_id, None)
+            self.quota.save(task_id)
         out = result.to_payload()
         with self._lock:
             message = self._kill_messages.pop(task_id, None)
@@ -330,6 +366,11 @@ class DockerEffect:
                        message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped")
         elif result.reason == "timeout":
             out["message"] = f"the command did not finish within {timeout:g}s and was killed"
+        elif result.reason == "exited" and not self._alive(container):
+            # Its container died under it (the engine restarted, or it was removed): the task can go on
+            # in a new one, so it is interrupted, not failed.
+            return self._container_lost(ctx, task_id, container, "the task's container stopped during the command "
+                                        "(the Docker engine restarted, or the container was removed)")
         if result.reason == "oom":
             ctx.emit("container.oom", {"container": container.id, "mem_limit": spec.mem_limit,
                                        "message": f"the command was killed: it needed more than the memory limit of {spec.mem_limit} bytes"})
@@ -340,6 +381,63 @@ class DockerEffect:
             tmp.write_bytes(orjson.dumps(out))
             os.replace(tmp, path)
         return out
+
+    def _alive(self, container: Container) -> bool:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return False
+        except Exception as exc:  # noqa: BLE001 - only a lost engine counts as "not alive"; anything else is raised
+            if is_engine_lost(exc):
+                return False
+            raise
+        return bool(container.status == "running")
+
+    def alive(self, task_id: str) -> bool:
+        """Whether the task has a running container (False when it has none, or the engine lost it)."""
+        try:
+            return self._alive(self.container(task_id))
+        except ContainerNotFound:
+            return False
+        except Exception as exc:  # noqa: BLE001 - see _alive
+            if is_engine_lost(exc):
+                return False
+            raise
+
+    def _container_lost(self, ctx: EffectContext, task_id: str, container: Container, why: str) -> Mapping[str, Any]:
+        """The command's container is gone: the task becomes ``interrupted`` (resumable), the exec says why."""
+        with self._lock:
+            if self._containers.get(task_id) is container:
+                del self._containers[task_id]
+        out = {"exit_code": None, "reason": "container_lost", "limit_hit": None, "message": why}
+        ctx.emit("exec.exited", out)
+        ctx.emit("task.interrupted", {"reason": f"{why}; 'armor-rx resume {task_id}' starts a new container on the same worktree"})
+        return out
+
+    def attach(self, request_id: str, live: Live) -> Callable[[], None]:
+        """Give ``live`` the output of exec request ``request_id`` that its task's quota keeps out of the log.
+
+        ``live(stream, text, after_seq)`` runs on the command's output thread
+        (blocking it slows the command, as a slow log would); ``after_seq`` is
+        the seq of the ``exec.output.truncated`` event the text comes after.
+        Returns the function that detaches it.
+        """
+        with self._lock:
+            self._taps[request_id] = live
+        return lambda: self._detach(request_id, live)
+
+    def _detach(self, request_id: str, live: Live) -> None:
+        with self._lock:
+            if self._taps.get(request_id) is live:
+                del self._taps[request_id]
+
+    def _live(self, request_id: str) -> Live:
+        def live(stream: str, text: str, after_seq: int) -> None:
+            with self._lock:
+                tap = self._taps.get(request_id)
+            if tap is not None:
+                tap(stream, text, after_seq)
+        return live
 
     @contextmanager
     def paused(self, task_id: str) -> Iterator[bool]:
@@ -397,15 +495,34 @@ class DockerEffect:
             container = self.container(task_id)
         except ContainerNotFound:
             return {}
+        except Exception as exc:
+            if not is_engine_lost(exc):
+                raise
+            emit("container.remove_failed", {"container": None, "name": None, "reason": reason,
+                                             "error": f"lost the Docker engine: {readable(exc)}",
+                                             "message": "the orphan sweep ('armor-rx gc') removes the task's container once the engine answers"})
+            return {"removed": False}
         if keep:
             emit("container.kept", {"container": container.id, "name": container.name, "reason": reason})
             return {"container": container.short_id, "kept": True}
         try:
-            container.reload()
-            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-        except docker.errors.NotFound:
-            oom = False
-        removed = remove_container(container, timeout=self.spec_for(task_id).stop_timeout)
+            try:
+                container.reload()
+                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            except docker.errors.NotFound:
+                oom = False
+            removed = remove_container(container, timeout=self.spec_for(task_id).stop_timeout)
+        except Exception as exc:
+            if not is_engine_lost(exc):
+                raise
+            # The task's other effects (git: commit, merge) have happened: the task must end as the
+            # world is, not fail after its work was merged. The orphan sweep removes the container later.
+            with self._lock:
+                self._containers.pop(task_id, None)
+            emit("container.remove_failed", {"container": container.id, "name": container.name, "reason": reason,
+                                             "error": f"lost the Docker engine: {readable(exc)}",
+                                             "message": "the orphan sweep ('armor-rx gc') removes it once the engine answers"})
+            return {"container": container.short_id, "removed": False}
         with self._lock:
             self._containers.pop(task_id, None)
         if removed:

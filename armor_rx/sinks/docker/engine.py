@@ -8,6 +8,7 @@ newer API or a kernel feature the engine lacks are listed in
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from armor_rx.errors import DockerUnavailable
 
@@ -145,6 +147,17 @@ def detect(client: docker.DockerClient) -> EngineInfo:
         supported=supported,
         notes=tuple(notes),
     )
+
+
+def is_engine_lost(error: BaseException) -> bool:
+    """Did the engine go away (refused, reset or aborted connection, socket gone, stream cut),
+    as opposed to answering with a refusal (an APIError)?"""
+    if isinstance(error, docker.errors.APIError):
+        return False
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                          urllib3.exceptions.ProtocolError, ConnectionError)):
+        return True
+    return isinstance(error, OSError) and error.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE, errno.ENOENT)
 
 
 class Engine:

@@ -23,10 +23,13 @@ import reactivex
 from docker.models.containers import Container
 
 from armor_rx.errors import DockerError
+from armor_rx.model.secrets import Masker, Secret
 from armor_rx.operators import backpressure
 from armor_rx.sinks.docker.engine import Engine
 
 Emit = Callable[[str, Mapping[str, Any]], object]
+# (stream, text, seq of the exec.output.truncated event it follows): output past the quota.
+Live = Callable[[str, str, int], None]
 Policy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
 
 # Output that tells which limit a failed command ran into (matched on its last bytes).
@@ -49,7 +52,10 @@ class ExecResult:
     duration: float = 0.0
     events: int = 0
     dropped: int = 0
+    recorded: int = 0
+    not_recorded: int = 0
     tail: str = field(default="", repr=False)
+    recorded_tail: str | None = field(default=None, repr=False)
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -60,6 +66,8 @@ class ExecResult:
             "duration": round(self.duration, 3),
             "output_events": self.events,
             "dropped": self.dropped,
+            **({"not_recorded_bytes": self.not_recorded, "output_tail": self.recorded_tail}
+               if self.recorded_tail is not None else {}),
         }
 
 
@@ -128,6 +136,10 @@ class ExecRun:
         environment: Mapping[str, str] | None = None,
         max_items: int = 64,
         policy: Policy = "block",
+        secrets: Mapping[str, Secret] | None = None,
+        record: Callable[[int], bool] | None = None,
+        live: Live | None = None,
+        quota_bytes: int | None = None,
     ) -> None:
         self.engine = engine
         self.container = container
@@ -139,6 +151,13 @@ class ExecRun:
         self.environment = dict(environment or {})
         self.max_items = max_items
         self.policy = policy
+        self.secrets = dict(secrets or {})
+        # ``record(n)``: may n more bytes of output go into the log? ``live``: where
+        # output goes once they may not (an attached client), with the seq of the
+        # exec.output.truncated event it must come after.
+        self.record = record
+        self.live = live
+        self.quota_bytes = quota_bytes
         self.exec_id: str | None = None
         self._killed: str | None = None
         # The container's processes before this command: whatever is new when it
@@ -237,15 +256,32 @@ class ExecRun:
         # Bytes that are not UTF-8 are kept as \xNN escapes (readable, and no
         # byte is lost); a sequence split across frames is joined by the decoder.
         decoders = {name: codecs.getincrementaldecoder("utf-8")("backslashreplace") for name in ("stdout", "stderr")}
+        # A secret the command was given never reaches the log as itself, even split across frames.
+        maskers = {name: Masker(self.secrets) for name in ("stdout", "stderr")}
         tail = bytearray()
         done = threading.Event()
         failure: list[BaseException] = []
         dropped = [0]
 
+        truncated_at: list[int] = []  # seq of this command's exec.output.truncated, once output stops being recorded
+
         def consume(frame: tuple[str, bytes]) -> None:
             name, data = frame
-            self.emit("exec.output", {"stream": name, "data": decoders[name].decode(data), "bytes": len(data)})
-            result.events += 1
+            text = maskers[name].feed(decoders[name].decode(data))
+            if not truncated_at and (self.record is None or self.record(len(data))):
+                self.emit("exec.output", {"stream": name, "data": text, "bytes": len(data)})
+                result.events += 1
+                result.recorded += len(data)
+                return
+            if not truncated_at:
+                marker = self.emit("exec.output.truncated", {
+                    "stream": name, "recorded_bytes": result.recorded, "quota_bytes": self.quota_bytes,
+                    "message": "the task's output quota is used up: what the command prints now reaches "
+                               "whoever is attached but is not recorded (its tail is kept in exec.exited)"})
+                truncated_at.append(int(getattr(marker, "seq", 0) or 0))
+            result.not_recorded += len(data)
+            if self.live is not None and text:
+                self.live(name, text, truncated_at[0])
 
         def count_drop(report: Any) -> None:
             dropped[0] = report.total_dropped
@@ -272,9 +308,11 @@ class ExecRun:
             ).subscribe(consume, failed, done.set)
             done.wait()
             for name, decoder in decoders.items():  # a partial sequence left at the very end
-                rest = decoder.decode(b"", final=True)
-                if rest:
+                rest = maskers[name].feed(decoder.decode(b"", final=True)) + maskers[name].flush()
+                if rest and not truncated_at:
                     self.emit("exec.output", {"stream": name, "data": rest, "bytes": 0})
+                elif rest and self.live is not None:
+                    self.live(name, rest, truncated_at[0])
         finally:
             if timer is not None:
                 timer.cancel()
@@ -285,6 +323,9 @@ class ExecRun:
         result.duration = time.monotonic() - started
         result.dropped = dropped[0]
         result.tail = tail.decode("utf-8", "replace")
+        if truncated_at:  # the end of what it printed is what a reader of the log needs most
+            masker = Masker(self.secrets)
+            result.recorded_tail = masker.feed(result.tail) + masker.flush()
         if self._killed is not None:
             result.reason = self._killed
             result.limit_hit = "exec_timeout" if self._killed == "timeout" else None

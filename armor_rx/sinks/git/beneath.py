@@ -70,20 +70,190 @@ def chmod_regular_file(pfd: int, name: str, perms: int) -> bool:
     return True
 
 
+#: Directory descriptors a walk holds along its path; deeper ones are closed and reopened when needed.
+_WALK_WINDOW = 64
+
+
+class _Level:
+    __slots__ = ("rel", "name", "fd", "ident", "dirs", "files")
+
+    def __init__(self, rel: str, name: str, fd: int, dirs: list[str], files: list[str]) -> None:
+        self.rel, self.name, self.fd = rel, name, fd
+        info = os.fstat(fd)
+        self.ident = (info.st_dev, info.st_ino)
+        self.dirs, self.files = dirs, files
+
+
+def _listing(fd: int) -> tuple[list[str], list[str]]:
+    dirs: list[str] = []
+    files: list[str] = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            (dirs if entry.is_dir(follow_symlinks=False) else files).append(entry.name)
+    return dirs, files
+
+
+def walk_beneath(root: str | os.PathLike[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """Like ``os.walk(root)`` top-down: ``(relative dir, dirnames, filenames)``, ``""`` for ``root``.
+
+    Never follows a symlink, never recurses (any depth is walked), holds at
+    most a few dozen descriptors whatever the depth, and never builds a path
+    longer than one name (so ``PATH_MAX`` does not limit it). The caller may
+    prune ``dirnames`` in place. A directory that vanishes meanwhile is
+    skipped; one replaced by another while the walk was below it raises
+    :class:`GitError`.
+    """
+    fd = os.open(root, _DIR_FLAGS)
+    stack: list[_Level] = []
+    try:
+        dirs, files = _listing(fd)
+        stack.append(_Level("", "", fd, dirs, files))
+        yield "", dirs, files
+        while stack:
+            top = stack[-1]
+            if not top.dirs:
+                stack.pop()
+                if top.fd >= 0:
+                    os.close(top.fd)
+                continue
+            name = top.dirs.pop(0)
+            parent_fd = _reopen_level(stack, root)
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except (FileNotFoundError, NotADirectoryError, OSError):
+                continue  # gone, or swapped for something else meanwhile: nothing to walk
+            rel = f"{top.rel}/{name}" if top.rel else name
+            dirs, files = _listing(child)
+            stack.append(_Level(rel, name, child, dirs, files))
+            far = len(stack) - 1 - _WALK_WINDOW
+            if far > 0 and stack[far].fd >= 0:
+                os.close(stack[far].fd)
+                stack[far].fd = -1
+            yield rel, dirs, files
+    finally:
+        for level in stack:
+            if level.fd >= 0:
+                os.close(level.fd)
+
+
+def _reopen_level(stack: list[_Level], root: str | os.PathLike[str]) -> int:
+    """The top level's descriptor, reopened (and checked to be the same directory) if it was closed.
+
+    The last :data:`_WALK_WINDOW` levels reopened stay open, so climbing back
+    up a deep chain costs O(depth) opens per window, not per level.
+    """
+    top = len(stack) - 1
+    if stack[top].fd >= 0:
+        return stack[top].fd
+    start = top
+    while start >= 0 and stack[start].fd < 0:
+        start -= 1
+    keep_from = top - _WALK_WINDOW + 1
+    for i in range(start + 1, top + 1):
+        level = stack[i]
+        parent_fd = stack[i - 1].fd
+        try:
+            fd = os.open(level.name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError:
+            fd = -1
+        if i - 1 > start and i - 1 < keep_from:
+            os.close(parent_fd)
+            stack[i - 1].fd = -1
+        if fd >= 0:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) != level.ident:
+                os.close(fd)
+                fd = -1
+        if fd < 0:
+            raise GitError(
+                f"{root}/{level.rel} was moved or replaced while it was walked; "
+                "stop whatever is rewriting the worktree and retry"
+            )
+        level.fd = fd
+    return stack[top].fd
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Delete ``path`` and everything under it, never following a symlink, at any depth.
+
+    ``shutil.rmtree`` recurses once per level (and fails on a tree a few
+    thousand levels deep); this empties directories deepest first, holding a
+    bounded number of descriptors. A symlink or file at ``path`` is unlinked.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    pfd = os.open(parent, _DIR_FLAGS)
+    try:
+        _remove_tree(pfd, name)
+    except NotADirectoryError:
+        os.unlink(name, dir_fd=pfd)
+    finally:
+        os.close(pfd)
+
+
 def _remove_tree(pfd: int, name: str) -> None:
     """Delete directory ``name`` in ``pfd`` and all it holds, never following a symlink."""
-    fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+    # Each level: (descriptor, name in its parent, identity). Directories are
+    # emptied as they are met; a directory is removed once it is empty.
+    first = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+    stack: list[_Level] = [_Level(name, name, first, [], [])]
+    listed: list[bool] = [False]
     try:
-        with os.scandir(fd) as entries:
-            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
-        for child, is_dir in children:
-            if is_dir:
-                _remove_tree(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
+        while stack:
+            top = stack[-1]
+            fd = _reopen_removal(stack, pfd)
+            if not listed[-1]:
+                # Files go at once; subdirectories are remembered and emptied one by one.
+                dirs, files = _listing(fd)
+                for child in files:
+                    os.unlink(child, dir_fd=fd)
+                top.dirs = dirs
+                listed[-1] = True
+            if top.dirs:
+                sub = top.dirs.pop()
+                try:
+                    child_fd = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                stack.append(_Level(f"{top.rel}/{sub}", sub, child_fd, [], []))
+                listed.append(False)
+                far = len(stack) - 1 - _WALK_WINDOW
+                if far > 0 and stack[far].fd >= 0:
+                    os.close(stack[far].fd)
+                    stack[far].fd = -1
+                continue
+            stack.pop()
+            listed.pop()
+            os.close(fd)
+            top.fd = -1
+            parent_fd = _reopen_removal(stack, pfd) if stack else pfd
+            os.rmdir(top.name, dir_fd=parent_fd)
     finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=pfd)
+        for level in stack:
+            if level.fd >= 0:
+                os.close(level.fd)
+
+
+def _reopen_removal(stack: list[_Level], pfd: int) -> int:
+    """Like :func:`_reopen_level`, for a removal: the first level's parent is ``pfd``."""
+    top = len(stack) - 1
+    if stack[top].fd >= 0:
+        return stack[top].fd
+    start = top
+    while start >= 0 and stack[start].fd < 0:
+        start -= 1
+    keep_from = top - _WALK_WINDOW + 1
+    for i in range(start + 1, top + 1):
+        parent_fd = stack[i - 1].fd if i > 0 else pfd
+        new = os.open(stack[i].name, _DIR_FLAGS, dir_fd=parent_fd)
+        if 0 <= i - 1 and i - 1 > start and i - 1 < keep_from:
+            os.close(parent_fd)
+            stack[i - 1].fd = -1
+        info = os.fstat(new)
+        if (info.st_dev, info.st_ino) != stack[i].ident:
+            os.close(new)
+            raise GitError(f"{stack[i].rel} was replaced while it was being removed; stop its writers and retry")
+        stack[i].fd = new
+    return stack[top].fd
 
 
 class Beneath:
@@ -126,9 +296,25 @@ class Beneath:
         fd = self.fds.get(rel)
         if fd is not None:
             return fd
-        parent, _, name = rel.rpartition("/")
-        check_name(name, path)  # before the parents are made: a refused path changes nothing
-        pfd = self.directory(parent, path)
+        missing = self._missing_levels(rel, path)  # checked before anything is made: a refused path changes nothing
+        for level in missing:
+            parent, _, name = level.rpartition("/")
+            fd = self._make_level(self.fds[parent], level, name, path)
+        assert fd is not None
+        return fd
+
+    def _missing_levels(self, rel: str, path: str) -> list[str]:
+        """The directories from the nearest open ancestor of ``rel`` down to ``rel``, names checked."""
+        missing: list[str] = []
+        current = rel
+        while current not in self.fds:
+            check_name(current.rpartition("/")[2], path)
+            missing.append(current)
+            current = current.rpartition("/")[0]
+        missing.reverse()
+        return missing
+
+    def _make_level(self, pfd: int, rel: str, name: str, path: str) -> int:
         for _ in range(3):
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
@@ -156,18 +342,17 @@ class Beneath:
         fd = self.fds.get(rel)
         if fd is not None:
             return fd
-        parent, _, name = rel.rpartition("/")
-        check_name(name, path)
-        pfd = self.existing_directory(parent, path)
-        if pfd is None:
-            return None
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
-            raise self._not_a_directory(pfd, rel, path) from None
-        return self._keep(rel, fd)
+        for level in self._missing_levels(rel, path):
+            parent, _, name = level.rpartition("/")
+            pfd = self.fds[parent]
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+            except FileNotFoundError:
+                return None
+            except NotADirectoryError:
+                raise self._not_a_directory(pfd, level, path) from None
+            self._keep(level, fd)
+        return fd
 
     def _keep(self, rel: str, fd: int) -> int:
         if len(self.fds) > _MAX_OPEN_DIRS:

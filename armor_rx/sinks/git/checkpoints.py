@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dulwich.index import Index
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
@@ -24,12 +25,18 @@ from dulwich.repo import Repo
 
 from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
 from armor_rx.sinks.git.trees import flatten_tree
-from armor_rx.sinks.git.submodules import gitmodules_paths
-from armor_rx.sinks.git.scan import ScanPolicy, ScanResult, StatCache, scan_worktree
+from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.paths import printable
+from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
+from armor_rx.sinks.git.reserved import Reserved
+from armor_rx.sinks.git.submodules import gitmodules_paths, safe_submodule_head
+from armor_rx.sinks.git.scan import LEFT_OUT_LIMIT, ScanPolicy, ScanResult, StatCache, scan_worktree
 
 REF_PREFIX = b"refs/armor/checkpoints/"
 _TRAILER = re.compile(r"^Armor-([A-Za-z]+): (.*)$", re.M)
 _SKIPPED_PATH = re.compile(r"^Armor-Skipped-Path: (.*)$", re.M)
+_LEFT_OUT_PATH = re.compile(r"^Armor-LeftOut-Path: (.*)$", re.M)
+_NESTED_PATH = re.compile(r"^Armor-Nested-Path: (.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -80,9 +87,12 @@ class Checkpoint:
     skipped: tuple[str, ...] = field(default=())
     skipped_count: int = 0
     owner: str | None = None
+    left_out: tuple[tuple[str, str], ...] = field(default=())
+    left_out_count: int = 0
+    nested: tuple[str, ...] = field(default=())
 
     def to_payload(self) -> dict[str, Any]:
-        """A JSON-safe description for events."""
+        """A JSON-safe description for events (names that are not UTF-8 shown escaped, see :func:`.paths.printable`)."""
         return {
             "checkpoint": self.id,
             "seq": self.seq,
@@ -92,7 +102,10 @@ class Checkpoint:
             "message": self.message,
             "files": self.files,
             "bytes_added": self.bytes_added,
-            "skipped": list(self.skipped),
+            "skipped": [printable(p) for p in self.skipped],
+            "left_out": {printable(p): why for p, why in self.left_out},
+            "left_out_count": self.left_out_count,
+            "nested_repositories": [printable(p) for p in self.nested],
         }
 
 
@@ -101,8 +114,9 @@ def checkpoint_ref(task_id: str) -> Ref:
 
 
 def _message(
-    task_id: str, seq: int, text: str, head: bytes | None, files: int, added: int, skipped: list[str], owner: str | None
+    task_id: str, seq: int, text: str, head: bytes | None, result: ScanResult, owner: str | None
 ) -> bytes:
+    files, added, skipped = result.count, result.bytes_added, result.skipped
     lines = [
         text.strip() or f"checkpoint {seq}",
         "",
@@ -117,6 +131,12 @@ def _message(
         lines.append(f"Armor-State: {owner}")
     # JSON-quoted so any file name (newlines included) survives as one line.
     lines += [f"Armor-Skipped-Path: {json.dumps(p)}" for p in skipped]
+    # What the scan could or would not save, and why: special files, reserved
+    # names, trees too deep; the count is exact, the list capped.
+    if result.left_out_count:
+        lines.append(f"Armor-LeftOut: {result.left_out_count}")
+    lines += [f"Armor-LeftOut-Path: {json.dumps([p, why])}" for p, why in result.left_out.items()]
+    lines += [f"Armor-Nested-Path: {json.dumps(p)}" for p in result.nested[:LEFT_OUT_LIMIT]]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -145,6 +165,9 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         skipped=tuple(json.loads(p) for p in _SKIPPED_PATH.findall(text)),
         skipped_count=int(trailers.get("Skipped", "0")),
         owner=trailers.get("State"),
+        left_out=tuple((str(p), str(why)) for p, why in (json.loads(x) for x in _LEFT_OUT_PATH.findall(text))),
+        left_out_count=int(trailers.get("LeftOut", "0")),
+        nested=tuple(json.loads(p) for p in _NESTED_PATH.findall(text)),
     )
 
 
@@ -158,9 +181,11 @@ class CheckpointStore:
     """
 
     def __init__(
-        self, repo: Repo, cache_dir: Path, author: bytes, policy: CheckpointPolicy, owner: str | None = None
+        self, repo: Repo, cache_dir: Path, author: bytes, policy: CheckpointPolicy, owner: str | None = None,
+        reserved: Reserved = DEFAULT_RESERVED,
     ) -> None:
         self.repo = repo
+        self.reserved = reserved
         self.owner = owner
         self.cache_dir = cache_dir
         self.author = author
@@ -192,11 +217,13 @@ class CheckpointStore:
         """Scan ``worktree`` with the task's stat cache (updated afterwards unless ``save`` is false)."""
         cache = self.stat_cache(task_id)
         stamp = cache.stamp(worktree)
-        tracked = _TrackedPaths(worktree)
+        tracked = _TrackedPaths(self.repo, worktree)
         entries, trees = cache.load_all(self.store)
+        scan_policy = replace(policy or self.policy.scan_policy(), reserved=self.reserved)
+        modules = Path(self.repo.commondir()) / "modules"
         result = scan_worktree(
-            worktree, self.store, entries, policy or self.policy.scan_policy(), tracked, trees, tracked.is_submodule,
-            stamp,
+            worktree, self.store, entries, scan_policy, tracked, trees, tracked.is_submodule, stamp,
+            lambda rel: safe_submodule_head(worktree, rel, modules),
         )
         if save:
             cache.save(result.dirs, stamp, result.trees, result.tree, result.racy)
@@ -280,7 +307,7 @@ class CheckpointStore:
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, result.count, result.bytes_added, result.skipped, self.owner),
+            _message(task_id, seq, message or "", head, result, self.owner),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(
@@ -357,10 +384,13 @@ class _TrackedPaths:
     """Answers "does git track this path?" from the worktree's index, read lazily.
 
     Only consulted for ignored paths, so a worktree without ignore hits never
-    pays for reading the index.
+    pays for reading the index. The index and HEAD are read from the
+    worktree's admin directory in the user's repository, never through the
+    worktree's own ``.git`` file, which the agent can rewrite.
     """
 
-    def __init__(self, worktree: Path) -> None:
+    def __init__(self, repo: Repo, worktree: Path) -> None:
+        self.repo = repo
         self.worktree = worktree
         self._paths: set[str] | None = None
         self._dirs: set[str] = set()
@@ -372,22 +402,25 @@ class _TrackedPaths:
             # still one whose absence would be recorded as a deletion.
             self._paths = set()
             self._links = set()
+            admin = worktrees.admin_dir(self.repo, self.worktree)
             try:
-                with Repo(str(self.worktree)) as wt:
-                    for raw, entry in wt.open_index().items():
-                        path = raw.decode("utf-8", "surrogateescape")
-                        self._paths.add(path)
-                        if getattr(entry, "mode", 0) == 0o160000:
-                            self._links.add(path)
+                assert admin is not None
+                for raw, entry in Index(str(admin / "index")).items():
+                    path = raw.decode("utf-8", "surrogateescape")
+                    self._paths.add(path)
+                    if getattr(entry, "mode", 0) == 0o160000:
+                        self._links.add(path)
             except Exception:
                 pass  # no readable index: HEAD's tree still answers
             try:
-                with Repo(str(self.worktree)) as wt:
-                    store = wt.object_store
-                    assert isinstance(store, DiskObjectStore)
-                    head = wt[wt.head()]
-                    assert isinstance(head, Commit)
-                    files = flatten_tree(store, head.tree)
+                assert admin is not None
+                head = worktrees.head_commit(self.repo, admin)
+                assert head is not None
+                commit = self.repo[head]
+                assert isinstance(commit, Commit)
+                store = self.repo.object_store
+                assert isinstance(store, DiskObjectStore)
+                files = flatten_tree(store, commit.tree)
                 self._paths.update(files)
                 self._links.update(p for p, (mode, _) in files.items() if mode == 0o160000)
             except Exception:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from dulwich.objects import ObjectID
-from dulwich.repo import Repo
 
 from armor_rx.errors import NestedRepositoryAtRisk, WorktreeDirty
 from armor_rx.model.ids import validate_task_id
@@ -44,7 +43,7 @@ def remove_worktree(ws: GitWorkspace, task_id: str, *, on_dirty: Literal["checkp
             scan = ws.checkpoints_store.scan(task_id, path)
             # Without a record (lost, or deleted) the worktree's own HEAD
             # says what is saved; nothing is removed unchecked.
-            head = ws._head(record) if record is not None else _worktree_head(path)
+            head = ws._head(record) if record is not None else _worktree_head(ws, path)
             head_tree = read_commit(ws.repo, head).tree if head else None
             if scan.tree != head_tree:
                 changed = _count_changes(ws, scan, head_tree)
@@ -119,11 +118,11 @@ def prune_stale(ws: GitWorkspace, active_task_ids: Collection[str]) -> list[str]
     return pruned
 
 
-def _worktree_head(path: Path) -> bytes | None:
-    """The commit a worktree has checked out, read through its own ``.git`` (``None`` if unreadable)."""
-    try:
-        with Repo(str(path)) as wt:
-            head = bytes(wt.head())
-            return head if ObjectID(head) in wt.object_store else None
-    except Exception:
-        return None
+def _worktree_head(ws: GitWorkspace, path: Path) -> bytes | None:
+    """The commit a worktree has checked out, read from its admin directory (``None`` if unreadable).
+
+    Never through the worktree's own ``.git`` file: the agent can point that anywhere.
+    """
+    admin = worktrees.admin_dir(ws.repo, path)
+    head = worktrees.head_commit(ws.repo, admin) if admin is not None else None
+    return head if head is not None and ObjectID(head) in ws.repo.object_store else None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat as st
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward, find_merge_base
-from dulwich.index import Index, IndexEntry, update_working_tree
 from dulwich.merge import three_way_merge
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID, Tree
@@ -19,9 +18,18 @@ from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees
 
 from armor_rx.errors import GitError, TransientError
+from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.beneath import walk_beneath
+from armor_rx.sinks.git.indexfile import index_entry, write_index
+from armor_rx.sinks.git.paths import printable
+from armor_rx.sinks.git.restore import materialize
+from armor_rx.sinks.git.statcache import CacheEntry
 from armor_rx.sinks.git.refs import read_commit
-from armor_rx.sinks.git.trees import flatten_tree
+from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
+from armor_rx.sinks.git.reserved import Reserved
 from armor_rx.sinks.git.scan import ScanResult
+from armor_rx.sinks.git.status import has_changes
+from armor_rx.sinks.git.trees import Files, diff_trees, flatten_tree, reserved_entries
 
 MergeMode = Literal["none", "ff", "merge"]
 
@@ -34,7 +42,10 @@ class CompletionResult:
     new commit was made (``False`` when the worktree matched the branch).
     ``merged`` is true when the base branch now contains the task's work;
     when it is false after a merge was asked for, ``reason`` says why and
-    ``conflicts`` lists conflicting paths (nothing was changed).
+    ``conflicts`` lists conflicting paths (nothing was changed; names that
+    are not UTF-8 shown escaped, see :func:`.paths.printable`).
+    ``left_out`` says which paths of the worktree were not committed and why
+    (fifos, sockets, devices, reserved names, trees too deep; capped).
     """
 
     task_id: str
@@ -47,6 +58,7 @@ class CompletionResult:
     merge_commit: str | None = None
     reason: str | None = None
     conflicts: tuple[str, ...] = field(default=())
+    left_out: tuple[tuple[str, str], ...] = field(default=())
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -58,7 +70,8 @@ class CompletionResult:
             "base_branch": self.base_branch,
             "merge_commit": self.merge_commit,
             "reason": self.reason,
-            "conflicts": list(self.conflicts),
+            "conflicts": [printable(p) for p in self.conflicts],
+            "left_out": {printable(p): why for p, why in self.left_out},
         }
 
 
@@ -75,53 +88,51 @@ def make_commit(repo: Repo, tree: bytes, parents: list[bytes], message: str, aut
 
 
 def commit_worktree(
-    repo: Repo, worktree: Path, branch: str, scan: ScanResult, message: str, author: bytes
+    repo: Repo, worktree: Path, branch: str, scan: ScanResult, message: str, author: bytes,
+    reserved: Reserved = DEFAULT_RESERVED,
 ) -> tuple[bytes, bool]:
     """Commit the scanned worktree to ``branch``; return ``(tip, committed)``.
 
-    The worktree's index is rewritten to match the commit, so plain
-    ``git status`` in the worktree is clean afterwards.
+    The scan never holds reserved paths (see :mod:`.reserved`); whatever the
+    branch itself holds under them (files the user's own history tracks
+    there) is carried over unchanged, so completion neither adds, changes
+    nor deletes anything under a reserved name. The worktree's index is
+    rewritten to match the commit, so plain ``git status`` in the worktree
+    is clean afterwards.
     """
     ref = Ref(b"refs/heads/" + branch.encode())
     try:
         head = repo.refs[ref]
     except KeyError:
         raise GitError(f"branch {branch!r} is gone; cannot complete the task onto it") from None
-    if read_commit(repo, head).tree == scan.tree:
-        _write_index(worktree, scan)
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    head_tree = read_commit(repo, head).tree
+    carried = reserved_entries(store, head_tree, reserved)
+    tree = scan.tree
+    if carried:
+        tree = ObjectID(build_tree(store, {**flatten_tree(store, scan.tree), **carried}))
+    if head_tree == tree:
+        _write_index(repo, worktree, scan, carried)
         return head, False
-    commit = make_commit(repo, scan.tree, [head], message, author)
+    commit = make_commit(repo, tree, [head], message, author)
     if not repo.refs.set_if_equals(ref, head, commit.id, committer=author, message=b"armor-rx: complete"):
         raise TransientError(f"branch {branch!r} moved while the task was being committed; retry")
-    _write_index(worktree, scan)
+    _write_index(repo, worktree, scan, carried)
     return commit.id, True
 
 
-def _write_index(worktree: Path, scan: ScanResult) -> None:
-    with Repo(str(worktree)) as wt:
-        index = Index(wt.index_path(), read=False)
-        for path, (mode, sha) in scan.files.items():
-            entry = scan.cache.get(path)
-            if entry is None:  # gitlinks have no stat of their own in the index
-                index[path.encode()] = IndexEntry((0, 0), (0, 0), 0, 0, mode, 0, 0, 0, ObjectID(sha))
-                continue
-            mtime_ns, ctime_ns, size, ino, dev, uid, gid = (int(v) for v in entry[:7])  # type: ignore[call-overload]
-            index[path.encode()] = IndexEntry(
-                (ctime_ns // 10**9, ctime_ns % 10**9),
-                (mtime_ns // 10**9, mtime_ns % 10**9),
-                dev & 0xFFFFFFFF,
-                ino & 0xFFFFFFFF,
-                mode,
-                uid,
-                gid,
-                size & 0xFFFFFFFF,
-                ObjectID(sha),
-            )
-        index.write()
+def _write_index(repo: Repo, worktree: Path, scan: ScanResult, extra: Files | None = None) -> None:
+    admin = worktrees.admin_dir(repo, worktree)
+    if admin is None:
+        raise GitError(f"{worktree} is not a worktree of {repo.path} any more; its index cannot be written")
+    # Reserved paths carried over from the branch (``extra``) have no stat: git re-reads them.
+    write_index(admin, {**scan.files, **(extra or {})}, scan.cache)
 
 
 def merge_into_base(
-    repo: Repo, task_tip: bytes, branch: str, base_branch: str, mode: MergeMode, author: bytes
+    repo: Repo, task_tip: bytes, branch: str, base_branch: str, mode: MergeMode, author: bytes,
+    reserved: Reserved = DEFAULT_RESERVED,
 ) -> tuple[bool, bytes | None, str | None, list[str]]:
     """Merge ``task_tip`` into ``base_branch``; return ``(merged, new base tip, reason, conflicts)``.
 
@@ -129,6 +140,10 @@ def merge_into_base(
     branch is checked out somewhere (usually the user's checkout), that
     checkout must be clean and is updated along with the ref, as ``git merge``
     would; if it is dirty the merge is refused with reason ``base-checkout-dirty``.
+    A merge that would add, change or delete anything under a reserved path
+    (armor's state directory, see :mod:`.reserved`) is refused with reason
+    ``reserved-path`` and those paths. No merge driver, filter or hook runs:
+    dulwich gets no attributes and no configuration to find one in.
     """
     base_ref = Ref(base_branch.encode())
     try:
@@ -154,7 +169,7 @@ def merge_into_base(
             # changed a conflict — coarser, but never wrong.
             merged_tree, conflicts = _file_level_merge(repo, base_commit, ours, theirs)
         else:
-            conflicts = sorted(p.decode("utf-8", "replace") for p in raw_conflicts)
+            conflicts = sorted(printable(os.fsdecode(p)) for p in raw_conflicts)
             repo.object_store.add_object(tree)
             merged_tree = tree.id
         if conflicts:
@@ -165,17 +180,23 @@ def merge_into_base(
         how = "merge"
     checkout = _checkout_of(repo, base_branch)
     old_tree, new_tree = read_commit(repo, base_tip).tree, read_commit(repo, new_tip).tree
+    # Conflict paths are for people (and JSON records): names that are not UTF-8 come out escaped.
+    touched = [printable(p) for p in _reserved_changes(repo, old_tree, new_tree, reserved)]
+    if touched:
+        # Only a task tree made before names were reserved (an old checkpoint
+        # branched from) can hold them; such a merge is refused, never applied.
+        return False, None, "reserved-path", touched
     if checkout is not None:
         if _is_dirty(checkout):
             return False, None, "base-checkout-dirty", []
-        blocked = _untracked_in_the_way(repo, Path(checkout), old_tree, new_tree)
+        blocked = [printable(p) for p in _untracked_in_the_way(repo, Path(checkout), old_tree, new_tree)]
         if blocked:
             return False, None, "base-checkout-untracked", blocked
     if not repo.refs.set_if_equals(base_ref, base_tip, ObjectID(new_tip), committer=author, message=f"armor-rx: {how} {branch}".encode()):
         raise TransientError(f"base branch {base_branch!r} moved during the merge; retry")
     if checkout is not None:
         try:
-            _sync_checkout(checkout, old_tree, new_tree)
+            _sync_checkout(repo, checkout, old_tree, new_tree)
         except Exception as exc:
             # The ref and the checkout must move together: put the ref back so
             # the user's branch never names a commit their files do not show.
@@ -199,30 +220,49 @@ def _file_level_merge(repo: Repo, base: Commit | None, ours: Commit, theirs: Com
         b, o, t = old.get(path), mine.get(path), yours.get(path)
         pick = o if o == t or t == b else t if o == b else None
         if pick is None:
-            conflicts.append(path)
+            conflicts.append(printable(path))
         else:
             merged[path] = pick
     # A file on one side where the other made a directory is a conflict too.
     dirs = {p.rsplit("/", 1)[0] for p in merged if "/" in p}
     dirs |= {d.rsplit("/", i)[0] for d in dirs for i in range(1, d.count("/") + 1)}
-    conflicts += sorted(p for p in merged if p in dirs)
+    conflicts += sorted(printable(p) for p in merged if p in dirs)
     return build_tree(store, merged), sorted(conflicts)
 
 
 def build_tree(store: DiskObjectStore, files: dict[str, tuple[int, bytes]]) -> bytes:
-    """Write the nested trees for ``{path: (mode, sha)}``; return the root tree id."""
-    children: dict[str, dict[str, tuple[int, bytes]]] = {}
-    tree = Tree()
+    """Write the nested trees for ``{path: (mode, sha)}``; return the root tree id.
+
+    Deepest directories first, so no recursion: any depth is written.
+    """
+    entries: dict[str, list[tuple[bytes, int, bytes]]] = {"": []}
     for path, (mode, sha) in files.items():
-        head, sep, rest = path.partition("/")
-        if sep:
-            children.setdefault(head, {})[rest] = (mode, sha)
+        parent, _, name = path.rpartition("/")
+        if parent not in entries:
+            # A directory seen for the first time: its parents are made too, up to one already known.
+            missing = parent
+            while missing not in entries:
+                entries[missing] = []
+                missing = missing.rpartition("/")[0]
+        entries[parent].append((name.encode("utf-8", "surrogateescape"), mode, sha))
+    for directory in sorted(entries, key=lambda d: d.count("/") + 1 if d else 0, reverse=True):
+        tree = Tree()
+        for raw, mode, sha in entries[directory]:
+            tree.add(raw, mode, ObjectID(sha))
+        store.add_object(tree)
+        if directory:
+            parent, _, name = directory.rpartition("/")
+            entries[parent].append((name.encode("utf-8", "surrogateescape"), 0o040000, bytes(tree.id)))
         else:
-            tree.add(head.encode("utf-8", "surrogateescape"), mode, ObjectID(sha))
-    for name, sub in children.items():
-        tree.add(name.encode("utf-8", "surrogateescape"), 0o040000, ObjectID(build_tree(store, sub)))
-    store.add_object(tree)
-    return bytes(tree.id)
+            return bytes(tree.id)
+    raise AssertionError("unreachable: the root is always last")
+
+
+def _reserved_changes(repo: Repo, old_tree: bytes, new_tree: bytes, reserved: Reserved) -> list[str]:
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    diff = diff_trees(store, old_tree, new_tree)
+    return sorted(p for p in diff.old.keys() | diff.new.keys() if reserved.path(p))
 
 
 def _checkout_of(repo: Repo, branch: str) -> str | None:
@@ -233,11 +273,7 @@ def _checkout_of(repo: Repo, branch: str) -> str | None:
 
 
 def _is_dirty(path: str) -> bool:
-    from dulwich import porcelain
-
-    status = porcelain.status(path, untracked_files="no")
-    staged = status.staged
-    return bool(status.unstaged or any(staged[k] for k in ("add", "delete", "modify")))
+    return has_changes(path, untracked=False)
 
 
 def _untracked_in_the_way(repo: Repo, checkout: Path, old_tree: bytes, new_tree: bytes) -> list[str]:
@@ -246,44 +282,79 @@ def _untracked_in_the_way(repo: Repo, checkout: Path, old_tree: bytes, new_tree:
     ``git merge`` refuses rather than overwrite untracked files; so do we. A
     spot is in the way when the merge writes a file there (or needs it as a
     directory) and the disk holds something the base commit does not track.
+    Only the paths that differ between the two trees are looked at (a path
+    the base tracks and the merge replaces is always among them), each
+    directory once, without recursion.
     """
     store = repo.object_store
     assert isinstance(store, DiskObjectStore)
-    old, new = flatten_tree(store, old_tree), flatten_tree(store, new_tree)
-    tracked_dirs = {p.rsplit("/", i)[0] for p in old for i in range(1, p.count("/") + 1)}
+    diff = diff_trees(store, old_tree, new_tree)
+    old = diff.old
+    base = os.fspath(checkout)
     blocked: set[str] = set()
-    for path in (p for p in new if new[p] != old.get(p)):
+    looked: set[str] = set()
+    for path in diff.new:
         parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            full = checkout / parent
-            if (full.is_symlink() or (full.exists() and not full.is_dir())) and parent not in old:
+        parent = ""
+        for part in parts[:-1]:
+            parent = f"{parent}/{part}" if parent else part
+            if parent in looked:
+                continue
+            looked.add(parent)
+            kind = _lstat_mode(f"{base}/{parent}")
+            if kind is not None and not st.S_ISDIR(kind) and parent not in old:
                 blocked.add(parent)  # a file or link sits where the merge needs a directory
-        full = checkout / path
-        if path in old or not (full.is_symlink() or full.exists()):
+        kind = _lstat_mode(f"{base}/{path}")
+        if path in old or kind is None:
             continue
-        if full.is_dir() and not full.is_symlink():
-            blocked.update(_untracked_under(full, path, old, tracked_dirs))
+        if st.S_ISDIR(kind):
+            blocked.update(_untracked_under(f"{base}/{path}", path, old))
         else:
             blocked.add(path)
     return sorted(blocked)
 
 
-def _untracked_under(directory: Path, rel: str, old: dict[str, tuple[int, bytes]], tracked_dirs: set[str]) -> list[str]:
-    if rel not in tracked_dirs:
+def _lstat_mode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return None
+
+
+def _untracked_under(directory: str, rel: str, old: Files) -> list[str]:
+    """Files under ``directory`` (which a merged file replaces) that the base does not track.
+
+    A directory the base tracks nothing in is reported whole, as ``rel/``.
+    """
+    if not any(p.startswith(rel + "/") for p in old):
         return [rel + "/"]
     found: list[str] = []
-    for entry in os.scandir(directory):
-        child = f"{rel}/{entry.name}"
-        if entry.is_dir(follow_symlinks=False):
-            found += _untracked_under(Path(entry.path), child, old, tracked_dirs)
-        elif child not in old:
-            found.append(child)
+    for sub, _dirs, files in walk_beneath(directory):
+        here = f"{rel}/{sub}" if sub else rel
+        found += [f"{here}/{name}" for name in files if f"{here}/{name}" not in old]
     return found
 
 
-def _sync_checkout(path: str, old_tree: bytes, new_tree: bytes) -> None:
+def _sync_checkout(repo: Repo, path: str, old_tree: bytes, new_tree: bytes) -> None:
+    """Move the user's checkout at ``path`` from ``old_tree`` to ``new_tree``, files and index.
+
+    Through :func:`~.restore.materialize`, not dulwich's
+    ``update_working_tree``: no smudge filter (the new tree's
+    ``.gitattributes`` may be an agent's), no symlink in the checkout
+    followed, any depth (dulwich makes directories recursively) and any
+    byte string as a name. Only the paths that differ are touched.
+    """
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    diff = diff_trees(store, old_tree, new_tree)
     with Repo(path) as checkout:
-        old, new = ObjectID(old_tree), ObjectID(new_tree)
-        changes = tree_changes(checkout.object_store, old, new)
-        update_working_tree(checkout, old, new, change_iterator=changes)
+        index = checkout.open_index()
+        written: dict[str, CacheEntry] = {}
+        materialize(Path(path), store, diff.old, diff.new, written)
+        for gone in diff.old.keys() - diff.new.keys():
+            name = os.fsencode(gone)
+            if name in index:
+                del index[name]
+        for rel, (mode, sha) in diff.new.items():
+            index[os.fsencode(rel)] = index_entry(mode, sha, written.get(rel))
+        index.write()

@@ -10,7 +10,7 @@ names are not quoted the way git quotes them, and names are decoded as UTF-8.
 from __future__ import annotations
 
 import stat as st
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
@@ -18,6 +18,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Blob, ObjectID
 from dulwich.patch import is_binary, shortid, unified_diff_with_algorithm
 
+from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.trees import diff_trees
 
 ChangeStatus = Literal["added", "modified", "deleted", "type-changed"]
@@ -42,7 +43,9 @@ class FileChange:
     new_mode: int | None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"path": self.path, "status": self.status, "old_mode": self.old_mode, "new_mode": self.new_mode}
+        # JSON cannot carry a name that is not UTF-8: it is shown escaped (see paths.printable).
+        return {"path": printable(self.path), "status": self.status, "old_mode": self.old_mode,
+                "new_mode": self.new_mode}
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> FileChange:
@@ -75,7 +78,10 @@ class TaskDiff:
     skipped: tuple[str, ...] = ()
 
     def to_payload(self) -> dict[str, Any]:
-        """A JSON-safe dict; :meth:`from_payload` rebuilds an equal :class:`TaskDiff` from it."""
+        """A JSON-safe dict; :meth:`from_payload` rebuilds an equal :class:`TaskDiff` from it.
+
+        (Equal but for names that are not UTF-8, which come back escaped.)
+        """
         return {
             "task_id": self.task_id,
             "against": self.against,
@@ -84,7 +90,7 @@ class TaskDiff:
             "files": [change.to_payload() for change in self.files],
             "patch": self.patch,
             "truncated": self.truncated,
-            "skipped": list(self.skipped),
+            "skipped": [printable(p) for p in self.skipped],
         }
 
     @classmethod
@@ -112,16 +118,18 @@ def compare_trees(
     *,
     unchanged: Collection[str] = (),
     max_patch_bytes: int = MAX_PATCH_BYTES,
+    ignore: Callable[[str], bool] | None = None,
 ) -> tuple[tuple[FileChange, ...], str, bool]:
     """The changes from ``old_tree`` to ``new_tree``: ``(files, patch, truncated)``.
 
     Paths in ``unchanged`` count as the same on both sides whatever the new
-    tree says (a scan skipped them, so the new tree lacks them). File
-    contents that are not UTF-8 show as U+FFFD in the patch text.
+    tree says (a scan skipped them, so the new tree lacks them), and so do
+    paths for which ``ignore(path)`` is true. File contents that are not
+    UTF-8 show as U+FFFD in the patch text.
     """
     diff = diff_trees(store, old_tree, new_tree)
     paths = sorted(
-        (diff.old.keys() | diff.new.keys()) - set(unchanged),
+        (p for p in (diff.old.keys() | diff.new.keys()) - set(unchanged) if ignore is None or not ignore(p)),
         key=lambda p: p.encode("utf-8", "surrogateescape"),  # git orders by bytes
     )
     files: list[FileChange] = []

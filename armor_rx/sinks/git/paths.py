@@ -114,7 +114,21 @@ def resolve_inside(root: str | os.PathLike[str], path: object) -> Path:
     return candidate
 
 
-__all__ = ["NAME_MAX", "PATH_MAX", "check_relative_path", "resolve_inside"]
+__all__ = ["NAME_MAX", "PATH_MAX", "check_relative_path", "printable", "resolve_inside"]
+
+
+def printable(path: str) -> str:
+    """``path`` as it may go into an event or a JSON record.
+
+    Git names are bytes; one that is not UTF-8 is held as a str with
+    surrogates (``os.fsdecode``), which JSON cannot carry. Such bytes are
+    shown as ``\\xNN`` escapes (``caf\\xe9.txt``); valid names are returned unchanged.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
 
 
 def means_dot_git(name: str) -> bool:
@@ -127,4 +141,5 @@ def means_dot_git(name: str) -> bool:
     # dulwich's HFS check refuses any undecodable name; HFS+ cannot store one,
     # so only its decodable characters could spell '.git' there.
     readable = raw.decode("utf-8", "ignore").encode("utf-8")
-    return not (validate_path_element_ntfs(raw) and validate_path_element_hfs(readable))
+    # A name with nothing decodable in it (b"\xff\xfe") spells nothing there either.
+    return not (validate_path_element_ntfs(raw) and (not readable or validate_path_element_hfs(readable)))

@@ -18,7 +18,7 @@ from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
 from armor_rx.sinks.git.beneath import GITLINK as _GITLINK
-from armor_rx.sinks.git.beneath import Beneath, check_name, chmod_regular_file
+from armor_rx.sinks.git.beneath import Beneath, check_name, chmod_regular_file, walk_beneath
 from armor_rx.sinks.git.blobs import iter_blob
 from armor_rx.sinks.git.scan import CacheEntry
 from armor_rx.sinks.git.trees import Files, flatten_tree
@@ -141,15 +141,19 @@ def _unsaved_in_the_way(root: Path, current: Files, target: Files) -> list[str]:
 
     def reachable(rel: str) -> bool:
         """Whether ``rel`` and its parents are directories or absent (nothing to look through)."""
-        known = real_dirs.get(rel)
-        if known is None:
-            known = False
-            if reachable(rel.rpartition("/")[0]):
-                kind = _lstat_kind(f"{base}/{rel}")
+        # Iterative: the parents not looked at yet are checked top-down.
+        pending = []
+        while rel not in real_dirs:
+            pending.append(rel)
+            rel = rel.rpartition("/")[0]
+        known = real_dirs[rel]
+        for here in reversed(pending):
+            if known:
+                kind = _lstat_kind(f"{base}/{here}")
                 known = kind is None or st.S_ISDIR(kind)
-                if not known and not saved(rel):
-                    blocked.add(rel)  # a file or symlink stands where the target needs a directory
-            real_dirs[rel] = known
+                if not known and not saved(here):
+                    blocked.add(here)  # a file or symlink stands where the target needs a directory
+            real_dirs[here] = known
         return known
 
     for path, entry in target.items():
@@ -161,16 +165,15 @@ def _unsaved_in_the_way(root: Path, current: Files, target: Files) -> list[str]:
         full = f"{base}/{path}"
         kind = _lstat_kind(full)
         if kind is not None and st.S_ISDIR(kind):
-            for here, dirnames, filenames in os.walk(full):
-                rel = os.path.relpath(here, root).replace(os.sep, "/")
+            # Iterative and symlink-safe (os.walk recurses once per level);
+            # symlinks to directories come back as files, which is what they are here.
+            for sub, dirnames, filenames in walk_beneath(full):
+                rel = f"{path}/{sub}" if sub else path
                 if ".git" in dirnames or ".git" in filenames:
                     blocked.add(rel + "/")  # a repository, never ours to delete
                     dirnames[:] = []
                     continue
                 blocked.update(f"{rel}/{n}" for n in filenames if not saved(f"{rel}/{n}"))
-                for d in dirnames:
-                    if os.path.islink(os.path.join(here, d)) and not saved(f"{rel}/{d}"):
-                        blocked.add(f"{rel}/{d}")
         elif kind is not None and path not in current:
             blocked.add(path)  # an unsaved file the target would overwrite
     return sorted(blocked)

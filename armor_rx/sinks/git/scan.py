@@ -17,13 +17,15 @@ from pathlib import Path
 from stat import S_IXUSR
 
 import pathspec
-from dulwich.index import read_submodule_head
 from dulwich.object_store import DiskObjectStore
 
 from armor_rx.errors import GitError
 from armor_rx.sinks.git.beneath import TEMP_PREFIX
 from armor_rx.sinks.git.blobs import FileChanged, write_blob_bytes, write_blob_from_fd, write_object_bytes
 from armor_rx.sinks.git.paths import means_dot_git
+from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
+from armor_rx.sinks.git.reserved import REASON as RESERVED_REASON
+from armor_rx.sinks.git.reserved import Reserved
 from armor_rx.sinks.git.statcache import CacheEntry, DirCache, StatCache, TreeEntry, is_utf8
 
 __all__ = ["CacheEntry", "DirCache", "ScanPolicy", "ScanResult", "StatCache", "TreeEntry", "scan_worktree"]
@@ -36,12 +38,14 @@ class ScanPolicy:
     ``excludes`` are gitignore-syntax patterns relative to the worktree root;
     ``honor_gitignore`` also applies the worktree's ``.gitignore`` files (files
     git already tracks are kept even when ignored, as ``git add -A`` does);
-    files larger than ``max_file_size`` bytes are skipped and reported.
+    files larger than ``max_file_size`` bytes are skipped and reported;
+    ``reserved`` names and paths are never scanned (see :mod:`.reserved`).
     """
 
     excludes: tuple[str, ...] = ()
     honor_gitignore: bool = True
     max_file_size: int | None = None
+    reserved: Reserved = DEFAULT_RESERVED
 
 
 @dataclass
@@ -50,7 +54,11 @@ class ScanResult:
 
     ``dirs`` holds the stat entries per directory; ``racy`` lists the files
     hashed in this scan that changed too recently (at or after ``stamp``) to
-    be trusted next time.
+    be trusted next time. ``skipped`` lists the files left out for their
+    size (and names that mean ``.git`` elsewhere); ``left_out`` says, for the
+    first :data:`LEFT_OUT_LIMIT` paths the scan could or would not save, why
+    (``left_out_count`` counts them all); ``nested`` lists nested
+    repositories that are not registered submodules.
     """
 
     tree: bytes
@@ -59,6 +67,9 @@ class ScanResult:
     trees: dict[str, TreeEntry] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     racy: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    left_out_count: int = 0
+    nested: list[str] = field(default_factory=list)
     stamp: int = 1 << 63
     hashed: int = 0
     bytes_added: int = 0
@@ -132,6 +143,7 @@ def scan_worktree(
     trees: dict[str, TreeEntry] | None = None,
     submodule: Callable[[str], bool] = lambda _: False,
     stamp_ns: int | None = None,
+    submodule_head: Callable[[str], bytes | None] | None = None,
 ) -> ScanResult:
     """Write every kept file of ``root`` as blobs and trees; return the root tree.
 
@@ -140,20 +152,27 @@ def scan_worktree(
     id from ``trees``. ``tracked(path)`` says whether git tracks a path (or,
     for ``"dir/"``, anything under it); it is only asked about ignored paths.
     ``submodule(path)`` says whether a directory holding a ``.git`` is a
-    registered submodule (recorded as a gitlink); any other nested repository
-    is walked like a plain directory, its ``.git`` left out. Files hashed
-    whose mtime or ctime is at or after ``stamp_ns`` (see
-    :meth:`StatCache.stamp`) are listed in ``racy``. Raises :class:`GitError`
-    if a file keeps changing while it is read or cannot be read.
+    registered submodule (recorded as a gitlink, at the commit
+    ``submodule_head(path)`` reads); any other nested repository is walked
+    like a plain directory, its ``.git`` left out, and listed in ``nested``.
+    Reserved names (see :mod:`.reserved`), fifos, sockets, devices, and
+    directories too deep or with too long a path are left out and listed in
+    ``left_out`` with the reason. Files hashed whose mtime or ctime is at or
+    after ``stamp_ns`` (see :meth:`StatCache.stamp`) are listed in ``racy``.
+    Raises :class:`GitError` if a file keeps changing while it is read or
+    cannot be read, or if a directory is swapped while the scan is in it.
     """
-    scan = _Scan(store, cache, trees or {}, policy, _Ignore(policy, tracked, submodule), stamp_ns, str(root))
+    scan = _Scan(
+        store, cache, trees or {}, policy, _Ignore(policy, tracked, submodule), stamp_ns, str(root),
+        submodule_head or (lambda _: None),
+    )
     try:
         root_fd = os.open(root, _DIR_FLAGS)
     except OSError as exc:
         raise GitError(f"cannot scan {root}: {exc.strerror}; it must be a directory, not a symlink") from None
     try:
         scan.root_dev = os.fstat(root_fd).st_dev
-        tree, _, _ = scan.directory(root_fd, "")
+        tree, _ = scan.walk(root_fd)
     finally:
         os.close(root_fd)
     if tree is None:
@@ -167,6 +186,40 @@ _NOTHING: dict[str, CacheEntry] = {}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a fifo swapped in after the stat must not hang the open.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Deepest directory a scan enters (git's own core.maxTreeDepth default); deeper ones are left out.
+MAX_DEPTH = 4096
+#: Longest relative path, in bytes, of a directory a scan enters (the memory a walk holds grows with it).
+MAX_PATH_BYTES = 16384
+#: Left-out paths recorded one by one; past this only their number is kept.
+LEFT_OUT_LIMIT = 1000
+# Directory descriptors held open along the walk's path; deeper ones are
+# closed and reopened (checked to be the same directory) when needed again.
+_FD_WINDOW = 64
+_SPECIAL = {
+    0o010000: "a fifo", 0o140000: "a socket", 0o020000: "a character device", 0o060000: "a block device",
+}
+
+
+class _Frame:
+    """One directory on the walk's path: its listing, where the walk is in it, and what it found."""
+
+    __slots__ = ("rel", "prefix", "name", "fd", "ident", "entries", "pos", "known", "files", "subs",
+                 "changed", "pushed")
+
+    def __init__(self, rel: str, name: str, fd: int, ident: tuple[int, int], entries: list[tuple[str, bool]],
+                 known: dict[str, CacheEntry], pushed: bool) -> None:
+        self.rel = rel
+        self.prefix = rel + "/" if rel else ""
+        self.name = name
+        self.fd = fd
+        self.ident = ident
+        self.entries = entries
+        self.pos = 0
+        self.known = known
+        self.files: dict[str, CacheEntry] = {}
+        self.subs: list[tuple[str, int, bytes]] = []  # subdirectories and gitlinks: (name, mode, hex sha)
+        self.changed = False
+        self.pushed = pushed
 
 
 class _Scan:
@@ -181,6 +234,7 @@ class _Scan:
         ignore: _Ignore,
         stamp_ns: int | None,
         root: str,
+        submodule_head: Callable[[str], bytes | None],
     ) -> None:
         self.root = root
         self.root_dev = -1
@@ -188,56 +242,177 @@ class _Scan:
         self.cache = cache
         self.trees = trees
         self.max_size = policy.max_file_size
+        self.reserved = policy.reserved
         self.ignore = ignore
+        self.submodule_head = submodule_head
         # Without a stamp nothing hashed now counts as racy (callers that save
         # the cache always pass one).
         self.stamp = stamp_ns if stamp_ns is not None else 1 << 63
         self.result = ScanResult(tree=b"", dirs={}, stamp=self.stamp)
 
-    def directory(self, dir_fd: int, rel_dir: str) -> tuple[bytes | None, bool, bytes | None]:
-        """Scan one directory (open as ``dir_fd``); return ``(tree id or None if empty, changed, submodule head)``.
+    def leave_out(self, path: str, reason: str) -> None:
+        result = self.result
+        result.left_out_count += 1
+        if len(result.left_out) < LEFT_OUT_LIMIT:
+            result.left_out[path] = reason
 
-        A directory below the root that holds a ``.git`` and is a registered
-        submodule is not walked; its checked-out commit is returned as the
-        third value (``b""`` if it has none). A nested repository that is not
-        a submodule is walked, so its files are saved.
+    def walk(self, root_fd: int) -> tuple[bytes | None, bool]:
+        """Scan the tree under ``root_fd``; return ``(root tree id or None if empty, changed)``.
 
-        Everything is opened relative to ``dir_fd`` without following
-        symlinks, so a directory swapped for a symlink while the scan runs
-        cannot make it read (and store) files from outside the worktree.
+        Depth-first with an explicit stack, never recursion, so any depth
+        the limits allow is walked; at most :data:`_FD_WINDOW` directory
+        descriptors are held, whatever the depth. Everything is opened
+        relative to a directory descriptor without following symlinks, so
+        a directory swapped for a symlink while the scan runs cannot make it
+        read (and store) files from outside the worktree.
+        """
+        info = os.fstat(root_fd)
+        stack = [self._enter(root_fd, "", "", (info.st_dev, info.st_ino))]
+        try:
+            while True:
+                frame = stack[-1]
+                child = self._files(stack)
+                if child is not None:
+                    self._descend(stack, *child)
+                    continue
+                tree, changed = self._finish(frame)
+                stack.pop()
+                if frame.fd >= 0 and stack:
+                    os.close(frame.fd)
+                if not stack:
+                    return tree, changed
+                parent = stack[-1]
+                if tree is not None:
+                    parent.subs.append((frame.name, 0o40000, tree))
+                    parent.changed = parent.changed or changed
+        finally:
+            for frame in stack[1:]:
+                if frame.fd >= 0:
+                    os.close(frame.fd)
+
+    def _enter(self, fd: int, rel: str, name: str, ident: tuple[int, int]) -> _Frame:
+        try:
+            # Names and d_type only: the descriptor may be closed and reopened
+            # (as another number) before the entries are looked at, so nothing
+            # may later go through a DirEntry, which remembers the old one.
+            with os.scandir(fd) as listing:
+                entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
+        except OSError as exc:
+            raise GitError(f"cannot list {self._path(rel)}: {exc.strerror}") from None
+        pushed = False
+        for entry_name, _ in entries:
+            if entry_name == ".gitignore":
+                # Only directories that have a .gitignore pay for reading one.
+                pushed = self.ignore.push_dir(fd, rel)
+                break
+        return _Frame(rel, name, fd, ident, entries, self.cache.get(rel, _NOTHING), pushed)
+
+    def _descend(self, stack: list[_Frame], name: str, rel: str, fd: int) -> None:
+        """Enter subdirectory ``name`` (open as ``fd``) of the top frame, or record it as a gitlink."""
+        parent = stack[-1]
+        try:
+            info = os.fstat(fd)
+            frame = self._enter(fd, rel, name, (info.st_dev, info.st_ino))
+        except BaseException:
+            os.close(fd)  # not on the stack yet, so the walk's clean-up would miss it
+            raise
+        if any(entry_name == ".git" for entry_name, _ in frame.entries):
+            if self.ignore.submodule(rel):
+                os.close(fd)
+                if frame.pushed:
+                    self.ignore.stack.pop()
+                head = self.submodule_head(rel)
+                if head:  # a submodule with a checked-out commit
+                    parent.subs.append((name, 0o160000, head))
+                    self.result.links[rel] = head
+                parent.changed = True  # rare enough not to cache
+                return
+            # Someone else's repository inside the worktree: its files are
+            # saved like any others, its .git is never read or followed.
+            self.result.nested.append(rel)
+            self.leave_out(rel + "/.git", "a nested repository's git directory (never read or followed)")
+        stack.append(frame)
+        # Keep a bounded number of descriptors open: close the one that fell out of the window.
+        far = len(stack) - 1 - _FD_WINDOW
+        if far > 0 and stack[far].fd >= 0:
+            os.close(stack[far].fd)
+            stack[far].fd = -1
+
+    def _reopen(self, stack: list[_Frame]) -> int:
+        """The top frame's descriptor, reopened from the nearest open ancestor if it was closed.
+
+        Each level reopened is checked to be the directory the walk entered
+        (device and inode), so a directory renamed or swapped meanwhile is
+        never read in its place. The last :data:`_FD_WINDOW` levels reopened
+        stay open, so climbing back up a deep chain costs O(depth) opens per
+        window, not per level.
+        """
+        top = len(stack) - 1
+        if stack[top].fd >= 0:
+            return stack[top].fd
+        start = top
+        while stack[start].fd < 0:
+            start -= 1
+        keep_from = top - _FD_WINDOW + 1
+        fd = stack[start].fd
+        for i in range(start + 1, top + 1):
+            frame = stack[i]
+            try:
+                new = os.open(frame.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                new = -1
+            if i - 1 > start and i - 1 < keep_from:
+                os.close(fd)
+                stack[i - 1].fd = -1
+            if new >= 0:
+                info = os.fstat(new)
+                if (info.st_dev, info.st_ino) != frame.ident:
+                    os.close(new)
+                    new = -1
+            if new < 0:
+                raise GitError(
+                    f"{self._path(frame.rel)} was moved or replaced while it was scanned; "
+                    "stop whatever is rewriting the worktree and retry the checkpoint"
+                )
+            frame.fd = fd = new
+        return fd
+
+    def _files(self, stack: list[_Frame]) -> tuple[str, str, int] | None:
+        """Go on through the top frame's entries; return the next subdirectory to enter, or None when done.
+
         This loop runs once per file on every checkpoint, so it is written
         for speed: an unchanged file costs one ``fstatat`` and a few
-        comparisons, and a directory's tree is only serialised when
-        something in it changed.
+        comparisons.
         """
-        try:
-            with os.scandir(dir_fd) as listing:
-                entries = list(listing)
-        except OSError as exc:
-            raise GitError(f"cannot list {self._path(rel_dir)}: {exc.strerror}") from None
-        result, ignore = self.result, self.ignore
-        names_here = {entry.name for entry in entries}
-        if rel_dir and ".git" in names_here and ignore.submodule(rel_dir):
-            return None, True, read_submodule_head(self._path(rel_dir)) or b""
-        # Only directories that have a .gitignore pay for reading one.
-        pushed = ignore.push_dir(dir_fd, rel_dir) if ".gitignore" in names_here else False
+        frame = stack[-1]
+        result, ignore, reserved = self.result, self.ignore, self.reserved
         filtering = ignore.user is not None or bool(ignore.stack)
         max_size, stamp, root_dev = self.max_size, self.stamp, self.root_dev
-        prefix = rel_dir + "/" if rel_dir else ""
-        known = self.cache.get(rel_dir, _NOTHING)
-        files: dict[str, CacheEntry] = {}
-        subs: list[tuple[str, int, bytes]] = []  # subdirectories and gitlinks: (name, mode, hex sha)
-        changed = False
-        for entry in entries:
-            name = entry.name
+        prefix, known, files, entries = frame.prefix, frame.known, frame.files, frame.entries
+        if frame.pos >= len(entries):
+            return None  # done: no need to reopen a descriptor closed while below
+        dir_fd = self._reopen(stack)
+        while frame.pos < len(entries):
+            name, is_dir = entries[frame.pos]
+            frame.pos += 1
             if name == ".git" or name.startswith(TEMP_PREFIX):
                 continue  # the worktree's link to its repository (or a nested repo's); a crashed restore's temp file
             if (name[0] in ".gG" or not name.isascii()) and means_dot_git(name):
                 result.skipped.append(prefix + name)  # '.GIT', 'git~1', '.g\u200cit': .git on other filesystems
+                self.leave_out(prefix + name, "means '.git' on another filesystem")
                 continue
-            if entry.is_dir(follow_symlinks=False):  # from d_type: no system call
+            if reserved.entry(prefix, name):
+                self.leave_out(prefix + name, RESERVED_REASON)
+                continue
+            if is_dir:  # from d_type, read with the listing
                 rel = prefix + name
                 if filtering and ignore.excluded(rel, True):
+                    continue
+                if len(stack) >= MAX_DEPTH:
+                    self.leave_out(rel, f"deeper than {MAX_DEPTH} directories")
+                    continue
+                if len(rel) > MAX_PATH_BYTES // 4 and len(os.fsencode(rel)) > MAX_PATH_BYTES:
+                    self.leave_out(rel, f"its path is longer than {MAX_PATH_BYTES} bytes")
                     continue
                 try:
                     sub_fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -246,21 +421,9 @@ class _Scan:
                 except OSError:
                     sub_fd = -1  # no longer a directory (swapped meanwhile): taken as what it is now
                 if sub_fd >= 0:
-                    try:
-                        sub, sub_changed, head = self.directory(sub_fd, rel)
-                    finally:
-                        os.close(sub_fd)
-                    if head is not None:
-                        if head:  # a submodule with a checked-out commit
-                            subs.append((name, 0o160000, head))
-                            result.links[rel] = head
-                        changed = True  # rare enough not to cache
-                    elif sub is not None:
-                        subs.append((name, 0o40000, sub))
-                        changed = changed or sub_changed
-                    continue
+                    return name, rel, sub_fd
             try:
-                info = entry.stat(follow_symlinks=False)  # fstatat on dir_fd: the name, not a path
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)  # the name in dir_fd, not a path
             except FileNotFoundError:
                 continue  # deleted while we looked: it is simply not in this snapshot
             mode = info.st_mode
@@ -270,7 +433,9 @@ class _Scan:
             elif kind == 0o120000:
                 git_mode = 0o120000
             else:
-                continue  # sockets, fifos, devices (and a directory that just appeared) have no blob
+                if kind in _SPECIAL:  # git has no object for these
+                    self.leave_out(prefix + name, _SPECIAL[kind])
+                continue  # (a directory that just appeared is in the next snapshot)
             if filtering and ignore.excluded(prefix + name, False):
                 continue
             if max_size is not None and kind == 0o100000 and info.st_size > max_size:
@@ -288,28 +453,33 @@ class _Scan:
                 record = self._blob(dir_fd, name, prefix + name, info)
                 if record is None:
                     continue  # gone or no longer a file: not in this snapshot
-                changed = True
+                frame.changed = True
                 # A file on another filesystem (a mount inside the worktree) has
                 # timestamps from another clock than the stamp's: never trusted.
                 if record[0] >= stamp or record[1] >= stamp or record[4] != root_dev:  # type: ignore[operator]
                     result.racy.append(prefix + name)
             files[name] = record
-        if pushed:
-            ignore.stack.pop()
+        return None
+
+    def _finish(self, frame: _Frame) -> tuple[bytes | None, bool]:
+        """Write the finished frame's tree (or reuse last scan's); return ``(tree id or None if empty, changed)``."""
+        result, files, subs, rel_dir = self.result, frame.files, frame.subs, frame.rel
+        if frame.pushed:
+            self.ignore.stack.pop()
         if files:
             result.dirs[rel_dir] = files
         if not files and not subs:
-            return None, True, None  # git has no empty trees; an empty directory is not recorded
+            return None, True  # git has no empty trees; an empty directory is not recorded
         previous = self.trees.get(rel_dir)
         sub_names = sorted(name for name, _, _ in subs) if subs else []
         # Every file matched its cache entry one to one, so the names are the
         # same as last time; only the subdirectory names are left to compare.
-        if not changed and previous is not None and len(files) == len(known) and previous[0] == sub_names:
+        if not frame.changed and previous is not None and len(files) == len(frame.known) and previous[0] == sub_names:
             result.trees[rel_dir] = previous
-            return str(previous[1]).encode(), False, None
+            return str(previous[1]).encode(), False
         tree_id = self._write_tree(files, subs)
         result.trees[rel_dir] = [sub_names, tree_id.decode()]
-        return tree_id, previous is None or str(previous[1]).encode() != tree_id, None
+        return tree_id, previous is None or str(previous[1]).encode() != tree_id
 
     def _path(self, rel: str) -> str:
         """``rel`` under the root, for messages and the rare path-based reads."""

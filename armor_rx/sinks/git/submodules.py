@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import os
+import stat as st
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dulwich import porcelain
 from dulwich.config import ConfigFile, parse_submodules
 from dulwich.diff_tree import tree_changes
 from dulwich.graph import can_fast_forward
-from dulwich.index import read_submodule_head, update_working_tree
+from dulwich.index import update_working_tree
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
 from armor_rx.errors import GitError, SubmoduleConflict
+from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.beneath import walk_beneath
+from armor_rx.sinks.git.status import has_changes
 from armor_rx.sinks.git.trees import flatten_tree
 
 SubmoduleState = Literal["clean", "dirty", "diverged", "uninitialised"]
@@ -42,13 +45,7 @@ class SubmoduleStatus:
 
 def status(repo: Repo, worktree: Path) -> list[SubmoduleStatus]:
     """The status of every submodule recorded in the worktree's HEAD commit."""
-    with Repo(str(worktree)) as wt:
-        head = wt.head()
-        commit = wt[head]
-        assert isinstance(commit, Commit)
-        store = repo.object_store
-        assert isinstance(store, DiskObjectStore)
-        links = {p: sha for p, (mode, sha) in flatten_tree(store, commit.tree).items() if mode == 0o160000}
+    links = {p: sha for p, (mode, sha) in _head_files(repo, worktree).items() if mode == 0o160000}
     urls: dict[str, str] = {}
     gitmodules = worktree / ".gitmodules"
     if gitmodules.exists():
@@ -56,15 +53,28 @@ def status(repo: Repo, worktree: Path) -> list[SubmoduleStatus]:
             urls[raw_path.decode()] = raw_url.decode()
     found = []
     for path, recorded in sorted(links.items()):
-        found.append(_one(worktree, path, recorded.decode(), urls.get(path)))
+        found.append(_one(worktree, path, recorded.decode(), urls.get(path), Path(repo.commondir()) / "modules"))
     return found
 
 
-def _one(worktree: Path, path: str, recorded: str, url: str | None) -> SubmoduleStatus:
+def _head_files(repo: Repo, worktree: Path) -> dict[str, tuple[int, bytes]]:
+    """The files of the worktree's HEAD commit, found through the user's repository (empty if none)."""
+    admin = worktrees.admin_dir(repo, worktree)
+    head = worktrees.head_commit(repo, admin) if admin is not None else None
+    if head is None:
+        return {}
+    commit = repo[head]
+    assert isinstance(commit, Commit)
+    store = repo.object_store
+    assert isinstance(store, DiskObjectStore)
+    return flatten_tree(store, commit.tree)
+
+
+def _one(worktree: Path, path: str, recorded: str, url: str | None, modules: Path) -> SubmoduleStatus:
     directory = worktree / path
     if not os.path.lexists(directory / ".git"):
         return SubmoduleStatus(path, url, recorded, None, "uninitialised")
-    head = read_submodule_head(str(directory))
+    head = safe_submodule_head(worktree, path, modules)
     actual = head.decode() if head else None
     if actual != recorded:
         return SubmoduleStatus(path, url, recorded, actual, "diverged")
@@ -74,8 +84,7 @@ def _one(worktree: Path, path: str, recorded: str, url: str | None) -> Submodule
 
 
 def _dirty(directory: Path) -> bool:
-    result = porcelain.status(str(directory), untracked_files="no")
-    return bool(result.unstaged or any(result.staged[k] for k in ("add", "delete", "modify")))
+    return has_changes(directory, untracked=False)
 
 
 def apply_strategy(repo: Repo, worktree: Path, task_id: str, strategy: SubmoduleStrategy) -> list[SubmoduleStatus]:
@@ -155,19 +164,15 @@ def repositories_at_risk(repo: Repo, worktree: Path, admin: Path | None) -> dict
     """
     registered = gitmodules_paths(worktree)
     try:
-        with Repo(str(worktree)) as wt:
-            commit = wt[wt.head()]
-            assert isinstance(commit, Commit)
-            store = repo.object_store
-            assert isinstance(store, DiskObjectStore)
-            registered |= {p for p, (mode, _) in flatten_tree(store, commit.tree).items() if mode == 0o160000}
+        registered |= {p for p, (mode, _) in _head_files(repo, worktree).items() if mode == 0o160000}
     except Exception:
         pass  # no HEAD commit: only .gitmodules registers submodules
     doomed = [os.path.realpath(worktree)] + ([os.path.realpath(admin)] if admin is not None else [])
+    modules = Path(repo.commondir()) / "modules"
     problems: dict[str, str] = {}
-    for current, dirnames, filenames in os.walk(worktree):
-        rel = os.path.relpath(current, worktree).replace(os.sep, "/")
-        if rel == ".":
+    # Iterative and never through a symlink (os.walk recurses once per level).
+    for rel, dirnames, filenames in walk_beneath(worktree):
+        if rel == "":
             dirnames[:] = [d for d in dirnames if d != ".git"]
             continue
         if ".git" not in dirnames and ".git" not in filenames:
@@ -176,21 +181,22 @@ def repositories_at_risk(repo: Repo, worktree: Path, admin: Path | None) -> dict
         if rel not in registered:
             problems[rel] = "a nested repository that is not a registered submodule"
             continue
-        why = _submodule_risk(repo, Path(current), doomed)
+        why = _submodule_risk(repo, worktree, rel, doomed, modules)
         if why:
             problems[rel] = why
     return problems
 
 
-def _submodule_risk(repo: Repo, directory: Path, doomed: list[str]) -> str | None:
-    head = read_submodule_head(str(directory))
+def _submodule_risk(repo: Repo, worktree: Path, rel: str, doomed: list[str], modules: Path) -> str | None:
+    directory = worktree / rel
+    head = safe_submodule_head(worktree, rel, modules)
     if head is None:
-        return "a submodule with no commit checked out"
+        return "a submodule with no commit checked out (or whose git directory is outside the worktree)"
     try:
-        result = porcelain.status(str(directory))
+        changed = has_changes(directory, untracked=True)
     except Exception as exc:
         return f"a submodule whose status cannot be read ({exc})"
-    if result.unstaged or result.untracked or any(result.staged[k] for k in ("add", "delete", "modify")):
+    if changed:
         return "a submodule with uncommitted or untracked changes"
     if ObjectID(head) in repo.object_store or _fetched(directory, head):
         return None
@@ -221,3 +227,78 @@ def _git_dir_of(directory: Path) -> str:
             target = text[len("gitdir:"):].strip()
             return os.path.realpath(target if os.path.isabs(target) else directory / target)
     return os.path.realpath(dot_git)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def safe_submodule_head(worktree: Path, rel: str, modules: Path) -> bytes | None:
+    """The commit checked out in the repository at ``rel`` of ``worktree``, read without following it anywhere.
+
+    Only a git directory inside the worktree, or under the user's
+    ``.git/modules`` (where git keeps submodules' git directories), is
+    read; a ``.git`` file pointing elsewhere — which an agent can write to
+    name any repository on the host — gives None, as does anything that is
+    not a plain ``HEAD`` naming a commit or a branch. Only files are read:
+    no configuration, hook or command of that repository is ever used.
+    """
+    directory = worktree / rel
+    dot_git = directory / ".git"
+    try:
+        info = os.lstat(dot_git)
+    except OSError:
+        return None
+    if st.S_ISDIR(info.st_mode):
+        git_dir = os.path.realpath(dot_git)
+    elif st.S_ISREG(info.st_mode):
+        text = _read_small(str(dot_git))
+        if text is None or not text.startswith("gitdir:"):
+            return None
+        target = text[len("gitdir:"):].strip()
+        git_dir = os.path.realpath(target if os.path.isabs(target) else directory / target)
+    else:
+        return None
+    # Git keeps submodules' git directories under .git/modules, or .git/worktrees/<id>/modules.
+    allowed = [os.path.realpath(worktree), os.path.realpath(modules), os.path.realpath(modules.parent / "worktrees")]
+    if not any(git_dir == a or git_dir.startswith(a + os.sep) for a in allowed):
+        return None
+    head = _read_small(os.path.join(git_dir, "HEAD"))
+    for _ in range(5):  # symbolic refs, a few hops at most
+        if head is None:
+            return None
+        head = head.strip()
+        if len(head) == 40 and set(head) <= _HEX:
+            return head.encode()
+        if not head.startswith("ref: refs/"):
+            return None
+        ref = head[5:].strip()
+        if ".." in ref.split("/") or "\0" in ref:
+            return None
+        loose = _read_small(os.path.join(git_dir, ref))
+        head = loose if loose is not None else _packed_ref(git_dir, ref)
+    return None
+
+
+def _read_small(path: str, limit: int = 4096) -> str | None:
+    """The text of a small regular file, opened without following a symlink (None otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not st.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _packed_ref(git_dir: str, ref: str) -> str | None:
+    text = _read_small(os.path.join(git_dir, "packed-refs"), 1 << 20)
+    for line in (text or "").splitlines():
+        sha, _, name = line.partition(" ")
+        if name == ref and len(sha) == 40:
+            return sha
+    return None

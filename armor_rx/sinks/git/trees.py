@@ -17,6 +17,7 @@ from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ObjectID, Tree, parse_tree
 
 from armor_rx.errors import GitError
+from armor_rx.sinks.git.reserved import Reserved
 
 Files = dict[str, tuple[int, bytes]]
 
@@ -24,23 +25,41 @@ Files = dict[str, tuple[int, bytes]]
 def flatten_tree(store: DiskObjectStore, tree_id: bytes, prefix: str = "") -> Files:
     """Every blob and gitlink under ``tree_id`` as ``{path: (mode, sha)}``.
 
-    Raises :class:`GitError` if ``tree_id`` is not a tree and ``KeyError`` if
-    it (or a tree under it) is missing from ``store``.
+    Iterative, so a tree of any depth is read. Raises :class:`GitError` if
+    ``tree_id`` is not a tree and ``KeyError`` if it (or a tree under it) is
+    missing from ``store``.
     """
     out: Files = {}
-    _flatten_into(out, store, tree_id, f"{prefix}/" if prefix else "")
+    # A stack of entry iterators, not recursion: any depth is read, in the
+    # order a recursive walk (and dulwich) gives.
+    stack = [(iter(parse_entries(read_tree(store, tree_id))), f"{prefix}/" if prefix else "")]
+    while stack:
+        entries, base = stack[-1]
+        for name, mode, sha in entries:
+            path = base + name.decode("utf-8", "surrogateescape")
+            if st.S_ISDIR(mode):
+                stack.append((iter(parse_entries(read_tree(store, sha))), path + "/"))
+                break
+            out[path] = (mode, sha)
+        else:
+            stack.pop()
     return out
 
 
-def _flatten_into(out: Files, store: DiskObjectStore, tree_id: bytes, prefix: str) -> None:
-    # Raw entries straight from the object: building a Tree and its entry
-    # objects costs more than everything else here.
-    for name, mode, sha in parse_entries(read_tree(store, tree_id)):
-        path = prefix + name.decode("utf-8", "surrogateescape")
-        if st.S_ISDIR(mode):
-            _flatten_into(out, store, sha, path + "/")
-        else:
-            out[path] = (mode, sha)
+def reserved_entries(store: DiskObjectStore, tree_id: bytes, reserved: Reserved) -> Files:
+    """The blobs and gitlinks of ``tree_id`` at or under a reserved path (see :mod:`.reserved`)."""
+    out: Files = {}
+    todo: list[tuple[bytes, str, bool]] = [(tree_id, "", False)]
+    while todo:
+        tid, base, inside = todo.pop()
+        for name, mode, sha in parse_entries(read_tree(store, tid)):
+            path = base + name.decode("utf-8", "surrogateescape")
+            hit = inside or reserved.entry(base, path[len(base):])
+            if st.S_ISDIR(mode):
+                todo.append((sha, path + "/", hit))
+            elif hit:
+                out[path] = (mode, sha)
+    return out
 
 
 def read_tree(store: DiskObjectStore, tree_id: bytes) -> bytes:
@@ -100,26 +119,30 @@ def _entries(store: DiskObjectStore, tree_id: bytes | None) -> dict[bytes, tuple
 
 
 def _diff_into(diff: TreeDiff, store: DiskObjectStore, old_id: bytes | None, new_id: bytes | None, rel: str) -> None:
-    old, new = _entries(store, old_id), _entries(store, new_id)
-    if new_id is None:
-        diff.gone.add(rel)
-    else:
-        subs = sorted(n.decode("utf-8", "surrogateescape") for n, (m, _) in new.items() if m in (0o40000, 0o160000))
-        diff.trees[rel] = [subs, new_id.decode()]
-    prefix = rel + "/" if rel else ""
-    for name in old.keys() | new.keys():
-        was, now = old.get(name), new.get(name)
-        if was == now:
-            continue  # the same blob, or the same subtree: nothing below differs
-        path = prefix + name.decode("utf-8", "surrogateescape")
-        was_tree = was is not None and st.S_ISDIR(was[0])
-        now_tree = now is not None and st.S_ISDIR(now[0])
-        if was_tree or now_tree:
-            _diff_into(
-                diff, store, was[1] if was is not None and was_tree else None,
-                now[1] if now is not None and now_tree else None, path,
-            )
-        if was is not None and not was_tree:
-            diff.old[path] = was
-        if now is not None and not now_tree:
-            diff.new[path] = now
+    # An explicit stack, not recursion: trees can be thousands of levels deep.
+    todo: list[tuple[bytes | None, bytes | None, str]] = [(old_id, new_id, rel)]
+    while todo:
+        old_id, new_id, rel = todo.pop()
+        old, new = _entries(store, old_id), _entries(store, new_id)
+        if new_id is None:
+            diff.gone.add(rel)
+        else:
+            subs = sorted(n.decode("utf-8", "surrogateescape") for n, (m, _) in new.items() if m in (0o40000, 0o160000))
+            diff.trees[rel] = [subs, new_id.decode()]
+        prefix = rel + "/" if rel else ""
+        for name in old.keys() | new.keys():
+            was, now = old.get(name), new.get(name)
+            if was == now:
+                continue  # the same blob, or the same subtree: nothing below differs
+            path = prefix + name.decode("utf-8", "surrogateescape")
+            was_tree = was is not None and st.S_ISDIR(was[0])
+            now_tree = now is not None and st.S_ISDIR(now[0])
+            if was_tree or now_tree:
+                todo.append((
+                    was[1] if was is not None and was_tree else None,
+                    now[1] if now is not None and now_tree else None, path,
+                ))
+            if was is not None and not was_tree:
+                diff.old[path] = was
+            if now is not None and not now_tree:
+                diff.new[path] = now

@@ -12,25 +12,28 @@ from typing import Any, Literal
 
 from dulwich.refs import Ref
 from dulwich.repo import Repo
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from armor_rx.errors import GitError
+from armor_rx.errors import ArmorError, GitError
 from armor_rx.model.ids import validate_task_id
-from armor_rx.sinks.git import cleanup
+from armor_rx.sinks.git import cleanup, recovery
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
-from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore
+from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore, checkpoint_ref
 from armor_rx.sinks.git.completion import (
     CompletionResult, MergeMode, build_tree, commit_worktree, make_commit, merge_into_base,
 )
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES, TaskDiff, compare_trees
-from armor_rx.sinks.git.paths import resolve_inside
+from armor_rx.sinks.git.paths import printable, resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
 from armor_rx.sinks.git.refs import read_commit, resolve_commit
 from armor_rx.sinks.git.restore import materialize
-from armor_rx.sinks.git.scan import CacheEntry, DirCache, ScanPolicy, ScanResult, TreeEntry
-from armor_rx.sinks.git.trees import TreeDiff, diff_trees, flatten_tree
+from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
+from armor_rx.sinks.git.reserved import REASON as RESERVED_REASON
+from armor_rx.sinks.git.reserved import Reserved
+from armor_rx.sinks.git.scan import LEFT_OUT_LIMIT, CacheEntry, DirCache, ScanPolicy, ScanResult, TreeEntry
+from armor_rx.sinks.git.trees import TreeDiff, diff_trees, flatten_tree, reserved_entries
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
@@ -75,6 +78,13 @@ class GitWorkspace:
         self.freeze: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
         self._checkpoints: CheckpointStore | None = None
         self.state_id: str | None = None
+        self.reserved = _reserved_for(self.repo_path, self.state_dir)
+        # Events found while starting (recovered locks) wait here: the session's
+        # pipeline that records them is not running until every sink has started.
+        self._held: list[tuple[str, str | None, Mapping[str, Any]]] | None = None
+        self._held_over: list[tuple[str, str | None, Mapping[str, Any]]] = []
+        self._admins: dict[str, Path] = {}
+        self._nested_reported: dict[str, set[str]] = {}
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> GitWorkspace:
@@ -91,7 +101,80 @@ class GitWorkspace:
         self._repo = repo
         self.state_id = self._read_state_id()
         self._exclude_state_dir()
+        self._held = []
+        try:
+            self.recover()
+        finally:
+            held, self._held = self._held, None
+        for index, event in enumerate(held):
+            try:
+                self._emit(*event)
+            except ArmorError:
+                # The receiver is not ready (a session records events once all its
+                # sinks have started): they go out before the next event instead.
+                self._held_over = held[index:]
+                break
         return self
+
+    def recover(self) -> list[str]:
+        """Undo what killed writers left behind, for every task not busy now; return the lock files removed.
+
+        Run on :meth:`start` (so before the session reconciles and resumes
+        anything). Per task: a lock on its worktree's index or on its refs
+        that no live process holds is removed (``git.lock.recovered``), and a
+        worktree whose checkout was cut short (no index yet: the agent never
+        had it) is finished (``git.worktree.recovered``). A task another
+        process is working on is skipped.
+        """
+        removed: list[str] = []
+        admins = worktrees.admin_dirs(self.repo)  # read once, not once per task
+        for record in self.records.all():
+            lock = FileLock(str(self.git_dir / "locks" / f"{record.task_id}.lock"), timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                continue  # busy: its holder is alive, and so may be its locks
+            try:
+                admin = admins.get(os.path.realpath(self.worktree_path(record.task_id)))
+                removed += self._recover_task(record, finish_checkout=True, admin=admin)
+            finally:
+                lock.release()
+        return removed
+
+    def _admin_of(self, task_id: str, path: Path) -> Path | None:
+        """The worktree's admin directory, remembered while its ``gitdir`` still names the worktree.
+
+        Finding it means reading every admin directory's ``gitdir``; this runs
+        before every checkpoint, so the answer is kept and checked with one read.
+        """
+        known = self._admins.get(task_id)
+        if known is not None:
+            try:
+                if (known / "gitdir").read_text().strip() == str(path / ".git"):
+                    return known
+            except OSError:
+                pass
+        found = worktrees.admin_dir(self.repo, path)
+        if found is not None:
+            self._admins[task_id] = found
+        return found
+
+    def _recover_task(
+        self, record: TaskGitRecord, *, finish_checkout: bool = False, admin: Path | None = None
+    ) -> list[str]:
+        """Remove the task's stale locks (and finish a cut-short checkout); the caller holds the task lock.
+
+        ``admin`` is the worktree's admin directory when the caller knows it.
+        """
+        path = self.worktree_path(record.task_id)
+        if not path.is_dir():
+            admin = None
+        elif admin is None:
+            admin = self._admin_of(record.task_id, path)
+        return recovery.recover_task(
+            self.repo, record.task_id, record.branch, checkpoint_ref(record.task_id).decode(), path, admin,
+            self.reserved, self.emit, finish_checkout=finish_checkout,
+        )
 
     def stop(self) -> None:
         """Close the repository. Safe to call twice."""
@@ -112,9 +195,27 @@ class GitWorkspace:
         return self._repo
 
     def emit(self, kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
-        """Send one event to the routed receiver of this thread, else to ``emit``."""
+        """Send one event to the routed receiver of this thread, else to ``emit``.
+
+        Events from :meth:`start` that ``emit`` could not take then are sent
+        before the first event after it (or by :meth:`flush_held`).
+        """
+        if self._held is not None:
+            self._held.append((kind, task_id, payload))
+            return
         route: Emit | None = getattr(self._routes, "emit", None)
-        (route or self._emit)(kind, task_id, payload)
+        target = route or self._emit
+        if self._held_over:
+            held, self._held_over = self._held_over, []
+            for event in held:
+                target(*event)
+        target(kind, task_id, payload)
+
+    def flush_held(self) -> None:
+        """Send the events :meth:`start` held (recovered locks and checkouts) now, to ``emit``."""
+        held, self._held_over = self._held_over, []
+        for event in held:
+            self._emit(*event)
 
     @contextmanager
     def routed(self, emit: Emit) -> Iterator[None]:
@@ -172,7 +273,8 @@ class GitWorkspace:
         # Kept for the workspace's life: its stat caches remember their last save.
         if self._checkpoints is None or self._checkpoints.repo is not self.repo:
             self._checkpoints = CheckpointStore(
-                self.repo, self.git_dir / "cache", self.author, self.policy, owner=self.state_id
+                self.repo, self.git_dir / "cache", self.author, self.policy, owner=self.state_id,
+                reserved=self.reserved,
             )
         return self._checkpoints
 
@@ -208,9 +310,13 @@ class GitWorkspace:
         path = self.worktree_path(task_id)
         with self._task_lock(task_id):
             record = self.records.get(task_id)
-            if path.exists() and worktrees.admin_dir(self.repo, path) is not None:
-                with Repo(str(path)) as wt:
-                    current = wt.refs.follow(Ref(b"HEAD"))[0][-1]
+            admin = worktrees.admin_dir(self.repo, path) if path.exists() else None
+            if admin is not None:
+                # The admin directory's HEAD, not the worktree's '.git' file (the agent's to rewrite).
+                try:
+                    current = (admin / "HEAD").read_bytes().strip().removeprefix(b"ref: ")
+                except OSError:
+                    current = b"?"
                 if current == b"refs/heads/" + branch.encode():
                     return path
                 raise GitError(
@@ -271,9 +377,11 @@ class GitWorkspace:
         """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>``; apply retention."""
         with self._task_lock(task_id):
             record, path = self._worktree(task_id)
+            self._recover_task(record)
             store = self.checkpoints_store
             cp = store.create(task_id, path, message, self._head(record))
             self.emit("checkpoint.created", task_id, cp.to_payload())
+            self._report_nested(task_id, cp.nested, cp.id)
             dropped = store.prune(task_id)
         if dropped:
             self.emit("checkpoint.pruned", task_id, {"checkpoints": [d.id for d in dropped], "kept": cp.id})
@@ -293,6 +401,7 @@ class GitWorkspace:
         # the session has a container per task): nothing can race them.
         with self._task_lock(task_id), self.freeze(task_id):
             record, path = self._worktree(task_id)
+            self._recover_task(record)
             store = self.checkpoints_store
             store.check_owner(task_id)
             target = store.find(task_id, checkpoint)
@@ -309,6 +418,11 @@ class GitWorkspace:
             # Only the directories that differ are read and compared; the files
             # of the others are the same on both sides.
             diff = diff_trees(store.store, current.tree, tree)
+            # A checkpoint made before names were reserved may hold '.armor/':
+            # never written back, like '.git'.
+            refused = sorted(p for p in diff.new if self.reserved.path(p))
+            for p in refused:
+                del diff.new[p]
             written: dict[str, CacheEntry] = {}
             stats = materialize(path, store.store, diff.old, diff.new, written)
             store.stat_cache(task_id).save(*_after_restore(current, diff, written), tree)
@@ -316,7 +430,9 @@ class GitWorkspace:
             "checkpoint.restored",
             task_id,
             {"checkpoint": target.id, "commit": target.commit, "written": stats.written,
-             "removed": stats.removed, "chmodded": stats.chmodded, "safety_checkpoint": safety},
+             "removed": stats.removed, "chmodded": stats.chmodded, "safety_checkpoint": safety,
+             "left_out": {printable(p): RESERVED_REASON for p in refused[:LEFT_OUT_LIMIT]},
+             "left_out_count": len(refused)},
         )
         return target
 
@@ -343,8 +459,10 @@ class GitWorkspace:
                 cp = store.find(task_id, checkpoint)
                 against, old_commit, old_tree = cp.id, cp.commit, cp.tree.encode()
             scan = store.scan(task_id, path, save=False)
+        # Reserved paths are never scanned: what the old side holds there counts as unchanged.
         files, patch, truncated = compare_trees(
-            store.store, old_tree, scan.tree, unchanged=scan.skipped, max_patch_bytes=max_patch_bytes
+            store.store, old_tree, scan.tree, unchanged=scan.skipped, max_patch_bytes=max_patch_bytes,
+            ignore=self.reserved.path,
         )
         return TaskDiff(
             task_id, against, old_commit, scan.tree.decode(), files, patch, truncated, tuple(scan.skipped)
@@ -372,19 +490,25 @@ class GitWorkspace:
         """``cp``'s tree with the files it skipped (too large) taken from its head commit.
 
         A checkpoint leaves out files over ``max_file_size``; committing its
-        tree as is would delete them from the new branch.
+        tree as is would delete them from the new branch. Reserved paths
+        come from the head commit too, never from the checkpoint.
         """
-        if not cp.skipped_count:
+        store = self.checkpoints_store.store
+        reserved = reserved_entries(store, cp.tree.encode(), self.reserved)
+        if not cp.skipped_count and not reserved:
             return cp.tree.encode()
-        if len(cp.skipped) != cp.skipped_count:
+        if cp.skipped_count and len(cp.skipped) != cp.skipped_count:
             raise GitError(
                 f"checkpoint {cp.id} of task {cp.task_id!r} skipped {cp.skipped_count} file(s) without "
                 "recording which; branch from a newer checkpoint (raise max_file_size) or from the task branch"
             )
-        store = self.checkpoints_store.store
         files = flatten_tree(store, cp.tree.encode())
         head = flatten_tree(store, read_commit(self.repo, cp.head.encode()).tree) if cp.head else {}
         files.update({p: head[p] for p in cp.skipped if p in head})
+        # A checkpoint from before names were reserved may hold '.armor/': the head's are kept instead.
+        for p in reserved:
+            del files[p]
+        files.update({p: v for p, v in head.items() if self.reserved.path(p)})
         return build_tree(store, files)
 
     # -- completion -------------------------------------------------------
@@ -400,13 +524,21 @@ class GitWorkspace:
         with self._task_lock(task_id):
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
+            self._recover_task(record)
             policy = ScanPolicy(self.policy.excludes, honor_gitignore=True, max_file_size=None)
             scan = store.scan(task_id, path, policy)
-            tip, committed = commit_worktree(self.repo, path, record.branch, scan, message, self.author)
+            tip, committed = commit_worktree(
+                self.repo, path, record.branch, scan, message, self.author, self.reserved
+            )
+            self._report_nested(task_id, scan.nested, None)
+            left_out = tuple(scan.left_out.items())
             if committed:
                 self.emit("git.commit.created", task_id,
-                          {"branch": record.branch, "commit": tip.decode(), "files": scan.count})
-            result = CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False, record.base_branch)
+                          {"branch": record.branch, "commit": tip.decode(), "files": scan.count,
+                           "left_out": {printable(p): why for p, why in left_out},
+                           "left_out_count": scan.left_out_count})
+            result = CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False, record.base_branch,
+                                      left_out=left_out)
             if merge == "none":
                 return result
             if record.base_branch is None:
@@ -415,7 +547,7 @@ class GitWorkspace:
                     "complete with merge='none' and merge by hand"
                 )
             merged, new_tip, reason, conflicts = merge_into_base(
-                self.repo, tip, record.branch, record.base_branch, merge, self.author
+                self.repo, tip, record.branch, record.base_branch, merge, self.author, self.reserved
             )
         payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason}
         if merged:
@@ -424,8 +556,30 @@ class GitWorkspace:
             self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts})
         return CompletionResult(
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
-            new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts),
+            new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts), left_out,
         )
+
+    def _report_nested(self, task_id: str, nested: Collection[str], checkpoint: str | None) -> None:
+        """One ``git.nested_repository`` event per nested repository, the first time it is seen."""
+        seen = self._nested_reported.setdefault(task_id, set())
+        for rel in nested:
+            if rel not in seen:
+                seen.add(rel)
+                self.emit("git.nested_repository", task_id, {
+                    "path": printable(rel), "checkpoint": checkpoint, "followed": False,
+                    "saved": "its files, not its .git (never read, followed or run on the host)",
+                })
+
+
+def _reserved_for(repo: Path, state_dir: Path) -> Reserved:
+    """The reserved names, plus the state directory's own place when it sits in the repository under another name."""
+    try:
+        rel = state_dir.relative_to(repo).as_posix()
+    except ValueError:
+        return DEFAULT_RESERVED
+    if rel in ("", ".") or DEFAULT_RESERVED.path(rel):
+        return DEFAULT_RESERVED
+    return Reserved(paths=frozenset({rel}))
 
 
 def _after_restore(

@@ -182,6 +182,18 @@ def test_unknown_image_is_refused_before_the_task_exists(repo, engine):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "image 'armor-rx-test/no-such-image:v1' is not present" in lines[0], done.stderr
     assert not (repo / ".armor" / "worktrees" / "noimage").exists()
+    assert "'armor-rx image local'" in lines[0]  # the way out on a machine with no registry
+
+
+def test_image_local_makes_an_image_that_runs_with_no_registry(repo, engine):
+    made = _cli("image", "local")
+    assert made.returncode == 0, made.stderr
+    tag = made.stdout.strip()
+    assert tag == "armor-rx/busybox:latest" and "ARMOR_RX_IMAGE" in made.stderr
+    engine.client.images.get(tag)  # it is on the engine
+    assert _cli("image", "local").stdout.strip() == tag  # and asking again reuses it
+    done = _cli("run", "--repo", str(repo), "--task", "offline", "--image", tag, "--", "sh", "-c", "echo works")
+    assert done.returncode == 0 and done.stdout == "works\n", done.stderr
 
 
 def test_run_streams_a_flood_to_the_terminal_in_bounded_memory(repo, test_image, tmp_path):

@@ -25,7 +25,9 @@ def _rss() -> int:
 
 
 def test_flood_keeps_memory_bounded_and_output_complete(tmp_path, engine, sandbox):
-    effect = DockerEffect(engine, spec=sandbox.with_overrides({"mem_limit": "256m"}), state_dir=tmp_path / ".armor", output_buffer=64)
+    # No output quota here: every byte of the flood is to be recorded (the quota has its own test).
+    effect = DockerEffect(engine, spec=sandbox.with_overrides({"mem_limit": "256m"}), state_dir=tmp_path / ".armor", output_buffer=64,
+                          output_quota=None)
     # memory_events bounds the bus's replay window (counted in events, not bytes).
     with Armor(state_dir=tmp_path / ".armor", effects=[effect], memory_events=100, fsync="none") as armor, effect:
         armor.create_task("flood")

@@ -22,11 +22,22 @@ GIT_ENV = {
 }
 
 
+#: Keys that run commands by themselves, switched off for every git the tests run (the
+#: tests plant such commands in repositories on purpose).
+SAFE = ("-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat")
+
+
+def _env() -> dict[str, str]:
+    # No GIT_DIR, GIT_WORK_TREE ... of whoever runs the tests; no system or global config.
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **GIT_ENV,
+            "GIT_CONFIG_GLOBAL": os.devnull}
+
+
 def git(cwd: Path | str, *args: str, check: bool = True) -> str:
-    """Run the real git CLI and return its stdout."""
-    env = {**os.environ, **GIT_ENV}
+    """Run the real git CLI, sanitised (see :data:`SAFE`), and return its stdout."""
+    env = _env()
     done = subprocess.run(
-        ["git", "-c", "protocol.file.allow=always", *args],
+        ["git", *SAFE, "-c", "protocol.file.allow=always", *args],
         cwd=cwd, env=env, capture_output=True, text=True,
     )
     if check and done.returncode != 0:
@@ -35,8 +46,8 @@ def git(cwd: Path | str, *args: str, check: bool = True) -> str:
 
 
 def fsck(repo: Path) -> None:
-    out = subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=repo,
-                         env={**os.environ, **GIT_ENV}, capture_output=True, text=True)
+    out = subprocess.run(["git", *SAFE, "fsck", "--strict", "--no-progress"], cwd=repo,
+                         env=_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "error" not in out.stderr.lower(), out.stderr
 
