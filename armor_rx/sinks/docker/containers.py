@@ -211,7 +211,10 @@ def create_task_container(
         data = git_data(worktree, Path(labels[LABEL_STATE]) if LABEL_STATE in labels else None) if spec.git_data else None
         plan = plan_mounts(worktree, spec.workdir, data)
         if identity.gid is not None and not identity.root:
-            shared = share_worktree(worktree, identity.gid)
+            try:
+                shared = share_worktree(worktree, identity.gid)
+            except OSError as exc:
+                shared = ShareStats(acl=False, notes=[f"the worktree could not be shared with the agent's group: {exc}"])
     # A numeric uid has no home in the image: /tmp is the one writable place.
     home = {"HOME": "/tmp"} if identity.uid is not None else {}
     environment = {**(GIT_ENVIRONMENT if spec.git_data else {}), **home, **spec.environment}
@@ -247,7 +250,9 @@ def create_task_container(
         else:
             kwargs["cpu_period"], kwargs["cpu_quota"] = 100_000, spec.nano_cpus // 10_000
     if plan.binds:
-        kwargs["volumes"] = plan.binds
+        # Mount objects, not "src:dst:mode" strings: a path with a ':' in it stays one path.
+        kwargs["mounts"] = [docker.types.Mount(target=bind["bind"], source=source, type="bind", read_only=bind["mode"] == "ro")
+                            for source, bind in plan.binds.items()]
     if engine.info.flavour == "Podman" and "nproc" not in spec.ulimits:
         # Podman's default nproc limit is above what it may set ("error setting rlimit type 6");
         # an explicit one it can set is needed. pids_limit stays the container's real bound.

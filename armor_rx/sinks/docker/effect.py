@@ -286,8 +286,13 @@ class DockerEffect:
         identity = resolve_identity(self.spec_for(task_id))
         if identity.gid is None or identity.root:
             return {}
-        with self.paused(task_id):
-            stats = share_worktree(Path(worktree), identity.gid)
+        try:
+            with self.paused(task_id):
+                stats = share_worktree(Path(worktree), identity.gid)
+        except OSError as exc:
+            # The restore itself is done; the agent may lack write access to what it wrote, and is told so.
+            ctx.emit("worktree.shared", {"gid": identity.gid, "error": f"{type(exc).__name__}: {exc}"})
+            return {}
         if stats.changed or stats.skipped:
             ctx.emit("worktree.shared", {"gid": identity.gid, **stats.to_payload()})
         return {}

@@ -2,7 +2,7 @@
 
 ``import_busybox_image`` builds ``armor-rx/busybox`` by ``docker import`` of a
 root filesystem made from the host's static busybox (Debian: ``busybox-static``),
-with a non-root ``agent`` user; the demo and the tests use it. With
+with a non-root ``agent`` user (armor's fixed agent uid, 61000); the demo and the tests use it. With
 ``git=True`` the host's ``git`` binary and the shared libraries ``ldd`` lists
 for it are copied in too, so git can be tried inside a sandbox offline.
 """
@@ -22,6 +22,8 @@ from armor_rx.errors import DockerError
 from armor_rx.sinks.docker.engine import Engine
 
 BUSYBOX_IMAGE = "armor-rx/busybox:latest"
+# Bumped whenever the root filesystem changes (2: the agent user is uid 61000).
+ROOTFS_LAYOUT = "2"
 APPLETS = ("sh", "ls", "cat", "echo", "true", "false", "sleep", "dd", "head", "yes", "wc", "nc", "wget", "id", "touch",
            "mkdir", "rm", "seq", "env", "kill", "pwd", "test", "printf", "tr", "grep", "sed", "date", "uname", "chmod",
            "stat", "ln", "mv", "cp")
@@ -62,14 +64,15 @@ def busybox_rootfs(busybox: Path | None = None, *, git: bool = False) -> bytes:
 
         for d in ("bin", "etc", "tmp", "workspace", "home", "proc", "sys", "dev"):
             add_dir(d, 0o1777 if d == "tmp" else 0o755)
-        add_dir("home/agent", 0o755, uid=1000)
+        # The agent's name for armor's fixed uid (armor_rx.sinks.docker.identity.AGENT_UID), so 'id -un' says "agent".
+        add_dir("home/agent", 0o755, uid=61000)
         add_file("bin/busybox", binary.read_bytes(), 0o755)
         for applet in APPLETS:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
-        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/home/agent:/bin/sh\n")
-        add_file("etc/group", b"root:x:0:\nagent:x:1000:\n")
+        add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nagent:x:61000:61000:agent:/home/agent:/bin/sh\n")
+        add_file("etc/group", b"root:x:0:\nagent:x:61000:\n")
         if git:
             _add_git(tar, add_file)
     return buf.getvalue()
@@ -100,12 +103,19 @@ def _add_git(tar: tarfile.TarFile, add_file: Callable[[str, bytes, int], None]) 
 
 
 def import_busybox_image(engine: Engine, tag: str = BUSYBOX_IMAGE, *, git: bool = False) -> str:
-    """Import the busybox image into ``engine`` as ``tag`` (once; later calls reuse it)."""
+    """Import the busybox image into ``engine`` as ``tag`` (once; later calls reuse it).
+
+    An image imported by an older armor (another layout, another agent uid) is
+    imported again: the ``armor.rootfs`` label says which layout an image has.
+    """
+    layout = f"{ROOTFS_LAYOUT}{'+git' if git else ''}"
     try:
-        engine.client.images.get(tag)
-        return tag
+        found = engine.client.images.get(tag)
+        if (found.labels or {}).get("armor.rootfs") == layout:
+            return tag
     except Exception:  # not there yet (docker.errors.ImageNotFound)
         pass
     repository, _, version = tag.partition(":")
-    engine.api.import_image_from_data(busybox_rootfs(git=git), repository=repository, tag=version or "latest")
+    engine.api.import_image_from_data(busybox_rootfs(git=git), repository=repository, tag=version or "latest",
+                                      changes=[f"LABEL armor.rootfs={layout}"])
     return tag

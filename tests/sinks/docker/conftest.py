@@ -12,7 +12,10 @@ import time
 
 import pytest
 
-TEST_IMAGE = "armor-rx-test/busybox:latest"
+from armor_rx.sinks.docker.rootfs import ROOTFS_LAYOUT
+
+# Tagged by the root filesystem's layout: test runs of other versions on a shared daemon keep their own image.
+TEST_IMAGE = f"armor-rx-test/busybox:{ROOTFS_LAYOUT}"
 APPLETS = ("sh", "ls", "cat", "echo", "true", "false", "sleep", "dd", "head", "yes", "wc", "nc", "wget", "id", "touch",
            "mkdir", "rm", "seq", "env", "kill", "pwd", "test", "printf", "tr", "grep")
 
@@ -54,11 +57,12 @@ def test_image(engine):
     if not (shutil.which("busybox") or os.path.exists("/bin/busybox")):
         pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
 
-    engine.api.import_image_from_data(busybox_rootfs(), repository=TEST_IMAGE.split(":")[0], tag="latest")
+    repository, _, tag = TEST_IMAGE.partition(":")
+    engine.api.import_image_from_data(busybox_rootfs(), repository=repository, tag=tag)
     return TEST_IMAGE
 
 
-GIT_IMAGE = "armor-rx-test/git:latest"
+GIT_IMAGE = f"armor-rx-test/git:{ROOTFS_LAYOUT}"
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +72,8 @@ def git_image(engine):
         pytest.skip("busybox-static and git are needed to build the git test image")
     from armor_rx.sinks.docker.rootfs import busybox_rootfs as build
 
-    engine.api.import_image_from_data(build(git=True), repository=GIT_IMAGE.split(":")[0], tag="latest")
+    repository, _, tag = GIT_IMAGE.partition(":")
+    engine.api.import_image_from_data(build(git=True), repository=repository, tag=tag)
     return GIT_IMAGE
 
 
@@ -82,10 +87,17 @@ def sandbox(test_image):
 @pytest.fixture
 def cleanup_containers(engine):
     """Removes every armor-labelled container a test leaves behind."""
+    import docker.errors
+
     yield
-    for c in engine.client.containers.list(all=True, filters={"label": "armor.task"}):
-        if c.labels.get("armor.host") == os.uname().nodename and c.labels.get("armor.pid") == str(os.getpid()):
-            c.remove(force=True)
+    # Sparse: a full list inspects every container, and other sessions on a shared daemon remove theirs meanwhile.
+    for c in engine.client.containers.list(all=True, sparse=True, filters={"label": "armor.task"}):
+        labels = c.attrs.get("Labels") or {}
+        if labels.get("armor.host") == os.uname().nodename and labels.get("armor.pid") == str(os.getpid()):
+            try:
+                c.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05):

@@ -42,9 +42,11 @@ def _events(repo, task=None):
     return [orjson.loads(line) for line in _cli(*args).stdout.splitlines()]
 
 
-def _labelled(engine, task):
-    # sparse: no inspect per container, which races with a removal in progress (NotFound).
-    return engine.client.containers.list(all=True, sparse=True, filters={"label": f"armor.task={task}"})
+def _labelled(engine, task, repo):
+    # sparse: no inspect per container, which races with a removal in progress (NotFound). Only this
+    # repository's: other runs of these tests on a shared daemon have tasks of the same names.
+    state = (repo / ".armor").resolve()
+    return engine.client.containers.list(all=True, sparse=True, filters={"label": [f"armor.task={task}", f"armor.state={state}"]})
 
 
 def _wait_started(repo, task, timeout=60.0):
@@ -68,12 +70,12 @@ def test_run_end_to_end(repo, test_image, engine):
     kinds = [e["kind"] for e in _events(repo, "e2e")]
     for kind in ("task.created", "git.worktree.created", "container.started", "exec.output", "exec.exited", "container.removed", "task.failed"):
         assert kind in kinds, kinds
-    assert not _labelled(engine, "e2e")
+    assert not _labelled(engine, "e2e", repo)
     ok = _cli("run", "--repo", str(repo), "--task", "ok", "--image", test_image, "--keep", "--", "true")
     assert ok.returncode == 0, ok.stderr
-    assert [c.status for c in _labelled(engine, "ok")] == ["running"]
+    assert [c.status for c in _labelled(engine, "ok", repo)] == ["running"]
     assert "task/ok" in _git("branch", "--list", "task/ok", cwd=repo)
-    for c in _labelled(engine, "ok"):
+    for c in _labelled(engine, "ok", repo):
         c.remove(force=True)
 
 
@@ -100,7 +102,7 @@ def test_ctrl_c_stops_command_and_container_and_records_interrupted(repo, test_i
     assert "Traceback" not in err
     kinds = [e["kind"] for e in _events(repo, "ctrlc")]
     assert "task.interrupted" in kinds and "container.removed" in kinds, kinds
-    assert not _labelled(engine, "ctrlc")
+    assert not _labelled(engine, "ctrlc", repo)
 
 
 def _kill_service(repo):
@@ -122,9 +124,9 @@ def test_a_killed_client_interrupts_its_task_and_removes_its_container(repo, tes
     proc.kill()  # the terminal closed: no Ctrl-C handler runs
     proc.communicate(timeout=30)
     deadline = time.monotonic() + 30
-    while _labelled(engine, "gone") and time.monotonic() < deadline:
+    while _labelled(engine, "gone", repo) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _labelled(engine, "gone")
+    assert not _labelled(engine, "gone", repo)
     kinds = [e["kind"] for e in _events(repo, "gone")]
     assert "task.interrupted" in kinds and "container.removed" in kinds, kinds
 
@@ -140,14 +142,14 @@ def test_a_killed_service_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, te
     for proc, task in zip(procs, ("orphan-a", "orphan-b")):
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 1 and "went away" in err, err  # the client says its service went away
-        assert [c.status for c in _labelled(engine, task)] == ["running"]
+        assert [c.status for c in _labelled(engine, task, repo)] == ["running"]
     # A grace far longer than the steps above take on a loaded machine: the orphans are young.
     sweeper = Sweeper(engine, grace=600.0)
     first = {d.task_id: d.action for d in sweeper.sweep() if d.task_id.startswith("orphan-")}
     assert first == {"orphan-a": "waiting", "orphan-b": "waiting"}
     dry = _cli("gc", "--repo", str(repo), "--now", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.count("would_remove") >= 2, dry.stdout
-    assert _labelled(engine, "orphan-a") and _labelled(engine, "orphan-b")
+    assert _labelled(engine, "orphan-a", repo) and _labelled(engine, "orphan-b", repo)
     # gc --now removes at once, checkpointing the worktree and logging each removal.
     (repo / ".armor" / "worktrees" / "orphan-a" / "unsaved.txt").write_text("work in progress\n")
     now = _cli("gc", "--repo", str(repo), "--now", "--json")
@@ -155,7 +157,11 @@ def test_a_killed_service_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, te
     removed = {row["task"]: row for row in orjson.loads(now.stdout) if row["action"] == "removed"}
     assert {"orphan-a", "orphan-b"} <= set(removed)
     assert removed["orphan-a"]["checkpoint"]
-    assert not _labelled(engine, "orphan-a") and not _labelled(engine, "orphan-b")
+    # A removal another sweep on the shared daemon started first finishes a moment later (gc sees HTTP 409).
+    deadline = time.monotonic() + 30
+    while (_labelled(engine, "orphan-a", repo) or _labelled(engine, "orphan-b", repo)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _labelled(engine, "orphan-a", repo) and not _labelled(engine, "orphan-b", repo)
     swept = [e for e in _events(repo) if e["kind"] == "container.swept"]
     assert {e["payload"]["task"] for e in swept} >= {"orphan-a", "orphan-b"}
     # The periodic sweep removes an orphan once its grace has passed.
@@ -165,9 +171,9 @@ def test_a_killed_service_leaves_an_orphan_that_the_sweep_and_gc_remove(repo, te
     proc.communicate(timeout=30)
     with Sweeper(engine, grace=1.0, interval=0.5):
         deadline = time.monotonic() + 30
-        while _labelled(engine, "orphan-c") and time.monotonic() < deadline:
+        while _labelled(engine, "orphan-c", repo) and time.monotonic() < deadline:
             time.sleep(0.2)
-    assert not _labelled(engine, "orphan-c")
+    assert not _labelled(engine, "orphan-c", repo)
 
 
 def test_unknown_image_is_refused_before_the_task_exists(repo, engine):
@@ -223,12 +229,12 @@ def test_gc_leaves_the_containers_of_a_state_directory_a_live_session_holds(repo
             rows = [row for row in orjson.loads(kept.stdout) if row["task"] == "held"]
             assert [row["action"] for row in rows] == ["kept"]
             assert "leaving its containers to that session" in kept.stderr
-            assert _labelled(engine, "held")
+            assert _labelled(engine, "held", repo)
         # With no live session there, the dead session's container is an orphan.
         gone = _cli("gc", "--repo", str(repo), "--now", "--json")
         assert {row["task"]: row["action"] for row in orjson.loads(gone.stdout)}.get("held") == "removed"
     finally:
-        for container in _labelled(engine, "held"):
+        for container in _labelled(engine, "held", repo):
             container.remove(force=True)
 
 
@@ -246,4 +252,4 @@ def test_sigterm_or_a_closed_terminal_interrupts_the_run(repo, test_image, engin
     assert "is interrupted" in err
     kinds = [e["kind"] for e in _events(repo, "ended")]
     assert "task.interrupted" in kinds and "container.removed" in kinds, kinds  # already true when it exited
-    assert not _labelled(engine, "ended")
+    assert not _labelled(engine, "ended", repo)
