@@ -13,6 +13,7 @@ from armor_rx.errors import NestedRepositoryAtRisk, WorktreeDirty
 from armor_rx.model.ids import validate_task_id
 from armor_rx.sinks.git import submodules as submodule_ops
 from armor_rx.sinks.git import worktrees
+from armor_rx.sinks.git.link import verify_link
 from armor_rx.sinks.git.refs import read_commit
 from armor_rx.sinks.git.trees import diff_trees
 from armor_rx.sinks.git.scan import ScanResult
@@ -36,6 +37,9 @@ def remove_worktree(ws: GitWorkspace, task_id: str, *, on_dirty: Literal["checkp
         record = ws.records.get(task_id)
         checkpoint_id = None
         if path.is_dir():
+            # The worktree's .git names the admin dir whose HEAD and index are read below: an agent
+            # must not be able to point that at a git directory it made (WorktreeLinkChanged).
+            verify_link(task_id, path, Path(ws.repo.commondir()))
             at_risk = submodule_ops.repositories_at_risk(ws.repo, path, worktrees.admin_dir(ws.repo, path))
             if at_risk:
                 raise NestedRepositoryAtRisk(task_id, str(path), at_risk)

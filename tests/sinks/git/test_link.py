@@ -86,3 +86,17 @@ def test_the_git_effect_refuses_and_records_a_changed_link_before_any_git_work(w
         "checkpoint.requested", "checkpoint.restore.requested", "task.complete.requested", "task.resume.requested"]
     assert ws.checkpoints("t1") == []  # nothing was checkpointed
     assert "checkpoint.created" not in events.kinds() and "git.commit.created" not in events.kinds()
+
+
+def test_removing_a_worktree_whose_link_changed_is_refused_and_keeps_it(ws):
+    """Removal reads the worktree's HEAD and index through its .git: a link the agent changed is refused first,
+    and the worktree (the agent's work) is left for a person to look at."""
+    from armor_rx.sinks.git.cleanup import remove_worktree
+
+    worktree = started(ws, "t1")
+    (worktree / "work.txt").write_text("w\n")
+    (worktree / ".git").write_text(f"gitdir: {_planted_gitdir(worktree)}\n")
+    with pytest.raises(WorktreeLinkChanged):
+        remove_worktree(ws, "t1")
+    assert (worktree / "work.txt").read_text() == "w\n"
+    assert not Path("/tmp/armor-link-test-pwned").exists()
