@@ -75,3 +75,22 @@ def test_the_cli_shows_everything_and_says_what_was_not_recorded(repo, test_imag
         assert [e["kind"] for e in events].count("exec.output.truncated") == 1
     finally:
         kill_service(repo / ".armor", signal.SIGTERM)
+
+
+def test_the_kept_tail_never_starts_with_the_rest_of_a_secret(repo, test_image):
+    """Invariant (review finding): exec.exited's output_tail holds no part of a secret's value.
+    The tail is the last 4096 bytes printed; a secret that straddled its start was masked only
+    after the cut, so all but its first character reached the log. One case, placed exactly."""
+    from armor_rx import Secret
+
+    value = "S3kr1t-VALUE-0123456789abcdef"
+    filler = 4096 - (len(value) - 1)
+    with Armor(repo, docker=True, output_quota=0) as armor:
+        armor.create_task("tail-secret")
+        armor.start("tail-secret", image=test_image, secrets={"TOKEN": Secret(value)})
+        done = armor.exec("tail-secret", ["sh", "-c", f'printf %s "$TOKEN"; head -c {filler} /dev/zero | tr "\\0" x'])
+        tail = done.payload["output_tail"]
+        assert tail.endswith("x" * 100)
+        assert value[1:12] not in tail, tail[:60]
+        log = b"".join(p.read_bytes() for p in (repo / ".armor").rglob("*") if p.is_file())
+        assert value[1:12].encode() not in log
