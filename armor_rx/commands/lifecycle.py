@@ -267,7 +267,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     payload = outcome[0].payload if outcome else {}
     if args.merge in ("ff", "merge") and outcome and payload.get("merged") is False:
         # The task is over and its work committed, but not where the caller asked: a script must not go on.
-        paths = ", ".join(str(p) for p in list(payload.get("conflicts") or [])[:5])
+        conflicts = payload.get("conflicts")
+        paths = ", ".join(str(p) for p in conflicts[:5]) if isinstance(conflicts, (list, tuple)) else ""
         print(f"armor-rx: not merged into the base branch ({payload.get('reason') or 'refused'}"
               f"{': ' + paths if paths else ''}); the work is committed as {str(payload.get('commit') or '')[:12]} "
               "on the task's branch: merge it by hand", file=sys.stderr)
