@@ -26,6 +26,7 @@ from armor_rx.errors import DockerError
 from armor_rx.model.secrets import Masker, Secret
 from armor_rx.operators import backpressure
 from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.quota import EVENT_OVERHEAD
 
 Emit = Callable[[str, Mapping[str, Any]], object]
 # (stream, text, seq of the exec.output.truncated event it follows): output past the quota.
@@ -272,7 +273,7 @@ class ExecRun:
             name, data = frame
             text = maskers[name].feed(decoders[name].decode(data))
             masked_tail[0] = (masked_tail[0] + text)[-4096:]
-            if not truncated_at and (self.record is None or self.record(len(data))):
+            if not truncated_at and (self.record is None or self.record(len(data) + EVENT_OVERHEAD)):
                 self.emit("exec.output", {"stream": name, "data": text, "bytes": len(data)})
                 result.events += 1
                 result.recorded += len(data)

@@ -21,6 +21,10 @@ from pathlib import Path
 import orjson
 
 DEFAULT_OUTPUT_QUOTA = 32 * 1024 * 1024
+# What one exec.output event costs the log beyond its data (ids, kind, seq, timestamps, checksum).
+# Each recorded chunk is charged it: output written a byte per frame is one event per byte, and
+# counting only the data let the log grow ~200 times the quota.
+EVENT_OVERHEAD = 256
 
 
 class OutputQuota:
