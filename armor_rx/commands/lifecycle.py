@@ -271,7 +271,23 @@ def _simple(args: argparse.Namespace, call: Callable[[Any, str], TaskEvent], don
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    return _simple(args, lambda a, t: a.complete(t, message=args.message, merge=args.merge), "completed")
+    outcome: list[TaskEvent] = []
+
+    def complete(armor: Any, task: str) -> TaskEvent:
+        outcome.append(armor.complete(task, message=args.message, merge=args.merge))
+        return outcome[0]
+
+    _simple(args, complete, "completed")
+    payload = outcome[0].payload if outcome else {}
+    if args.merge in ("ff", "merge") and outcome and payload.get("merged") is False:
+        # The task is over and its work committed, but not where the caller asked: a script must not go on.
+        conflicts = payload.get("conflicts")
+        paths = ", ".join(str(p) for p in conflicts[:5]) if isinstance(conflicts, (list, tuple)) else ""
+        print(f"armor-rx: not merged into the base branch ({payload.get('reason') or 'refused'}"
+              f"{': ' + paths if paths else ''}); the work is committed as {str(payload.get('commit') or '')[:12]} "
+              "on the task's branch: merge it by hand", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

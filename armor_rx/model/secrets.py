@@ -200,10 +200,22 @@ class Masker:
         if self._pattern is None:
             return text
         text = self._held + text
-        keep = self._partial_tail(text)
-        self._held = text[len(text) - keep:] if keep else ""
-        body = text[:len(text) - keep] if keep else text
-        return self._pattern.sub(lambda m: f"[secret:{self._names[m.group(0)]}]", body)
+        # Hold back from the first place whose rest could still grow into a secret, but never
+        # split a whole match that starts before it: a value whose start recurs at its end
+        # ("hunter2h") would otherwise be cut there, and neither piece matches.
+        hold = len(text) - self._partial_tail(text)
+        out: list[str] = []
+        pos = 0
+        for match in self._pattern.finditer(text):
+            if match.start() >= hold:
+                break
+            out.append(text[pos:match.start()])
+            out.append(f"[secret:{self._names[match.group(0)]}]")
+            pos = match.end()
+        end = max(pos, hold)
+        out.append(text[pos:end])
+        self._held = text[end:]
+        return "".join(out)
 
     def flush(self) -> str:
         rest, self._held = self._held, ""

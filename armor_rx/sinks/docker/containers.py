@@ -327,7 +327,9 @@ def find_containers(engine: Engine, *, task_id: str | None = None, request_id: s
     filters = [LABEL_TASK if task_id is None else f"{LABEL_TASK}={task_id}"]
     if request_id is not None:
         filters.append(f"{LABEL_REQUEST}={request_id}")
-    found: list[Container] = engine.client.containers.list(all=True, filters={"label": filters})
+    # A container removed between the listing and docker-py's inspect of it (a completion, a sweep,
+    # another client of a shared daemon) is simply not there any more, not an error.
+    found: list[Container] = engine.client.containers.list(all=True, filters={"label": filters}, ignore_removed=True)
     return found
 
 

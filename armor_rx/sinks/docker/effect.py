@@ -228,7 +228,7 @@ class DockerEffect:
             self._containers[task_id] = found[0]
         return found[0]
 
-    def _adoptable(self, task_id: str) -> list[Container]:
+    def _adoptable(self, task_id: str, statuses: tuple[str, ...] = ("running",)) -> list[Container]:
         """Running containers of this task and state directory whose session has died.
 
         A reopened session can go on using them (exec) until the orphan sweep's
@@ -239,7 +239,7 @@ class DockerEffect:
         return [
             c
             for c in find_containers(self.engine, task_id=task_id)
-            if c.status == "running"
+            if c.status in statuses
             and c.labels.get("armor.state") == str(self.state_dir)
             and session_alive(c.labels) is False
         ]
@@ -262,7 +262,8 @@ class DockerEffect:
             return {"container": existing[0].short_id}
         # A container a dead session made for this task (it was killed while starting it,
         # or while the task ran) is replaced by the new one, never left running beside it.
-        for stale in self._adoptable(task_id):
+        # Paused too: a restore freezes the container, and a session killed then never thaws it.
+        for stale in self._adoptable(task_id, ("running", "paused", "restarting", "created")):
             if remove_container(stale, timeout=self.spec_for(task_id).stop_timeout):
                 ctx.emit("container.removed", {"container": stale.id, "name": stale.name, "reason": "replaced: its session died",
                                                "oom_killed": False})

@@ -26,6 +26,7 @@ from armor_rx.errors import DockerError
 from armor_rx.model.secrets import Masker, Secret
 from armor_rx.operators import backpressure
 from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.quota import EVENT_OVERHEAD
 
 Emit = Callable[[str, Mapping[str, Any]], object]
 # (stream, text, seq of the exec.output.truncated event it follows): output past the quota.
@@ -259,6 +260,9 @@ class ExecRun:
         # A secret the command was given never reaches the log as itself, even split across frames.
         maskers = {name: Masker(self.secrets) for name in ("stdout", "stderr")}
         tail = bytearray()
+        # The tail the log may keep is cut from the masked text: cut from the raw bytes and
+        # masked afterwards, a secret straddling its start would leave all but its head behind.
+        masked_tail = [""]
         done = threading.Event()
         failure: list[BaseException] = []
         dropped = [0]
@@ -268,7 +272,8 @@ class ExecRun:
         def consume(frame: tuple[str, bytes]) -> None:
             name, data = frame
             text = maskers[name].feed(decoders[name].decode(data))
-            if not truncated_at and (self.record is None or self.record(len(data))):
+            masked_tail[0] = (masked_tail[0] + text)[-4096:]
+            if not truncated_at and (self.record is None or self.record(len(data) + EVENT_OVERHEAD)):
                 self.emit("exec.output", {"stream": name, "data": text, "bytes": len(data)})
                 result.events += 1
                 result.recorded += len(data)
@@ -309,6 +314,7 @@ class ExecRun:
             done.wait()
             for name, decoder in decoders.items():  # a partial sequence left at the very end
                 rest = maskers[name].feed(decoder.decode(b"", final=True)) + maskers[name].flush()
+                masked_tail[0] = (masked_tail[0] + rest)[-4096:]
                 if rest and not truncated_at:
                     self.emit("exec.output", {"stream": name, "data": rest, "bytes": 0})
                 elif rest and self.live is not None:
@@ -324,8 +330,7 @@ class ExecRun:
         result.dropped = dropped[0]
         result.tail = tail.decode("utf-8", "replace")
         if truncated_at:  # the end of what it printed is what a reader of the log needs most
-            masker = Masker(self.secrets)
-            result.recorded_tail = masker.feed(result.tail) + masker.flush()
+            result.recorded_tail = masked_tail[0]
         if self._killed is not None:
             result.reason = self._killed
             result.limit_hit = "exec_timeout" if self._killed == "timeout" else None

@@ -53,9 +53,15 @@ def shared_gid() -> int:
     return gid if gid != 0 else AGENT_GID
 
 
+def _numeric(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes other scripts' digits, which the engine reads as a name."""
+    return text.isascii() and text.isdigit()
+
+
 def _is_root(user: str) -> bool:
+    # The engine reads "00" or "0000" as uid 0: compare numbers, not spellings.
     name = user.partition(":")[0].strip()
-    return name in ("", "0", "root")
+    return name in ("", "root") or (_numeric(name) and int(name) == 0)
 
 
 def resolve_identity(spec: SandboxSpec) -> AgentIdentity:
@@ -76,7 +82,7 @@ def resolve_identity(spec: SandboxSpec) -> AgentIdentity:
         _log.warning("sandbox runs as root by explicit opt-in (allow_root=True)", user=spec.user)
         return AgentIdentity(0, 0, spec.user or "0:0", root=True)
     uid_text, _, gid_text = spec.user.partition(":")
-    if uid_text.isdigit() and (not gid_text or gid_text.isdigit()):
+    if _numeric(uid_text) and (not gid_text or _numeric(gid_text)):
         gid = int(gid_text) if gid_text else shared_gid()
         if gid == 0 and not spec.allow_root:
             raise ConfigError(f"sandbox user {spec.user!r} has root's group 0; use another gid, or allow_root=True")
@@ -93,8 +99,8 @@ def check_exec_user(spec: SandboxSpec, user: str | None) -> None:
     if user is None or spec.allow_root:
         return
     uid_text, _, gid_text = user.partition(":")
-    numeric = uid_text.isdigit() and (not gid_text or gid_text.isdigit())
-    if _is_root(user) or gid_text.strip() in ("0", "root") or not numeric:
+    numeric = _numeric(uid_text) and (not gid_text or _numeric(gid_text))
+    if _is_root(user) or gid_text.strip() == "root" or (numeric and gid_text and int(gid_text) == 0) or not numeric:
         raise ConfigError(
             f"cannot run a command as {user!r}: the task's sandbox does not allow root; give a numeric, "
             "non-root 'uid' or 'uid:gid' (or set allow_root=True in its spec)"

@@ -21,6 +21,10 @@ from pathlib import Path
 import orjson
 
 DEFAULT_OUTPUT_QUOTA = 32 * 1024 * 1024
+# What one exec.output event costs the log beyond its data (ids, kind, seq, timestamps, checksum).
+# Each recorded chunk is charged it: output written a byte per frame is one event per byte, and
+# counting only the data let the log grow ~200 times the quota.
+EVENT_OVERHEAD = 256
 
 
 class OutputQuota:
@@ -49,8 +53,11 @@ class OutputQuota:
             path = self._path(task_id)
             try:
                 data = orjson.loads(path.read_bytes()) if path is not None else {}
-                self._used[task_id] = int(data.get("recorded", 0)) if isinstance(data, dict) else 0
-            except (OSError, ValueError, orjson.JSONDecodeError):
+                recorded = data.get("recorded", 0) if isinstance(data, dict) else 0
+                # Damage of any shape (null, a list, a negative count) must neither raise inside
+                # the output consumer nor hand out more than the quota.
+                self._used[task_id] = max(0, int(recorded)) if isinstance(recorded, (int, float)) else 0
+            except (OSError, ValueError, OverflowError, orjson.JSONDecodeError):
                 self._used[task_id] = 0  # none yet, or damaged: the budget starts again rather than refusing the task
         return self._used[task_id]
 

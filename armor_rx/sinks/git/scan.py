@@ -200,6 +200,9 @@ _SPECIAL = {
 }
 
 
+BARE_REASON = "makes its directory a git repository to git on the host (HEAD with objects/ and refs/, or commondir)"
+
+
 class _Frame:
     """One directory on the walk's path: its listing, where the walk is in it, and what it found."""
 
@@ -331,6 +334,13 @@ class _Scan:
             # saved like any others, its .git is never read or followed.
             self.result.nested.append(rel)
             self.leave_out(rel + "/.git", "a nested repository's git directory (never read or followed)")
+        names = {entry_name for entry_name, _ in frame.entries}
+        if "HEAD" in names and ("commondir" in names or ("objects" in names and "refs" in names)):
+            # Git on the host takes such a directory for a (bare) repository, and trusts its config
+            # because armor, not the agent, made the directory: without its HEAD, no checkout of it is one.
+            self.result.nested.append(rel)
+            self.leave_out(rel + "/HEAD", BARE_REASON)
+            frame.entries = [entry for entry in frame.entries if entry[0] != "HEAD"]
         stack.append(frame)
         # Keep a bounded number of descriptors open: close the one that fell out of the window.
         far = len(stack) - 1 - _FD_WINDOW
