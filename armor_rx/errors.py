@@ -38,6 +38,16 @@ class InvalidPayload(ArmorError, ValueError):
     """An event payload is not JSON-safe."""
 
 
+class TaskNotRunning(ArmorError):
+    """A command was asked of a task that is not running (interrupted, not started, or over)."""
+
+    def __init__(self, task_id: str, state: str) -> None:
+        self.task_id = task_id
+        self.state = state
+        hint = f"; 'armor-rx resume {task_id}' brings it back" if state == "interrupted" else ""
+        super().__init__(f"task {task_id!r} is {state}, so no command can run in it{hint}")
+
+
 class IllegalTransition(ArmorError):
     """A task was asked to move between two states the lifecycle forbids."""
 

@@ -107,6 +107,10 @@ def redact_text(text: str) -> str:
 
 # -- secrets by reference ------------------------------------------------------
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Variables a secret must not silently replace: what finds and runs programs, and what armor sets
+# for git inside the container (GIT_CONFIG_*, GIT_OPTIONAL_LOCKS).
+_RESERVED_NAMES = frozenset({"PATH", "HOME", "USER", "SHELL", "PWD", "HOSTNAME", "TERM", "IFS", "ENV", "BASH_ENV"})
+_RESERVED_PREFIXES = ("LD_", "GIT_CONFIG", "GIT_OPTIONAL_LOCKS", "GIT_DIR", "GIT_WORK_TREE")
 SecretSource = Union[str, Secret]
 
 
@@ -127,6 +131,9 @@ def check_reference(name: str, reference: SecretSource) -> None:
     """Raise ConfigError unless ``name`` can be an environment variable and ``reference`` is a known kind."""
     if not isinstance(name, str) or _NAME.fullmatch(name) is None:
         raise ConfigError(f"secret name {name!r:.60} must be an environment variable name (letters, digits, _; not first a digit)")
+    if name.upper() in _RESERVED_NAMES or name.upper().startswith(_RESERVED_PREFIXES):
+        raise ConfigError(f"secret name {name!r} would replace a variable the command or armor relies on "
+                          f"({name}); choose another name, e.g. MY_{name}")
     if isinstance(reference, Secret):
         return
     scheme, sep, rest = reference.partition("://") if isinstance(reference, str) else ("", "", "")

@@ -41,6 +41,7 @@ from armor_rx.errors import (
     StateDirFull,
     StateDirLocked,
     TaskExists,
+    TaskNotRunning,
     Vetoed,
 )
 from armor_rx.model.lifecycle import ACTIVE
@@ -72,7 +73,7 @@ def _status(exc: BaseException) -> int:
         return 404
     if isinstance(exc, PermissionDenied):
         return 403
-    if isinstance(exc, (TaskExists, IllegalTransition, ConcurrencyConflict, Vetoed)):
+    if isinstance(exc, (TaskExists, IllegalTransition, ConcurrencyConflict, Vetoed, TaskNotRunning)):
         return 409
     if isinstance(exc, StateDirFull):
         return 507  # Insufficient Storage

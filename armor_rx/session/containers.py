@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from armor_rx.errors import ConfigError
+from armor_rx.errors import ConfigError, TaskNotRunning
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.lifecycle import State
 from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.registry import TaskRecord
 from armor_rx.model.secrets import SecretSource, describe, resolve_all
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.session.assembly import Assembly
@@ -50,6 +52,8 @@ class ContainerSession(Protocol):
 
     def submit(self, request: TaskEvent) -> Future[TaskEvent]: ...
 
+    def task(self, task_id: str) -> TaskRecord: ...
+
     def exec_request(self, task_id: str, command: Sequence[str], *, timeout: float | None = None,
                      secrets: Mapping[str, SecretSource] | None = None, **options: Any) -> TaskEvent: ...
 
@@ -76,6 +80,11 @@ class ContainerOperations:
         Its ``secrets`` are read now and held for this one command; the event
         records only their references.
         """
+        state = self.task(task_id).state
+        # Queued behind its start or resume is fine (the task's lane runs them in order); a task
+        # that is interrupted or over has no container of this session to run in.
+        if state not in (State.RUNNING, State.STARTING, State.RESUMING):
+            raise TaskNotRunning(task_id, state.value)
         payload: dict[str, Any] = {"command": list(command), **options}
         if timeout is not None:
             payload["timeout"] = timeout

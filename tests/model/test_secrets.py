@@ -56,6 +56,10 @@ def test_references_parse_and_resolve(tmp_path):
     ("1BAD=env://X", "environment variable name"),
     ("A=plain-value", "not a reference"),
     ("A=env://", "not a reference"),
+    ("PATH=env://X", "would replace a variable"),
+    ("home=env://X", "would replace a variable"),
+    ("LD_PRELOAD=file:///x", "would replace a variable"),
+    ("GIT_CONFIG_COUNT=env://X", "would replace a variable"),
 ])
 def test_bad_options_are_one_line_errors(text, message):
     with pytest.raises(ConfigError, match=message) as caught:

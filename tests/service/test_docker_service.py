@@ -210,3 +210,28 @@ def test_a_detached_run_goes_on_when_its_terminal_goes_away(repo, image, engine)
     assert state == "completed"
     kinds = [e["kind"] for e in _events(repo, "bg")]
     assert "task.interrupted" not in kinds and "exec.done" in kinds
+
+
+def test_a_command_for_a_task_that_is_not_running_is_refused_before_it_is_logged(repo, image):
+    """Found by the adversarial review: after the service was killed mid-command the task was 'interrupted',
+    yet a later exec ran in the dead session's container. No command runs in a task that is not running."""
+    import armor_rx
+    from armor_rx.errors import TaskNotRunning
+
+    with armor_rx.connect(repo) as remote:
+        remote.create_task("paused")
+        with pytest.raises(TaskNotRunning, match="is pending"):
+            remote.exec("paused", ["true"])
+        remote.start("paused")
+        remote.interrupt("paused", "the test")
+        with pytest.raises(TaskNotRunning, match="resume paused"):
+            remote.exec("paused", ["true"])
+        assert not [e for e in remote.history(task_id="paused") if e.kind == "exec.requested"]
+        remote.resume("paused")
+        assert remote.exec("paused", ["true"]).payload["exit_code"] == 0
+    done = armor_cli("exec", "--repo", repo, "paused", "--", "true")
+    assert done.returncode == 0
+    armor_cli("interrupt", "--repo", repo, "paused")
+    refused = armor_cli("exec", "--repo", repo, "paused", "--", "true")
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1 and "resume" in refused.stderr
+    kill_service(repo / ".armor", signal.SIGTERM)
