@@ -228,6 +228,24 @@ class DockerEffect:
             self._containers[task_id] = found[0]
         return found[0]
 
+    def _remove_stale(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], reason: str) -> None:
+        """Remove the task's containers that a dead session had not yet started (or paused).
+
+        A service killed between creating a container and starting it leaves one in
+        'created' that the engine may still start a moment later; the task ending
+        must not leave it to run on (found by test_attacks on a loaded machine).
+        """
+        try:
+            stale = self._adoptable(task_id, ("created", "paused", "restarting"))
+        except Exception as exc:  # noqa: BLE001 - a lost engine is handled by the removal that follows
+            if is_engine_lost(exc):
+                return
+            raise
+        for container in stale:
+            if remove_container(container, timeout=self.spec_for(task_id).stop_timeout):
+                emit("container.removed", {"container": container.id, "name": container.name,
+                                           "reason": f"{reason}: left by a session that died", "oom_killed": False})
+
     def _adoptable(self, task_id: str, statuses: tuple[str, ...] = ("running",)) -> list[Container]:
         """Running containers of this task and state directory whose session has died.
 
@@ -492,6 +510,8 @@ class DockerEffect:
         return self._remove(task_id, emit, reason=reason, keep=False)
 
     def _remove(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], *, reason: str, keep: bool) -> Mapping[str, Any]:
+        if not keep:
+            self._remove_stale(task_id, emit, reason)
         try:
             container = self.container(task_id)
         except ContainerNotFound:

@@ -18,6 +18,8 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import docker.errors
+
 from armor_rx.errors import DockerError
 from armor_rx.sinks.docker.engine import Engine
 
@@ -115,7 +117,37 @@ def import_busybox_image(engine: Engine, tag: str = BUSYBOX_IMAGE, *, git: bool 
             return tag
     except Exception:  # not there yet (docker.errors.ImageNotFound)
         pass
-    repository, _, version = tag.partition(":")
-    engine.api.import_image_from_data(busybox_rootfs(git=git), repository=repository, tag=version or "latest",
-                                      changes=[f"LABEL armor.rootfs={layout}"])
+    import_rootfs(engine, busybox_rootfs(git=git), tag, changes=[f"LABEL armor.rootfs={layout}"])
     return tag
+
+
+def import_rootfs(engine: Engine, data: bytes, tag: str, *, changes: list[str] | None = None) -> None:
+    """``docker import`` of a root filesystem tar as ``tag``.
+
+    Podman 4.3's Docker API ignores the tag of an import (the image is named
+    ``:latest``): the tag is then set afterwards, so both engines end with ``tag``.
+    """
+    repository, _, version = tag.partition(":")
+    reply = engine.api.import_image_from_data(data, repository=repository, tag=version or "latest", changes=changes)
+    try:
+        engine.client.images.get(tag)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    image_id = next((str(m["status"]) for m in _json_lines(reply) if str(m.get("status", "")).startswith("sha256:")), None)
+    image = engine.client.images.get(image_id or f"{repository}:latest")
+    image.tag(repository, version or "latest")
+
+
+def _json_lines(reply: object) -> list[dict[str, object]]:
+    import json
+
+    out = []
+    for line in str(reply or "").splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            out.append(item)
+    return out

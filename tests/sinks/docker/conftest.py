@@ -57,8 +57,9 @@ def test_image(engine):
     if not (shutil.which("busybox") or os.path.exists("/bin/busybox")):
         pytest.skip("busybox-static is not installed (apt-get install busybox-static)")
 
-    repository, _, tag = TEST_IMAGE.partition(":")
-    engine.api.import_image_from_data(busybox_rootfs(), repository=repository, tag=tag)
+    from armor_rx.sinks.docker.rootfs import import_rootfs
+
+    import_rootfs(engine, busybox_rootfs(), TEST_IMAGE)  # tagged as asked on Podman too
     return TEST_IMAGE
 
 
@@ -71,9 +72,9 @@ def git_image(engine):
     if not (shutil.which("busybox") or os.path.exists("/bin/busybox")) or not shutil.which("git"):
         pytest.skip("busybox-static and git are needed to build the git test image")
     from armor_rx.sinks.docker.rootfs import busybox_rootfs as build
+    from armor_rx.sinks.docker.rootfs import import_rootfs
 
-    repository, _, tag = GIT_IMAGE.partition(":")
-    engine.api.import_image_from_data(build(git=True), repository=repository, tag=tag)
+    import_rootfs(engine, build(git=True), GIT_IMAGE)
     return GIT_IMAGE
 
 
