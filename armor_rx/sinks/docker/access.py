@@ -11,7 +11,11 @@ the host user. :func:`share_worktree` makes that so for what armor owns:
   so what the agent creates in it is group-writable whatever its umask;
 * setuid and setgid bits are cleared on regular files (a root armor clears
   them on the agent's files too): a worktree never carries a set-id program
-  onto the host.
+  onto the host;
+* a root armor given ``owner`` (the agent's uid) also gives every directory
+  below the root to that uid, so git on the host distrusts a bare repository
+  the agent plants in one (see :mod:`.adopt`, which does the same for a plain
+  user from inside the container).
 
 The walk is iterative, opens each directory with ``O_NOFOLLOW`` relative to its
 parent's descriptor and changes entries through descriptors checked to be
@@ -72,15 +76,18 @@ class _Dir:
             os.close(self.fd)
 
 
-def share_worktree(root: Path, gid: int, *, skip: frozenset[str] = frozenset({".git"})) -> ShareStats:
+def share_worktree(root: Path, gid: int, *, skip: frozenset[str] = frozenset({".git"}),
+                   owner: int | None = None) -> ShareStats:
     """Give ``root``'s tree to the shared group ``gid`` (see the module docstring).
 
     ``skip`` names top-level entries left as they are (the ``.git`` link is
-    armor's, mounted read-only in the container). Raises OSError only when
-    ``root`` itself cannot be opened.
+    armor's, mounted read-only in the container). ``owner``: when this process
+    is root, the uid every directory below ``root`` is given to. Raises
+    OSError only when ``root`` itself cannot be opened.
     """
     stats = ShareStats()
     me = os.geteuid()
+    owner = owner if me == 0 else None
     root_fd = os.open(root, _DIR_FLAGS)
     _share_dir(root_fd, gid, me, stats)
     top = _Dir(root_fd)
@@ -94,7 +101,7 @@ def share_worktree(root: Path, gid: int, *, skip: frozenset[str] = frozenset({".
             if is_dir:
                 child = _open_dir(parent.fd, name, stats)
                 if child is not None:
-                    _share_dir(child, gid, me, stats)
+                    _share_dir(child, gid, me, stats, owner)
                     node = _Dir(child)
                     node.pending = 1
                     _push_children(node, stack, stats, top_level=False, skip=skip)
@@ -138,13 +145,14 @@ def _open_dir(parent: int, name: str, stats: ShareStats) -> int | None:
         return None
 
 
-def _share_dir(fd: int, gid: int, me: int, stats: ShareStats) -> None:
+def _share_dir(fd: int, gid: int, me: int, stats: ShareStats, owner: int | None = None) -> None:
     info = os.fstat(fd)
     if info.st_uid != me and me != 0:
         return  # the agent's own directory: not ours to change
     changed = False
-    if info.st_gid != gid:
-        os.fchown(fd, -1, gid)
+    if info.st_gid != gid or (owner is not None and info.st_uid != owner):
+        os.fchown(fd, -1 if owner is None else owner, gid)
+        info = os.fstat(fd)  # a chown may clear set-id bits: compare the mode it left
         changed = True
     want = (st.S_IMODE(info.st_mode) | 0o2070) & ~st.S_ISUID
     if st.S_IMODE(info.st_mode) != want:

@@ -16,6 +16,7 @@ from docker.models.containers import Container
 
 from armor_rx.errors import ArmorError, ConfigError, DockerError, ImageNotFound
 from armor_rx.sinks.docker.access import ShareStats, share_worktree
+from armor_rx.sinks.docker.adopt import AdoptStats, adopt_in_container
 from armor_rx.sinks.docker.engine import Engine
 from armor_rx.sinks.docker.identity import resolve_identity
 from armor_rx.sinks.docker.mounts import (
@@ -212,7 +213,7 @@ def create_task_container(
         plan = plan_mounts(worktree, spec.workdir, data)
         if identity.gid is not None and not identity.root:
             try:
-                shared = share_worktree(worktree, identity.gid)
+                shared = share_worktree(worktree, identity.gid, owner=identity.uid)
             except OSError as exc:
                 shared = ShareStats(acl=False, notes=[f"the worktree could not be shared with the agent's group: {exc}"])
     # A numeric uid has no home in the image: /tmp is the one writable place.
@@ -303,6 +304,10 @@ def create_task_container(
         if isinstance(exc, ConfigError):
             raise
         raise DockerError(f"task {task_id!r}: could not make the worktree mount nosuid,nodev: {exc}") from None
+    adopted: AdoptStats | None = None
+    if worktree is not None and os.geteuid() != 0 and identity.uid is not None and not identity.root:
+        # A plain user cannot chown: the agent takes armor's directories over itself, before its first command.
+        adopted = adopt_in_container(container, identity.uid, spec.workdir)
     effective = spec.to_payload()
     effective.update(
         {
@@ -314,7 +319,9 @@ def create_task_container(
             "mounts": plan.described,
             "worktree_mount": "nosuid,nodev" if worktree is not None and mount_note is None else None,
             "shared": shared.to_payload() if shared is not None else None,
-            "degraded": degraded + ([f"worktree mount not nosuid,nodev: {mount_note}"] if mount_note else []),
+            "adopted": adopted.to_payload() if adopted is not None else None,
+            "degraded": degraded + ([f"worktree mount not nosuid,nodev: {mount_note}"] if mount_note else [])
+            + (adopted.notes if adopted is not None else []),
             "notes": (["runs as root by explicit opt-in (allow_root=True)"] if identity.root else [])
             + (shared.notes if shared is not None else []),
         }

@@ -8,6 +8,7 @@ docs/security.md with these test names.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -210,6 +211,54 @@ def test_a_repository_the_agent_makes_is_refused_by_git_on_the_host(session, tmp
     assert not marker.exists()
 
 
+# A bare repository written into directory {d}: HEAD, objects/, refs/ and a config whose fsmonitor leaves a marker.
+PLANT = ("mkdir -p {d}/objects {d}/refs && printf 'ref: refs/heads/main\\n' > {d}/HEAD && "
+         "printf '[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n\\tworktree = ..\\n"
+         "\\tfsmonitor = {hook}\\n' > {d}/config && echo planted")
+
+
+def _commit_tree(repo, files):
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "tree"], check=True)
+
+
+def test_a_bare_repository_planted_in_a_directory_armor_made_is_refused_by_host_git(repo, spec, tmp_path):
+    """The review's vector: src/ came from the checkout (armor's), the agent turns it into a bare repository."""
+    _commit_tree(repo, {"src/pkg/mod.py": "x = 1\n", "docs/a.md": "a\n"})
+    marker = tmp_path / "planted-fsmonitor-ran"
+    plant = PLANT.format(d="{d}", hook=FSMONITOR.format(marker=marker))
+    with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
+        started(armor, "planted")
+        worktree = armor.worktree("planted")
+        # Every directory below the root is the agent's; the root stays the person's, so git works there and below.
+        assert os.lstat(worktree).st_uid == os.geteuid()
+        assert {os.lstat(worktree / d).st_uid for d in ("src", "src/pkg", "docs")} == {AGENT_UID}
+        assert host_git(worktree / "src" / "pkg", "status", "--short").returncode == 0
+        cp = armor.checkpoint("planted").payload["checkpoint"]
+        for d in ("src", "src/pkg"):
+            code, out = run(armor, "planted", plant.format(d=d))
+            assert code == 0 and "planted" in out, out
+            status = host_git(worktree / d, "status")
+            assert status.returncode != 0 and "dubious ownership" in status.stderr, status
+        # Directories a rollback makes anew are handed over too.
+        assert run(armor, "planted", "rm -rf src docs")[0] == 0
+        armor.rollback("planted", cp)
+        assert {os.lstat(worktree / d).st_uid for d in ("src", "src/pkg", "docs")} == {AGENT_UID}
+        assert run(armor, "planted", plant.format(d="docs"))[0] == 0
+        status = host_git(worktree / "docs", "status")
+        assert status.returncode != 0 and "dubious ownership" in status.stderr, status
+        assert not marker.exists()
+        # The control: the same planted directory, owned by the person, does run the agent's command.
+        control = tmp_path / "control"
+        shutil.copytree(worktree / "docs", control / "docs", symlinks=True)
+        os.chown(control / "docs", os.geteuid(), os.getegid())
+        host_git(control / "docs", "status")
+        assert marker.exists(), "the planted repository is not one git would use: the test proves nothing"
+
+
 def test_git_works_inside_the_container_and_cannot_write_the_repository(session, repo):
     armor = session
     started(armor, "inside")
@@ -296,7 +345,10 @@ from armor_rx.sinks.docker import SandboxSpec
 repo = sys.argv[1]
 env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
 os.mkdir(repo)
-for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "initial"]):
+os.makedirs(os.path.join(repo, "src", "pkg"))
+with open(os.path.join(repo, "src", "pkg", "mod.py"), "w") as f:
+    f.write("x = 1\\n")
+for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
     subprocess.run(["git", "-C", repo, *args], check=True, env=env)
 report = {}
 spec = SandboxSpec(image=sys.argv[2], pids_limit=64, mem_limit=128 * 1024 * 1024, wall_clock=300)
@@ -307,11 +359,19 @@ with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
     report["user"], report["degraded"] = settings["user"], list(settings["degraded"])
     sh = lambda script: armor.exec("mine", ["sh", "-c", script]).payload["exit_code"]
     report["made"] = sh("umask 077; mkdir -p a/b && echo one > a/b/f && echo top > t")
+    worktree = armor.worktree("mine")
+    report["armor_dirs_owner"] = sorted({os.lstat(worktree / d).st_uid for d in ("src", "src/pkg")})
+    marker = os.path.join(os.environ["HOME"], "planted-ran")
+    sh("mkdir -p src/objects src/refs && printf 'ref: refs/heads/main\\n' > src/HEAD && "
+       f"printf '[core]\\n\\tbare = false\\n\\tworktree = ..\\n\\tfsmonitor = touch {marker}; false\\n' > src/config")
+    planted = subprocess.run(["git", "-C", str(worktree / "src"), "status"], capture_output=True, text=True)
+    report["planted_refused"] = planted.returncode != 0 and "dubious ownership" in planted.stderr
+    report["planted_ran"] = os.path.exists(marker)
+    sh("rm -rf src/objects src/refs src/HEAD src/config")
     cp = armor.checkpoint("mine").payload["checkpoint"]
     report["removed_by_agent"] = sh("rm -r a t")
     armor.rollback("mine", cp)
     report["write_restored"] = sh("echo two >> a/b/f && echo more >> t && touch a/b/new")
-    worktree = armor.worktree("mine")
     report["restored_owner"] = os.lstat(worktree / "a" / "b" / "f").st_uid
     report["git_status"] = subprocess.run(["git", "-C", str(worktree), "status", "--short"], capture_output=True, text=True).returncode
     shutil.rmtree(worktree / "a")  # the host user removes what the agent made
@@ -365,6 +425,10 @@ def test_an_unprivileged_armor_shares_the_worktree_through_its_own_group(git_ima
     assert report["made"] == 0 and report["removed_by_agent"] == 0
     assert report["write_restored"] == 0 and report["restored_owner"] == uid
     assert report["git_status"] == 0 and report["host_removed"] is True
+    # Directories armor checked out were taken over by the agent (a plain user cannot chown), so a bare
+    # repository planted in one is refused by the person's git.
+    assert report["armor_dirs_owner"] == [AGENT_UID]
+    assert report["planted_refused"] is True and report["planted_ran"] is False
 
 
 def _containers_under(home):

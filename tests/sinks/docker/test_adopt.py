@@ -1,0 +1,108 @@
+"""The in-container pass that hands armor's directories to the agent (a plain-user armor cannot chown).
+
+Run here with the host's busybox as the agent's uid, the way the container runs
+it: what it must survive are odd names, big directories and a pass killed
+half-way. The real-container path is tested in test_hostile_worktree.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from armor_rx.sinks.docker import AGENT_UID
+from armor_rx.sinks.docker.adopt import ADOPT_SCRIPT, SUFFIX
+
+GID = 62010
+
+
+def _busybox() -> str:
+    found = shutil.which("busybox") or ("/bin/busybox" if os.path.exists("/bin/busybox") else None)
+    if os.geteuid() != 0 or found is None or shutil.which("setpriv") is None:
+        pytest.skip("needs root, busybox and setpriv to act as the agent's uid")
+    return found
+
+
+def adopt(root: Path) -> str:
+    done = subprocess.run(["setpriv", f"--reuid={AGENT_UID}", f"--regid={GID}", "--clear-groups", _busybox(), "sh", "-c",
+                           ADOPT_SCRIPT, "sh", str(AGENT_UID)], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def tree(tmp_path):
+    _busybox()
+    os.chmod(tmp_path, 0o755)
+    root = tmp_path / "wt"
+    names = ["src/pkg/deep", "we ird\nname", "-dash", ".hidden", "big"]
+    for name in names:
+        (root / name).mkdir(parents=True)
+    (root / "src" / "pkg" / "deep" / "f.py").write_text("x\n")
+    (root / ".hidden" / ".dot").write_text("d\n")
+    (root / "-dash" / "..odd").write_text("o\n")
+    for i in range(450):
+        (root / "big" / f"f{i}").write_text(str(i))
+    (root / "big" / "sub").mkdir()
+    os.symlink("/etc", root / "src" / "link")
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, -1, GID)
+        if path.is_dir() and not path.is_symlink():
+            os.chmod(path, 0o2775)
+        elif not path.is_symlink():
+            os.chmod(path, 0o664)
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, str]]:
+    """Every entry below root: its type and content (files) or target (links); ownership left out."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            out[rel] = ("dir", oct(os.lstat(path).st_mode & 0o7777))
+        else:
+            out[rel] = ("file", path.read_text())
+    return out
+
+
+def test_every_directory_below_the_root_becomes_the_agents_and_nothing_else_changes(tree):
+    before = snapshot(tree)
+    out = adopt(tree)
+    dirs = [p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()]
+    assert f"adopted {len(dirs)} failed 0" in out
+    assert {os.lstat(p).st_uid for p in dirs} == {AGENT_UID}
+    assert os.lstat(tree).st_uid == 0  # the root stays the person's
+    assert snapshot(tree) == before  # same entries, contents, link targets and modes (setgid kept)
+    assert os.readlink(tree / "src" / "link") == "/etc"
+    assert "adopted 0 failed 0" in adopt(tree) or adopt(tree).strip() == ""  # a second pass has nothing to do
+
+
+def test_a_pass_killed_half_way_is_finished_by_the_next(tree):
+    before = snapshot(tree)
+    # Killed after moving src's entries aside and removing src; and half-way through moving -dash's.
+    os.rename(tree / "src", tree / f"src{SUFFIX}")
+    (tree / f"-dash{SUFFIX}").mkdir()
+    os.rename(tree / "-dash" / "..odd", tree / f"-dash{SUFFIX}" / "..odd")
+    for made in (tree / f"src{SUFFIX}", tree / f"-dash{SUFFIX}"):  # the pass made these, as the agent
+        os.chown(made, AGENT_UID, GID)
+        os.chmod(made, 0o2775)
+    adopt(tree)
+    assert snapshot(tree) == before
+    assert not list(tree.glob(f"*{SUFFIX}"))
+    assert {os.lstat(p).st_uid for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()} == {AGENT_UID}
+
+
+def test_a_directory_the_agent_may_not_change_is_left_whole_and_counted(tree):
+    os.chmod(tree / "big" / "sub", 0o755)  # no group write: the agent cannot move it (its '..' changes)
+    before = snapshot(tree)
+    out = adopt(tree)
+    assert "failed 1" in out
+    assert snapshot(tree) == before  # what could not move was put back
+    assert os.lstat(tree / "big").st_uid == 0 and os.lstat(tree / "src").st_uid == AGENT_UID
