@@ -4,7 +4,10 @@ Python cannot stop a running thread, so a call that overruns its deadline is
 *abandoned*, not stopped: the caller gets :class:`HookTimeout` at once and the
 call goes on in the background until it returns by itself; its result is
 thrown away. The worker threads are daemons so that an abandoned call that
-never returns cannot keep the interpreter from exiting.
+never returns cannot keep the interpreter from exiting. Idle workers are kept
+for a while to be reused, and let go at once by :func:`release_idle_workers`,
+which a pipeline calls when it stops: after ``stop()`` only calls that
+overran their deadline (and were reported) may still hold a thread.
 """
 
 from __future__ import annotations
@@ -47,8 +50,11 @@ class _DaemonPool:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._released = threading.Condition(self._lock)
+        # None tells the idle worker that takes it to leave (see release_idle).
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._idle = 0  # idle workers no submitter has claimed yet
+        self._leaving = 0  # idle workers told to leave that have not left yet
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
@@ -65,8 +71,7 @@ class _DaemonPool:
                 self._idle += 1
             while True:
                 try:
-                    job = self._jobs.get(timeout=_IDLE_SECONDS)
-                    break
+                    next_job = self._jobs.get(timeout=_IDLE_SECONDS)
                 except queue.Empty:
                     with self._lock:
                         # If every idle worker has been claimed, a job is on its
@@ -74,9 +79,31 @@ class _DaemonPool:
                         if self._idle:
                             self._idle -= 1
                             return
+                    continue
+                if next_job is None:
+                    with self._lock:
+                        self._leaving -= 1
+                        self._released.notify_all()
+                    return
+                job = next_job
+                break
+
+    def release_idle(self, timeout: float = 5.0) -> None:
+        """Let every idle worker go now, and wait (up to ``timeout``) until they have."""
+        with self._lock:
+            count, self._idle = self._idle, 0
+            self._leaving += count
+            for _ in range(count):
+                self._jobs.put(None)
+            self._released.wait_for(lambda: self._leaving == 0, timeout)
 
 
 _pool = _DaemonPool()
+
+
+def release_idle_workers(timeout: float = 5.0) -> None:
+    """Stop the deadline workers that are idle (a stopping pipeline calls it; new calls start new ones)."""
+    _pool.release_idle(timeout)
 
 
 def check_timeout(seconds: float | None, what: str) -> None:

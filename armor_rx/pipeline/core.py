@@ -29,6 +29,7 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, REQUEST_OUTCOME, State, check_transition
 from armor_rx.model.registry import Registry, TaskRecord
 from armor_rx.operators import by_task, dedup
+from armor_rx.operators._deadline import release_idle_workers
 from armor_rx.pipeline.bus import EventBus
 from armor_rx.pipeline.effect_runner import RetryPolicy, run_effects
 from armor_rx.pipeline.effects import Effect
@@ -141,6 +142,7 @@ class Pipeline:
         self.bus.close()
         if self._callbacks is not None:
             self._callbacks.shutdown(wait=True)
+        release_idle_workers()  # hooks called with a time limit ran on these
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no request is in flight and everything committed so far is published."""

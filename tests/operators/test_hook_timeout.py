@@ -89,3 +89,44 @@ def test_an_abandoned_call_does_not_hold_up_the_next_one():
         assert call_with_timeout(lambda x: x + 1, 1, 1, "next") == 2
     finally:
         release.set()
+
+
+def _deadline_workers():
+    return [t for t in threading.enumerate() if t.name == "armor-rx-deadline"]
+
+
+def test_a_stopped_session_leaves_no_idle_deadline_worker():
+    """STYLE: no thread outlives stop(). Idle workers are let go when a pipeline stops."""
+    import tempfile
+
+    from armor_rx import Armor
+
+    from armor_rx.operators._deadline import release_idle_workers
+
+    release_idle_workers()
+    busy = set(_deadline_workers())  # calls earlier tests abandoned, still running
+    with Armor(state_dir=tempfile.mkdtemp()) as armor:
+        armor.hook("before_start", lambda event: None, timeout=5)
+        armor.create_task("t")
+        armor.start("t")
+        assert call_with_timeout(lambda _: 1, None, 1, "h") == 1  # at least one worker now idle
+        assert set(_deadline_workers()) - busy
+    assert set(_deadline_workers()) <= busy
+
+
+def test_released_workers_do_not_stop_a_call_that_is_running():
+    from armor_rx.operators._deadline import release_idle_workers
+
+    release_idle_workers()
+    busy = set(_deadline_workers())
+    release = threading.Event()
+    result = []
+    waiter = threading.Thread(target=lambda: result.append(call_with_timeout(lambda _: release.wait(10), None, 20, "slow")))
+    waiter.start()
+    call_with_timeout(lambda _: 1, None, 1, "quick")  # another worker, idle after this
+    release_idle_workers()
+    assert len(set(_deadline_workers()) - busy) == 1  # only the busy one stays
+    release.set()
+    waiter.join(10)
+    assert result == [True]
+    assert call_with_timeout(lambda _: 2, None, 1, "again") == 2  # the pool still works
