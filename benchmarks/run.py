@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUITES = ["bench_pipeline", "bench_eventlog", "bench_docker", "service", "bench_mcp"]
+SUITES = ["bench_pipeline", "bench_masking", "bench_eventlog", "bench_docker", "service", "bench_mcp"]
 HEAVY = ["bench_checkpoint", "monitor"]
 
 

@@ -85,10 +85,16 @@ def is_sensitive_key(key: str) -> bool:
 
 # Free text that carries a credential: a password in a URL, a bearer token, an
 # Authorization header. Each pattern keeps the part that says what it was.
+# Each pattern comes with a hint that any match must contain. Output is text at megabytes
+# a second, and the patterns' word-boundary starts are tried at every word (and Python's
+# case-insensitive search is slow even for a literal), so for ASCII text the hints are
+# plain substring tests on one lower-cased copy (so is other text, unless it holds one of the
+# few characters a case-insensitive pattern takes for an ASCII letter: then the patterns run).
+_ASCII_FOLDING = "\u0130\u0131\u017f\u212a"  # İ ı ſ K (Kelvin): i, i, s, k to re.IGNORECASE
 _TEXT_PATTERNS = (
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)([^\s/@]+)(@)"), r"\1" + REDACTED + r"\3"),
-    (re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"), r"\1" + REDACTED),
-    (re.compile(r"(?i)\b(authorization\s*[:=]\s*)(?!bearer\b)([^\s,;]+)"), r"\1" + REDACTED),
+    (("://", "@"), re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)([^\s/@]+)(@)"), r"\1" + REDACTED + r"\3"),
+    (("bearer",), re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})"), r"\1" + REDACTED),
+    (("authorization",), re.compile(r"(?i)\b(authorization\s*[:=]\s*)(?!bearer\b)([^\s,;]+)"), r"\1" + REDACTED),
 )
 
 
@@ -98,10 +104,10 @@ def redact_text(text: str) -> str:
     >>> redact_text("clone https://bob:hunter2@example.com/r.git with Bearer abcdef123456")
     'clone https://bob:[redacted]@example.com/r.git with Bearer [redacted]'
     """
-    if "@" not in text and "earer" not in text and "uthorization" not in text:  # the common case costs one scan
-        return text
-    for pattern, replacement in _TEXT_PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower() if text.isascii() or not any(c in text for c in _ASCII_FOLDING) else None
+    for hints, pattern, replacement in _TEXT_PATTERNS:
+        if lowered is None or all(hint in lowered for hint in hints):
+            text = pattern.sub(replacement, text)
     return text
 
 

@@ -130,3 +130,20 @@ def test_masker_never_splits_a_secret_whose_start_recurs_at_its_end():
         assert out + m.flush() == expected, (secrets, text)
         cases += 1
     assert cases == 3000
+
+
+@pytest.mark.parametrize("text, leaked", [
+    ("BEARER abcdefgh12345678", "abcdefgh12345678"),  # the old fast path looked for a lower-case "earer" only
+    ("AUTHORIZATION=letmein99", "letmein99"),
+    ("FTP://anon:pw-1234@files.example", "pw-1234"),
+    ("line one\nclone https://ci:tok3n@git.example/r.git\nline three", "tok3n"),
+])
+def test_credentials_are_caught_whatever_their_case_or_place(text, leaked):
+    assert leaked not in redact_text(text)
+    assert "[redacted]" in redact_text(text)
+
+
+def test_non_ascii_text_is_redacted_too_even_with_letters_that_fold_to_ascii():
+    assert "hunter22" not in redact_text("│ ✓ cloned https://bob:hunter22@git.example/r.git")
+    # 'ı' (dotless i) is an 'i' to a case-insensitive pattern, and not to str.lower()
+    assert "s3cr3t-value" not in redact_text("authorızation: s3cr3t-value")
