@@ -54,18 +54,22 @@ def _line(event: TaskEvent) -> str:
     return f"  #{event.seq:<3} {event.task_id or '-':<14} {event.kind:<24} {detail}"
 
 
+def sandbox_options(wall_clock: float = 300) -> dict[str, Any]:
+    """Session options that run tasks in containers of the local busybox image (made if missing).
+
+    For the demo and the examples: ``Armor(repo, **sandbox_options())``.
+    Raises DockerUnavailable when no Docker engine answers.
+    """
+    from armor_rx.sinks.docker import SandboxSpec
+    from armor_rx.sinks.docker.rootfs import local_image
+
+    return {"docker": True, "sandbox": SandboxSpec(image=local_image(), wall_clock=wall_clock), "sweep_interval": None}
+
+
 def _docker_options() -> dict[str, Any]:
     """Docker settings for the demo, or {} (and why) when no engine answers."""
     try:
-        from armor_rx.sinks.docker import Engine, SandboxSpec
-        from armor_rx.sinks.docker.rootfs import import_busybox_image
-
-        engine = Engine.connect(timeout=10)
-        try:
-            image = import_busybox_image(engine)
-        finally:
-            engine.close()
-        return {"docker": True, "sandbox": SandboxSpec(image=image, wall_clock=300), "sweep_interval": None}
+        return sandbox_options()
     except (DockerUnavailable, ArmorError) as exc:
         print(f"  (no container part: {exc})\n")
         return {}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from armor_rx import AsyncArmor
-from armor_rx.demo import make_sample_repo
+from armor_rx.demo import make_sample_repo, sandbox_options
 from armor_rx.errors import ArmorError
 from armor_rx.tools import ArmorTools, tool_specs
 
@@ -73,22 +73,10 @@ async def agent_loop(tools: ArmorTools) -> None:
             return
 
 
-def docker_options() -> dict[str, Any]:
-    from armor_rx.sinks.docker import Engine, SandboxSpec
-    from armor_rx.sinks.docker.rootfs import import_busybox_image
-
-    engine = Engine.connect(timeout=10)
-    try:
-        image = import_busybox_image(engine)
-    finally:
-        engine.close()
-    return {"docker": True, "sandbox": SandboxSpec(image=image, wall_clock=300), "sweep_interval": None}
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="armor-agent-") as tmp:
         repo = make_sample_repo(Path(tmp) / "repo")
-        async with AsyncArmor(repo, **docker_options()) as armor:
+        async with AsyncArmor(repo, **sandbox_options()) as armor:
             tools = ArmorTools(armor, repo=repo)
             await agent_loop(tools)
             await tools.aclose()

@@ -15,12 +15,11 @@ import asyncio
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from mcp import Client
 
 from armor_rx import AsyncArmor
-from armor_rx.demo import make_sample_repo
+from armor_rx.demo import make_sample_repo, sandbox_options
 from armor_rx.mcp import build_server
 from armor_rx.model.events import TaskEvent
 from armor_rx.operators import guard
@@ -41,22 +40,10 @@ def no_dangerous_commands(event: TaskEvent) -> str | None:
     )
 
 
-def docker_options() -> dict[str, Any]:
-    from armor_rx.sinks.docker import Engine, SandboxSpec
-    from armor_rx.sinks.docker.rootfs import import_busybox_image
-
-    engine = Engine.connect(timeout=10)
-    try:
-        image = import_busybox_image(engine)
-    finally:
-        engine.close()
-    return {"docker": True, "sandbox": SandboxSpec(image=image, wall_clock=300), "sweep_interval": None}
-
-
 async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="armor-guard-") as tmp:
         repo = make_sample_repo(Path(tmp) / "repo")
-        async with AsyncArmor(repo, **docker_options()) as armor:
+        async with AsyncArmor(repo, **sandbox_options()) as armor:
             armor.sync.use(guard(no_dangerous_commands, kinds="exec.requested", name="no-dangerous-commands"))
             tools = ArmorTools(armor, task="tidy", repo=repo)
             async with Client(build_server(tools)) as agent:

@@ -141,14 +141,9 @@ def _cache(args: argparse.Namespace) -> Iterator[Any]:
 
 def _local_image() -> int:
     """Build the busybox image on the engine itself: it needs no registry and no state directory."""
-    from armor_rx.sinks.docker import Engine
-    from armor_rx.sinks.docker.rootfs import import_busybox_image
+    from armor_rx.sinks.docker.rootfs import local_image
 
-    engine = Engine.connect()
-    try:
-        tag = import_busybox_image(engine)
-    finally:
-        engine.close()
+    tag = local_image(timeout=60)
     print(tag)
     print(f"use it with --image {tag}, or for every task: export ARMOR_RX_IMAGE={tag}", file=sys.stderr)
     return 0

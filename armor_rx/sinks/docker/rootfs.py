@@ -151,3 +151,18 @@ def _json_lines(reply: object) -> list[dict[str, object]]:
         if isinstance(item, dict):
             out.append(item)
     return out
+
+
+def local_image(timeout: float = 10.0) -> str:
+    """Make sure the engine ``DOCKER_HOST`` names has the local busybox image; returns its tag.
+
+    What ``armor-rx image local``, the demo and the examples use on a machine
+    with no registry. Raises DockerUnavailable when no engine answers.
+    """
+    from armor_rx.sinks.docker.engine import Engine
+
+    engine = Engine.connect(timeout=timeout)
+    try:
+        return import_busybox_image(engine)
+    finally:
+        engine.close()
