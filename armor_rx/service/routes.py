@@ -25,6 +25,7 @@ from aiohttp import web
 from armor_rx import __version__
 from armor_rx.errors import ArmorError, BadRequest, ConfigError, DockerError, ServiceError, TaskExists
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.merge import MERGE_MODES
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
@@ -283,8 +284,8 @@ class Routes:
                 payload["message"] = body["message"]
             merge = _opt(body, "merge", str)
             if merge is not None:
-                if merge not in ("ff", "merge", "none"):
-                    raise BadRequest(f"'merge' must be 'ff', 'merge' or 'none', not {merge!r}")
+                if merge not in MERGE_MODES:
+                    raise BadRequest(f"'merge' must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
                 payload["merge"] = merge
             event = await self.outcome(lambda: a.request(task, "task.complete.requested", payload))
         elif verb == "fail":
