@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -285,7 +285,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     payload = outcome[0].payload if outcome else {}
     if args.merge == "manual" and outcome and not args.json:
         how = payload.get("how")
-        if isinstance(how, dict):
+        if isinstance(how, Mapping):
             print(f"the task's branch is left for you; to merge it: {how.get('merge')}\n"
                   f"  or replay it: {how.get('rebase')}\n  look first: {how.get('inspect')}")
         return 0

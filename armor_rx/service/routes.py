@@ -222,6 +222,7 @@ class Routes:
         r.add_get(f"{p}/events", self.events)
         r.add_post(f"{p}/events", self.emit)
         r.add_get(f"{p}/dead-letters", self.dead_letters)
+        r.add_get(f"{p}/conflicts", self.conflicts)
         r.add_post(f"{p}/dead-letters/{{letter}}/redrive", self.redrive)
         r.add_post(f"{p}/sweep", self.sweep)
         r.add_post(f"{p}/run", self.run)
@@ -256,6 +257,9 @@ class Routes:
 
     async def container(self, request: web.Request) -> web.Response:
         return json_response(await self.call(self.armor.container, request.match_info["task"]))
+
+    async def conflicts(self, request: web.Request) -> web.Response:
+        return json_response(await self.call(self.armor.conflicts))
 
     async def dead_letters(self, request: web.Request) -> web.Response:
         letters = await self.call(self.armor.dead_letters, include_redriven=_query_bool(request, "all"))
