@@ -206,7 +206,7 @@ def _watch_conflicts(
     """A conflict watcher fed by the bus: boundaries of a task look at it, ends resolve its conflicts."""
     if git is None or active_tasks is None:
         return None
-    watcher = ConflictWatcher(git, active_tasks, record).start()
+    watcher = ConflictWatcher(git, active_tasks, record, git.git_dir / "conflicts.json").start()
     pipeline.bus.subscribe(f"{BOUNDARY_KINDS},{END_KINDS}").subscribe(
         lambda event: watcher.notify(event.kind, event.task_id))
     return watcher

@@ -151,3 +151,24 @@ def test_off_switch(repo):
             armor.checkpoint(name)
         settle(armor)
         assert list(armor.history(kind="conflict.detected")) == [] and armor.conflicts() == []
+
+
+def test_a_reopened_session_remembers_what_it_announced(repo, edit):
+    with Armor(repo) as armor:
+        start(armor, "a", "b", "c")
+        for name in ("a", "b", "c"):
+            edit(armor.worktree(name) / "app.py", 7, f"{name} 7")
+            armor.checkpoint(name)
+        wait_for(armor, "conflict.detected", 3)
+        settle(armor)
+        b_tree = armor.worktree("b")
+    (b_tree / "app.py").write_text((repo / "app.py").read_text())  # b reverts while no session is open
+    with Armor(repo) as armor:
+        armor.checkpoint("a")
+        resolved = wait_for(armor, "conflict.resolved")[0].payload
+        assert resolved["tasks"] == ["a", "b"]
+        settle(armor)
+        assert len(list(armor.history(kind="conflict.detected"))) == 3  # a/c not announced again
+        # b was looked at out of turn (a needed it), so its pair with c is settled too, without a scan of c.
+        assert [c["tasks"] for c in armor.conflicts()] == [["a", "c"]]
+        assert sorted(tuple(e.payload["tasks"]) for e in armor.history(kind="conflict.resolved")) == [("a", "b"), ("b", "c")]

@@ -12,18 +12,23 @@ cache, so only files whose stat changed are read), and the other tasks'
 changes are the ones remembered from their own last boundary; a task is
 scanned out of turn only the first time it is needed (e.g. after a restart).
 Whether two changes overlap by line is decided by a three-way merge of the
-file (``merge3``) against the two tasks' common base.
+file (``merge3``) against the two tasks' common base. The conflicts known
+are kept in ``<state_dir>/git/conflicts.json``, so a restarted session does
+not announce them again (and resolves those that went away meanwhile).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import merge3
+import orjson
 import structlog
 from dulwich.graph import find_merge_base
 from dulwich.objects import Blob, ObjectID
@@ -72,6 +77,11 @@ class PathConflict:
         return {"path": printable(self.path), "overlap": self.overlap, "identical": self.identical,
                 "why": self.why, "lines": [list(r) for r in self.lines]}
 
+    @classmethod
+    def from_payload(cls, path: str, data: Mapping[str, Any]) -> PathConflict:
+        return cls(path, bool(data["overlap"]), bool(data["identical"]), str(data["why"]),
+                   tuple((int(a), int(b)) for a, b in data.get("lines", ())))
+
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
@@ -87,8 +97,10 @@ class ConflictWatcher:
     :meth:`stop`); :meth:`check` does it now, on the caller's thread.
     """
 
-    def __init__(self, workspace: GitWorkspace, active: Callable[[], Iterable[str]], record: Record) -> None:
+    def __init__(self, workspace: GitWorkspace, active: Callable[[], Iterable[str]], record: Record,
+                 state_file: Path | None = None) -> None:
         self.workspace = workspace
+        self.state_file = state_file
         self.active = active
         self.record = record
         self._changes: dict[str, Changes] = {}
@@ -102,6 +114,7 @@ class ConflictWatcher:
     # -- lifecycle --------------------------------------------------------
     def start(self) -> ConflictWatcher:
         if self._thread is None:
+            self._pairs = self._load()
             self._thread = threading.Thread(target=self._run, name="armor-conflicts", daemon=True)
             self._thread.start()
         return self
@@ -161,7 +174,8 @@ class ConflictWatcher:
         recorded: list[dict[str, Any]] = []
         with self._lock:
             self._changes[task_id] = changes
-            for gone in [t for t in self._changes if t not in active]:
+            # Tasks that ended unseen (or while the session was closed) take no part any more.
+            for gone in sorted({t for t in self._changes if t not in active} | {t for p in self._pairs for t in p if t not in active}):
                 recorded += self._forget_locked(gone, f"task {gone!r} is not active")
             for other in sorted(active - {task_id}):
                 theirs = self._changes.get(other)
@@ -173,6 +187,10 @@ class ConflictWatcher:
                 shared = changes.keys() & theirs.keys()
                 found = {p: self._compare(task_id, other, p) for p in sorted(shared)}
                 recorded += self._update(task_id, pair_key(task_id, other), found)
+            # Other pairs whose two sides are both known now (one was just scanned out of turn): no scan needed.
+            for x, y in [p for p in self._pairs if task_id not in p and all(t in self._changes for t in p)]:
+                shared = self._changes[x].keys() & self._changes[y].keys()
+                recorded += self._update(x, (x, y), {p: self._compare(x, y, p) for p in sorted(shared)})
         return recorded
 
     def forget(self, task_id: str, reason: str) -> list[dict[str, Any]]:
@@ -189,6 +207,8 @@ class ConflictWatcher:
             payload = {**_payload(pair, found), "reason": reason, "remaining": []}
             self.record("conflict.resolved", task_id, payload)
             recorded.append(payload)
+        if recorded:
+            self._save()
         return recorded
 
     def _update(self, task_id: str, pair: tuple[str, str], found: dict[str, PathConflict]) -> list[dict[str, Any]]:
@@ -210,7 +230,26 @@ class ConflictWatcher:
             self._pairs[pair] = found
         else:
             self._pairs.pop(pair, None)
+        if recorded or found != before:
+            self._save()
         return recorded
+
+    def _load(self) -> dict[tuple[str, str], dict[str, PathConflict]]:
+        if self.state_file is None:
+            return {}
+        try:
+            data = orjson.loads(self.state_file.read_bytes())
+            return {pair_key(*row["tasks"]): {f["path"]: PathConflict.from_payload(f["path"], f) for f in row["files"]}
+                    for row in data}
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return {}  # lost or damaged: conflicts still there are announced again, nothing worse
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps([_payload(pair, found) for pair, found in sorted(self._pairs.items())]))
+        os.replace(tmp, self.state_file)
 
     def _scan(self, task_id: str) -> Changes | None:
         """The task's changes since its base (None when it has no worktree or branch here)."""
