@@ -172,3 +172,24 @@ def test_a_reopened_session_remembers_what_it_announced(repo, edit):
         # b was looked at out of turn (a needed it), so its pair with c is settled too, without a scan of c.
         assert [c["tasks"] for c in armor.conflicts()] == [["a", "c"]]
         assert sorted(tuple(e.payload["tasks"]) for e in armor.history(kind="conflict.resolved")) == [("a", "b"), ("b", "c")]
+
+
+def test_tasks_from_different_bases_compare_against_their_merge_base(repo, edit, git):
+    with Armor(repo) as armor:
+        start(armor, "a")
+        (repo / "README.md").write_text("moved on\n")  # main moves on before b starts
+        git(repo, "commit", "-qam", "main moves")
+        start(armor, "b")
+        edit(armor.worktree("a") / "app.py", 3, "a 3")
+        armor.checkpoint("a")
+        edit(armor.worktree("b") / "app.py", 33, "b 33")
+        (armor.worktree("b") / "new.txt").write_text("b\n")
+        armor.checkpoint("b")
+        p = wait_for(armor, "conflict.detected")[0].payload
+        assert p["paths"] == ["app.py"] and p["overlap"] is False
+        # Both add the same new file differently: no common base for it, so every line overlaps.
+        (armor.worktree("a") / "new.txt").write_text("a\n")
+        armor.checkpoint("a")
+        second = wait_for(armor, "conflict.detected", 2)[1].payload
+        assert second["new_paths"] == ["new.txt"]
+        assert {f["path"]: f["overlap"] for f in second["files"]} == {"app.py": False, "new.txt": True}

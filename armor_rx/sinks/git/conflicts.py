@@ -31,12 +31,13 @@ import merge3
 import orjson
 import structlog
 from dulwich.graph import find_merge_base
+from dulwich.object_store import tree_lookup_path
+from dulwich.errors import NotTreeError
 from dulwich.objects import Blob, ObjectID
 
 from armor_rx.errors import ArmorError
 from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.refs import read_commit
-from armor_rx.sinks.git.trees import flatten_tree
 
 if TYPE_CHECKING:
     from armor_rx.sinks.git.workspace import GitWorkspace
@@ -104,6 +105,8 @@ class ConflictWatcher:
         self.active = active
         self.record = record
         self._changes: dict[str, Changes] = {}
+        # Line comparisons by (base, a, b) blob ids: a boundary that changed other files does not redo them.
+        self._compared: dict[tuple[bytes | None, bytes, bytes], tuple[bool, str, tuple[tuple[int, int], ...]]] = {}
         self._bases: dict[str, bytes] = {}
         # Current conflicts: {(task, task): {path: PathConflict}}.
         self._pairs: dict[tuple[str, str], dict[str, PathConflict]] = {}
@@ -155,6 +158,8 @@ class ConflictWatcher:
                 except ArmorError as exc:
                     # The session may be closing, or the worktree gone: the next boundary tries again.
                     _log.warning("conflict check skipped", task_id=task_id, error=str(exc))
+                except Exception as exc:  # noqa: BLE001 - this thread must outlive one bad look (a vanished object ...)
+                    _log.error("conflict check failed", task_id=task_id, error=repr(exc))
 
     # -- the work ---------------------------------------------------------
     def conflicts(self) -> list[dict[str, Any]]:
@@ -177,6 +182,7 @@ class ConflictWatcher:
             # Tasks that ended unseen (or while the session was closed) take no part any more.
             for gone in sorted({t for t in self._changes if t not in active} | {t for p in self._pairs for t in p if t not in active}):
                 recorded += self._forget_locked(gone, f"task {gone!r} is not active")
+            fresh = {task_id}
             for other in sorted(active - {task_id}):
                 theirs = self._changes.get(other)
                 if theirs is None:
@@ -184,11 +190,12 @@ class ConflictWatcher:
                     if theirs is None:
                         continue
                     self._changes[other] = theirs
+                    fresh.add(other)
                 shared = changes.keys() & theirs.keys()
                 found = {p: self._compare(task_id, other, p) for p in sorted(shared)}
                 recorded += self._update(task_id, pair_key(task_id, other), found)
-            # Other pairs whose two sides are both known now (one was just scanned out of turn): no scan needed.
-            for x, y in [p for p in self._pairs if task_id not in p and all(t in self._changes for t in p)]:
+            # Known pairs with a side just scanned out of turn (the other side is remembered): settled without a scan.
+            for x, y in [p for p in self._pairs if task_id not in p and fresh & set(p) and all(t in self._changes for t in p)]:
                 shared = self._changes[x].keys() & self._changes[y].keys()
                 recorded += self._update(x, (x, y), {p: self._compare(x, y, p) for p in sorted(shared)})
         return recorded
@@ -269,13 +276,24 @@ class ConflictWatcher:
         if a_new is None or b_new is None:
             return PathConflict(path, True, False, "deleted by one task and changed by the other")
         base = a_old if self._bases.get(a) == self._bases.get(b) else self._common_blob(a, b, path)
+        key = (base, a_new, b_new)
+        known = self._compared.get(key)
+        if known is None:
+            if len(self._compared) > 10_000:
+                self._compared.clear()
+            known = self._compared[key] = self._compare_lines(base, a_new, b_new)
+        overlap, why, lines = known
+        return PathConflict(path, overlap, False, why, lines)
+
+    def _compare_lines(self, base: bytes | None, a_new: bytes, b_new: bytes) -> tuple[bool, str, tuple[tuple[int, int], ...]]:
+        """``(overlap, why, base line ranges)`` for two versions of one file and their common base."""
         store = self.workspace.checkpoints_store.store
         blobs = [store[ObjectID(s)] if s is not None else None for s in (base, a_new, b_new)]
         data = [b.as_raw_string() if isinstance(b, Blob) else b"" for b in blobs]
         if any(len(d) > MAX_LINE_COMPARE_BYTES for d in data):
-            return PathConflict(path, True, False, "too large to compare by line")
+            return True, "too large to compare by line", ()
         if any(b"\x00" in d[:8000] for d in data):
-            return PathConflict(path, True, False, "binary")
+            return True, "binary", ()
         lines = [d.splitlines(keepends=True) for d in data]
         overlapping: list[tuple[int, int]] = []
         for region in merge3.Merge3(lines[0], lines[1], lines[2]).merge_regions():
@@ -283,8 +301,8 @@ class ConflictWatcher:
                 start, end = region[1], region[2]
                 overlapping.append((start + 1, max(start + 1, end)))
         if overlapping:
-            return PathConflict(path, True, False, "both changed the same lines", tuple(overlapping))
-        return PathConflict(path, False, False, "changes on different lines (a three-way merge takes both)")
+            return True, "both changed the same lines", tuple(overlapping)
+        return False, "changes on different lines (a three-way merge takes both)", ()
 
     def _common_blob(self, a: str, b: str, path: str) -> bytes | None:
         """``path``'s blob in the merge base of the two tasks' bases (they started from different commits)."""
@@ -293,8 +311,12 @@ class ConflictWatcher:
         if not bases:
             return None
         store = self.workspace.checkpoints_store.store
-        entry = flatten_tree(store, read_commit(repo, bases[0]).tree).get(path)
-        return entry[1] if entry is not None else None
+        try:
+            _mode, sha = tree_lookup_path(store.__getitem__, read_commit(repo, bases[0]).tree,
+                                          path.encode("utf-8", "surrogateescape"))
+        except (KeyError, NotTreeError):
+            return None  # the path is not in the common base: both added it
+        return bytes(sha)
 
 
 def _payload(pair: tuple[str, str], found: Mapping[str, PathConflict]) -> dict[str, Any]:
