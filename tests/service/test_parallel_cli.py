@@ -60,3 +60,25 @@ def test_conflicts_strategies_fork_and_compare_through_the_cli(repo, git, no_doc
     assert git(repo, "rev-parse", "main").strip() == main
     assert "c-1" in git(repo, "worktree", "list")
     git(repo, "fsck", "--strict")
+
+
+def test_the_service_refuses_an_unknown_merge_mode_and_forks_remotely(repo, no_docker):
+    import pytest
+
+    import armor_rx
+    from armor_rx.errors import ArmorError
+
+    with armor_rx.connect(repo) as remote:
+        remote.create_task("t")
+        remote.start("t")
+        (remote.worktree("t") / "x.txt").write_text("x\n")
+        cp = remote.checkpoint("t").payload["checkpoint"]
+        with pytest.raises(ArmorError, match="'merge' must be one of none, ff, merge, first-wins"):
+            remote.complete("t", merge="octopus")
+        assert remote.task("t").state.value == "running"  # refused before anything happened
+        with pytest.raises(ArmorError, match="cp-9"):
+            remote.fork("t", "cp-9", into=2)
+        assert [r.task_id for r in remote.tasks()] == ["t"]
+        assert [e.task_id for e in remote.fork("t", cp, names=["u", "v"])] == ["u", "v"]
+        assert remote.compare(["u", "v"]).shared == {}
+        assert remote.conflicts() == []
