@@ -33,6 +33,8 @@ def test_first_wins_refuses_a_later_task_on_the_same_file(repo, edit, git):
         assert second["merged"] is False and second["reason"] == "conflict" and second["conflicts"] == ["app.py"]
         conflict = to_plain(list(armor.history(task_id="b", kind="git.merge.conflict"))[0].payload)
         assert conflict["paths"] == ["app.py"] and conflict["strategy"] == "first-wins"
+        assert conflict["landed"]["app.py"]["commit"] == landed  # a's commit won the file
+        assert conflict["landed"]["app.py"]["subject"] == "armor-rx: complete task a"
     untouched(repo, git, landed)
     assert "a's line 3" in (repo / "app.py").read_text() and not (repo / "b-only.txt").exists()
     assert git(repo, "rev-parse", "task/b").strip() == second["commit"]  # b's work is kept on its branch

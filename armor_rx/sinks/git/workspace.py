@@ -22,7 +22,8 @@ from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
 from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore, checkpoint_ref
 from armor_rx.sinks.git.completion import (
-    CompletionResult, build_tree, commit_worktree, make_commit, manual_instructions, merge_into_base,
+    CompletionResult, build_tree, commit_worktree, landed_changes, make_commit, manual_instructions,
+    merge_into_base,
 )
 from armor_rx.model.merge import MERGE_MODES, MergeMode
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES, TaskDiff, compare_trees
@@ -585,11 +586,14 @@ class GitWorkspace:
             merged, new_tip, reason, conflicts = merge_into_base(
                 self.repo, tip, record.branch, record.base_branch, merge, self.author, self.reserved
             )
+            landed = (landed_changes(self.repo, record.base_branch, tip, conflicts)
+                      if merge == "first-wins" and reason == "conflict" else {})
         payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason, "strategy": merge}
         if merged:
             self.emit("git.merge.completed", task_id, {**payload, "commit": new_tip.decode() if new_tip else None})
         else:
-            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts})
+            extra = {"landed": landed} if landed else {}
+            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts, **extra})
         return CompletionResult(
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
             new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts), left_out,
