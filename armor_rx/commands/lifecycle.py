@@ -59,9 +59,9 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     complete.add_argument("task", metavar="TASK")
     complete.add_argument("-m", "--message", metavar="MSG")
     complete.add_argument("--merge", choices=list(MERGE_MODES), default="none",
-                          help="merge into the base branch: ff, merge/three-way (line-level), first-wins (refuse a file "
-                               "the base changed meanwhile), rebase (replay onto the base's tip), manual (leave the "
-                               "branch, print how); default none")
+                          help="merge into the base branch: ff, merge/three-way (line-level), first-wins (refuse "
+                               "a file the base changed meanwhile), rebase (replay onto the base's tip), manual "
+                               "(leave the branch, print how); default none")
     complete.add_argument("--json", action="store_true")
 
     cancel = verbs.add_parser("cancel", parents=[common], help="cancel a task")

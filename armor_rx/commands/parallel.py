@@ -15,7 +15,8 @@ from armor_rx.model.ids import validate_task_id
 def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
     fork = verbs.add_parser("fork", parents=[common], help="start new tasks from one checkpoint of a task")
     fork.add_argument("task", metavar="TASK")
-    fork.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint id such as cp-3 (see 'armor-rx checkpoints TASK')")
+    fork.add_argument("checkpoint", metavar="CHECKPOINT",
+                      help="a checkpoint id such as cp-3 (see 'armor-rx checkpoints TASK')")
     how = fork.add_mutually_exclusive_group(required=True)
     how.add_argument("--into", type=int, metavar="N", help="make N tasks named TASK-1, TASK-2 ... (first free numbers)")
     how.add_argument("--name", action="append", metavar="NAME", help="make a task with this name (repeatable)")
@@ -70,6 +71,7 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
         print("no conflicts between active tasks")
     else:
         for c in found:
-            files = ", ".join(f"{f['path']} ({'overlapping lines' if f['overlap'] else 'different lines'})" for f in c["files"])
+            files = ", ".join(f"{f['path']} ({'overlapping lines' if f['overlap'] else 'different lines'})"
+                              for f in c["files"])
             print(f"{' and '.join(c['tasks'])}: {files}")
     return 0

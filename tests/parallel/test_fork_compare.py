@@ -27,7 +27,8 @@ def test_fork_a_checkpoint_into_three_and_compare(repo, edit, git):
         (armor.worktree("solve-3") / "plan.txt").unlink()
         result = armor.compare(names)
         by = {t.task_id: {f.path: f for f in t.files} for t in result.tasks}
-        assert set(by["solve-1"]) == {"app.py"} and (by["solve-1"]["app.py"].added, by["solve-1"]["app.py"].removed) == (1, 1)
+        one = by["solve-1"]
+        assert set(one) == {"app.py"} and (one["app.py"].added, one["app.py"].removed) == (1, 1)
         assert by["solve-2"]["extra.py"].status == "added" and by["solve-2"]["extra.py"].added == 2
         assert by["solve-3"]["plan.txt"].status == "deleted" and by["solve-3"]["plan.txt"].removed == 1
         assert result.shared == {"app.py": ("solve-1", "solve-2")}

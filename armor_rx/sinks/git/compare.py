@@ -72,7 +72,8 @@ class Comparison:
         for path in paths:
             row = [path.ljust(width), *(cells.get((i, path), "").ljust(c) for i, c in zip(ids, cols))]
             lines.append("  ".join(row).rstrip() + ("  *" if path in self.shared else ""))
-        totals = [f"{len(t.files)} files +{t.added} -{t.removed}" + (" (cut)" if t.truncated else "") for t in self.tasks]
+        totals = [f"{len(t.files)} files +{t.added} -{t.removed}" + (" (cut)" if t.truncated else "")
+                  for t in self.tasks]
         lines.append("  ".join(["total".ljust(width), *(s.ljust(c) for s, c in zip(totals, cols))]).rstrip())
         if self.shared:
             lines.append("* changed by more than one task")

@@ -275,7 +275,9 @@ def _rebase(repo: Repo, base_tip: bytes, task_tip: bytes, author: bytes) -> tupl
     return bytes(current.id), []
 
 
-def landed_changes(repo: Repo, base_branch: str, task_tip: bytes, paths: list[str], limit: int = 20) -> dict[str, dict[str, str]]:
+def landed_changes(
+    repo: Repo, base_branch: str, task_tip: bytes, paths: list[str], limit: int = 20
+) -> dict[str, dict[str, str]]:
     """For each of ``paths`` (at most ``limit``), the newest commit on the base since the task forked that changed it.
 
     ``{path: {"commit": sha, "subject": first line}}``: what won a
@@ -288,8 +290,8 @@ def landed_changes(repo: Repo, base_branch: str, task_tip: bytes, paths: list[st
     bases = find_merge_base(repo, [base_tip, ObjectID(task_tip)])
     out: dict[str, dict[str, str]] = {}
     for path in paths[:limit]:
-        walker = repo.get_walker(include=[base_tip], exclude=list(bases), paths=[path.encode("utf-8", "surrogateescape")],
-                                 max_entries=1)
+        raw = path.encode("utf-8", "surrogateescape")
+        walker = repo.get_walker(include=[base_tip], exclude=list(bases), paths=[raw], max_entries=1)
         for entry in walker:
             subject = entry.commit.message.decode("utf-8", "replace").split("\n", 1)[0]
             out[path] = {"commit": entry.commit.id.decode(), "subject": subject}

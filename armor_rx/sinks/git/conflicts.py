@@ -180,7 +180,8 @@ class ConflictWatcher:
         with self._lock:
             self._changes[task_id] = changes
             # Tasks that ended unseen (or while the session was closed) take no part any more.
-            for gone in sorted({t for t in self._changes if t not in active} | {t for p in self._pairs for t in p if t not in active}):
+            known = set(self._changes) | {t for pair in self._pairs for t in pair}
+            for gone in sorted(known - active):
                 recorded += self._forget_locked(gone, f"task {gone!r} is not active")
             fresh = {task_id}
             for other in sorted(active - {task_id}):
@@ -195,7 +196,8 @@ class ConflictWatcher:
                 found = {p: self._compare(task_id, other, p) for p in sorted(shared)}
                 recorded += self._update(task_id, pair_key(task_id, other), found)
             # Known pairs with a side just scanned out of turn (the other side is remembered): settled without a scan.
-            for x, y in [p for p in self._pairs if task_id not in p and fresh & set(p) and all(t in self._changes for t in p)]:
+            settle = [p for p in self._pairs if task_id not in p and fresh & set(p) and all(t in self._changes for t in p)]
+            for x, y in settle:
                 shared = self._changes[x].keys() & self._changes[y].keys()
                 recorded += self._update(x, (x, y), {p: self._compare(x, y, p) for p in sorted(shared)})
         return recorded
@@ -223,8 +225,9 @@ class ConflictWatcher:
         recorded = []
         resolved = sorted(set(before) - set(found))
         if resolved:
-            payload = {**_payload(pair, {p: before[p] for p in resolved}), "remaining": [printable(p) for p in sorted(found)],
-                       "reason": f"task {task_id!r} no longer changes {'them' if len(resolved) > 1 else 'it'} in the same way"}
+            payload = {**_payload(pair, {p: before[p] for p in resolved}),
+                       "remaining": [printable(p) for p in sorted(found)],
+                       "reason": f"task {task_id!r} no longer shares {'them' if len(resolved) > 1 else 'it'}"}
             self.record("conflict.resolved", task_id, payload)
             recorded.append(payload)
         # New paths, or a path whose changes now overlap by line, are news; the rest was said already.
@@ -285,7 +288,9 @@ class ConflictWatcher:
         overlap, why, lines = known
         return PathConflict(path, overlap, False, why, lines)
 
-    def _compare_lines(self, base: bytes | None, a_new: bytes, b_new: bytes) -> tuple[bool, str, tuple[tuple[int, int], ...]]:
+    def _compare_lines(
+        self, base: bytes | None, a_new: bytes, b_new: bytes
+    ) -> tuple[bool, str, tuple[tuple[int, int], ...]]:
         """``(overlap, why, base line ranges)`` for two versions of one file and their common base."""
         store = self.workspace.checkpoints_store.store
         blobs = [store[ObjectID(s)] if s is not None else None for s in (base, a_new, b_new)]
