@@ -85,7 +85,6 @@ class Assembly:
                 sink.stop()
         self.started.clear()
 
-
     def _stop_watcher(self) -> None:
         # First: it records events through the pipeline, which must still be running.
         watcher, self.conflicts = self.conflicts, None
