@@ -1,5 +1,6 @@
 """conflict.detected / conflict.resolved between active tasks, on real repositories."""
 
+import base64
 import os
 import subprocess
 import time
@@ -203,3 +204,27 @@ def test_tasks_from_different_bases_compare_against_their_merge_base(repo, edit,
         second = wait_for(armor, "conflict.detected", 2)[1].payload
         assert second["new_paths"] == ["new.txt"]
         assert {f["path"]: f["overlap"] for f in second["files"]} == {"app.py": False, "new.txt": True}
+
+
+def test_checkpoints_still_count_the_bytes_the_watcher_stored(repo):
+    with Armor(repo) as armor:
+        start(armor, "a", "b")
+        put(armor.worktree("a") / "big.txt", base64.b64encode(os.urandom(30_000)).decode())  # ~30 kB compressed
+        # The watcher's look (here made directly) stores the blob before the checkpoint does.
+        armor.assembly.conflicts.check("a")
+        armor.checkpoint("a")
+        # Charged to this checkpoint, not lost (it would be a few hundred bytes of trees otherwise).
+        assert armor.checkpoints("a")[-1].bytes_added >= 25_000
+
+
+def test_a_task_alone_is_not_scanned(repo):
+    with Armor(repo) as armor:
+        start(armor, "solo")
+        put(armor.worktree("solo") / "README.md", "mine\n")
+        armor.checkpoint("solo")
+        settle(armor)
+        assert armor.assembly.conflicts._changes == {}
+        start(armor, "other")
+        put(armor.worktree("other") / "README.md", "theirs\n")
+        armor.checkpoint("other")
+        assert wait_for(armor, "conflict.detected")[0].payload["tasks"] == ["other", "solo"]

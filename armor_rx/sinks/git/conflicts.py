@@ -173,6 +173,11 @@ class ConflictWatcher:
         if task_id not in active:
             self.forget(task_id, f"task {task_id!r} is not active")
             return []
+        if active == {task_id} and not self._pairs:
+            # Alone: nothing to compare with, so no scan. What it has is looked at when a second task needs it.
+            with self._lock:
+                self._changes.pop(task_id, None)
+            return []
         changes = self._scan(task_id)
         if changes is None:
             return []

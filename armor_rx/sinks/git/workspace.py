@@ -483,6 +483,8 @@ class GitWorkspace:
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
             scan = store.scan(task_id, path)
+            # The blobs written now would be missing from the next checkpoint's count (its scan finds them stored).
+            store.note_added(task_id, scan.bytes_added)
             base_tree = read_commit(self.repo, record.base_commit.encode()).tree
         diff = diff_trees(store.store, base_tree, scan.tree)
         skipped = set(scan.skipped)
