@@ -87,6 +87,9 @@ class Operations:
         body = {"task_id": None if task_id is None else validate_task_id(task_id), "kind": kind, "payload": dict(payload or {})}
         return Call("POST", f"{wire.PREFIX}/events", _event, body)
 
+    def conflicts(self) -> Call[list[dict[str, Any]]]:
+        return Call("GET", f"{wire.PREFIX}/conflicts", lambda rows: [dict(r) for r in rows])
+
     def dead_letters(self, include_redriven: bool) -> Call[list[Any]]:
         return Call("GET", f"{wire.PREFIX}/dead-letters", lambda rows: [wire.letter_in(r) for r in rows],
                     query={"all": "1"} if include_redriven else {})

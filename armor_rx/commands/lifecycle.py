@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from armor_rx.errors import ConfigError, ServiceError
 from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.merge import MERGE_MODES
 
 
 def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -57,7 +58,10 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     complete = verbs.add_parser("complete", parents=[common], help="commit a task's work to its branch and end it")
     complete.add_argument("task", metavar="TASK")
     complete.add_argument("-m", "--message", metavar="MSG")
-    complete.add_argument("--merge", choices=["ff", "merge", "none"], default="none", help="merge into the base branch (default none)")
+    complete.add_argument("--merge", choices=list(MERGE_MODES), default="none",
+                          help="merge into the base branch: ff, merge/three-way (line-level), first-wins (refuse "
+                               "a file the base changed meanwhile), rebase (replay onto the base's tip), manual "
+                               "(leave the branch, print how); default none")
     complete.add_argument("--json", action="store_true")
 
     cancel = verbs.add_parser("cancel", parents=[common], help="cancel a task")
@@ -279,7 +283,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     _simple(args, complete, "completed")
     payload = outcome[0].payload if outcome else {}
-    if args.merge in ("ff", "merge") and outcome and payload.get("merged") is False:
+    if args.merge == "manual" and outcome and not args.json:
+        how = payload.get("how")
+        if isinstance(how, Mapping):
+            print(f"the task's branch is left for you; to merge it: {how.get('merge')}\n"
+                  f"  or replay it: {how.get('rebase')}\n  look first: {how.get('inspect')}")
+        return 0
+    if args.merge not in ("none", "manual") and outcome and payload.get("merged") is False:
         # The task is over and its work committed, but not where the caller asked: a script must not go on.
         conflicts = payload.get("conflicts")
         paths = ", ".join(str(p) for p in conflicts[:5]) if isinstance(conflicts, (list, tuple)) else ""

@@ -142,6 +142,8 @@ class MonitorState:
         # Only events made after the monitor attached are timed: replayed history is old by design.
         self.live_since = float("inf")
         self.frames = 0
+        # Pairs of tasks in conflict now (conflict.detected names both; conflict.resolved ends it).
+        self.conflict_pairs: set[frozenset[str]] = set()
 
     # -- the feed side ----------------------------------------------------------
     def apply(self, event: TaskEvent) -> None:
@@ -167,6 +169,27 @@ class MonitorState:
                 if self.selected is None:
                     self.selected = event.task_id
             self._fold(row, event, seq)
+            if event.kind in ("conflict.detected", "conflict.resolved"):
+                self._fold_conflict(event)
+
+    def _fold_conflict(self, event: TaskEvent) -> None:
+        """Flag both tasks of a detected conflict; a resolved one unflags those left in no other pair."""
+        tasks = event.payload.get("tasks")
+        if not isinstance(tasks, (list, tuple)) or len(tasks) != 2:
+            return
+        pair = frozenset(str(t) for t in tasks)
+        if event.kind == "conflict.detected":
+            self.conflict_pairs.add(pair)
+        elif not event.payload.get("remaining"):
+            self.conflict_pairs.discard(pair)
+        for task_id in pair:
+            row = self.rows.get(task_id)
+            if row is None:
+                continue
+            if any(task_id in p for p in self.conflict_pairs):
+                row.marks.add("conflicting")
+            else:
+                row.marks.discard("conflicting")
 
     def _fold(self, row: TaskRow, event: TaskEvent, seq: int) -> None:
         kind, p = event.kind, event.payload

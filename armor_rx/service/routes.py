@@ -25,6 +25,7 @@ from aiohttp import web
 from armor_rx import __version__
 from armor_rx.errors import ArmorError, BadRequest, ConfigError, DockerError, ServiceError, TaskExists
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.merge import MERGE_MODES
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
@@ -221,6 +222,7 @@ class Routes:
         r.add_get(f"{p}/events", self.events)
         r.add_post(f"{p}/events", self.emit)
         r.add_get(f"{p}/dead-letters", self.dead_letters)
+        r.add_get(f"{p}/conflicts", self.conflicts)
         r.add_post(f"{p}/dead-letters/{{letter}}/redrive", self.redrive)
         r.add_post(f"{p}/sweep", self.sweep)
         r.add_post(f"{p}/run", self.run)
@@ -256,6 +258,9 @@ class Routes:
     async def container(self, request: web.Request) -> web.Response:
         return json_response(await self.call(self.armor.container, request.match_info["task"]))
 
+    async def conflicts(self, request: web.Request) -> web.Response:
+        return json_response(await self.call(self.armor.conflicts))
+
     async def dead_letters(self, request: web.Request) -> web.Response:
         letters = await self.call(self.armor.dead_letters, include_redriven=_query_bool(request, "all"))
         return json_response([wire.letter_out(d) for d in letters])
@@ -283,8 +288,8 @@ class Routes:
                 payload["message"] = body["message"]
             merge = _opt(body, "merge", str)
             if merge is not None:
-                if merge not in ("ff", "merge", "none"):
-                    raise BadRequest(f"'merge' must be 'ff', 'merge' or 'none', not {merge!r}")
+                if merge not in MERGE_MODES:
+                    raise BadRequest(f"'merge' must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
                 payload["merge"] = merge
             event = await self.outcome(lambda: a.request(task, "task.complete.requested", payload))
         elif verb == "fail":

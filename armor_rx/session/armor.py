@@ -96,7 +96,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.state.acquire()
         try:
             self._assembly = assemble(self.config, self.state, self.repo, self.hooks,
-                                      task_active=self._is_active, emit=self.emit, secrets=self.secrets)
+                                      task_active=self._is_active, emit=self.emit, secrets=self.secrets,
+                                      active_tasks=self._active_task_ids)
             self.recovery = self._assembly.recovery
             self._last_snapshot_seq = self._assembly.pipeline.registry.seq
             if self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
@@ -176,6 +177,17 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             return self.task(task_id).state in ACTIVE or self.task(task_id).state == State.INTERRUPTED
         except ArmorError:
             return False
+
+    def _active_task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks() if self._is_active(t.task_id)]
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """The conflicts between active tasks known now, one entry per pair (as ``conflict.detected`` says).
+
+        Empty when the session has no git workspace or ``detect_conflicts=False``.
+        """
+        watcher = self.assembly.conflicts
+        return watcher.conflicts() if watcher is not None else []
 
     def _reconcile(self) -> None:
         """Mark tasks whose last request has no outcome as interrupted (after a crash)."""

@@ -29,6 +29,7 @@ from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.docker.effect import SecretKeeper
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitEffect, GitWorkspace
+from armor_rx.sinks.git.conflicts import BOUNDARY_KINDS, END_KINDS, ConflictWatcher
 from armor_rx.sinks.git.guards import branch_name_guard
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
@@ -57,10 +58,13 @@ class Assembly:
     pipeline: Pipeline
     # Sinks in the order they started; stop() walks it backwards.
     started: list[Lifecycle] = field(default_factory=list)
+    # Early conflict detection between active tasks (git sessions); stopped before the pipeline.
+    conflicts: ConflictWatcher | None = None
 
     def stop(self) -> None:
         """Finish in-flight work, write the registry snapshot, stop every sink in reverse order."""
         try:
+            self._stop_watcher()
             self.pipeline.stop()
             with self.pipeline._registry_lock:
                 self.snapshots.save(self.pipeline.registry)
@@ -74,11 +78,18 @@ class Assembly:
         pipeline's threads end and the log, dead letters and repository close,
         as the kernel would close them on exit.
         """
+        self._stop_watcher()
         self.pipeline.stop(timeout=5)
         for sink in (self.git, self.dead_letters, self.log):
             if sink is not None:
                 sink.stop()
         self.started.clear()
+
+    def _stop_watcher(self) -> None:
+        # First: it records events through the pipeline, which must still be running.
+        watcher, self.conflicts = self.conflicts, None
+        if watcher is not None:
+            watcher.stop()
 
 
 def _stop_all(sinks: list[Lifecycle]) -> None:
@@ -103,13 +114,15 @@ def assemble(
     task_active: Callable[[str], bool],
     emit: Callable[[str | None, str, Mapping[str, Any]], object],
     secrets: SecretKeeper | None = None,
+    active_tasks: Callable[[], list[str]] | None = None,
 ) -> Assembly:
     """Build and start every sink of a session, then its pipeline.
 
     ``hooks`` is the session's hook set (a git session gets the branch-name
     guard added to it); ``task_active`` and ``emit`` let the orphan sweep
     ask the session which tasks are live and record what it removed;
-    ``secrets`` holds the secret values the docker effect gives commands. The
+    ``secrets`` holds the secret values the docker effect gives commands;
+    ``active_tasks`` lists the tasks the conflict watcher compares. The
     caller holds the state directory's lock. If a sink refuses to start
     (a corrupt log, no repository, no Docker engine ...), the ones already
     started are stopped again and the error is raised.
@@ -177,11 +190,25 @@ def assemble(
         ).start()
         if git is not None:
             git.flush_held()  # what the git sink recovered while it started (stale locks ...), now that it can be logged
+        watcher = _watch_conflicts(git, pipeline, active_tasks, record_from_sink) if config.detect_conflicts else None
     except BaseException:
         _stop_all(started)
         raise
     return Assembly(log=log, dead_letters=dead, snapshots=snapshots, recovery=recovery, git=git, docker=docker,
-                    effects=effects, pipeline=pipeline, started=started)
+                    effects=effects, pipeline=pipeline, started=started, conflicts=watcher)
+
+
+def _watch_conflicts(
+    git: GitWorkspace | None, pipeline: Pipeline, active_tasks: Callable[[], list[str]] | None,
+    record: Callable[[str, str | None, Mapping[str, Any]], object],
+) -> ConflictWatcher | None:
+    """A conflict watcher fed by the bus: boundaries of a task look at it, ends resolve its conflicts."""
+    if git is None or active_tasks is None:
+        return None
+    watcher = ConflictWatcher(git, active_tasks, record, git.git_dir / "conflicts.json").start()
+    pipeline.bus.subscribe(f"{BOUNDARY_KINDS},{END_KINDS}").subscribe(
+        lambda event: watcher.notify(event.kind, event.task_id))
+    return watcher
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

@@ -62,6 +62,8 @@ class SessionConfig:
     sweep_grace: float = DEFAULT_GRACE
     git_author: str = "armor-rx <armor-rx@localhost>"
     checkpoint_policy: CheckpointPolicy | None = None
+    # conflict.detected / conflict.resolved between active tasks (see sinks/git/conflicts.py).
+    detect_conflicts: bool = True
     # Bytes of command output the log records per task; past it the output is only
     # streamed to whoever is attached (None: no limit). See sinks/docker/quota.py.
     output_quota: int | None = DEFAULT_OUTPUT_QUOTA
@@ -116,6 +118,7 @@ class SessionOptions(TypedDict, total=False):
     sweep_grace: float
     git_author: str
     checkpoint_policy: CheckpointPolicy | None
+    detect_conflicts: bool
     output_quota: int | None
     disk_reserve: int
     state_cap: int | None

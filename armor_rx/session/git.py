@@ -7,16 +7,18 @@ and the worktree removal go straight to the :class:`GitWorkspace`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from armor_rx.errors import GitError
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.forks import fork_names
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
 from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
+from armor_rx.sinks.git.compare import Comparison, compare
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
 
 
@@ -87,6 +89,31 @@ class GitOperations:
         self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
         payload = {"source_task": source_task, "from_checkpoint": checkpoint}
         return self.request(new_task, "task.start.requested", payload).result(timeout)
+
+    def fork(self: GitSession, task_id: str, checkpoint: str, *, into: int | None = None,
+             names: Sequence[str] | None = None, timeout: float | None = None) -> list[TaskEvent]:
+        """Start several new tasks from one checkpoint of ``task_id`` (competing attempts at one problem).
+
+        Either ``into`` tasks named ``<task>-1``, ``<task>-2`` ... (from the
+        first free number) or the tasks ``names``; each gets its own branch
+        holding the checkpoint, its own worktree and (with docker) its own
+        container, as :meth:`branch_from` makes them. Returns their start
+        outcomes in order. An unknown checkpoint, a bad or taken name or a
+        count outside 1..100 is refused before any task exists.
+        """
+        validate_task_id(task_id)
+        self.git.checkpoints_store.find(task_id, checkpoint)  # CheckpointNotFound, nothing made
+        made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
+        return [GitOperations.branch_from(self, task_id, checkpoint, name, timeout=timeout) for name in made]
+
+    def compare(self: GitSession, task_ids: Sequence[str]) -> Comparison:
+        """The tasks' diffs against their bases side by side: files, lines added and removed, shared paths.
+
+        A read, like :meth:`diff` (and raising what it raises) for each task.
+        """
+        if not task_ids:
+            raise GitError("compare needs at least one task")
+        return compare([GitOperations.diff(self, validate_task_id(t)) for t in task_ids])
 
     def remove_worktree(self: GitSession, task_id: str, *,
                         on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:

@@ -191,6 +191,9 @@ class CheckpointStore:
         self.author = author
         self.policy = policy
         self._stat_caches: dict[str, StatCache] = {}
+        # Bytes other scans of a task's worktree (the conflict watcher's) added to the store since its last
+        # checkpoint: charged to the next one, so max_bytes still counts everything the task's files cost.
+        self._pending_bytes: dict[str, int] = {}
         # Parsed history per task: (tip sha, checkpoints oldest first). Reused
         # while the ref still points at that tip or one of its descendants.
         self._histories: dict[str, tuple[bytes, list[Checkpoint]]] = {}
@@ -294,7 +297,13 @@ class CheckpointStore:
         result = self.scan(task_id, worktree)
         return self.commit_scan(task_id, result, message, head)
 
+    def note_added(self, task_id: str, added: int) -> None:
+        """Charge ``added`` bytes, written to the store by a scan that made no checkpoint, to the task's next one."""
+        if added:
+            self._pending_bytes[task_id] = self._pending_bytes.get(task_id, 0) + added
+
     def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None) -> Checkpoint:
+        result.bytes_added += self._pending_bytes.pop(task_id, 0)
         ref = checkpoint_ref(task_id)
         try:
             old: ObjectID | None = self.repo.refs[ref]

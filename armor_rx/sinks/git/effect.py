@@ -19,6 +19,7 @@ import orjson
 
 from armor_rx.errors import GitError, WorktreeLinkChanged
 from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks.git.completion import manual_instructions
 from armor_rx.sinks.git.link import verify_link
 from armor_rx.sinks.git.workspace import GitWorkspace
 
@@ -110,8 +111,11 @@ class GitEffect:
             merge = str(payload.get("merge", "none"))
             message = str(payload.get("message") or f"armor-rx: complete task {task_id}")
             done = ws.complete(task_id, message, merge=merge)  # type: ignore[arg-type]
-            return {"commit": done.commit, "committed": done.committed, "merged": done.merged,
-                    "merge_commit": done.merge_commit, "conflicts": list(done.conflicts), "reason": done.reason}
+            out = {"commit": done.commit, "committed": done.committed, "merged": done.merged, "strategy": merge,
+                   "merge_commit": done.merge_commit, "conflicts": list(done.conflicts), "reason": done.reason}
+            if merge == "manual" and done.base_branch is not None:
+                out["how"] = manual_instructions(done.branch, done.base_branch)
+            return out
         if kind == "task.resume.requested":
             record = ws.records.get(task_id)
             # A crash before the start's effect ran leaves no branch yet: make it now.

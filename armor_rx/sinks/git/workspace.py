@@ -22,8 +22,10 @@ from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
 from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore, checkpoint_ref
 from armor_rx.sinks.git.completion import (
-    CompletionResult, MergeMode, build_tree, commit_worktree, make_commit, merge_into_base,
+    CompletionResult, build_tree, commit_worktree, landed_changes, make_commit, manual_instructions,
+    merge_into_base,
 )
+from armor_rx.model.merge import MERGE_MODES, MergeMode
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES, TaskDiff, compare_trees
 from armor_rx.sinks.git.paths import printable, resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
@@ -468,6 +470,32 @@ class GitWorkspace:
             task_id, against, old_commit, scan.tree.decode(), files, patch, truncated, tuple(scan.skipped)
         )
 
+    def changes_since_base(self, task_id: str) -> dict[str, tuple[bytes | None, bytes | None]]:
+        """The paths the task's worktree changed since its base commit: ``{path: (sha then, sha now)}``.
+
+        ``None`` on a side means the path is missing there. The scan uses
+        (and updates) the task's stat cache under the task lock, so only files
+        whose stat changed since the last scan or checkpoint are read; files
+        the scan leaves out (too large, reserved names) count as unchanged.
+        Raises :class:`GitError` when the task has no worktree.
+        """
+        with self._task_lock(task_id):
+            record, path = self._worktree(task_id)
+            store = self.checkpoints_store
+            scan = store.scan(task_id, path)
+            # The blobs written now would be missing from the next checkpoint's count (its scan finds them stored).
+            store.note_added(task_id, scan.bytes_added)
+            base_tree = read_commit(self.repo, record.base_commit.encode()).tree
+        diff = diff_trees(store.store, base_tree, scan.tree)
+        skipped = set(scan.skipped)
+        out: dict[str, tuple[bytes | None, bytes | None]] = {}
+        for rel in diff.old.keys() | diff.new.keys():
+            if rel in skipped or self.reserved.path(rel):
+                continue
+            was, now = diff.old.get(rel), diff.new.get(rel)
+            out[rel] = (was[1] if was else None, now[1] if now else None)
+        return out
+
     def branch_from_checkpoint(self, checkpoint: str, new_task_id: str, *, source_task_id: str) -> str:
         """Create a branch for ``new_task_id`` whose tip holds ``checkpoint``'s files.
 
@@ -515,12 +543,17 @@ class GitWorkspace:
     def complete(self, task_id: str, message: str, *, merge: MergeMode = "none") -> CompletionResult:
         """Commit the worktree to the task branch and optionally merge it into the base.
 
-        ``merge="ff"`` only fast-forwards; ``"merge"`` also makes a three-way
-        merge commit. On conflict nothing is changed and ``git.merge.conflict``
-        lists the paths.
+        ``merge="ff"`` only fast-forwards; ``"merge"`` (or ``"three-way"``)
+        also makes a line-level three-way merge commit; ``"first-wins"``
+        refuses a task that changed a file the base changed since it started;
+        ``"rebase"`` replays the task's commits onto the base's tip (see
+        :func:`.completion.merge_into_base`). On conflict nothing is changed
+        and ``git.merge.conflict`` lists the paths. ``"manual"`` merges
+        nothing and records ``git.merge.manual`` with the commands to merge
+        the branch by hand.
         """
-        if merge not in ("none", "ff", "merge"):
-            raise GitError(f"unknown merge mode {merge!r}; use 'none', 'ff' or 'merge'")
+        if merge not in MERGE_MODES:
+            raise GitError(f"unknown merge mode {merge!r}; use one of {', '.join(MERGE_MODES)}")
         with self._task_lock(task_id):
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
@@ -546,14 +579,23 @@ class GitWorkspace:
                     f"task {task_id!r} started from {record.base_ref!r}, which is not a branch; "
                     "complete with merge='none' and merge by hand"
                 )
+            if merge == "manual":
+                self.emit("git.merge.manual", task_id, {
+                    "branch": record.branch, "base_branch": record.base_branch, "commit": tip.decode(),
+                    "how": manual_instructions(record.branch, record.base_branch)})
+                return CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False,
+                                        record.base_branch, reason="manual", left_out=left_out)
             merged, new_tip, reason, conflicts = merge_into_base(
                 self.repo, tip, record.branch, record.base_branch, merge, self.author, self.reserved
             )
-        payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason}
+            landed = (landed_changes(self.repo, record.base_branch, tip, conflicts)
+                      if merge == "first-wins" and reason == "conflict" else {})
+        payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason, "strategy": merge}
         if merged:
             self.emit("git.merge.completed", task_id, {**payload, "commit": new_tip.decode() if new_tip else None})
         else:
-            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts})
+            extra = {"landed": landed} if landed else {}
+            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts, **extra})
         return CompletionResult(
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
             new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts), left_out,
