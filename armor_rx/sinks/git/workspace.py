@@ -364,7 +364,11 @@ class GitWorkspace:
 
         Emits ``git.submodule.status`` per submodule. ``"reset"`` moves
         diverged (clean) submodules back to the recorded commit; ``"fail"``
-        raises :class:`SubmoduleConflict` if any is not clean.
+        raises :class:`SubmoduleConflict` if any is not clean; ``"merge"`` and
+        ``"rebase"`` bring the recorded commit into a diverged submodule's own
+        work and stage the result in the worktree's index, or raise
+        :class:`SubmoduleConflict` having changed nothing (see
+        :func:`.submodules.apply_strategy`).
         """
         _, path = self._worktree(task_id)
         found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
