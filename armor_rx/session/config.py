@@ -8,7 +8,8 @@ its sinks once they are built; derive a variant with :func:`dataclasses.replace`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -70,10 +71,18 @@ class SessionConfig:
     disk_reserve: int = DEFAULT_RESERVE
     state_cap: int | None = None
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    # The classic hook API (armor.hook("before_start", fn) ...) and its hook.registered
+    # records; off, registering one raises ClassicHooksOff (see docs/hooks.md, migration).
+    # None: $ARMOR_RX_CLASSIC_HOOKS (1/0), else on.
+    classic_hooks: bool | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
         object.__setattr__(self, "effects", tuple(self.effects))
+        if self.classic_hooks is None:
+            object.__setattr__(self, "classic_hooks", classic_hooks_from_env())
+        elif not isinstance(self.classic_hooks, bool):
+            raise ConfigError(f"classic_hooks must be True, False or None (from $ARMOR_RX_CLASSIC_HOOKS), not {self.classic_hooks!r}")
         timeout = self.hook_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigError(
@@ -89,6 +98,19 @@ class SessionConfig:
         if enabled and repo is None:
             raise ConfigError("git=True needs a repository: Armor('path/to/repo', git=True)")
         return enabled
+
+
+def classic_hooks_from_env(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``$ARMOR_RX_CLASSIC_HOOKS`` leaves the classic hook API on (unset: on).
+
+    Raises ConfigError for a value that is not 1/0, yes/no, true/false or on/off.
+    """
+    raw = (os.environ if environ is None else environ).get("ARMOR_RX_CLASSIC_HOOKS", "").strip().lower()
+    if raw in ("", "1", "yes", "true", "on"):
+        return True
+    if raw in ("0", "no", "false", "off"):
+        return False
+    raise ConfigError(f"ARMOR_RX_CLASSIC_HOOKS must be 1 or 0 (on or off), not {raw!r}")
 
 
 class SessionOptions(TypedDict, total=False):
@@ -120,5 +142,4 @@ class SessionOptions(TypedDict, total=False):
     disk_reserve: int
     state_cap: int | None
     hook_timeout: float
-
-
+    classic_hooks: bool | None
