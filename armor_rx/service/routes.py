@@ -274,7 +274,10 @@ class Routes:
         task = validate_task_id(request.match_info["task"])
         a = self.armor
         if verb == "start":
-            payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref", "submodules")}
+            payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref", "submodules", "plan", "goal")}
+            if body.get("plan") not in (None, True, False, "state", "worktree"):
+                raise BadRequest(f"'plan' must be true, false, 'state' or 'worktree', not {body['plan']!r}")
+            _opt(body, "goal", str)
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
             if _opt(body, "submodules", str) not in (None, *SUBMODULE_STRATEGIES):
                 raise BadRequest(f"'submodules' must be one of {', '.join(SUBMODULE_STRATEGIES)}, not {body['submodules']!r}")

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from armor_rx.errors import ConfigError
 from armor_rx.pipeline.effect_runner import RetryPolicy
@@ -23,6 +23,11 @@ from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import FsyncPolicy
 from armor_rx.sinks.git.checkpoints import CheckpointPolicy
+
+PlanFiles = Literal["off", "requested", "all"]
+PlanLocation = Literal["state", "worktree"]
+_PLAN_FILES: tuple[str, ...] = ("off", "requested", "all")
+_PLAN_LOCATIONS: tuple[str, ...] = ("state", "worktree")
 
 # Long enough for a guard that asks a slow service, short enough that a hook
 # that never returns cannot hold a task for good.
@@ -75,6 +80,12 @@ class SessionConfig:
     # records; off, registering one raises ClassicHooksOff (see docs/hooks.md, migration).
     # None: $ARMOR_RX_CLASSIC_HOOKS (1/0), else on.
     classic_hooks: bool | None = None
+    # Plan files (docs/hooks.md): "requested" keeps one for tasks started with plan=True,
+    # "all" for every task, "off" runs no plan hook. None: $ARMOR_RX_PLAN_FILES, else "requested".
+    plan_files: PlanFiles | None = None
+    # Where a plan's Markdown goes unless the start asks: "state" (<state dir>/plans/) or
+    # "worktree" (.armor/plan.md in the task's worktree). None: $ARMOR_RX_PLAN_LOCATION, else "state".
+    plan_location: PlanLocation | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -83,6 +94,14 @@ class SessionConfig:
             object.__setattr__(self, "classic_hooks", classic_hooks_from_env())
         elif not isinstance(self.classic_hooks, bool):
             raise ConfigError(f"classic_hooks must be True, False or None (from $ARMOR_RX_CLASSIC_HOOKS), not {self.classic_hooks!r}")
+        plans = self.plan_files if self.plan_files is not None else _env_choice("ARMOR_RX_PLAN_FILES", "requested", _PLAN_FILES)
+        if plans not in _PLAN_FILES:
+            raise ConfigError(f"plan_files must be one of {', '.join(_PLAN_FILES)}, not {plans!r}")
+        where = self.plan_location if self.plan_location is not None else _env_choice("ARMOR_RX_PLAN_LOCATION", "state", _PLAN_LOCATIONS)
+        if where not in _PLAN_LOCATIONS:
+            raise ConfigError(f"plan_location must be one of {', '.join(_PLAN_LOCATIONS)}, not {where!r}")
+        object.__setattr__(self, "plan_files", plans)
+        object.__setattr__(self, "plan_location", where)
         timeout = self.hook_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigError(
@@ -98,6 +117,15 @@ class SessionConfig:
         if enabled and repo is None:
             raise ConfigError("git=True needs a repository: Armor('path/to/repo', git=True)")
         return enabled
+
+
+def _env_choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {raw!r}")
+    return raw
 
 
 def classic_hooks_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -143,3 +171,5 @@ class SessionOptions(TypedDict, total=False):
     state_cap: int | None
     hook_timeout: float
     classic_hooks: bool | None
+    plan_files: PlanFiles | None
+    plan_location: PlanLocation | None
