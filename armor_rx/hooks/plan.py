@@ -13,11 +13,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from dulwich.object_store import DiskObjectStore
+from dulwich.objects import Commit, ObjectID
 from reactivex import Observable
 
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.operators import track_plans
+from armor_rx.sinks.git import GitWorkspace
+from armor_rx.sinks.git.paths import printable
+from armor_rx.sinks.git.trees import diff_trees, flatten_tree
 from armor_rx.sinks.plans import WORKTREE_PLAN, PlanFiles
 
 Operator = Callable[[Observable[TaskEvent]], Observable[TaskEvent]]
@@ -29,6 +34,7 @@ def plan_file_hook(
     *,
     worktree_of: Callable[[str], Path | None] | None = None,
     history: History | None = None,
+    git: Callable[[], GitWorkspace | None] | None = None,
     tasks: Literal["all", "requested"] = "all",
     location: Literal["state", "worktree"] = "state",
     path: str = WORKTREE_PLAN,
@@ -38,10 +44,37 @@ def plan_file_hook(
 
     ``worktree_of(task_id)`` finds a task's worktree (for ``location="worktree"``),
     ``history(task_id, start_seq)`` reads its logged events (to catch up after a
-    restart). Raises ConfigError for a bad ``tasks``, ``location`` or ``path``.
+    restart), ``git()`` the workspace whose objects tell which files each
+    checkpoint changed. Raises ConfigError for a bad ``tasks``, ``location`` or ``path``.
     """
     files = PlanFiles(state_dir, worktree_of=worktree_of, worktree_path=path)
-    return track_plans(files.write, load=files.load, history=history, tasks=tasks, location=location, name=name)
+    return track_plans(files.write, load=files.load, history=history, tasks=tasks, location=location, name=name,
+                       changes=changed_paths(git) if git is not None else None)
+
+
+def changed_paths(git: Callable[[], GitWorkspace | None]) -> Callable[[str | None, str], list[str]]:
+    """``changes(since, tree)`` over the workspace ``git()``: the paths that differ, read from its object store.
+
+    ``since`` is a tree or a commit id (None: everything in ``tree`` counts);
+    only the directories that differ are read. No workspace: no paths.
+    """
+
+    def changes(since: str | None, tree: str) -> list[str]:
+        workspace = git()
+        if workspace is None:
+            return []
+        store = workspace.repo.object_store
+        assert isinstance(store, DiskObjectStore)
+        old: bytes | None = None
+        if since is not None:
+            found = store[ObjectID(since.encode())]
+            old = bytes(found.tree) if isinstance(found, Commit) else since.encode()
+        if old is None:
+            return sorted(printable(p) for p in flatten_tree(store, tree.encode()))
+        diff = diff_trees(store, old, tree.encode())
+        return sorted(printable(p) for p in set(diff.old) | set(diff.new))
+
+    return changes
 
 
 class _StateDir(Protocol):
@@ -82,15 +115,19 @@ def plan_file(
     see :class:`~armor_rx.session.SessionConfig`.
     """
 
-    def worktree_of(task_id: str) -> Path | None:
+    def workspace() -> GitWorkspace | None:
         try:
-            found: Path = session.git.worktree_path(task_id)
+            found: GitWorkspace = session.git
         except ConfigError:
             return None  # a session without git: no worktree, the plan goes to the state directory
         return found
 
+    def worktree_of(task_id: str) -> Path | None:
+        found = workspace()
+        return found.worktree_path(task_id) if found is not None else None
+
     def history(task_id: str, start_seq: int) -> Iterable[TaskEvent]:
         return session.history(task_id=task_id, start_seq=start_seq)
 
-    return plan_file_hook(session.state.path, worktree_of=worktree_of, history=history, tasks=tasks,
+    return plan_file_hook(session.state.path, worktree_of=worktree_of, history=history, git=workspace, tasks=tasks,
                           location=location, path=path, name=name)

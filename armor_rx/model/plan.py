@@ -63,8 +63,12 @@ def start(event: TaskEvent, location: Literal["state", "worktree"]) -> Plan:
     return Plan(task_id=event.task_id, location=location, goal=str(goal) if goal is not None else None)
 
 
-def fold(plan: Plan, event: TaskEvent) -> Plan:
-    """``plan`` after ``event``; an event already folded in (``seq <= last_seq``) changes nothing."""
+def fold(plan: Plan, event: TaskEvent, extra: dict[str, Any] | None = None) -> Plan:
+    """``plan`` after ``event``; an event already folded in (``seq <= last_seq``) changes nothing.
+
+    ``extra`` is added to the step the event makes, if it makes one (what the
+    hook found out besides the event, such as the files a checkpoint changed).
+    """
     if event.seq is not None and event.seq <= plan.last_seq:
         return plan
     p = event.payload
@@ -95,10 +99,11 @@ def fold(plan: Plan, event: TaskEvent) -> Plan:
                 step["files_changed"] = to_plain(p[key])
     elif kind == "checkpoint.created":
         step = {"step": "checkpoint", "checkpoint": p.get("checkpoint"), "message": p.get("message"),
-                "files": p.get("files"), "bytes_added": p.get("bytes_added"), "auto": bool(p.get("auto"))}
+                "files": p.get("files"), "bytes_added": p.get("bytes_added"), "auto": bool(p.get("auto")),
+                "tree": p.get("tree")}
     elif kind == "checkpoint.restored":
         step = {"step": "rollback", "checkpoint": p.get("checkpoint"), "written": p.get("written"),
-                "removed": p.get("removed")}
+                "removed": p.get("removed"), "commit": p.get("commit")}
     elif kind == "task.interrupted":
         changes["status"] = "interrupted"
         step = {"step": "interrupted", "reason": p.get("reason")}
@@ -108,8 +113,18 @@ def fold(plan: Plan, event: TaskEvent) -> Plan:
                    if p.get(k) not in (None, [], ())}
         changes.update(status=status, ended=event.ts, outcome=outcome, pending={})
     if step is not None:
-        changes["steps"] = (*plan.steps, {"ts": event.ts, **step})
+        changes["steps"] = (*plan.steps, {"ts": event.ts, **step, **(extra or {})})
     return replace(plan, last_seq=seq, **changes)
+
+
+def last_state(plan: Plan) -> str | None:
+    """The tree (or commit) the task's files were at by its last checkpoint or rollback; None before any."""
+    for step in reversed(plan.steps):
+        if step.get("step") == "checkpoint" and step.get("tree"):
+            return str(step["tree"])
+        if step.get("step") == "rollback" and step.get("commit"):
+            return str(step["commit"])
+    return None
 
 
 def render(plan: Plan) -> str:
@@ -143,7 +158,12 @@ def _describe(s: dict[str, Any]) -> str:
         return text
     if kind == "checkpoint":
         auto = " (automatic)" if s.get("auto") else ""
-        return f"checkpoint {s.get('checkpoint')}{auto}: {s.get('message') or ''} ({s.get('files')} files)".replace(":  (", " (")
+        text = f"checkpoint {s.get('checkpoint')}{auto}: {s.get('message') or ''} ({s.get('files')} files)".replace(":  (", " (")
+        if "files_changed" in s:
+            shown = ", ".join(s["files_changed"]) or "none"
+            more = s.get("files_changed_count", len(s["files_changed"])) - len(s["files_changed"])
+            text += f"; changed: {shown}" + (f" and {more} more" if more > 0 else "")
+        return text
     if kind == "rollback":
         return f"rolled back to {s.get('checkpoint')} ({s.get('written')} written, {s.get('removed')} removed)"
     if kind == "interrupted":

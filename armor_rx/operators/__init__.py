@@ -145,6 +145,7 @@ def track_plans(
     tasks: Literal["all", "requested"] = "all",
     location: Literal["state", "worktree"] = "state",
     name: str = "plan-file",
+    changes: Callable[[str | None, str], list[str]] | None = None,
 ) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
     """An after-hook that keeps each task's :class:`~armor_rx.model.plan.Plan` and hands every new version to ``write``.
 
@@ -157,7 +158,8 @@ def track_plans(
     plan goes; ``location`` is the default). A task not in memory is rebuilt
     from ``load(task_id)`` (the last plan written) and ``history(task_id,
     start_seq)`` (its logged events since); events are folded once, by seq.
-    Every event passes on; ``write`` raising becomes ``hook.failed``. The
+    ``changes(since, tree)`` (optional) lists the paths a checkpoint changed
+    since the last checkpoint or rollback. Every event passes on; ``write`` raising becomes ``hook.failed``. The
     operator does no I/O itself: :func:`armor_rx.hooks.plan_file` gives it
     the files.
 
@@ -179,7 +181,7 @@ def track_plans(
     """
     from armor_rx.operators._plan import track_plans as track_plans_
 
-    return track_plans_(write, load=load, history=history, tasks=tasks, location=location, name=name)
+    return track_plans_(write, load=load, history=history, tasks=tasks, location=location, name=name, changes=changes)
 
 
 def hook_timeout(

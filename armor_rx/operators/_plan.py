@@ -19,7 +19,7 @@ from reactivex import Observable
 
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.plan import FINAL, PLAN_KINDS, Plan, fold, start
+from armor_rx.model.plan import FINAL, PLAN_KINDS, Plan, fold, last_state, start
 from armor_rx.operators._observe import observe_
 
 Location = Literal["state", "worktree"]
@@ -27,18 +27,23 @@ Tasks = Literal["all", "requested"]
 #: ``history(task_id, start_seq)``: that task's logged events from ``start_seq`` on, oldest first.
 History = Callable[[str, int], Iterable[TaskEvent]]
 _LOCATIONS = ("state", "worktree")
+#: ``changes(since, tree)``: the paths that differ between ``since`` (a tree or commit id; None: nothing) and ``tree``.
+Changes = Callable[[str | None, str], list[str]]
+#: A step lists this many changed paths, and counts the rest.
+MAX_LISTED = 50
 
 
 class PlanTracker:
     """Folds events into per-task plans; ``__call__(event)`` is the observer (see :func:`track_plans`)."""
 
     def __init__(self, write: Callable[[Plan], None], *, load: Callable[[str], Plan | None] | None = None,
-                 history: History | None = None, tasks: Tasks = "all", location: Location = "state") -> None:
+                 history: History | None = None, tasks: Tasks = "all", location: Location = "state",
+                 changes: Changes | None = None) -> None:
         if tasks not in ("all", "requested"):
             raise ConfigError(f"plan files for tasks={tasks!r}? use 'all' or 'requested' (those started with plan=True)")
         if location not in _LOCATIONS:
             raise ConfigError(f"plan file location {location!r}? use 'state' (the state directory) or 'worktree'")
-        self.write, self.load, self.history = write, load, history
+        self.write, self.load, self.history, self.changes = write, load, history, changes
         self.tasks, self.location = tasks, location
         self._plans: dict[str, Plan] = {}
         self._ignored: set[str] = set()
@@ -54,7 +59,7 @@ class PlanTracker:
                 plan = self._begin(event)
                 if plan is None:
                     return
-            new = fold(plan, event)
+            new = fold(plan, event, self._extra(plan, event))
             if new is plan and plan.last_seq:
                 return  # seen already (a replayed or re-delivered event)
             if new.status in FINAL:
@@ -103,8 +108,18 @@ class PlanTracker:
                     return None
                 plan = start(past, _location(asked, plan.location))
             if _is_plan_kind(past.kind):
-                plan = fold(plan, past)
+                plan = fold(plan, past, self._extra(plan, past))
         return plan
+
+    def _extra(self, plan: Plan, event: TaskEvent) -> dict[str, object] | None:
+        """The files a checkpoint changed since the last checkpoint or rollback (or since its head commit)."""
+        if self.changes is None or event.kind != "checkpoint.created" or not event.payload.get("tree"):
+            return None
+        if event.seq is not None and event.seq <= plan.last_seq:
+            return None
+        since = last_state(plan) or event.payload.get("head")
+        paths = self.changes(str(since) if since else None, str(event.payload["tree"]))
+        return {"files_changed": paths[:MAX_LISTED], "files_changed_count": len(paths)}
 
 
 _KINDS = frozenset(PLAN_KINDS.split(","))
@@ -131,7 +146,8 @@ def track_plans(
     tasks: Tasks = "all",
     location: Location = "state",
     name: str = "plan-file",
+    changes: Changes | None = None,
 ) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
-    tracker = PlanTracker(write, load=load, history=history, tasks=tasks, location=location)
+    tracker = PlanTracker(write, load=load, history=history, tasks=tasks, location=location, changes=changes)
     # An after-hook: a write that fails is reported (hook.failed) and the task goes on.
     return observe_(tracker, PLAN_KINDS, name, "fail_open", None)

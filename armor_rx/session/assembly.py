@@ -196,7 +196,8 @@ def _install_plan_hook(config: SessionConfig, state: StateDir, hooks: HookSet, l
     if config.plan_files == "off":
         return
     operator = plan_file_hook(
-        state.path, worktree_of=git.worktree_path if git is not None else None, history=lambda task_id, start: log.read(start, task_id=task_id),
+        state.path, worktree_of=git.worktree_path if git is not None else None,
+        history=lambda task_id, start: log.read(start, task_id=task_id), git=(lambda: git) if git is not None else None,
         tasks="all" if config.plan_files == "all" else "requested", location=config.plan_location or "state",
         name=PLAN_HOOK)
     hooks.add(Hook(name=PLAN_HOOK, stage="after", operator=operator, priority=_PLAN_PRIORITY))

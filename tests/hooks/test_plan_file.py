@@ -46,14 +46,28 @@ def test_created_at_start_updated_at_checkpoints_finalised_at_completion(repo: P
         (armor.git.worktree_path("t1") / "README.md").write_text("HELLO\n")
         armor.checkpoint("t1", message="louder")
         armor.checkpoint("t1", message="again")
+        (armor.git.worktree_path("t1") / "notes").mkdir()
+        (armor.git.worktree_path("t1") / "notes" / "todo.txt").write_text("more\n")
+        armor.checkpoint("t1", message="notes")
+        armor.rollback("t1", "cp-1")
+        (armor.git.worktree_path("t1") / "extra.txt").write_text("x\n")
+        armor.checkpoint("t1", message="after rollback")
         armor.complete("t1", message="done")
         armor.wait_idle()
         commit = armor.task("t1").metadata.get("branch")
     plan = _plan(repo, "t1")
     assert plan["status"] == "completed" and plan["outcome"]["committed"] is True and len(plan["outcome"]["commit"]) == 40
-    assert [(s["step"], s["checkpoint"], s["message"]) for s in plan["steps"]] == [
-        ("checkpoint", "cp-1", "louder"), ("checkpoint", "cp-2", "again")]
+    steps = [(s["step"], s["checkpoint"], s.get("message"), s.get("files_changed")) for s in plan["steps"]
+             if not s.get("auto")]
+    assert steps == [
+        ("checkpoint", "cp-1", "louder", ["README.md"]),  # against the commit the task started from
+        ("checkpoint", "cp-2", "again", []),
+        ("checkpoint", "cp-3", "notes", ["notes/todo.txt"]),
+        ("rollback", "cp-1", None, None),
+        ("checkpoint", "cp-4", "after rollback", ["extra.txt"]),  # against what the rollback restored
+    ]
     text = _md(repo, "t1")
+    assert "changed: notes/todo.txt" in text
     assert "## Outcome" in text and "**completed**" in text and "1. " in text and "checkpoint cp-1" in text
     assert commit == "task/t1"
     assert not [p for p in (repo / ".armor" / "plans").iterdir() if p.name.startswith(".armor-tmp-")]
