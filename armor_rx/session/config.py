@@ -24,7 +24,7 @@ from armor_rx.sinks.docker.sweep import DEFAULT_GRACE
 from armor_rx.sinks.eventlog import FsyncPolicy
 from armor_rx.sinks.git.checkpoints import CheckpointPolicy
 
-PlanFiles = Literal["off", "requested", "all"]
+PlanFileMode = Literal["off", "requested", "all"]
 PlanLocation = Literal["state", "worktree"]
 _PLAN_FILES: tuple[str, ...] = ("off", "requested", "all")
 _PLAN_LOCATIONS: tuple[str, ...] = ("state", "worktree")
@@ -82,7 +82,7 @@ class SessionConfig:
     classic_hooks: bool | None = None
     # Plan files (docs/hooks.md): "requested" keeps one for tasks started with plan=True,
     # "all" for every task, "off" runs no plan hook. None: $ARMOR_RX_PLAN_FILES, else "requested".
-    plan_files: PlanFiles | None = None
+    plan_files: PlanFileMode | None = None
     # Where a plan's Markdown goes unless the start asks: "state" (<state dir>/plans/) or
     # "worktree" (.armor/plan.md in the task's worktree). None: $ARMOR_RX_PLAN_LOCATION, else "state".
     plan_location: PlanLocation | None = None
@@ -171,5 +171,5 @@ class SessionOptions(TypedDict, total=False):
     state_cap: int | None
     hook_timeout: float
     classic_hooks: bool | None
-    plan_files: PlanFiles | None
+    plan_files: PlanFileMode | None
     plan_location: PlanLocation | None

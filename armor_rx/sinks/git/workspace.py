@@ -371,7 +371,12 @@ class GitWorkspace:
         :func:`.submodules.apply_strategy`).
         """
         _, path = self._worktree(task_id)
-        found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        if strategy in ("skip", "fail"):
+            found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        else:
+            # It rewrites submodule files and refs: nothing in the task may race it (as for a restore).
+            with self._task_lock(task_id), self.freeze(task_id):
+                found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
         for status in found:
             self.emit("git.submodule.status", task_id, status.to_payload())
         return found

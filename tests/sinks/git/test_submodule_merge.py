@@ -203,3 +203,29 @@ def test_unknown_strategy_lists_them_all(diverged: tuple[GitWorkspace, Path, str
     ws, _, _, _ = diverged
     with pytest.raises(GitError, match="'squash'.*skip, reset, fail, merge, rebase"):
         ws.submodules("subs", "squash")  # type: ignore[arg-type]
+
+
+def test_rewriting_strategies_run_frozen_and_under_the_task_lock(diverged: tuple[GitWorkspace, Path, str, str]) -> None:
+    """As a restore does: the task's container is frozen, and the task lock is held, while submodules are rewritten."""
+    from contextlib import contextmanager
+
+    from filelock import FileLock, Timeout
+
+    ws, _, _, _ = diverged
+    seen: list[tuple[str, bool]] = []
+
+    @contextmanager
+    def freeze(task_id: str):  # type: ignore[no-untyped-def]
+        try:
+            FileLock(str(ws.git_dir / "locks" / f"{task_id}.lock"), timeout=0).acquire()
+            locked = False
+        except Timeout:
+            locked = True
+        seen.append((task_id, locked))
+        yield
+
+    ws.freeze = freeze
+    ws.submodules("subs", "skip")
+    assert seen == []  # reading only: nothing frozen
+    ws.submodules("subs", "merge")
+    assert seen == [("subs", True)]
