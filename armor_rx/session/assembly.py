@@ -38,8 +38,9 @@ _S = TypeVar("_S", bound=Lifecycle)
 
 # The guard every git session runs first: a task's branch name must be one git accepts.
 BRANCH_GUARD = "git-branch-name"
-# The plan-file hook a session runs unless plan_files="off" (see armor_rx.hooks.plan).
-PLAN_HOOK = "plan-file"
+# The plan-file hook a session runs unless plan_files="off" (see armor_rx.hooks.plan); named
+# apart from plan_file()'s default, so a user's own registration never collides with it.
+PLAN_HOOK = "session-plan-files"
 
 
 @dataclass

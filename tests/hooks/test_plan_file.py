@@ -101,7 +101,7 @@ def test_requested_mode_is_the_default_and_tracks_only_tasks_that_ask(repo: Path
 
 def test_off_runs_no_plan_hook(repo: Path) -> None:
     with Armor(repo, plan_files="off") as armor:
-        assert not [h for h in armor.hooks.list() if h.name == "plan-file"]
+        assert not [h for h in armor.hooks.list() if "plan" in h.name]
         armor.create_task("t1")
         armor.start("t1", plan=True)
         armor.wait_idle()
@@ -220,7 +220,7 @@ def test_a_symlinked_directory_makes_the_write_fail_without_writing_outside(repo
         armor.checkpoint("t1", message="trapped")
         armor.wait_idle()
         [failed] = [e.payload for e in armor.history(kind="hook.failed")]
-        assert failed["hook"] == "plan-file" and failed["error_type"] == "PathEscape"
+        assert failed["hook"] == "session-plan-files" and failed["error_type"] == "PathEscape"
         assert "'.armor' is a symlink or a file" in failed["error"]
         assert list(elsewhere.iterdir()) == []
         # The plan's state is kept all the same, and the next update after the trap is gone draws it.
@@ -232,9 +232,10 @@ def test_a_symlinked_directory_makes_the_write_fail_without_writing_outside(repo
         assert armor.task("t1").state.value == "running"  # a plan file never fails its task
 
 
-def test_registered_from_python(repo: Path) -> None:
-    """The shipped hook on a session that runs none of its own: plan_files='off' plus armor.use(plan_file(...))."""
-    with Armor(repo, plan_files="off") as armor:
+@pytest.mark.parametrize("mode", ["off", "requested"])
+def test_registered_from_python(repo: Path, mode: str) -> None:
+    """The shipped hook registered by hand, with or without the session's own beside it."""
+    with Armor(repo, plan_files=mode) as armor:  # type: ignore[arg-type]
         armor.use(plan_file(armor, tasks="all"), stage="after", name="my-plans")
         armor.create_task("t1")
         armor.start("t1")
