@@ -91,7 +91,9 @@ class PlanSession(Protocol):
     @property
     def git(self) -> Any: ...
 
-    def history(self, *, task_id: str | None = None, kind: str | None = None, start_seq: int = 1) -> Iterable[TaskEvent]: ...
+    def history(
+        self, *, task_id: str | None = None, kind: str | None = None, start_seq: int = 1
+    ) -> Iterable[TaskEvent]: ...
 
 
 def plan_file(

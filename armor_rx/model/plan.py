@@ -158,7 +158,8 @@ def _describe(s: dict[str, Any]) -> str:
         return text
     if kind == "checkpoint":
         auto = " (automatic)" if s.get("auto") else ""
-        text = f"checkpoint {s.get('checkpoint')}{auto}: {s.get('message') or ''} ({s.get('files')} files)".replace(":  (", " (")
+        message = f": {s['message']}" if s.get("message") else ""
+        text = f"checkpoint {s.get('checkpoint')}{auto}{message} ({s.get('files')} files)"
         if "files_changed" in s:
             shown = ", ".join(s["files_changed"]) or "none"
             more = s.get("files_changed_count", len(s["files_changed"])) - len(s["files_changed"])

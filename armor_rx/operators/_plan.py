@@ -40,7 +40,8 @@ class PlanTracker:
                  history: History | None = None, tasks: Tasks = "all", location: Location = "state",
                  changes: Changes | None = None) -> None:
         if tasks not in ("all", "requested"):
-            raise ConfigError(f"plan files for tasks={tasks!r}? use 'all' or 'requested' (those started with plan=True)")
+            raise ConfigError(
+                f"plan files for tasks={tasks!r}? use 'all' or 'requested' (those started with plan=True)")
         if location not in _LOCATIONS:
             raise ConfigError(f"plan file location {location!r}? use 'state' (the state directory) or 'worktree'")
         self.write, self.load, self.history, self.changes = write, load, history, changes

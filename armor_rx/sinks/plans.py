@@ -93,7 +93,8 @@ class PlanFiles:
     def write(self, plan: Plan) -> None:
         """Write ``plan``'s state, then its Markdown; each file atomically. Raises PathEscape (worktree) or OSError."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        _replace(self.directory, self.state_path(plan.task_id).name, orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2))
+        state = orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2)
+        _replace(self.directory, self.state_path(plan.task_id).name, state)
         target = self._target(plan)
         if target is None:
             return  # the worktree is made by the start's effect: the next update draws the plan there

@@ -53,7 +53,7 @@ class _Plan:
 def integrate(
     repo: Repo, worktree: Path, task_id: str, found: list[SubmoduleStatus], strategy: SubmoduleStrategy
 ) -> list[SubmoduleStatus]:
-    """Apply ``merge`` or ``rebase`` to the diverged submodules of ``found`` (see :func:`.submodules.apply_strategy`)."""
+    """Apply ``merge`` or ``rebase`` to the diverged submodules of ``found`` (see :func:`.apply_strategy`)."""
     modules = Path(repo.commondir()) / "modules"
     plans: dict[str, _Plan] = {}
     for sub in found:
@@ -86,7 +86,8 @@ def _plan(worktree: Path, task_id: str, sub: SubmoduleStatus, strategy: Submodul
                                 hint="run 'git submodule absorbgitdirs' there, or choose the strategy 'skip'")
     if has_changes(directory, untracked=False):
         raise SubmoduleConflict(task_id, {sub.path: "diverged and dirty"},
-                                hint=f"commit or discard the changes in {sub.path} first, or choose the strategy 'skip'")
+                                hint=f"commit or discard the changes in {sub.path} first, "
+                                     "or choose the strategy 'skip'")
     recorded, actual = sub.recorded.encode(), sub.actual.encode()
     with _open(directory, git_dir) as repo:
         for name, sha in (("recorded", recorded), ("checked-out", actual)):
@@ -126,7 +127,8 @@ def _merge(repo: Repo, task_id: str, path: str, recorded: bytes, actual: bytes) 
     bases = find_merge_base(repo, [ObjectID(actual), ObjectID(recorded)])
     base = _commit(repo, bases[0]) if bases else None
     tree = _merged_tree(repo, task_id, path, base, ours, theirs, "merging the recorded commit into its checkout",
-                        f"merge it yourself (git -C {path} merge {recorded.decode()[:12]}), or choose the strategy 'reset'")
+                        f"merge it yourself (git -C {path} merge {recorded.decode()[:12]}), "
+                        "or choose the strategy 'reset'")
     message = (f"Merge recorded commit {recorded.decode()[:12]} into {path}\n\n"
                "Made by armor-rx's submodule strategy 'merge'.\n").encode()
     return _new_commit(repo, tree, [actual, recorded], message, author=None)
@@ -174,7 +176,8 @@ def _new_commit(repo: Repo, tree: bytes, parents: list[bytes], message: bytes, *
     commit.committer = _COMMITTER
     commit.commit_time, commit.commit_timezone = now, 0
     if author is not None:  # a replayed commit keeps its author, as git rebase does
-        commit.author, commit.author_time, commit.author_timezone = author.author, author.author_time, author.author_timezone
+        commit.author = author.author
+        commit.author_time, commit.author_timezone = author.author_time, author.author_timezone
     else:
         commit.author, commit.author_time, commit.author_timezone = _COMMITTER, now, 0
     commit.message = message
@@ -194,7 +197,8 @@ def _apply(plan: _Plan) -> None:
         return  # up to date: only the superproject's gitlink moves
     with _open(plan.directory, plan.git_dir) as repo:
         old_tree, new_tree = _commit(repo, plan.old).tree, _commit(repo, plan.new).tree
-        update_working_tree(repo, old_tree, new_tree, change_iterator=tree_changes(repo.object_store, old_tree, new_tree))
+        changes = tree_changes(repo.object_store, old_tree, new_tree)
+        update_working_tree(repo, old_tree, new_tree, change_iterator=changes)
         # HEAD's branch (or a detached HEAD) moves only if it still names what was planned from.
         if not repo.refs.set_if_equals(Ref(b"HEAD"), ObjectID(plan.old), ObjectID(plan.new), committer=_COMMITTER,
                                        message=f"armor-rx: submodule strategy ({plan.how})".encode()):
