@@ -43,7 +43,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--plan", nargs="?", const=True, choices=["state", "worktree"],
                        help="keep a plan file for the task: in the state directory (plans/TASK.md) or in its worktree "
                             "(.armor/plan.md, never committed); bare --plan: the service's default place")
-    start.add_argument("--goal", metavar="TEXT", help="what the task is for (the plan file's first line)")
+    start.add_argument("--goal", metavar="TEXT", help="what the task is for (shown at the top of its plan file)")
     start.add_argument("--submodules", choices=["skip", "reset", "fail", "merge", "rebase"],
                        help="what to do with submodules not at their recorded commit (default: only report them)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
@@ -175,6 +175,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    plan_location=args.plan_location))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
+    # A background service is started by a launcher that passes it this environment.
+    for option, variable in (("plan_files", "ARMOR_RX_PLAN_FILES"), ("plan_location", "ARMOR_RX_PLAN_LOCATION"),
+                             ("classic_hooks", "ARMOR_RX_CLASSIC_HOOKS")):
+        if getattr(args, option) is not None:
+            os.environ[variable] = getattr(args, option)
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))

@@ -75,3 +75,15 @@ def test_serve_plan_files_all(repo, no_docker):
         wait_for(lambda: (repo / ".armor" / "plans" / "t1.json").exists(), what="plan of a task that did not ask")
     finally:
         kill_service(repo / ".armor", signal.SIGTERM)
+
+
+def test_background_serve_passes_its_options_to_the_service(repo, no_docker, monkeypatch):
+    for name in ("ARMOR_RX_PLAN_FILES", "ARMOR_RX_PLAN_LOCATION", "ARMOR_RX_CLASSIC_HOOKS"):
+        monkeypatch.delenv(name, raising=False)
+    done = armor_cli("serve", "--repo", repo, "--plan-files", "all", "--plan-location", "worktree", "--classic-hooks", "off")
+    assert done.returncode == 0, done.stderr
+    try:
+        info = service_info(repo / ".armor")
+        assert (info["plan_files"], info["plan_location"], info["classic_hooks"]) == ("all", "worktree", False)
+    finally:
+        kill_service(repo / ".armor", signal.SIGTERM)
