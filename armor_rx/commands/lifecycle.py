@@ -28,12 +28,25 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
                        help="exit after this long with no client and no active task (default $ARMOR_RX_IDLE_TIMEOUT or 300; 0: never)")
     serve.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (a token is then required; it is written to run/token)")
     serve.add_argument("--stop", action="store_true", help="stop the running service (SIGTERM) and wait for it")
+    serve.add_argument("--plan-files", choices=["off", "requested", "all"],
+                       help="plan files for every task, only those started with --plan, or none "
+                            "(default $ARMOR_RX_PLAN_FILES or requested)")
+    serve.add_argument("--plan-location", choices=["state", "worktree"],
+                       help="where plans go by default (default $ARMOR_RX_PLAN_LOCATION or state)")
+    serve.add_argument("--classic-hooks", choices=["on", "off"],
+                       help="the classic hook API (armor.hook('before_start', fn)); default $ARMOR_RX_CLASSIC_HOOKS or on")
 
     start = verbs.add_parser("start", parents=[common], help="create (if new) and start a task: its branch, worktree and container")
     start.add_argument("task", metavar="TASK")
     start.add_argument("--image", metavar="IMAGE", help="container image (default: $ARMOR_RX_IMAGE or debian:bookworm-slim)")
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
+    start.add_argument("--plan", nargs="?", const=True, choices=["state", "worktree"],
+                       help="keep a plan file for the task: in the state directory (plans/TASK.md) or in its worktree "
+                            "(.armor/plan.md, never committed); bare --plan: the service's default place")
+    start.add_argument("--goal", metavar="TEXT", help="what the task is for (shown at the top of its plan file)")
+    start.add_argument("--submodules", choices=["skip", "reset", "fail", "merge", "rebase"],
+                       help="what to do with submodules not at their recorded commit (default: only report them)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
 
@@ -160,10 +173,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             quota = None if quota_env.lower() in ("0", "none", "off") else parse_bytes(quota_env) if quota_env else DEFAULT_OUTPUT_QUOTA
         except ConfigError:
             raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
+        classic = None if args.classic_hooks is None else args.classic_hooks == "on"
         return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
-                                   output_quota=quota))
+                                   output_quota=quota, classic_hooks=classic, plan_files=args.plan_files,
+                                   plan_location=args.plan_location))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
+    # A background service is started by a launcher that passes it this environment.
+    for option, variable in (("plan_files", "ARMOR_RX_PLAN_FILES"), ("plan_location", "ARMOR_RX_PLAN_LOCATION"),
+                             ("classic_hooks", "ARMOR_RX_CLASSIC_HOOKS")):
+        if getattr(args, option) is not None:
+            os.environ[variable] = getattr(args, option)
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))
@@ -179,7 +199,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, submodules=args.submodules,
+                            plan=args.plan, goal=args.goal, secrets=secrets_of(args))
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")

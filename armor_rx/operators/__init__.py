@@ -37,6 +37,7 @@ __all__ = [
     "kinds",
     "observe",
     "retry_with_backoff",
+    "track_plans",
 ]
 
 
@@ -134,6 +135,53 @@ def observe(
     from armor_rx.operators._observe import observe_
 
     return observe_(fn, kinds, name, on_error, timeout)
+
+
+def track_plans(
+    write: Callable[[Any], None],
+    *,
+    load: Callable[[str], Any] | None = None,
+    history: Callable[[str, int], Any] | None = None,
+    tasks: Literal["all", "requested"] = "all",
+    location: Literal["state", "worktree"] = "state",
+    name: str = "plan-file",
+    changes: Callable[[str | None, str], list[str]] | None = None,
+) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
+    """An after-hook that keeps each task's :class:`~armor_rx.model.plan.Plan` and hands every new version to ``write``.
+
+    The plan starts at the task's start request, gains a step per finished
+    command (command, exit code, duration, and files changed when the exec
+    event says) and per checkpoint, rollback, interruption and resume, and
+    is final at completion, failure or cancellation (then forgotten from
+    memory). ``tasks="requested"`` tracks only tasks whose start payload says
+    ``plan=True`` (or ``"state"`` / ``"worktree"``, which also sets where the
+    plan goes; ``location`` is the default). A task not in memory is rebuilt
+    from ``load(task_id)`` (the last plan written) and ``history(task_id,
+    start_seq)`` (its logged events since); events are folded once, by seq.
+    ``changes(since, tree)`` (optional) lists the paths a checkpoint changed
+    since the last checkpoint or rollback. Every event passes on; ``write`` raising becomes ``hook.failed``. The
+    operator does no I/O itself: :func:`armor_rx.hooks.plan_file` gives it
+    the files.
+
+    >>> import reactivex
+    >>> from reactivex import operators as ops
+    >>> from armor_rx.model import TaskEvent
+    >>> written = []
+    >>> start = TaskEvent.new("task.start.requested", "t1", {"goal": "fix login"})
+    >>> ran = TaskEvent.new("exec.requested", "t1", {"command": ["pytest", "-q"]})
+    >>> events = [start, start.caused("task.started"), ran,
+    ...           ran.caused("exec.exited", {"exit_code": 0, "duration": 1.5, "reason": "exited"}),
+    ...           TaskEvent.new("task.completed", "t1")]
+    >>> logged = [event.with_seq(seq) for seq, event in enumerate(events, 1)]
+    >>> _ = reactivex.from_iterable(logged).pipe(track_plans(written.append), ops.to_list()).run()
+    >>> [(p.status, len(p.steps)) for p in written]
+    [('planned', 0), ('running', 0), ('running', 0), ('running', 1), ('completed', 1)]
+    >>> written[-1].steps[0]["command"], written[-1].steps[0]["exit_code"], written[-1].goal
+    ('pytest -q', 0, 'fix login')
+    """
+    from armor_rx.operators._plan import track_plans as track_plans_
+
+    return track_plans_(write, load=load, history=history, tasks=tasks, location=location, name=name, changes=changes)
 
 
 def hook_timeout(

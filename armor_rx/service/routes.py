@@ -31,6 +31,7 @@ from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
+from armor_rx.sinks.git.submodules import STRATEGIES as SUBMODULE_STRATEGIES
 
 _log = structlog.get_logger("armor_rx.service")
 T = TypeVar("T")
@@ -278,8 +279,13 @@ class Routes:
         task = validate_task_id(request.match_info["task"])
         a = self.armor
         if verb == "start":
-            payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref")}
+            payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref", "submodules", "plan", "goal")}
+            if body.get("plan") not in (None, True, False, "state", "worktree"):
+                raise BadRequest(f"'plan' must be true, false, 'state' or 'worktree', not {body['plan']!r}")
+            _opt(body, "goal", str)
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+            if _opt(body, "submodules", str) not in (None, *SUBMODULE_STRATEGIES):
+                raise BadRequest(f"'submodules' must be one of {', '.join(SUBMODULE_STRATEGIES)}, not {body['submodules']!r}")
             payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":

@@ -66,6 +66,9 @@ class ServiceConfig:
     listen: tuple[str, int] | None = None  # an extra TCP listener (token required)
     docker: bool | None = None  # None: use an engine if one answers
     output_quota: int | None = DEFAULT_OUTPUT_QUOTA  # recorded output bytes per task ($ARMOR_RX_OUTPUT_QUOTA)
+    classic_hooks: bool | None = None  # the classic hook API; None: $ARMOR_RX_CLASSIC_HOOKS, else on
+    plan_files: str | None = None  # off, requested, all; None: $ARMOR_RX_PLAN_FILES, else requested
+    plan_location: str | None = None  # state, worktree; None: $ARMOR_RX_PLAN_LOCATION, else state
 
 
 def _status(exc: BaseException) -> int:
@@ -209,7 +212,10 @@ class Service:
                 _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
         repo = self.config.repo
         return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None,
-                                                output_quota=self.config.output_quota)).open()
+                                                output_quota=self.config.output_quota,
+                                                classic_hooks=self.config.classic_hooks,
+                                                plan_files=self.config.plan_files,  # type: ignore[arg-type]  # checked there
+                                                plan_location=self.config.plan_location)).open()  # type: ignore[arg-type]
 
     # -- requests -------------------------------------------------------------
     @web.middleware
@@ -334,7 +340,9 @@ class Service:
         self.armor = await loop.run_in_executor(self._executor, self._open_session)
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         info = {"pid": os.getpid(), "state_dir": str(self.paths.state), "repo": str(self.config.repo) if self.config.repo else None,
-                "socket": str(self.paths.socket), "docker": self.armor.docker is not None, "docker_reason": self.docker_reason}
+                "socket": str(self.paths.socket), "docker": self.armor.docker is not None, "docker_reason": self.docker_reason,
+                "classic_hooks": self.armor.config.classic_hooks, "plan_files": self.armor.config.plan_files,
+                "plan_location": self.armor.config.plan_location}
         Routes(self.armor, self._executor, info=info, track=self._track).add_to(app)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()

@@ -81,7 +81,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.repo = Path(repo).resolve() if repo is not None else None
         self.state = StateDir(StateDir.resolve(self.config.state_dir, repo), lock_timeout=self.config.lock_timeout)
         self.config.git_enabled(self.repo)  # ConfigError now, not at open()
-        self.hooks = HookSet()
+        self.hooks = HookSet(classic=bool(self.config.classic_hooks))
         # Secret values given to tasks: in this process's memory only (see SecretVault).
         self.secrets = SecretVault()
         self.space = SpaceGuard(self.state.path, reserve=self.config.disk_reserve, cap=self.config.state_cap)

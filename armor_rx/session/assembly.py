@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from armor_rx.errors import LogClosed
+from armor_rx.hooks.plan import plan_file_hook
 from armor_rx.model.events import TaskEvent
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
@@ -38,6 +39,9 @@ _S = TypeVar("_S", bound=Lifecycle)
 
 # The guard every git session runs first: a task's branch name must be one git accepts.
 BRANCH_GUARD = "git-branch-name"
+# The plan-file hook a session runs unless plan_files="off" (see armor_rx.hooks.plan); named
+# apart from plan_file()'s default, so a user's own registration never collides with it.
+PLAN_HOOK = "session-plan-files"
 
 
 @dataclass
@@ -176,6 +180,7 @@ def assemble(
             if isinstance(effect, Lifecycle):
                 start(effect)
         effects = tuple([GitEffect(git)] if git is not None else []) + tuple(own)
+        _install_plan_hook(config, state, hooks, log, git)
         pipeline = Pipeline(
             log=log,
             registry=registry,
@@ -209,6 +214,25 @@ def _watch_conflicts(
     pipeline.bus.subscribe(f"{BOUNDARY_KINDS},{END_KINDS}").subscribe(
         lambda event: watcher.notify(event.kind, event.task_id))
     return watcher
+
+
+def _install_plan_hook(config: SessionConfig, state: StateDir, hooks: HookSet, log: EventLog, git: GitWorkspace | None) -> None:
+    """(Re)place the session's plan-file hook: one made for this opening, over this log and workspace."""
+    for old in hooks.list(stage="after"):
+        if old.name == PLAN_HOOK and old.api == "operator" and old.point is None and old.priority == _PLAN_PRIORITY:
+            hooks.remove(old)
+    if config.plan_files == "off":
+        return
+    operator = plan_file_hook(
+        state.path, worktree_of=git.worktree_path if git is not None else None,
+        history=lambda task_id, start: log.read(start, task_id=task_id), git=(lambda: git) if git is not None else None,
+        tasks="all" if config.plan_files == "all" else "requested", location=config.plan_location or "state",
+        name=PLAN_HOOK)
+    hooks.add(Hook(name=PLAN_HOOK, stage="after", operator=operator, priority=_PLAN_PRIORITY))
+
+
+# Last of the after-hooks: it records what the others let through.
+_PLAN_PRIORITY = -1_000_000
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

@@ -2,7 +2,9 @@
 
 Both ways end in the same :class:`~armor_rx.pipeline.hooks.HookSet` and are
 recorded as the same ``hook.registered`` event, so code written either way
-sees the same history.
+sees the same history. ``SessionConfig.classic_hooks=False`` (or
+``ARMOR_RX_CLASSIC_HOOKS=0``) switches the classic half off: :meth:`HookRegistry.hook`
+then raises :class:`~armor_rx.errors.ClassicHooksOff` naming the operator to write.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ class HookRegistry:
         ``hook_timeout``, 30 s; ``math.inf`` for no limit): a before-hook that
         overruns it vetoes, an after-hook is reported (``hook.failed``) and
         skipped. Registration is recorded as a ``hook.registered`` event
-        (with the timeout), exactly as for :meth:`use`.
+        (with the timeout), exactly as for :meth:`use`. With the session's
+        ``classic_hooks`` off this raises :class:`~armor_rx.errors.ClassicHooksOff`
+        (a ConfigError) whose message gives the operator to register instead.
         """
         if point not in HOOK_POINTS:
             raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")

@@ -21,6 +21,7 @@ from armor_rx.errors import GitError, WorktreeLinkChanged
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.git.completion import manual_instructions
 from armor_rx.sinks.git.link import verify_link
+from armor_rx.sinks.git.submodules import STRATEGIES
 from armor_rx.sinks.git.workspace import GitWorkspace
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
@@ -97,7 +98,7 @@ class GitEffect:
                 branch = ws.create_branch(task_id, str(payload.get("base_ref", "HEAD")))
             worktree = ws.add_worktree(task_id, branch)
             strategy = payload.get("submodules")
-            if strategy in ("skip", "reset", "fail"):
+            if strategy in STRATEGIES:
                 ws.submodules(task_id, strategy)
             return {"branch": branch, "worktree": str(worktree), "metadata": {"branch": branch, "worktree": str(worktree)}}
         if kind == "checkpoint.restore.requested":

@@ -366,10 +366,19 @@ class GitWorkspace:
 
         Emits ``git.submodule.status`` per submodule. ``"reset"`` moves
         diverged (clean) submodules back to the recorded commit; ``"fail"``
-        raises :class:`SubmoduleConflict` if any is not clean.
+        raises :class:`SubmoduleConflict` if any is not clean; ``"merge"`` and
+        ``"rebase"`` bring the recorded commit into a diverged submodule's own
+        work and stage the result in the worktree's index, or raise
+        :class:`SubmoduleConflict` having changed nothing (see
+        :func:`.submodules.apply_strategy`).
         """
         _, path = self._worktree(task_id)
-        found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        if strategy in ("skip", "fail"):
+            found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        else:
+            # It rewrites submodule files and refs: nothing in the task may race it (as for a restore).
+            with self._task_lock(task_id), self.freeze(task_id):
+                found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
         for status in found:
             self.emit("git.submodule.status", task_id, status.to_payload())
         return found
