@@ -445,7 +445,7 @@ class CheckpointStore:
     def task_ids(self) -> list[str]:
         """Tasks with checkpoints in this repository written by this store's owner (or by none)."""
         found = []
-        for ref in self.repo.refs.keys(REF_PREFIX):
+        for ref in self.repo.refs.keys(Ref(REF_PREFIX)):
             task_id = bytes(ref).decode("utf-8", "replace")
             latest = self.history(task_id, limit=1)
             if latest and (not latest[-1].owner or not self.owner or latest[-1].owner == self.owner):

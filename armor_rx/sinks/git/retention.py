@@ -12,7 +12,7 @@ rewrites the ref from the plan.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,7 +105,7 @@ def plan_retention(
 
 
 def plan_total(
-    histories: dict[str, Sequence[_Checkpoint]], *, max_total_bytes: int, keep_tagged: bool = True,
+    histories: Mapping[str, Sequence[_Checkpoint]], *, max_total_bytes: int, keep_tagged: bool = True,
 ) -> dict[str, list[int]]:
     """Which checkpoints to drop, across tasks, so that all of them together fit ``max_total_bytes``.
 
