@@ -33,6 +33,9 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--image", metavar="IMAGE", help="container image (default: $ARMOR_RX_IMAGE or debian:bookworm-slim)")
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
+    start.add_argument("--checkpoint-policy", metavar="SPEC",
+                       help="when to checkpoint this task: 'adaptive' or e.g. 'risk=40,every=10,interval=600,at=before_complete' "
+                            "(see docs/checkpoints.md)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
 
@@ -46,6 +49,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     cp = verbs.add_parser("checkpoint", parents=[common], help="checkpoint a task's worktree")
     cp.add_argument("task", metavar="TASK")
     cp.add_argument("-m", "--message", metavar="MSG")
+    cp.add_argument("--tag", metavar="NAME", help="tag the checkpoint: retention keeps tagged checkpoints")
     cp.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
 
     diff = verbs.add_parser("diff", parents=[common], help="what a task changed, against its base or a checkpoint")
@@ -175,7 +179,12 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
+        extra: dict[str, Any] = {}
+        if args.checkpoint_policy:
+            from armor_rx.operators import CheckpointTriggers
+
+            extra["checkpoint_policy"] = CheckpointTriggers.parse(args.checkpoint_policy).to_payload()
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args), **extra)
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -232,7 +241,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     task = validate_task_id(args.task)
     with client(args) as armor:
-        event = armor.checkpoint(task, args.message)
+        event = armor.checkpoint(task, args.message, tag=args.tag)
         if args.json:
             wanted = event.payload.get("checkpoint")
             found = [cp for cp in armor.checkpoints(task) if cp.id == wanted]

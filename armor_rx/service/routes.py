@@ -28,7 +28,9 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.service import wire
+from armor_rx.sinks.git.checkpoints import validate_tag
 from armor_rx.service.feed import Batch, EventFeed, Lagged
 
 _log = structlog.get_logger("armor_rx.service")
@@ -275,6 +277,8 @@ class Routes:
         if verb == "start":
             payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref")}
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+            if body.get("checkpoint_policy") is not None:  # refused here (400), before anything is logged
+                payload["checkpoint_policy"] = CheckpointTriggers.from_payload(body["checkpoint_policy"]).to_payload()
             payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":
@@ -302,7 +306,11 @@ class Routes:
             event = await self.call(a.interrupt, task, reason)
         elif verb == "checkpoint":
             message = _opt(body, "message", str)
-            event = await self.outcome(lambda: a.request(task, "checkpoint.requested", {"message": message}))
+            tag = _opt(body, "tag", str)
+            cp_payload: dict[str, Any] = {"message": message}
+            if tag is not None:
+                cp_payload["tags"] = [validate_tag(tag)]
+            event = await self.outcome(lambda: a.request(task, "checkpoint.requested", cp_payload))
         elif verb == "rollback":
             checkpoint = _req(body, "checkpoint", str)
             event = await self.call(a.rollback, task, checkpoint)

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from armor_rx.errors import LogClosed
+from armor_rx.errors import ArmorError, LogClosed
+from armor_rx.operators import CheckpointTriggers, checkpoint_policy
 from armor_rx.model.events import TaskEvent
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
 from armor_rx.pipeline.hooks import Hook, HookSet
+from armor_rx.pipeline.stages import isolated
 from armor_rx.session.config import SessionConfig
 from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect
@@ -30,6 +32,7 @@ from armor_rx.sinks.docker.effect import SecretKeeper
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitEffect, GitWorkspace
 from armor_rx.sinks.git.guards import branch_name_guard
+from armor_rx.sinks.git.touched import TouchedFilesEffect
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
@@ -37,6 +40,8 @@ _S = TypeVar("_S", bound=Lifecycle)
 
 # The guard every git session runs first: a task's branch name must be one git accepts.
 BRANCH_GUARD = "git-branch-name"
+# The hooks (before and after) of the session's checkpoint policy.
+CHECKPOINT_POLICY = "checkpoint-policy"
 
 
 @dataclass
@@ -162,6 +167,9 @@ def assemble(
         for effect in own:  # effects with a lifecycle live as long as the session
             if isinstance(effect, Lifecycle):
                 start(effect)
+        if git is not None:
+            # Last, so it sees what the command did: how many files each exec touched.
+            own.append(_checkpoint_policy(config, hooks, git))
         effects = tuple([GitEffect(git)] if git is not None else []) + tuple(own)
         pipeline = Pipeline(
             log=log,
@@ -182,6 +190,33 @@ def assemble(
         raise
     return Assembly(log=log, dead_letters=dead, snapshots=snapshots, recovery=recovery, git=git, docker=docker,
                     effects=effects, pipeline=pipeline, started=started)
+
+
+def _checkpoint_policy(config: SessionConfig, hooks: HookSet, git: GitWorkspace) -> TouchedFilesEffect:
+    """Put the session's checkpoint policy in place (once), and return the effect that feeds it files touched.
+
+    The policy hook is always there in a git session: a task started with a
+    ``checkpoint_policy`` of its own needs it even when the session has no
+    default (``checkpoint_when``). It runs last among the before-hooks, so a
+    request another hook vetoes costs no checkpoint.
+    """
+    default = config.checkpoint_when or CheckpointTriggers()
+    if not any(h.name == CHECKPOINT_POLICY for h in hooks.list()):
+        policy = checkpoint_policy(default)
+        hooks.add(Hook(name=CHECKPOINT_POLICY, stage="before", priority=-1_000_000, on_error="fail_open",
+                       operator=isolated(policy, name=CHECKPOINT_POLICY, on_error="fail_open")))
+        hooks.add(Hook(name=CHECKPOINT_POLICY, stage="after", priority=1_000_000, on_error="fail_open",
+                       operator=isolated(policy.after, name=CHECKPOINT_POLICY, on_error="fail_open")))
+
+    def wanted(payload: Mapping[str, Any]) -> bool:
+        given = payload.get("checkpoint_policy")
+        try:
+            triggers = CheckpointTriggers.from_payload(given) if given is not None else default
+        except ArmorError:
+            return False
+        return triggers.risk_threshold is not None
+
+    return TouchedFilesEffect(_worktree_of(git), wanted)
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

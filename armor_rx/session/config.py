@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from armor_rx.errors import ConfigError
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect
 from armor_rx.sinks.docker.spec import SandboxSpec
@@ -70,6 +71,9 @@ class SessionConfig:
     disk_reserve: int = DEFAULT_RESERVE
     state_cap: int | None = None
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    # When to checkpoint a task that was not started with a checkpoint_policy of its own
+    # (None: only when asked). See armor_rx.operators.checkpoint_policy and docs/checkpoints.md.
+    checkpoint_when: CheckpointTriggers | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -120,5 +124,6 @@ class SessionOptions(TypedDict, total=False):
     disk_reserve: int
     state_cap: int | None
     hook_timeout: float
+    checkpoint_when: CheckpointTriggers | None
 
 
