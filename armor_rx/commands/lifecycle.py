@@ -160,8 +160,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             quota = None if quota_env.lower() in ("0", "none", "off") else parse_bytes(quota_env) if quota_env else DEFAULT_OUTPUT_QUOTA
         except ConfigError:
             raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
+        from armor_rx.operators import CheckpointTriggers
+        from armor_rx.sinks.git.checkpoints import CheckpointPolicy
+
+        when_env = os.environ.get("ARMOR_RX_CHECKPOINT_POLICY", "").strip()
+        keep_env = os.environ.get("ARMOR_RX_CHECKPOINT_RETENTION", "").strip()
         return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
-                                   output_quota=quota))
+                                   output_quota=quota,
+                                   checkpoint_when=CheckpointTriggers.parse(when_env) if when_env else None,
+                                   checkpoint_retention=CheckpointPolicy.parse(keep_env) if keep_env else None))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)

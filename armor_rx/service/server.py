@@ -45,10 +45,12 @@ from armor_rx.errors import (
     Vetoed,
 )
 from armor_rx.model.lifecycle import ACTIVE
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.service import wire
 from armor_rx.service.paths import ServicePaths
 from armor_rx.service.routes import Routes, json_response
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
+from armor_rx.sinks.git.checkpoints import CheckpointPolicy
 
 _log = structlog.get_logger("armor_rx.service")
 
@@ -66,6 +68,10 @@ class ServiceConfig:
     listen: tuple[str, int] | None = None  # an extra TCP listener (token required)
     docker: bool | None = None  # None: use an engine if one answers
     output_quota: int | None = DEFAULT_OUTPUT_QUOTA  # recorded output bytes per task ($ARMOR_RX_OUTPUT_QUOTA)
+    # When to checkpoint tasks started without a policy of their own ($ARMOR_RX_CHECKPOINT_POLICY),
+    # and what to keep ($ARMOR_RX_CHECKPOINT_RETENTION): see docs/checkpoints.md.
+    checkpoint_when: CheckpointTriggers | None = None
+    checkpoint_retention: CheckpointPolicy | None = None
 
 
 def _status(exc: BaseException) -> int:
@@ -209,7 +215,9 @@ class Service:
                 _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
         repo = self.config.repo
         return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None,
-                                                output_quota=self.config.output_quota)).open()
+                                                output_quota=self.config.output_quota,
+                                                checkpoint_when=self.config.checkpoint_when,
+                                                checkpoint_policy=self.config.checkpoint_retention)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware

@@ -1,4 +1,4 @@
-"""The checkpoint policy and tags through the service: CLI verbs, real processes."""
+"""The checkpoint policy, retention and tags through the service: CLI verbs, real processes."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ import orjson
 from .conftest import armor_cli
 
 
-def test_start_with_a_policy_and_tagged_checkpoints_through_the_cli(repo, no_docker):
+def test_policy_retention_and_tags_through_the_cli_and_the_services_environment(repo, no_docker):
+    env = {"ARMOR_RX_CHECKPOINT_POLICY": "at=before_complete", "ARMOR_RX_CHECKPOINT_RETENTION": "keep_last=1"}
+
     def cli(*args):
-        return armor_cli(*args, "--repo", repo)
+        return armor_cli(*args, "--repo", repo, env=env)
 
     try:
         bad = cli("start", "t2", "--checkpoint-policy", "bogus=1")
         assert bad.returncode != 0 and "unknown checkpoint policy key 'bogus'" in bad.stderr
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
-        started = cli("start", "t1", "--checkpoint-policy", "at=before_complete")
+        started = cli("start", "t1")  # the service's default policy: before_complete
         assert started.returncode == 0, started.stderr
         (repo / ".armor" / "worktrees" / "t1" / "notes.txt").write_text("mine\n")
         bad_tag = cli("checkpoint", "t1", "--tag", "not a tag")
@@ -24,16 +26,25 @@ def test_start_with_a_policy_and_tagged_checkpoints_through_the_cli(repo, no_doc
         tagged = cli("checkpoint", "t1", "-m", "by hand", "--tag", "keep-me", "--json")
         assert tagged.returncode == 0, tagged.stderr
         assert orjson.loads(tagged.stdout)["tags"] == ["keep-me"]
+        assert cli("checkpoint", "t1", "-m", "scratch").returncode == 0
         done = cli("complete", "t1")
         assert done.returncode == 0, done.stderr
         listed = cli("checkpoints", "t1", "--json")
         assert listed.returncode == 0, listed.stderr
         rows = orjson.loads(listed.stdout)
+        # keep_last=1: the scratch one went; the tagged one and the newest (the policy's) stay
         assert [(r["message"], r["tags"]) for r in rows] == [
             ("by hand", ["keep-me"]), ("policy: before task.complete (before_complete)", [])]
         events = cli("events", "--task", "t1", "--json")
         assert events.returncode == 0, events.stderr
-        requested = [orjson.loads(line) for line in events.stdout.splitlines() if b'"checkpoint.requested"' in line.encode()]
-        assert [r["payload"].get("policy", {}).get("because") for r in requested] == [None, ["before_complete"]]
+        lines = [orjson.loads(line) for line in events.stdout.splitlines() if line.strip()]
+        requested = [e for e in lines if e["kind"] == "checkpoint.requested"]
+        assert [dict(r["payload"].get("policy") or {}).get("because") for r in requested] == [None, None, ["before_complete"]]
+        assert any(e["kind"] == "checkpoint.pruned" and e["payload"]["checkpoints"] == ["cp-2"] for e in lines)
+
+        assert cli("start", "t3", "--checkpoint-policy", "off").returncode == 0
+        assert cli("complete", "t3").returncode == 0
+        none = cli("checkpoints", "t3", "--json")
+        assert none.returncode == 0 and orjson.loads(none.stdout or "[]") == [], none.stdout
     finally:
         cli("serve", "--stop")
