@@ -95,3 +95,12 @@ def test_a_request_payload_is_scored_from_its_command() -> None:
 
 def test_weights_are_the_callers_to_change() -> None:
     assert score_command("rm -rf x", weights={**RULES, "destructive": 90}).score == 90
+
+
+def test_docstring_examples():
+    import doctest
+
+    import armor_rx.model.risk
+
+    result = doctest.testmod(armor_rx.model.risk)
+    assert result.attempted >= 3 and result.failed == 0

@@ -165,3 +165,12 @@ def test_bad_keywords_fail_when_the_operator_is_made():
         checkpoint_policy(every_execs=0)
     with pytest.raises(ConfigError, match="unknown checkpoint policy field"):
         CheckpointTriggers.from_payload({"risk": 3})
+
+
+def test_docstring_examples():
+    import doctest
+
+    import armor_rx.operators._checkpoint_policy as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 2 and result.failed == 0
