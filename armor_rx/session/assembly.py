@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from armor_rx.errors import ArmorError, LogClosed
-from armor_rx.operators import CheckpointTriggers, checkpoint_policy
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.patterns import kind_matcher
+from armor_rx.operators import CheckpointTriggers, checkpoint_policy
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
 from armor_rx.pipeline.hooks import Hook, HookSet
@@ -168,8 +169,12 @@ def assemble(
             if isinstance(effect, Lifecycle):
                 start(effect)
         if git is not None:
-            # Last, so it sees what the command did: how many files each exec touched.
-            own.append(_checkpoint_policy(config, hooks, git))
+            touched = _checkpoint_policy(config, hooks, git)
+            # Last, so it sees what the command did: how many files each exec touched. Only
+            # where something runs commands: an effect that matches exec.requested is what
+            # tells the session it can exec at all.
+            if any(kind_matcher(e.kinds)("exec.requested") for e in own):
+                own.append(touched)
         effects = tuple([GitEffect(git)] if git is not None else []) + tuple(own)
         pipeline = Pipeline(
             log=log,
