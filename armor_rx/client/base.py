@@ -115,7 +115,8 @@ class Operations:
 
 
 def start_body(payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None = None) -> dict[str, Any]:
-    body = {k: v for k, v in payload.items() if v is not None}
+    # A CheckpointTriggers (checkpoint_policy=...) travels in its JSON form.
+    body = {k: (v.to_payload() if hasattr(v, "to_payload") else v) for k, v in payload.items() if v is not None}
     if secrets:
         body["secrets"] = secrets_body(secrets)
     return body

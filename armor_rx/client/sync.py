@@ -210,8 +210,12 @@ class RemoteArmor:
         return outcome
 
     # -- git ------------------------------------------------------------------
-    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
-        return self._send(self._ops.lifecycle(task_id, "checkpoint", {"message": message}))  # type: ignore[no-any-return]
+    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None,
+                   tag: str | None = None) -> TaskEvent:
+        body: dict[str, Any] = {"message": message}
+        if tag is not None:
+            body["tag"] = tag
+        return self._send(self._ops.lifecycle(task_id, "checkpoint", body))  # type: ignore[no-any-return]
 
     def checkpoints(self, task_id: str) -> list[Any]:
         return self._send(self._ops.checkpoints(task_id))

@@ -47,6 +47,9 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--goal", metavar="TEXT", help="what the task is for (shown at the top of its plan file)")
     start.add_argument("--submodules", choices=["skip", "reset", "fail", "merge", "rebase"],
                        help="what to do with submodules not at their recorded commit (default: only report them)")
+    start.add_argument("--checkpoint-policy", metavar="SPEC",
+                       help="when to checkpoint this task: 'adaptive' or e.g. 'risk=40,every=10,interval=600,at=before_complete' "
+                            "(see docs/checkpoints.md)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
 
@@ -60,6 +63,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     cp = verbs.add_parser("checkpoint", parents=[common], help="checkpoint a task's worktree")
     cp.add_argument("task", metavar="TASK")
     cp.add_argument("-m", "--message", metavar="MSG")
+    cp.add_argument("--tag", metavar="NAME", help="tag the checkpoint: retention keeps tagged checkpoints")
     cp.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
 
     diff = verbs.add_parser("diff", parents=[common], help="what a task changed, against its base or a checkpoint")
@@ -173,10 +177,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             quota = None if quota_env.lower() in ("0", "none", "off") else parse_bytes(quota_env) if quota_env else DEFAULT_OUTPUT_QUOTA
         except ConfigError:
             raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
+        from armor_rx.operators import CheckpointTriggers
+        from armor_rx.sinks.git.checkpoints import CheckpointPolicy
+
         classic = None if args.classic_hooks is None else args.classic_hooks == "on"
+        when_env = os.environ.get("ARMOR_RX_CHECKPOINT_POLICY", "").strip()
+        keep_env = os.environ.get("ARMOR_RX_CHECKPOINT_RETENTION", "").strip()
         return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
                                    output_quota=quota, classic_hooks=classic, plan_files=args.plan_files,
-                                   plan_location=args.plan_location))
+                                   plan_location=args.plan_location,
+                                   checkpoint_when=CheckpointTriggers.parse(when_env) if when_env else None,
+                                   checkpoint_retention=CheckpointPolicy.parse(keep_env) if keep_env else None))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     # A background service is started by a launcher that passes it this environment.
@@ -199,8 +210,13 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
+        extra: dict[str, Any] = {}
+        if args.checkpoint_policy:
+            from armor_rx.operators import CheckpointTriggers
+
+            extra["checkpoint_policy"] = CheckpointTriggers.parse(args.checkpoint_policy).to_payload()
         event = armor.start(task, image=args.image, keep=True if args.keep else None, submodules=args.submodules,
-                            plan=args.plan, goal=args.goal, secrets=secrets_of(args))
+                            plan=args.plan, goal=args.goal, secrets=secrets_of(args), **extra)
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -257,7 +273,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     task = validate_task_id(args.task)
     with client(args) as armor:
-        event = armor.checkpoint(task, args.message)
+        event = armor.checkpoint(task, args.message, tag=args.tag)
         if args.json:
             wanted = event.payload.get("checkpoint")
             found = [cp for cp in armor.checkpoints(task) if cp.id == wanted]

@@ -18,6 +18,7 @@ from reactivex import Observable, abc
 
 from armor_rx.model.events import TaskEvent
 from armor_rx.operators._backpressure_stats import BackpressureStats, DropReport
+from armor_rx.operators._checkpoint_policy import CheckpointPolicyHook, CheckpointTriggers
 from armor_rx.operators._by_task import task_id_of as _task_id_of
 from armor_rx.operators._dedup import event_id as _event_id
 from armor_rx.operators._retry import default_is_transient
@@ -27,9 +28,12 @@ _U = TypeVar("_U")
 
 __all__ = [
     "BackpressureStats",
+    "CheckpointPolicyHook",
+    "CheckpointTriggers",
     "DropReport",
     "backpressure",
     "by_task",
+    "checkpoint_policy",
     "dedup",
     "default_is_transient",
     "guard",
@@ -350,3 +354,54 @@ def by_task(
     from armor_rx.operators._by_task import by_task_
 
     return by_task_(inner, key, scheduler, max_workers)
+
+
+def checkpoint_policy(
+    triggers: CheckpointTriggers | None = None,
+    *,
+    at: tuple[str, ...] | None = None,
+    every_execs: int | None = None,
+    every_seconds: float | None = None,
+    risk_threshold: int | None = None,
+    clock: Callable[[], float] | None = None,
+    outcome_wait: float = 2.0,
+) -> CheckpointPolicyHook:
+    """A before-hook that decides when a task is checkpointed, and asks for it in the task's own lane.
+
+    Triggers (see :class:`CheckpointTriggers`; keywords override ``triggers``):
+    hook points ``at`` (``after_start``, ``after_resume``, ``before_exec``,
+    ``after_exec``, ``before_complete``, ``before_fail``, ``before_cancel``),
+    every ``every_execs`` execs, every ``every_seconds`` seconds (checked at
+    the next exec), and adaptively by risk: an exec whose
+    :func:`~armor_rx.model.risk.score_command` score reaches ``risk_threshold``
+    gets a checkpoint *before* it runs. A checkpoint is a
+    ``checkpoint.requested`` event (``policy`` in its payload says why)
+    emitted ahead of the request (behind it for ``after_*``); the pipeline
+    runs it in the lane before the request. With the risk trigger on, every
+    exec also gets a ``checkpoint.risk.scored`` event: score, reasons,
+    threshold and the decision. A task started with ``checkpoint_policy`` in
+    its start request uses that instead of these defaults. The returned
+    hook's :attr:`~CheckpointPolicyHook.after` is the after-stage half that
+    feeds it each exec's duration and files touched (``Armor.use_checkpoint_policy``
+    registers both). Bad options raise ConfigError at once.
+
+    >>> import reactivex
+    >>> from reactivex import operators as ops
+    >>> from armor_rx.model import TaskEvent
+    >>> policy = checkpoint_policy(risk_threshold=40, every_execs=3)
+    >>> steps = [TaskEvent.new("task.start.requested", "t")] + [
+    ...     TaskEvent.new("exec.requested", "t", {"command": c})
+    ...     for c in (["make"], ["make", "test"], ["sh", "-c", "git reset --hard && make"])]
+    >>> out = reactivex.from_iterable(steps).pipe(policy, ops.to_list()).run()
+    >>> [e.kind for e in out]  # doctest: +NORMALIZE_WHITESPACE
+    ['task.start.requested', 'checkpoint.risk.scored', 'exec.requested', 'checkpoint.risk.scored',
+     'exec.requested', 'checkpoint.risk.scored', 'checkpoint.requested', 'exec.requested']
+    >>> out[-3].payload["score"], out[-3].payload["decision"], list(out[-2].payload["policy"]["because"])
+    (60, 'checkpoint', ['risk: score 60 >= 40'])
+    """
+    from armor_rx.operators._checkpoint_policy import checkpoint_policy_
+    from armor_rx.model.risk import score_request
+    import time as _time
+
+    return checkpoint_policy_(triggers, at, every_execs, every_seconds, risk_threshold,
+                              clock or _time.monotonic, score_request, outcome_wait)

@@ -25,12 +25,14 @@ from aiohttp import web
 from armor_rx import __version__
 from armor_rx.errors import ArmorError, BadRequest, ConfigError, DockerError, ServiceError, TaskExists
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.merge import MERGE_MODES
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.merge import MERGE_MODES
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
+from armor_rx.sinks.git.checkpoints import validate_tag
 from armor_rx.sinks.git.submodules import STRATEGIES as SUBMODULE_STRATEGIES
 
 _log = structlog.get_logger("armor_rx.service")
@@ -286,6 +288,8 @@ class Routes:
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
             if _opt(body, "submodules", str) not in (None, *SUBMODULE_STRATEGIES):
                 raise BadRequest(f"'submodules' must be one of {', '.join(SUBMODULE_STRATEGIES)}, not {body['submodules']!r}")
+            if body.get("checkpoint_policy") is not None:  # refused here (400), before anything is logged
+                payload["checkpoint_policy"] = CheckpointTriggers.from_payload(body["checkpoint_policy"]).to_payload()
             payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":
@@ -313,7 +317,11 @@ class Routes:
             event = await self.call(a.interrupt, task, reason)
         elif verb == "checkpoint":
             message = _opt(body, "message", str)
-            event = await self.outcome(lambda: a.request(task, "checkpoint.requested", {"message": message}))
+            tag = _opt(body, "tag", str)
+            cp_payload: dict[str, Any] = {"message": message}
+            if tag is not None:
+                cp_payload["tags"] = [validate_tag(tag)]
+            event = await self.outcome(lambda: a.request(task, "checkpoint.requested", cp_payload))
         elif verb == "rollback":
             checkpoint = _req(body, "checkpoint", str)
             event = await self.call(a.rollback, task, checkpoint)

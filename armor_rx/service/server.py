@@ -45,10 +45,12 @@ from armor_rx.errors import (
     Vetoed,
 )
 from armor_rx.model.lifecycle import ACTIVE
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.service import wire
 from armor_rx.service.paths import ServicePaths
 from armor_rx.service.routes import Routes, json_response
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
+from armor_rx.sinks.git.checkpoints import CheckpointPolicy
 
 _log = structlog.get_logger("armor_rx.service")
 
@@ -69,6 +71,10 @@ class ServiceConfig:
     classic_hooks: bool | None = None  # the classic hook API; None: $ARMOR_RX_CLASSIC_HOOKS, else on
     plan_files: str | None = None  # off, requested, all; None: $ARMOR_RX_PLAN_FILES, else requested
     plan_location: str | None = None  # state, worktree; None: $ARMOR_RX_PLAN_LOCATION, else state
+    # When to checkpoint tasks started without a policy of their own ($ARMOR_RX_CHECKPOINT_POLICY),
+    # and what to keep ($ARMOR_RX_CHECKPOINT_RETENTION): see docs/checkpoints.md.
+    checkpoint_when: CheckpointTriggers | None = None
+    checkpoint_retention: CheckpointPolicy | None = None
 
 
 def _status(exc: BaseException) -> int:
@@ -215,7 +221,9 @@ class Service:
                                                 output_quota=self.config.output_quota,
                                                 classic_hooks=self.config.classic_hooks,
                                                 plan_files=self.config.plan_files,  # type: ignore[arg-type]  # checked there
-                                                plan_location=self.config.plan_location)).open()  # type: ignore[arg-type]
+                                                plan_location=self.config.plan_location,  # type: ignore[arg-type]
+                                                checkpoint_when=self.config.checkpoint_when,
+                                                checkpoint_policy=self.config.checkpoint_retention)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware

@@ -116,6 +116,7 @@ def checkpoint_in(data: Mapping[str, Any]) -> Any:
     values["skipped"] = tuple(values.get("skipped") or ())
     values["left_out"] = tuple((str(p), str(why)) for p, why in values.get("left_out") or ())
     values["nested"] = tuple(values.get("nested") or ())
+    values["tags"] = tuple(values.get("tags") or ())
     return Checkpoint(**values)
 
 

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from armor_rx.errors import LogClosed
+from armor_rx.errors import ArmorError, LogClosed
 from armor_rx.hooks.plan import plan_file_hook
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.patterns import kind_matcher
+from armor_rx.operators import CheckpointTriggers, checkpoint_policy
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
 from armor_rx.pipeline.hooks import Hook, HookSet
+from armor_rx.pipeline.stages import isolated
 from armor_rx.session.config import SessionConfig
 from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect
@@ -32,6 +35,7 @@ from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitEffect, GitWorkspace
 from armor_rx.sinks.git.conflicts import BOUNDARY_KINDS, END_KINDS, ConflictWatcher
 from armor_rx.sinks.git.guards import branch_name_guard
+from armor_rx.sinks.git.touched import TouchedFilesEffect
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
@@ -42,6 +46,8 @@ BRANCH_GUARD = "git-branch-name"
 # The plan-file hook a session runs unless plan_files="off" (see armor_rx.hooks.plan); named
 # apart from plan_file()'s default, so a user's own registration never collides with it.
 PLAN_HOOK = "session-plan-files"
+# The hooks (before and after) of the session's checkpoint policy.
+CHECKPOINT_POLICY = "checkpoint-policy"
 
 
 @dataclass
@@ -179,6 +185,13 @@ def assemble(
         for effect in own:  # effects with a lifecycle live as long as the session
             if isinstance(effect, Lifecycle):
                 start(effect)
+        if git is not None:
+            touched = _checkpoint_policy(config, hooks, git)
+            # Last, so it sees what the command did: how many files each exec touched. Only
+            # where something runs commands: an effect that matches exec.requested is what
+            # tells the session it can exec at all.
+            if any(kind_matcher(e.kinds)("exec.requested") for e in own):
+                own.append(touched)
         effects = tuple([GitEffect(git)] if git is not None else []) + tuple(own)
         _install_plan_hook(config, state, hooks, log, git)
         pipeline = Pipeline(
@@ -233,6 +246,33 @@ def _install_plan_hook(config: SessionConfig, state: StateDir, hooks: HookSet, l
 
 # Last of the after-hooks: it records what the others let through.
 _PLAN_PRIORITY = -1_000_000
+
+
+def _checkpoint_policy(config: SessionConfig, hooks: HookSet, git: GitWorkspace) -> TouchedFilesEffect:
+    """Put the session's checkpoint policy in place (once), and return the effect that feeds it files touched.
+
+    The policy hook is always there in a git session: a task started with a
+    ``checkpoint_policy`` of its own needs it even when the session has no
+    default (``checkpoint_when``). It runs last among the before-hooks, so a
+    request another hook vetoes costs no checkpoint.
+    """
+    default = config.checkpoint_when or CheckpointTriggers()
+    if not any(h.name == CHECKPOINT_POLICY for h in hooks.list()):
+        policy = checkpoint_policy(default)
+        hooks.add(Hook(name=CHECKPOINT_POLICY, stage="before", priority=-1_000_000, on_error="fail_open",
+                       operator=isolated(policy, name=CHECKPOINT_POLICY, on_error="fail_open")))
+        hooks.add(Hook(name=CHECKPOINT_POLICY, stage="after", priority=1_000_000, on_error="fail_open",
+                       operator=isolated(policy.after, name=CHECKPOINT_POLICY, on_error="fail_open")))
+
+    def wanted(payload: Mapping[str, Any]) -> bool:
+        given = payload.get("checkpoint_policy")
+        try:
+            triggers = CheckpointTriggers.from_payload(given) if given is not None else default
+        except ArmorError:
+            return False
+        return triggers.risk_threshold is not None
+
+    return TouchedFilesEffect(_worktree_of(git), wanted)
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

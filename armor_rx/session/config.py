@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from armor_rx.errors import ConfigError
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect
 from armor_rx.sinks.docker.spec import SandboxSpec
@@ -88,6 +89,9 @@ class SessionConfig:
     # Where a plan's Markdown goes unless the start asks: "state" (<state dir>/plans/) or
     # "worktree" (.armor/plan.md in the task's worktree). None: $ARMOR_RX_PLAN_LOCATION, else "state".
     plan_location: PlanLocation | None = None
+    # When to checkpoint a task that was not started with a checkpoint_policy of its own
+    # (None: only when asked). See armor_rx.operators.checkpoint_policy and docs/checkpoints.md.
+    checkpoint_when: CheckpointTriggers | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -176,3 +180,4 @@ class SessionOptions(TypedDict, total=False):
     classic_hooks: bool | None
     plan_files: PlanFileMode | None
     plan_location: PlanLocation | None
+    checkpoint_when: CheckpointTriggers | None

@@ -19,6 +19,7 @@ from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
 from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
 from armor_rx.sinks.git.compare import Comparison, compare
+from armor_rx.sinks.git.checkpoints import validate_tag
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
 
 
@@ -46,9 +47,16 @@ class GitOperations:
         return self.git.worktree_path(validate_task_id(task_id))
 
     def checkpoint(self: GitSession, task_id: str, message: str | None = None, *,
-                   timeout: float | None = None) -> TaskEvent:
-        """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint."""
-        return self.request(task_id, "checkpoint.requested", {"message": message}).result(timeout)
+                   timeout: float | None = None, tag: str | None = None) -> TaskEvent:
+        """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint.
+
+        A ``tag`` (letters, digits, ``.``, ``_``, ``-``) marks it to be kept by
+        retention (``keep_tagged``); a bad one is refused (ConfigError) before anything is logged.
+        """
+        payload: dict[str, Any] = {"message": message}
+        if tag is not None:
+            payload["tags"] = [validate_tag(tag)]
+        return self.request(task_id, "checkpoint.requested", payload).result(timeout)
 
     def checkpoints(self: GitSession, task_id: str) -> list[Checkpoint]:
         return self.git.checkpoints(validate_task_id(task_id))

@@ -15,6 +15,7 @@ from typing import Any, Protocol, overload
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import HOOK_POINTS
+from armor_rx.operators import CheckpointPolicyHook
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
 from armor_rx.pipeline.stages import isolated
@@ -128,6 +129,23 @@ class HookRegistry:
 
     def after_fail(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
         return HookRegistry.hook(self, "after_fail", fn, **options)
+
+    def use_checkpoint_policy(self: HookSession, policy: CheckpointPolicyHook) -> None:
+        """Make ``policy`` (from :func:`armor_rx.operators.checkpoint_policy`) the session's checkpoint policy.
+
+        It replaces the one a git session has from its config
+        (``checkpoint_when``): its before half goes last among the
+        before-hooks, its after half first among the after-hooks.
+        """
+        from armor_rx.session.assembly import CHECKPOINT_POLICY
+
+        for old in self.hooks.list():
+            if old.name == CHECKPOINT_POLICY:
+                HookRegistry.remove_hook(self, old)
+        before = isolated(policy, name=CHECKPOINT_POLICY, on_error="fail_open")
+        after = isolated(policy.after, name=CHECKPOINT_POLICY, on_error="fail_open")
+        _register(self, Hook(name=CHECKPOINT_POLICY, stage="before", operator=before, priority=-1_000_000, on_error="fail_open"))
+        _register(self, Hook(name=CHECKPOINT_POLICY, stage="after", operator=after, priority=1_000_000, on_error="fail_open"))
 
     def remove_hook(self: HookSession, hook: Hook) -> bool:
         removed = self.hooks.remove(hook)

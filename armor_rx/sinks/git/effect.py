@@ -106,8 +106,10 @@ class GitEffect:
             return {"checkpoint": restored.id, "commit": restored.commit}
         if kind == "checkpoint.requested":
             message = payload.get("message")
-            cp = ws.checkpoint(task_id, str(message) if message is not None else None)
-            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files}
+            tags = tuple(str(t) for t in (payload.get("tags") or ()))
+            cp = ws.checkpoint(task_id, str(message) if message is not None else None, tags=tags)
+            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files,
+                    **({"tags": list(cp.tags)} if cp.tags else {})}
         if kind == "task.complete.requested":
             merge = str(payload.get("merge", "none"))
             message = str(payload.get("message") or f"armor-rx: complete task {task_id}")

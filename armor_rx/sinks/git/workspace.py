@@ -384,19 +384,44 @@ class GitWorkspace:
         return found
 
     # -- checkpoints ------------------------------------------------------
-    def checkpoint(self, task_id: str, message: str | None = None) -> Checkpoint:
-        """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>``; apply retention."""
+    def checkpoint(self, task_id: str, message: str | None = None, *, tags: tuple[str, ...] = ()) -> Checkpoint:
+        """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>`` (with ``tags``); apply retention.
+
+        Every checkpoint retention drops is reported in a ``checkpoint.pruned``
+        event (``checkpoints``: their ids; ``reason``: ``retention`` or
+        ``max_total_bytes``), for this task or, under the overall limit, for
+        whichever task lost them.
+        """
         with self._task_lock(task_id):
             record, path = self._worktree(task_id)
             self._recover_task(record)
             store = self.checkpoints_store
-            cp = store.create(task_id, path, message, self._head(record))
+            cp = store.create(task_id, path, message, self._head(record), tags)
             self.emit("checkpoint.created", task_id, cp.to_payload())
             self._report_nested(task_id, cp.nested, cp.id)
             dropped = store.prune(task_id)
         if dropped:
-            self.emit("checkpoint.pruned", task_id, {"checkpoints": [d.id for d in dropped], "kept": cp.id})
+            self._report_pruned(task_id, dropped, "retention")
+        if self.policy.max_total_bytes is not None:
+            self.prune_total()
         return cp
+
+    def prune_total(self) -> dict[str, list[Checkpoint]]:
+        """Apply the overall byte limit (``max_total_bytes``) to every task's checkpoints now; report each drop."""
+        found: dict[str, list[Checkpoint]] = {}
+        for task_id, seqs in self.checkpoints_store.plan_total().items():
+            with self._task_lock(task_id):  # one task at a time: its own checkpoints may be being written
+                dropped = self.checkpoints_store.drop(task_id, seqs)
+            if dropped:
+                found[task_id] = dropped
+                self._report_pruned(task_id, dropped, "max_total_bytes")
+        return found
+
+    def _report_pruned(self, task_id: str, dropped: list[Checkpoint], reason: str) -> None:
+        latest = self.checkpoints_store.history(task_id, limit=1)
+        self.emit("checkpoint.pruned", task_id, {
+            "checkpoints": [d.id for d in dropped], "kept": latest[-1].id if latest else None, "reason": reason,
+            "bytes": sum(d.bytes_added for d in dropped)})
 
     def checkpoints(self, task_id: str) -> list[Checkpoint]:
         """The task's checkpoints, oldest first."""

@@ -108,3 +108,23 @@ def test_rollback_freezes_the_container_so_nothing_races_the_restore(repo, engin
         assert container.status == "running"
         assert (worktree / "keep.txt").read_text() == "v1\n"
         assert armor.exec("busy", ["cat", "keep.txt"]).payload["exit_code"] == 0
+
+
+def test_the_adaptive_policy_checkpoints_before_a_risky_command_in_a_real_container(
+        repo, engine, sandbox, cleanup_containers, git):
+    with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("risky")
+        armor.start("risky", checkpoint_policy="adaptive")
+        armor.exec("risky", ["sh", "-c", "mkdir -p build && echo obj > build/a.o && echo obj > build/b.o"])
+        done = armor.exec("risky", ["sh", "-c", "cd build && cd .. && rm -rf build"])
+        assert done.payload["exit_code"] == 0 and done.payload["files_touched"] == 2
+        assert not (armor.worktree("risky") / "build").exists()
+        armor.wait_idle()
+        scored = [e.payload for e in armor.history(kind="checkpoint.risk.scored", task_id="risky")]
+        assert [s["decision"] for s in scored] == ["none", "checkpoint"]
+        cp = armor.checkpoints("risky")[-1]
+        assert sorted(p for p in git(repo, "ls-tree", "-r", "--name-only", cp.commit).split() if p.startswith("build/")) == [
+            "build/a.o", "build/b.o"]
+        armor.rollback("risky", cp.id)
+        assert (armor.worktree("risky") / "build" / "a.o").read_text() == "obj\n"
+    git(repo, "fsck", "--strict")
