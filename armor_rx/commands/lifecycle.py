@@ -33,6 +33,10 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--image", metavar="IMAGE", help="container image (default: $ARMOR_RX_IMAGE or debian:bookworm-slim)")
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
+    start.add_argument("--writable-root", action="store_true",
+                       help="let commands change the container's root filesystem (checkpoints then save it with docker commit)")
+    start.add_argument("--volume", action="append", default=[], metavar="PATH",
+                       help="a container path with a volume of its own, saved with each checkpoint (repeatable)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
 
@@ -175,7 +179,9 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
+        sandbox = {**({"read_only": False} if args.writable_root else {}), **({"volumes": args.volume} if args.volume else {})}
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args),
+                            **({"sandbox": sandbox} if sandbox else {}))
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -254,11 +260,24 @@ def cmd_diff(args: argparse.Namespace) -> int:
     elif args.stat:
         for change in found.files:
             print(f"{change.status:<13} {change.path}")
+        _print_container_changes(found.container)
     else:
         sys.stdout.write(found.patch)
+        _print_container_changes(found.container)
         if getattr(found, "truncated", False):
             print(f"armor-rx: the diff was cut at its size limit; 'armor-rx diff {task} --stat' lists every file", file=sys.stderr)
     return 0
+
+
+def _print_container_changes(part: Any) -> None:
+    """The container's changes outside the worktree, after the patch, as 'docker diff' shows them."""
+    if not part or not part.get("changes"):
+        return
+    print(f"# container {str(part.get('container', ''))[:12]}: changes against the {part.get('against')}"
+          f" ({str(part.get('image', ''))[7:19]})" + (f"; {part['note']}" if part.get("note") else ""))
+    marks = {"added": "A", "modified": "C", "deleted": "D"}
+    for change in part["changes"]:
+        print(f"{marks.get(change['kind'], '?')} {change['path']}")
 
 
 def _simple(args: argparse.Namespace, call: Callable[[Any, str], TaskEvent], done: str) -> int:

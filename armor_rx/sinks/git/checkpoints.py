@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from dulwich.index import Index
@@ -37,6 +38,7 @@ _TRAILER = re.compile(r"^Armor-([A-Za-z]+): (.*)$", re.M)
 _SKIPPED_PATH = re.compile(r"^Armor-Skipped-Path: (.*)$", re.M)
 _LEFT_OUT_PATH = re.compile(r"^Armor-LeftOut-Path: (.*)$", re.M)
 _NESTED_PATH = re.compile(r"^Armor-Nested-Path: (.*)$", re.M)
+_CONTAINER = re.compile(r"^Armor-Container: (.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,13 @@ class Checkpoint:
     """One checkpoint of one task.
 
     ``id`` (``cp-<seq>``) is stable; ``commit`` changes when retention rewrites
-    older history, so refer to checkpoints by ``id``.
+    older history, so refer to checkpoints by ``id``. ``log_seq`` is the log
+    position of the request that made it (None when made outside a request).
+    ``container`` is the part saved outside the worktree, when the task's
+    container could change files there (see
+    :mod:`armor_rx.sinks.docker.snapshots`): ``snapshot`` id, ``image`` (a
+    ``docker commit``, or None) and ``volumes`` (path -> saved archive);
+    None when the checkpoint holds the worktree only.
     """
 
     task_id: str
@@ -90,6 +98,14 @@ class Checkpoint:
     left_out: tuple[tuple[str, str], ...] = field(default=())
     left_out_count: int = 0
     nested: tuple[str, ...] = field(default=())
+    log_seq: int | None = None
+    container: dict[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def holds(self) -> list[str]:
+        """What restoring it brings back: ``worktree``, and ``image`` / ``volumes`` when saved."""
+        part = self.container or {}
+        return ["worktree"] + (["image"] if part.get("image") else []) + (["volumes"] if part.get("volumes") else [])
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-safe description for events (names that are not UTF-8 shown escaped, see :func:`.paths.printable`)."""
@@ -106,6 +122,9 @@ class Checkpoint:
             "left_out": {printable(p): why for p, why in self.left_out},
             "left_out_count": self.left_out_count,
             "nested_repositories": [printable(p) for p in self.nested],
+            "log_seq": self.log_seq,
+            "holds": self.holds,
+            "container": self.container,
         }
 
 
@@ -114,7 +133,8 @@ def checkpoint_ref(task_id: str) -> Ref:
 
 
 def _message(
-    task_id: str, seq: int, text: str, head: bytes | None, result: ScanResult, owner: str | None
+    task_id: str, seq: int, text: str, head: bytes | None, result: ScanResult, owner: str | None,
+    log_seq: int | None = None, container: Mapping[str, Any] | None = None,
 ) -> bytes:
     files, added, skipped = result.count, result.bytes_added, result.skipped
     lines = [
@@ -129,6 +149,11 @@ def _message(
     ]
     if owner:
         lines.append(f"Armor-State: {owner}")
+    if log_seq is not None:
+        lines.append(f"Armor-LogSeq: {log_seq}")
+    if container is not None:
+        # Written with the commit that is the checkpoint: a part is named only once it exists.
+        lines.append(f"Armor-Container: {json.dumps(dict(container), sort_keys=True)}")
     # JSON-quoted so any file name (newlines included) survives as one line.
     lines += [f"Armor-Skipped-Path: {json.dumps(p)}" for p in skipped]
     # What the scan could or would not save, and why: special files, reserved
@@ -151,6 +176,8 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
             "checkpoint (no Armor-Checkpoint trailer); something else wrote to that ref"
         ) from None
     head = trailers.get("Head", "-")
+    container = _CONTAINER.search(text)
+    log_seq = trailers.get("LogSeq")
     return Checkpoint(
         task_id=task_id,
         id=f"cp-{seq}",
@@ -168,6 +195,8 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         left_out=tuple((str(p), str(why)) for p, why in (json.loads(x) for x in _LEFT_OUT_PATH.findall(text))),
         left_out_count=int(trailers.get("LeftOut", "0")),
         nested=tuple(json.loads(p) for p in _NESTED_PATH.findall(text)),
+        log_seq=int(log_seq) if log_seq and log_seq.isdigit() else None,
+        container=json.loads(container.group(1)) if container else None,
     )
 
 
@@ -288,13 +317,20 @@ class CheckpointStore:
         if latest and latest[-1].owner and self.owner and latest[-1].owner != self.owner:
             raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, checkpoint_ref(task_id).decode())
 
-    def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None) -> Checkpoint:
+    def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None, *,
+               log_seq: int | None = None, container: Mapping[str, Any] | None = None) -> Checkpoint:
         """Snapshot ``worktree`` as the task's next checkpoint; return it."""
         self.check_owner(task_id)
         result = self.scan(task_id, worktree)
-        return self.commit_scan(task_id, result, message, head)
+        return self.commit_scan(task_id, result, message, head, log_seq=log_seq, container=container)
 
-    def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None) -> Checkpoint:
+    def next_id(self, task_id: str) -> str:
+        """The id the task's next checkpoint gets (``cp-<n>``), as long as no other is made first."""
+        latest = self.history(task_id, limit=1)
+        return f"cp-{latest[-1].seq + 1 if latest else 1}"
+
+    def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None, *,
+                    log_seq: int | None = None, container: Mapping[str, Any] | None = None) -> Checkpoint:
         ref = checkpoint_ref(task_id)
         try:
             old: ObjectID | None = self.repo.refs[ref]
@@ -307,7 +343,7 @@ class CheckpointStore:
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, result, self.owner),
+            _message(task_id, seq, message or "", head, result, self.owner, log_seq, container),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(
