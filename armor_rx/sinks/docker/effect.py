@@ -56,7 +56,7 @@ from armor_rx.sinks.docker.engine import Engine, is_engine_lost
 from armor_rx.sinks.docker.exec import ExecRun, Live
 from armor_rx.sinks.docker.identity import check_exec_user, resolve_identity
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
-from armor_rx.sinks.docker.snapshots import LABEL_CHECKPOINT, LABEL_SNAPSHOT, ContainerSnapshots, SnapshotRemoval
+from armor_rx.sinks.docker.snapshots import ContainerSnapshots, SnapshotRemoval
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
@@ -290,22 +290,13 @@ class DockerEffect:
         except ContainerNotFound:
             old = None
         spec = self.spec_for(task_id)
-        image = str(part.get("image") or spec.image)
         if not self.snapshots.exists(task_id, part):
             raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint {ctx.request.payload.get('checkpoint')} "
                               "is gone (removed by 'docker rmi' or 'gc'); its worktree was restored, its container was not")
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
-        labels = task_labels(task_id, self.session, request_id=ctx.request.id,
-                             worktree=worktree if worktree is not None and Path(worktree).is_dir() else None,
-                             state_dir=self.state_dir)
-        container, effective = create_task_container(
-            self.engine, spec.with_overrides({"image": image}), task_id=task_id, labels=labels,
-            worktree=worktree if worktree is not None and Path(worktree).is_dir() else None, fresh_volumes=True)
-        try:
-            volumes = self.snapshots.restore_volumes(task_id, part, container)
-        except BaseException:
-            remove_container(container, timeout=spec.stop_timeout)
-            raise
+        worktree = worktree if worktree is not None and Path(worktree).is_dir() else None
+        labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
+        container, effective, volumes = self.snapshots.start_from(task_id, part, spec, labels=labels, worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
             self._started_at[task_id] = time.monotonic()
@@ -320,35 +311,13 @@ class DockerEffect:
         return {"container_restored": True, "container": container.short_id}
 
     def container_changes(self, task_id: str, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """The task's container's changes outside its mounts, as ``docker diff`` lists them; None without one.
-
-        They are against the image the container was made from: the task's
-        image, or the snapshot of the checkpoint it was last restored to
-        (``against`` says which). ``checkpoint`` is the record of the
-        checkpoint asked about; when the container was not made from its
-        snapshot, ``note`` says that the changes are not relative to it.
-        """
+        """The task's container's changes outside its mounts (see :meth:`ContainerSnapshots.changes`); None without one."""
         try:
             container = self.container(task_id)
             container.reload()
         except (ContainerNotFound, docker.errors.NotFound):
             return None
-        raw = container.diff() or []
-        kinds = {0: "modified", 1: "added", 2: "deleted"}
-        changes = [{"path": str(c["Path"]), "kind": kinds.get(int(c["Kind"]), "changed")} for c in raw]
-        image_id = str(container.attrs.get("Image", ""))
-        try:
-            labels = self.engine.client.images.get(image_id).labels or {}
-        except docker.errors.ImageNotFound:
-            labels = {}
-        from_checkpoint = labels.get(LABEL_CHECKPOINT) if labels.get(LABEL_SNAPSHOT) else None
-        out: dict[str, Any] = {"container": container.id, "image": image_id,
-                               "against": f"snapshot of {from_checkpoint}" if from_checkpoint else "image", "changes": changes}
-        wanted = checkpoint.get("image") if checkpoint else None
-        if checkpoint is not None and wanted != image_id:
-            out["note"] = ("the container was not made from this checkpoint's snapshot, so its changes are listed "
-                           "against the image it was made from")
-        return out
+        return self.snapshots.changes(container, checkpoint)
 
     def reconcile(self, request: TaskEvent) -> Mapping[str, Any]:
         """After a crash: is the task's container still there?"""

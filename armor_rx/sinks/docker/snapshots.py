@@ -42,7 +42,14 @@ from docker.models.containers import Container
 from docker.models.images import Image
 
 from armor_rx.errors import DockerError
-from armor_rx.sinks.docker.containers import LABEL_SESSION, LABEL_STATE, LABEL_TASK, SessionIdentity
+from armor_rx.sinks.docker.containers import (
+    LABEL_SESSION,
+    LABEL_STATE,
+    LABEL_TASK,
+    SessionIdentity,
+    create_task_container,
+    remove_container,
+)
 from armor_rx.sinks.docker.engine import Engine
 from armor_rx.sinks.docker.spec import SandboxSpec
 
@@ -151,6 +158,48 @@ class ContainerSnapshots:
                 raise DockerError(f"task {task_id!r}: could not restore volume {path}: {exc.explanation or exc}") from None
             restored.append(str(path))
         return restored
+
+    def start_from(self, task_id: str, part: Mapping[str, Any], spec: SandboxSpec, *, labels: dict[str, str],
+                   worktree: Path | None) -> tuple[Container, dict[str, Any], list[str]]:
+        """A new task container made from the snapshot ``part``: its image (else the spec's), its volumes refilled.
+
+        Returns the container, its effective settings and the volumes restored;
+        a container that could not be filled is removed again.
+        """
+        image = str(part.get("image") or spec.image)
+        container, effective = create_task_container(self.engine, spec.with_overrides({"image": image}), task_id=task_id,
+                                                     labels=labels, worktree=worktree, fresh_volumes=True)
+        try:
+            volumes = self.restore_volumes(task_id, part, container)
+        except BaseException:
+            remove_container(container, timeout=spec.stop_timeout)
+            raise
+        return container, effective, volumes
+
+    def changes(self, container: Container, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``container``'s changes outside its mounts, as ``docker diff`` lists them.
+
+        They are against the image the container was made from: the task's
+        image, or the snapshot of the checkpoint it was last restored to
+        (``against`` says which); the engine compares a container with its
+        own image only. ``checkpoint`` is the record of a checkpoint asked
+        about: when the container was not made from its snapshot, ``note``
+        says that the changes are not relative to it.
+        """
+        kinds = {0: "modified", 1: "added", 2: "deleted"}
+        changes = [{"path": str(c["Path"]), "kind": kinds.get(int(c["Kind"]), "changed")} for c in container.diff() or []]
+        image_id = str(container.attrs.get("Image", ""))
+        try:
+            labels = self.engine.client.images.get(image_id).labels or {}
+        except docker.errors.ImageNotFound:
+            labels = {}
+        made_from = labels.get(LABEL_CHECKPOINT) if labels.get(LABEL_SNAPSHOT) else None
+        out: dict[str, Any] = {"container": container.id, "image": image_id,
+                               "against": f"snapshot of {made_from}" if made_from else "image", "changes": changes}
+        if checkpoint is not None and checkpoint.get("image") != image_id:
+            out["note"] = ("the container was not made from this checkpoint's snapshot, so its changes are listed "
+                           "against the image it was made from")
+        return out
 
     def exists(self, task_id: str, part: Mapping[str, Any]) -> bool:
         """Whether everything the checkpoint record ``part`` names is still there."""

@@ -196,3 +196,36 @@ def test_volume_paths_are_checked(path):
 
 def test_volume_paths_are_normal():
     assert SandboxSpec(volumes=["/var/cache/data/"]).volumes == ("/var/cache/data",)
+
+
+def test_a_process_killed_between_docker_commit_and_the_git_checkpoint(repo, engine, writable, cleanup_containers):
+    """SIGKILL after the image is made and before the git commit names it: nothing claims it, gc removes it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[3])!r})
+from armor_rx import Armor
+from armor_rx.sinks.docker import SandboxSpec
+from armor_rx.sinks.git.checkpoints import CheckpointStore
+spec = SandboxSpec(image={writable.image!r}, read_only=False, allow_root=True, wall_clock=120)
+armor = Armor({str(repo)!r}, docker=True, sandbox=spec, sweep_interval=None).open()
+armor.create_task("killed")
+armor.start("killed")
+assert armor.exec("killed", ["sh", "-c", "echo 1 > /etc/one"], user="root").payload["exit_code"] == 0
+CheckpointStore.commit_scan = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+armor.checkpoint("killed", "never")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr
+    with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
+        orphans = _images(engine, "killed", armor)
+        assert len(orphans) == 1 and orphans[0].labels["armor.checkpoint"] == "cp-1"
+        assert armor.checkpoints("killed") == []  # no record claims the image
+        requested = [e for e in armor.history(kind="checkpoint.requested", task_id="killed")]
+        assert requested, "the checkpoint request was logged before its effects (write-ahead)"
+        armor.sweep(now=True)
+        assert _images(engine, "killed", armor) == []
+        assert armor.task("killed").state.value == "interrupted"
