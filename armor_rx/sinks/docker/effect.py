@@ -310,6 +310,19 @@ class DockerEffect:
                                         "replaced": old.id if old is not None else None})
         return {"container_restored": True, "container": container.short_id}
 
+    def _resume_snapshot(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any] | None:
+        """The container part of the checkpoint a resume asks for (``checkpoint`` in its payload), if it saved one."""
+        checkpoint = ctx.request.payload.get("checkpoint")
+        if ctx.request.kind != "task.resume.requested" or not checkpoint or self.checkpoint_part is None:
+            return None
+        part = self.checkpoint_part(task_id, str(checkpoint))
+        if not part or not part.get("snapshot"):
+            return None
+        if not self.snapshots.exists(task_id, part):
+            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint {checkpoint} is gone; "
+                              "resume without --checkpoint, or at another checkpoint")
+        return part
+
     def container_changes(self, task_id: str, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The task's container's changes outside its mounts (see :meth:`ContainerSnapshots.changes`); None without one."""
         try:
@@ -407,7 +420,11 @@ class DockerEffect:
         if worktree is not None and not Path(worktree).is_dir():
             worktree = None
         labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
-        container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
+        snapshot = self._resume_snapshot(ctx, task_id)
+        if snapshot is not None:  # resumed at a checkpoint that saved the container: made from it, as a rollback does
+            container, effective, _volumes = self.snapshots.start_from(task_id, snapshot, spec, labels=labels, worktree=worktree)
+        else:
+            container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
             self._started_at[task_id] = time.monotonic()

@@ -229,3 +229,16 @@ armor.checkpoint("killed", "never")
         armor.sweep(now=True)
         assert _images(engine, "killed", armor) == []
         assert armor.task("killed").state.value == "interrupted"
+
+
+def test_resume_at_a_checkpoint_starts_from_its_snapshot(repo, engine, writable, cleanup_containers):
+    with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
+        armor.create_task("res")
+        armor.start("res")
+        _out(armor, "res", "echo 1 > /etc/one", user="root")
+        cp = armor.checkpoint("res").payload["checkpoint"]
+        _out(armor, "res", "echo 2 > /etc/two", user="root")
+        armor.interrupt("res", "the test stops it")
+        armor.resume("res", checkpoint=cp)
+        assert _out(armor, "res", "ls /etc/one /etc/two 2>/dev/null; true") == "/etc/one\n"
+        armor.cancel("res")
