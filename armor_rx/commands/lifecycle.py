@@ -34,7 +34,8 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
     start.add_argument("--writable-root", action="store_true",
-                       help="let commands change the container's root filesystem (checkpoints then save it with docker commit)")
+                       help="let commands change the container's root filesystem "
+                            "(checkpoints then save it with docker commit)")
     start.add_argument("--volume", action="append", default=[], metavar="PATH",
                        help="a container path with a volume of its own, saved with each checkpoint (repeatable)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
@@ -179,7 +180,8 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        sandbox = {**({"read_only": False} if args.writable_root else {}), **({"volumes": args.volume} if args.volume else {})}
+        sandbox = {**({"read_only": False} if args.writable_root else {}),
+                   **({"volumes": args.volume} if args.volume else {})}
         event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args),
                             **({"sandbox": sandbox} if sandbox else {}))
         record = armor.task(task)

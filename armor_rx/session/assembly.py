@@ -193,7 +193,8 @@ def _bind_snapshots(git: GitWorkspace, docker: DockerEffect) -> None:
         return git.checkpoints_store.find(task_id, checkpoint).container
 
     def refs(task_id: str) -> set[str]:
-        return {str(cp.container["snapshot"]) for cp in git.checkpoints(task_id) if cp.container and cp.container.get("snapshot")}
+        return {str(cp.container["snapshot"]) for cp in git.checkpoints(task_id)
+                if cp.container and cp.container.get("snapshot")}
 
     docker.checkpoint_part = part
     docker.snapshot_refs = refs

@@ -238,10 +238,11 @@ def test_a_command_for_a_task_that_is_not_running_is_refused_before_it_is_logged
 
 
 def test_atomic_checkpoint_and_rollback_through_the_cli(repo, image, engine):
-    """`start --writable-root --volume`, `checkpoint`, `diff`, `rollback`, `cancel` through the service: the container part goes too."""
+    """start --writable-root --volume, checkpoint, diff, rollback, cancel via the service: the container goes too."""
     task = "atomic-cli"
     assert armor_cli("start", task, "--repo", repo, "--writable-root", "--volume", "/var/cache/pkg").returncode == 0
-    setup = "mkdir -p /home/agent/.local/bin && echo v1 > /home/agent/.local/bin/tool && echo one > /var/cache/pkg/index"
+    setup = ("mkdir -p /home/agent/.local/bin && echo v1 > /home/agent/.local/bin/tool"
+             " && echo one > /var/cache/pkg/index")
     assert armor_cli("exec", task, "--repo", repo, "--", "sh", "-c", setup).returncode == 0
     made = armor_cli("checkpoint", task, "--repo", repo, "--json")
     assert made.returncode == 0, made.stderr

@@ -261,7 +261,8 @@ def create_task_container(
                             for source, bind in plan.binds.items()]
     if spec.volumes:
         kwargs["mounts"] = [*kwargs.get("mounts", []), *(
-            docker.types.Mount(target=path, source=None, type="volume", no_copy=fresh_volumes) for path in spec.volumes)]
+            docker.types.Mount(target=path, source=None, type="volume", no_copy=fresh_volumes)
+            for path in spec.volumes)]
         plan.described.update({path: "volume (rw, removed with the container)" for path in spec.volumes})
     if engine.info.flavour == "Podman" and "nproc" not in spec.ulimits:
         # Podman's default nproc limit is above what it may set ("error setting rlimit type 6");

@@ -89,7 +89,8 @@ class DockerEffect:
     """
 
     name = "docker"
-    kinds = ("task.start.requested,task.resume.requested,exec.requested,checkpoint.requested,checkpoint.restore.requested,"
+    kinds = ("task.start.requested,task.resume.requested,exec.requested,"
+             "checkpoint.requested,checkpoint.restore.requested,"
              "task.complete.requested,task.fail.requested,task.cancel.requested")
 
     def __init__(
@@ -254,7 +255,8 @@ class DockerEffect:
         return self._report_snapshots(ctx.emit, removed)
 
     @staticmethod
-    def _report_snapshots(emit: Callable[[str, Mapping[str, Any]], object], removed: list[SnapshotRemoval]) -> dict[str, Any]:
+    def _report_snapshots(emit: Callable[[str, Mapping[str, Any]], object],
+                          removed: list[SnapshotRemoval]) -> dict[str, Any]:
         gone = [r for r in removed if r.removed]
         if gone:
             emit("snapshot.removed", {"snapshots": [r.to_payload() for r in gone]})
@@ -291,8 +293,9 @@ class DockerEffect:
             old = None
         spec = self.spec_for(task_id)
         if not self.snapshots.exists(task_id, part):
-            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint {ctx.request.payload.get('checkpoint')} "
-                              "is gone (removed by 'docker rmi' or 'gc'); its worktree was restored, its container was not")
+            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint "
+                              f"{ctx.request.payload.get('checkpoint')} is gone (removed by 'docker rmi' or 'gc'); "
+                              "its worktree was restored, its container was not")
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
         worktree = worktree if worktree is not None and Path(worktree).is_dir() else None
         labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
@@ -305,7 +308,8 @@ class DockerEffect:
                                            "oom_killed": False})
         ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
                                        "settings": effective, "engine": self.engine.info.to_payload()})
-        ctx.emit("container.restored", {"checkpoint": ctx.request.payload.get("checkpoint"), "snapshot": part.get("snapshot"),
+        ctx.emit("container.restored", {"checkpoint": ctx.request.payload.get("checkpoint"),
+                                        "snapshot": part.get("snapshot"),
                                         "image": part.get("image"), "volumes": volumes, "container": container.id,
                                         "replaced": old.id if old is not None else None})
         return {"container_restored": True, "container": container.short_id}
@@ -324,7 +328,7 @@ class DockerEffect:
         return part
 
     def container_changes(self, task_id: str, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """The task's container's changes outside its mounts (see :meth:`ContainerSnapshots.changes`); None without one."""
+        """The task container's changes outside its mounts (:meth:`ContainerSnapshots.changes`); None without one."""
         try:
             container = self.container(task_id)
             container.reload()
@@ -422,9 +426,11 @@ class DockerEffect:
         labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
         snapshot = self._resume_snapshot(ctx, task_id)
         if snapshot is not None:  # resumed at a checkpoint that saved the container: made from it, as a rollback does
-            container, effective, _volumes = self.snapshots.start_from(task_id, snapshot, spec, labels=labels, worktree=worktree)
+            container, effective, _volumes = self.snapshots.start_from(task_id, snapshot, spec, labels=labels,
+                                                                       worktree=worktree)
         else:
-            container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
+            container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels,
+                                                         worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
             self._started_at[task_id] = time.monotonic()

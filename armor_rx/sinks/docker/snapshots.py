@@ -70,7 +70,8 @@ class SnapshotRemoval:
     why: str
 
     def to_payload(self) -> dict[str, Any]:
-        return {"task": self.task_id, "snapshot": self.snapshot, "image": self.image, "removed": self.removed, "why": self.why}
+        return {"task": self.task_id, "snapshot": self.snapshot, "image": self.image, "removed": self.removed,
+                "why": self.why}
 
 
 class ContainerSnapshots:
@@ -122,7 +123,8 @@ class ContainerSnapshots:
                         os.fsync(out.fileno())
                     os.replace(tmp, target / name)
                 except docker.errors.APIError as exc:
-                    raise DockerError(f"task {task_id!r}: could not save volume {path}: {exc.explanation or exc}") from None
+                    why = exc.explanation or exc
+                    raise DockerError(f"task {task_id!r}: could not save volume {path}: {why}") from None
                 volumes[path] = name
         image: str | None = None
         if not spec.read_only:
@@ -131,7 +133,8 @@ class ContainerSnapshots:
                 made = self.engine.client.api.commit(container.id, repository=f"{REPOSITORY}/{task_id}", tag=snapshot,
                                                      pause=False, conf={"Labels": labels})
             except docker.errors.APIError as exc:
-                raise DockerError(f"task {task_id!r}: docker commit of its container failed: {exc.explanation or exc}") from None
+                why = exc.explanation or exc
+                raise DockerError(f"task {task_id!r}: docker commit of its container failed: {why}") from None
             image = str(made["Id"])
         return {"snapshot": snapshot, "image": image, "volumes": volumes, "container": container.id,
                 "taken_at": round(time.time(), 3)}
@@ -155,7 +158,8 @@ class ContainerSnapshots:
                 with data:
                     container.put_archive(str(path), data)  # streamed, never whole in memory
             except docker.errors.APIError as exc:
-                raise DockerError(f"task {task_id!r}: could not restore volume {path}: {exc.explanation or exc}") from None
+                why = exc.explanation or exc
+                raise DockerError(f"task {task_id!r}: could not restore volume {path}: {why}") from None
             restored.append(str(path))
         return restored
 
@@ -167,8 +171,9 @@ class ContainerSnapshots:
         a container that could not be filled is removed again.
         """
         image = str(part.get("image") or spec.image)
-        container, effective = create_task_container(self.engine, spec.with_overrides({"image": image}), task_id=task_id,
-                                                     labels=labels, worktree=worktree, fresh_volumes=True)
+        container, effective = create_task_container(self.engine, spec.with_overrides({"image": image}),
+                                                     task_id=task_id, labels=labels, worktree=worktree,
+                                                     fresh_volumes=True)
         try:
             volumes = self.restore_volumes(task_id, part, container)
         except BaseException:
@@ -187,7 +192,8 @@ class ContainerSnapshots:
         says that the changes are not relative to it.
         """
         kinds = {0: "modified", 1: "added", 2: "deleted"}
-        changes = [{"path": str(c["Path"]), "kind": kinds.get(int(c["Kind"]), "changed")} for c in container.diff() or []]
+        changes = [{"path": str(c["Path"]), "kind": kinds.get(int(c["Kind"]), "changed")}
+                   for c in container.diff() or []]
         image_id = str(container.attrs.get("Image", ""))
         try:
             labels = self.engine.client.images.get(image_id).labels or {}
@@ -210,8 +216,10 @@ class ContainerSnapshots:
             except docker.errors.ImageNotFound:
                 return False
         volumes = dict(part.get("volumes") or {})
-        return not volumes or all((self._dir(task_id, _checked(str(part.get("snapshot")))) / _checked_name(str(n))).is_file()
-                                  for n in volumes.values())
+        if not volumes:
+            return True
+        saved = self._dir(task_id, _checked(str(part.get("snapshot"))))
+        return all((saved / _checked_name(str(n))).is_file() for n in volumes.values())
 
     # -- removing ----------------------------------------------------------------
     def images(self, task_id: str | None = None) -> list[Image]:
@@ -261,7 +269,8 @@ class ContainerSnapshots:
                 out.append(SnapshotRemoval(task_id, snapshot, image.id, True, "already gone"))
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:
-                    raise DockerError(f"cannot remove snapshot image {image.short_id}: {exc.explanation or exc}") from None
+                    why = exc.explanation or exc
+                    raise DockerError(f"cannot remove snapshot image {image.short_id}: {why}") from None
                 out.append(SnapshotRemoval(task_id, snapshot, image.id, False, f"in use: {exc.explanation or exc}"))
         for saved in list(self._saved_dirs(task_id)):
             if saved.name in keep:

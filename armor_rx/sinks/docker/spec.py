@@ -138,7 +138,7 @@ def _within(path: str, parent: str) -> bool:
 
 
 def check_volumes(volumes: Any, workdir: str, tmpfs: Mapping[str, str]) -> tuple[str, ...]:
-    """The declared volume paths, checked: absolute, normal, not ``/``, not over the worktree, a tmpfs or the engine's own.
+    """The declared volume paths, checked: absolute, normal, not ``/``, not over the worktree, a tmpfs or the engine's.
 
     Raises ConfigError naming the offending path.
     """
@@ -156,8 +156,8 @@ def check_volumes(volumes: Any, workdir: str, tmpfs: Mapping[str, str]) -> tuple
         path = raw.rstrip("/")
         for other in (work, *tmpfs, *_SYSTEM_PATHS):
             if _within(path, other) or _within(other, path):
-                raise ConfigError(f"volume path {path!r} overlaps {other!r} (the worktree, a tmpfs or the engine's own); "
-                                  "choose a path outside them")
+                raise ConfigError(f"volume path {path!r} overlaps {other!r} (the worktree, a tmpfs or the engine's "
+                                  "own); choose a path outside them")
         if path in checked:
             raise ConfigError(f"volume path {path!r} is declared twice")
         checked.append(path)

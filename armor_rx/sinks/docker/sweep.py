@@ -146,7 +146,8 @@ class Sweeper:
             decisions += self._sweep_snapshots(self.snapshots, dry_run)
         return decisions
 
-    def _sweep_snapshots(self, snapshots: Callable[[bool], list[SnapshotRemoval]], dry_run: bool) -> list[SweepDecision]:
+    def _sweep_snapshots(self, snapshots: Callable[[bool], list[SnapshotRemoval]],
+                         dry_run: bool) -> list[SweepDecision]:
         try:
             found = snapshots(dry_run)
         except Exception as exc:  # noqa: BLE001 - the container sweep's decisions stand; the next pass tries again

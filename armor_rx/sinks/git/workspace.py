@@ -450,8 +450,8 @@ class GitWorkspace:
                 latest = store.history(task_id, limit=1)
                 if not latest or latest[-1].tree.encode() != current.tree or outside is not None:
                     container = outside.capture(task_id, store.next_id(task_id)) if outside is not None else None
-                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}", self._head(record),
-                                             log_seq=log_seq, container=container)
+                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}",
+                                             self._head(record), log_seq=log_seq, container=container)
                     safety = auto.id
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
             tree = target.tree.encode()

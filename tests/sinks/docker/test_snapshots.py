@@ -1,4 +1,4 @@
-"""Atomic checkpoints: the container's changes outside the worktree saved, rolled back, pruned and swept, on the real daemon."""
+"""Atomic checkpoints: a container's changes outside the worktree saved, rolled back, pruned, swept (real daemon)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ pytestmark = pytest.mark.docker
 # What a package install does outside the worktree: files under /usr/local and /etc, one deleted from the image.
 INSTALL = ("mkdir -p /usr/local/lib/pkg /usr/local/bin && echo v1 > /usr/local/lib/pkg/VERSION && "
            "echo '#!/bin/sh' > /usr/local/bin/tool && echo 'deb x' > /etc/pkg.conf && rm /bin/wc")
-STATE = "for p in /usr/local/lib/pkg/VERSION /usr/local/bin/tool /etc/pkg.conf /bin/wc; do test -e $p && echo $p; done; true"
+STATE = ("for p in /usr/local/lib/pkg/VERSION /usr/local/bin/tool /etc/pkg.conf /bin/wc;"
+         " do test -e $p && echo $p; done; true")
+INSTALLED = ["/usr/local/lib/pkg/VERSION", "/usr/local/bin/tool", "/etc/pkg.conf"]
 
 
 def _images(engine, task, armor):
     state = str(armor.git.state_dir)
-    return engine.client.images.list(filters={"label": ["armor.snapshot", f"armor.task={task}", f"armor.state={state}"]})
+    labels = ["armor.snapshot", f"armor.task={task}", f"armor.state={state}"]
+    return engine.client.images.list(filters={"label": labels})
 
 
 def _out(armor, task, command, **options):
@@ -59,7 +62,7 @@ def test_rollback_undoes_changes_outside_the_worktree(repo, engine, writable, cl
 
         _out(armor, "apt", INSTALL, user="root")
         _out(armor, "apt", "echo after > work.txt && echo new > extra.txt")
-        assert _out(armor, "apt", STATE).split() == ["/usr/local/lib/pkg/VERSION", "/usr/local/bin/tool", "/etc/pkg.conf"]
+        assert _out(armor, "apt", STATE).split() == INSTALLED
         changed = armor.diff("apt", first.payload["checkpoint"])
         assert changed.container is not None
         paths = {c["path"]: c["kind"] for c in changed.container["changes"]}
@@ -78,7 +81,7 @@ def test_rollback_undoes_changes_outside_the_worktree(repo, engine, writable, cl
         safety = next(e for e in armor.history(kind="checkpoint.restored", task_id="apt")).payload["safety_checkpoint"]
         assert safety is not None
         armor.rollback("apt", safety)
-        assert _out(armor, "apt", STATE).split() == ["/usr/local/lib/pkg/VERSION", "/usr/local/bin/tool", "/etc/pkg.conf"]
+        assert _out(armor, "apt", STATE).split() == INSTALLED
         assert (armor.worktree("apt") / "extra.txt").read_text() == "new\n"
         assert (armor.worktree("apt") / "work.txt").read_text() == "after\n"
         against = armor.diff("apt")
@@ -174,13 +177,13 @@ def test_volumes_are_saved_and_restored(repo, engine, writable, cleanup_containe
     with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
         armor.create_task("vol")
         armor.start("vol")
-        _out(armor, "vol", "mkdir -p /var/cache/data/sub && echo one > /var/cache/data/sub/f && echo keep > /var/cache/data/k")
+        _out(armor, "vol", "cd /var/cache/data && mkdir -p sub && echo one > sub/f && echo keep > k")
         cp = armor.checkpoint("vol")
         assert list(cp.payload["holds"]) == ["worktree", "image", "volumes"]
         assert list(cp.payload["container"]["volumes"]) == ["/var/cache/data"]
-        _out(armor, "vol", "echo two > /var/cache/data/sub/f && rm /var/cache/data/k && echo junk > /var/cache/data/new")
+        _out(armor, "vol", "cd /var/cache/data && echo two > sub/f && rm k && echo junk > new")
         armor.rollback("vol", cp.payload["checkpoint"])
-        assert _out(armor, "vol", "cat /var/cache/data/sub/f /var/cache/data/k; ls /var/cache/data") == "one\nkeep\nk\nsub\n"
+        assert _out(armor, "vol", "cd /var/cache/data && cat sub/f k && ls") == "one\nkeep\nk\nsub\n"
         _out(armor, "vol", "echo writable > /var/cache/data/again")  # still the agent's after the restore
         saved = armor.git.state_dir / "docker" / "snapshots" / "vol"
         assert saved.is_dir()
