@@ -221,13 +221,30 @@ class DockerEffect:
         return {**removed, **self._drop_snapshots(ctx, task_id, ())}
 
     # -- checkpoints: the part outside the worktree (see .snapshots) ------------------
+    def _made_as(self, task_id: str) -> SandboxSpec:
+        """The task's spec; for a task this session did not start (the service restarted since), as its container says.
+
+        Only what decides the container part is read back (root writable, volumes): enough to save and
+        restore it the way it was made.
+        """
+        known = self._specs.get(task_id)
+        if known is not None:
+            return known
+        try:
+            attrs = self.container(task_id).attrs
+        except ContainerNotFound:
+            return self.spec
+        volumes = [str(m["Destination"]) for m in attrs.get("Mounts") or [] if m.get("Type") == "volume"]
+        read_only = bool((attrs.get("HostConfig") or {}).get("ReadonlyRootfs", True))
+        return self.spec.with_overrides({"read_only": read_only, "volumes": volumes})
+
     def wants(self, task_id: str) -> bool:
         """Whether the task's checkpoints must save its container too (a writable root, or volumes)."""
-        return self.spec_for(task_id).outside_changes
+        return self._made_as(task_id).outside_changes
 
     def capture(self, task_id: str, checkpoint_id: str) -> Mapping[str, Any]:
         """Snapshot the task's container for checkpoint ``checkpoint_id`` (called frozen, before the git commit)."""
-        spec = self.spec_for(task_id)
+        spec = self._made_as(task_id)
         try:
             container = self.container(task_id)
             container.reload()
@@ -291,7 +308,7 @@ class DockerEffect:
             old: Container | None = self.container(task_id)
         except ContainerNotFound:
             old = None
-        spec = self.spec_for(task_id)
+        spec = self._made_as(task_id)
         if not self.snapshots.exists(task_id, part):
             raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint "
                               f"{ctx.request.payload.get('checkpoint')} is gone (removed by 'docker rmi' or 'gc'); "

@@ -245,3 +245,16 @@ def test_resume_at_a_checkpoint_starts_from_its_snapshot(repo, engine, writable,
         armor.resume("res", checkpoint=cp)
         assert _out(armor, "res", "ls /etc/one /etc/two 2>/dev/null; true") == "/etc/one\n"
         armor.cancel("res")
+
+
+def test_a_session_opened_later_still_saves_the_container(repo, engine, writable, sandbox, cleanup_containers):
+    """The service restarted since the task started: the container says its root is writable, so checkpoints save it."""
+    with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
+        armor.create_task("later")
+        armor.start("later")
+    with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:  # default: read-only
+        cp = armor.checkpoint("later").payload
+        assert list(cp["holds"]) == ["worktree", "image"]
+        armor.rollback("later", cp["checkpoint"])
+        assert _out(armor, "later", "touch /home/agent/x && echo ok") == "ok\n"  # still a writable root
+        armor.cancel("later")
