@@ -258,3 +258,26 @@ def test_a_session_opened_later_still_saves_the_container(repo, engine, writable
         armor.rollback("later", cp["checkpoint"])
         assert _out(armor, "later", "touch /home/agent/x && echo ok") == "ok\n"  # still a writable root
         armor.cancel("later")
+
+
+def test_gc_without_a_service_removes_unnamed_snapshots(repo, engine, writable, cleanup_containers):
+    import subprocess
+    import sys
+
+    import orjson
+
+    with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
+        armor.create_task("gc")
+        armor.start("gc")
+        kept = armor.checkpoint("gc").payload["container"]["image"]
+        with armor.docker.paused("gc"):
+            left = armor.docker.capture("gc", "cp-2")  # as a process killed before the git commit leaves it
+    done = subprocess.run([sys.executable, "-m", "armor_rx", "gc", "--repo", str(repo), "--now", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = orjson.loads(done.stdout)
+    assert any(r["name"] == left["snapshot"] and r["action"] == "removed" for r in rows), rows
+    with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
+        assert [i.id for i in _images(engine, "gc", armor)] == [kept]  # the named one stays
+        armor.cancel("gc")
+        assert _images(engine, "gc", armor) == []
