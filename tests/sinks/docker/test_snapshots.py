@@ -39,6 +39,21 @@ def _out(armor, task, command, **options):
     return "".join(lines)
 
 
+@pytest.fixture(autouse=True)
+def _no_snapshot_left(engine, tmp_path):
+    """A test that fails half-way leaves no snapshot image of its own on the shared daemon."""
+    yield
+    import docker.errors
+
+    for image in engine.client.images.list(filters={"label": "armor.snapshot"}):
+        if str(image.labels.get("armor.state", "")).startswith(str(tmp_path.resolve())):
+            for name in image.tags or [image.id]:
+                try:
+                    engine.client.images.remove(name, force=True)
+                except docker.errors.APIError:
+                    pass
+
+
 @pytest.fixture
 def writable(sandbox):
     """A writable root where commands may run as root (an agent that installs packages)."""
