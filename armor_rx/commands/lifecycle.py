@@ -50,6 +50,11 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--checkpoint-policy", metavar="SPEC",
                        help="when to checkpoint this task: 'adaptive' or e.g. 'risk=40,every=10,interval=600,at=before_complete' "
                             "(see docs/checkpoints.md)")
+    start.add_argument("--writable-root", action="store_true",
+                       help="let commands change the container's root filesystem "
+                            "(checkpoints then save it with docker commit)")
+    start.add_argument("--volume", action="append", default=[], metavar="PATH",
+                       help="a container path with a volume of its own, saved with each checkpoint (repeatable)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
 
@@ -215,8 +220,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             from armor_rx.operators import CheckpointTriggers
 
             extra["checkpoint_policy"] = CheckpointTriggers.parse(args.checkpoint_policy).to_payload()
+        sandbox = {**({"read_only": False} if args.writable_root else {}),
+                   **({"volumes": args.volume} if args.volume else {})}
         event = armor.start(task, image=args.image, keep=True if args.keep else None, submodules=args.submodules,
-                            plan=args.plan, goal=args.goal, secrets=secrets_of(args), **extra)
+                            plan=args.plan, goal=args.goal, secrets=secrets_of(args),
+                            **({"sandbox": sandbox} if sandbox else {}), **extra)
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -295,11 +303,24 @@ def cmd_diff(args: argparse.Namespace) -> int:
     elif args.stat:
         for change in found.files:
             print(f"{change.status:<13} {change.path}")
+        _print_container_changes(found.container)
     else:
         sys.stdout.write(found.patch)
+        _print_container_changes(found.container)
         if getattr(found, "truncated", False):
             print(f"armor-rx: the diff was cut at its size limit; 'armor-rx diff {task} --stat' lists every file", file=sys.stderr)
     return 0
+
+
+def _print_container_changes(part: Any) -> None:
+    """The container's changes outside the worktree, after the patch, as 'docker diff' shows them."""
+    if not part or not part.get("changes"):
+        return
+    print(f"# container {str(part.get('container', ''))[:12]}: changes against the {part.get('against')}"
+          f" ({str(part.get('image', ''))[7:19]})" + (f"; {part['note']}" if part.get("note") else ""))
+    marks = {"added": "A", "modified": "C", "deleted": "D"}
+    for change in part["changes"]:
+        print(f"{marks.get(change['kind'], '?')} {change['path']}")
 
 
 def _simple(args: argparse.Namespace, call: Callable[[Any, str], TaskEvent], done: str) -> int:

@@ -181,6 +181,7 @@ def assemble(
             )
             if git is not None:
                 git.freeze = docker.paused  # restores run with the task's container frozen
+                _bind_snapshots(git, docker)
         own: list[Effect] = [*config.effects, *([docker] if docker is not None else [])]
         for effect in own:  # effects with a lifecycle live as long as the session
             if isinstance(effect, Lifecycle):
@@ -273,6 +274,22 @@ def _checkpoint_policy(config: SessionConfig, hooks: HookSet, git: GitWorkspace)
         return triggers.risk_threshold is not None
 
     return TouchedFilesEffect(_worktree_of(git), wanted)
+
+
+def _bind_snapshots(git: GitWorkspace, docker: DockerEffect) -> None:
+    """Checkpoints save the container part of a task through the docker effect, which reads them back to restore it."""
+    git.outside = docker
+
+    def part(task_id: str, checkpoint: str) -> Mapping[str, Any] | None:
+        return git.checkpoints_store.find(task_id, checkpoint).container
+
+    def refs(task_id: str) -> set[str]:
+        return {str(cp.container["snapshot"]) for cp in git.checkpoints(task_id)
+                if cp.container and cp.container.get("snapshot")}
+
+    docker.checkpoint_part = part
+    docker.snapshot_refs = refs
+    docker.task_lock = git.task_lock
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

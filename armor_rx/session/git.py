@@ -7,6 +7,7 @@ and the worktree removal go straight to the :class:`GitWorkspace`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -17,9 +18,10 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.forks import fork_names
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
+from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
-from armor_rx.sinks.git.compare import Comparison, compare
 from armor_rx.sinks.git.checkpoints import validate_tag
+from armor_rx.sinks.git.compare import Comparison, compare
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
 
 
@@ -28,6 +30,9 @@ class GitSession(Protocol):
 
     @property
     def git(self) -> GitWorkspace: ...
+
+    @property
+    def docker(self) -> DockerEffect | None: ...
 
     def create_task(self, task_id: str, *, base_ref: str = "HEAD",
                     metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
@@ -65,7 +70,9 @@ class GitOperations:
              max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
         """What the task changed: its worktree now against its base commit, or against ``checkpoint``.
 
-        A read: no checkpoint is made and nothing is logged. Raises
+        With a container (``docker=True``), ``container`` lists its changes
+        outside the worktree as ``docker diff`` does (see
+        :meth:`DockerEffect.container_changes`). A read: no checkpoint is made and nothing is logged. Raises
         :class:`TaskNotFound` for an unknown task, :class:`GitError` for one
         not started yet (it has no worktree) and :class:`CheckpointNotFound`
         for an unknown checkpoint (``armor-rx checkpoints TASK`` lists them).
@@ -76,7 +83,13 @@ class GitOperations:
                 f"task {task_id!r} has not started, so it has no worktree to diff; "
                 f"start it first (Armor.start({task_id!r}))"
             )
-        return self.git.diff(task_id, checkpoint, max_patch_bytes=max_patch_bytes)
+        found = self.git.diff(task_id, checkpoint, max_patch_bytes=max_patch_bytes)
+        effect = self.docker
+        if effect is None:
+            return found
+        part = self.git.checkpoints_store.find(task_id, checkpoint).container if checkpoint is not None else None
+        changes = effect.container_changes(task_id, part if checkpoint is None or part is not None else {})
+        return dataclasses.replace(found, container=changes) if changes is not None else found
 
     def rollback(self: GitSession, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
         """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).

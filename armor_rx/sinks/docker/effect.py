@@ -6,9 +6,15 @@
 * ``exec.requested`` (payload ``command``, optional ``timeout``, ``user``,
   ``env``): run the command, stream ``exec.output``, record ``exec.exited``
   (and ``container.oom`` when the memory limit killed it).
+* ``checkpoint.requested``: the git effect made the checkpoint (and, through
+  :meth:`DockerEffect.capture`, a snapshot of what the container holds outside
+  the worktree); afterwards the task's snapshots no checkpoint names (pruned,
+  or left by a crash) are removed (see :mod:`.snapshots`).
 * ``checkpoint.restore.requested`` (after the git effect rewrote the
-  worktree): give the files armor wrote to the shared group again, with the
-  container paused, so the agent can write them (see :mod:`.access`).
+  worktree): when the checkpoint holds a snapshot, the task's container is
+  replaced by a new one made from it (image and volumes); then the files armor
+  wrote are given to the shared group again, with the container paused, so the
+  agent can write them (see :mod:`.access`).
 * ``task.complete/fail/cancel.requested``: stop and remove the container,
   unless the spec (or the request payload) says ``keep``.
 
@@ -23,8 +29,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +57,7 @@ from armor_rx.sinks.docker.engine import Engine, is_engine_lost
 from armor_rx.sinks.docker.exec import ExecRun, Live
 from armor_rx.sinks.docker.identity import check_exec_user, resolve_identity
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
+from armor_rx.sinks.docker.snapshots import ContainerSnapshots, SnapshotRemoval
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
@@ -83,7 +90,8 @@ class DockerEffect:
     """
 
     name = "docker"
-    kinds = ("task.start.requested,task.resume.requested,exec.requested,checkpoint.restore.requested,"
+    kinds = ("task.start.requested,task.resume.requested,exec.requested,"
+             "checkpoint.requested,checkpoint.restore.requested,"
              "task.complete.requested,task.fail.requested,task.cancel.requested")
 
     def __init__(
@@ -122,6 +130,12 @@ class DockerEffect:
         self.secrets = secrets
         self.quota = OutputQuota(output_quota, state_dir=self.state_dir)
         self._taps: dict[str, Live] = {}  # exec request id -> whoever is attached to its output past the quota
+        self.snapshots = ContainerSnapshots(lambda: self.engine, self.state_dir, self.session)
+        # Set by the session's assembly when it has checkpoints (git): the record of one checkpoint
+        # (its ``container`` part), the snapshot ids the task's checkpoints name, and the lock they are made under.
+        self.checkpoint_part: Callable[[str, str], Mapping[str, Any] | None] | None = None
+        self.snapshot_refs: Callable[[str], Collection[str]] | None = None
+        self.task_lock: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -155,6 +169,7 @@ class DockerEffect:
             state_dir=str(self.state_dir) if self.state_dir is not None else None,
             emit=sweep_emit,
             in_use=self._holds,
+            snapshots=lambda dry_run: self.sweep_snapshots(dry_run=dry_run),
         )
 
     def _holds(self, container_id: str) -> bool:
@@ -191,8 +206,11 @@ class DockerEffect:
                 return self._start(ctx, task_id)
             if request.kind == "exec.requested":
                 return self._exec(ctx, task_id)
+            if request.kind == "checkpoint.requested":
+                return self._drop_unnamed(ctx, task_id)
             if request.kind == "checkpoint.restore.requested":
-                return self._reshare(ctx, task_id)
+                replaced = self._restore_container(ctx, task_id)
+                return {**self._reshare(ctx, task_id), **replaced}
         except Exception as exc:
             if is_engine_lost(exc):  # transient: retried with backoff, then dead-lettered for a redrive
                 raise EngineLost(f"handling {request.kind} for task {task_id!r}", readable(exc)) from None
@@ -200,7 +218,141 @@ class DockerEffect:
         keep = bool(request.payload.get("keep", self.spec_for(task_id).keep))
         if self.secrets is not None:
             self.secrets.forget(task_id)  # the task is over: nothing will run with them again
-        return self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
+        removed = self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
+        return {**removed, **self._drop_snapshots(ctx, task_id, ())}
+
+    # -- checkpoints: the part outside the worktree (see .snapshots) ------------------
+    def _made_as(self, task_id: str) -> SandboxSpec:
+        """The task's spec; for a task this session did not start (the service restarted since), as its container says.
+
+        Only what decides the container part is read back (root writable, volumes): enough to save and
+        restore it the way it was made.
+        """
+        known = self._specs.get(task_id)
+        if known is not None:
+            return known
+        try:
+            attrs = self.container(task_id).attrs
+        except ContainerNotFound:
+            return self.spec
+        volumes = [str(m["Destination"]) for m in attrs.get("Mounts") or [] if m.get("Type") == "volume"]
+        read_only = bool((attrs.get("HostConfig") or {}).get("ReadonlyRootfs", True))
+        return self.spec.with_overrides({"read_only": read_only, "volumes": volumes})
+
+    def wants(self, task_id: str) -> bool:
+        """Whether the task's checkpoints must save its container too (a writable root, or volumes)."""
+        return self._made_as(task_id).outside_changes
+
+    def capture(self, task_id: str, checkpoint_id: str) -> Mapping[str, Any]:
+        """Snapshot the task's container for checkpoint ``checkpoint_id`` (called frozen, before the git commit)."""
+        spec = self._made_as(task_id)
+        try:
+            container = self.container(task_id)
+            container.reload()
+        except (ContainerNotFound, docker.errors.NotFound):
+            container = None
+        if container is None or container.status not in ("running", "paused"):
+            # Said in the record, so a rollback to it knows it brings back the worktree only.
+            return {"snapshot": None, "image": None, "volumes": {},
+                    "note": "the task had no running container; only the worktree was saved"}
+        try:
+            return self.snapshots.capture(task_id, checkpoint_id, container, spec)
+        except Exception as exc:
+            if is_engine_lost(exc):
+                raise EngineLost(f"saving the container of task {task_id!r}", readable(exc)) from None
+            raise
+
+    def _drop_snapshots(self, ctx: EffectContext, task_id: str, keep: Collection[str]) -> dict[str, Any]:
+        try:
+            removed = self.snapshots.sweep_task(task_id, keep)
+        except Exception as exc:  # noqa: BLE001 - the request's work is done; 'armor-rx gc' sweeps what is left
+            if not is_engine_lost(exc) and not isinstance(exc, DockerError):
+                raise
+            ctx.emit("snapshot.remove_failed", {"error": readable(exc)})
+            return {}
+        return self._report_snapshots(ctx.emit, removed)
+
+    @staticmethod
+    def _report_snapshots(emit: Callable[[str, Mapping[str, Any]], object],
+                          removed: list[SnapshotRemoval]) -> dict[str, Any]:
+        gone = [r for r in removed if r.removed]
+        if gone:
+            emit("snapshot.removed", {"snapshots": [r.to_payload() for r in gone]})
+        return {"snapshots_removed": [r.snapshot for r in gone]} if gone else {}
+
+    def _drop_unnamed(self, ctx: EffectContext, task_id: str) -> dict[str, Any]:
+        """After a checkpoint: remove the task's snapshots its checkpoints no longer name (pruned, or a crash's)."""
+        if self.snapshot_refs is None:
+            return {}
+        with self.task_lock(task_id):
+            return self._drop_snapshots(ctx, task_id, set(self.snapshot_refs(task_id)))
+
+    def sweep_snapshots(self, *, dry_run: bool = False) -> list[SnapshotRemoval]:
+        """Every snapshot of this state directory no checkpoint names, and those of tasks that are over (``gc``)."""
+        task_active = self._sweep_options[2] or (lambda _task: True)
+        refs = self.snapshot_refs or (lambda _task: ())
+        return self.snapshots.sweep(is_active=task_active, referenced=refs, lock=self.task_lock, dry_run=dry_run)
+
+    def _restore_container(self, ctx: EffectContext, task_id: str) -> dict[str, Any]:
+        """Replace the task's container with one made from the checkpoint's snapshot (if it holds one)."""
+        if self.checkpoint_part is None:
+            return {}
+        part = self.checkpoint_part(task_id, str(ctx.request.payload.get("checkpoint")))
+        if not part or not part.get("snapshot"):
+            return {"container_restored": False} if part else {}
+        existing = [c for c in find_containers(self.engine, task_id=task_id, request_id=ctx.request.id) if c.status == "running"]
+        if existing:  # re-delivered after a crash: the new container is already there
+            with self._lock:
+                self._containers[task_id] = existing[0]
+            return {"container_restored": True, "container": existing[0].short_id}
+        try:
+            old: Container | None = self.container(task_id)
+        except ContainerNotFound:
+            old = None
+        spec = self._made_as(task_id)
+        if not self.snapshots.exists(task_id, part):
+            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint "
+                              f"{ctx.request.payload.get('checkpoint')} is gone (removed by 'docker rmi' or 'gc'); "
+                              "its worktree was restored, its container was not")
+        worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
+        worktree = worktree if worktree is not None and Path(worktree).is_dir() else None
+        labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
+        container, effective, volumes = self.snapshots.start_from(task_id, part, spec, labels=labels, worktree=worktree)
+        with self._lock:
+            self._containers[task_id] = container
+            self._started_at[task_id] = time.monotonic()
+        if old is not None and old.id != container.id and remove_container(old, timeout=spec.stop_timeout):
+            ctx.emit("container.removed", {"container": old.id, "name": old.name, "reason": "replaced by a restore",
+                                           "oom_killed": False})
+        ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
+                                       "settings": effective, "engine": self.engine.info.to_payload()})
+        ctx.emit("container.restored", {"checkpoint": ctx.request.payload.get("checkpoint"),
+                                        "snapshot": part.get("snapshot"),
+                                        "image": part.get("image"), "volumes": volumes, "container": container.id,
+                                        "replaced": old.id if old is not None else None})
+        return {"container_restored": True, "container": container.short_id}
+
+    def _resume_snapshot(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any] | None:
+        """The container part of the checkpoint a resume asks for (``checkpoint`` in its payload), if it saved one."""
+        checkpoint = ctx.request.payload.get("checkpoint")
+        if ctx.request.kind != "task.resume.requested" or not checkpoint or self.checkpoint_part is None:
+            return None
+        part = self.checkpoint_part(task_id, str(checkpoint))
+        if not part or not part.get("snapshot"):
+            return None
+        if not self.snapshots.exists(task_id, part):
+            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint {checkpoint} is gone; "
+                              "resume without --checkpoint, or at another checkpoint")
+        return part
+
+    def container_changes(self, task_id: str, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The task container's changes outside its mounts (:meth:`ContainerSnapshots.changes`); None without one."""
+        try:
+            container = self.container(task_id)
+            container.reload()
+        except (ContainerNotFound, docker.errors.NotFound):
+            return None
+        return self.snapshots.changes(container, checkpoint)
 
     def reconcile(self, request: TaskEvent) -> Mapping[str, Any]:
         """After a crash: is the task's container still there?"""
@@ -290,7 +442,13 @@ class DockerEffect:
         if worktree is not None and not Path(worktree).is_dir():
             worktree = None
         labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
-        container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
+        snapshot = self._resume_snapshot(ctx, task_id)
+        if snapshot is not None:  # resumed at a checkpoint that saved the container: made from it, as a rollback does
+            container, effective, _volumes = self.snapshots.start_from(task_id, snapshot, spec, labels=labels,
+                                                                       worktree=worktree)
+        else:
+            container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels,
+                                                         worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
             self._started_at[task_id] = time.monotonic()

@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from dulwich.index import Index
@@ -48,6 +49,7 @@ def validate_tag(tag: str) -> str:
         raise ConfigError(f"checkpoint tag {tag!r} is not valid; use letters, digits, '.', '_' and '-' "
                           "(up to 64, starting with a letter or digit), e.g. --tag before-migration")
     return tag
+_CONTAINER = re.compile(r"^Armor-Container: (.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,13 @@ class Checkpoint:
     """One checkpoint of one task.
 
     ``id`` (``cp-<seq>``) is stable; ``commit`` changes when retention rewrites
-    older history, so refer to checkpoints by ``id``.
+    older history, so refer to checkpoints by ``id``. ``log_seq`` is the log
+    position of the request that made it (None when made outside a request).
+    ``container`` is the part saved outside the worktree, when the task's
+    container could change files there (see
+    :mod:`armor_rx.sinks.docker.snapshots`): ``snapshot`` id, ``image`` (a
+    ``docker commit``, or None) and ``volumes`` (path -> saved archive);
+    None when the checkpoint holds the worktree only.
     """
 
     task_id: str
@@ -154,6 +162,14 @@ class Checkpoint:
     left_out_count: int = 0
     nested: tuple[str, ...] = field(default=())
     tags: tuple[str, ...] = field(default=())
+    log_seq: int | None = None
+    container: dict[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def holds(self) -> list[str]:
+        """What restoring it brings back: ``worktree``, and ``image`` / ``volumes`` when saved."""
+        part = self.container or {}
+        return ["worktree"] + (["image"] if part.get("image") else []) + (["volumes"] if part.get("volumes") else [])
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-safe description for events (names that are not UTF-8 shown escaped, see :func:`.paths.printable`)."""
@@ -171,6 +187,9 @@ class Checkpoint:
             "left_out_count": self.left_out_count,
             "nested_repositories": [printable(p) for p in self.nested],
             "tags": list(self.tags),
+            "log_seq": self.log_seq,
+            "holds": self.holds,
+            "container": self.container,
         }
 
 
@@ -180,7 +199,7 @@ def checkpoint_ref(task_id: str) -> Ref:
 
 def _message(
     task_id: str, seq: int, text: str, head: bytes | None, result: ScanResult, owner: str | None,
-    tags: tuple[str, ...] = (),
+    tags: tuple[str, ...] = (), log_seq: int | None = None, container: Mapping[str, Any] | None = None,
 ) -> bytes:
     files, added, skipped = result.count, result.bytes_added, result.skipped
     lines = [
@@ -196,6 +215,11 @@ def _message(
     if owner:
         lines.append(f"Armor-State: {owner}")
     lines += [f"Armor-Tag: {validate_tag(t)}" for t in dict.fromkeys(tags)]
+    if log_seq is not None:
+        lines.append(f"Armor-LogSeq: {log_seq}")
+    if container is not None:
+        # Written with the commit that is the checkpoint: a part is named only once it exists.
+        lines.append(f"Armor-Container: {json.dumps(dict(container), sort_keys=True)}")
     # JSON-quoted so any file name (newlines included) survives as one line.
     lines += [f"Armor-Skipped-Path: {json.dumps(p)}" for p in skipped]
     # What the scan could or would not save, and why: special files, reserved
@@ -218,6 +242,8 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
             "checkpoint (no Armor-Checkpoint trailer); something else wrote to that ref"
         ) from None
     head = trailers.get("Head", "-")
+    container = _CONTAINER.search(text)
+    log_seq = trailers.get("LogSeq")
     return Checkpoint(
         task_id=task_id,
         id=f"cp-{seq}",
@@ -236,6 +262,8 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         left_out_count=int(trailers.get("LeftOut", "0")),
         nested=tuple(json.loads(p) for p in _NESTED_PATH.findall(text)),
         tags=tuple(t.strip() for t in _TAG_LINE.findall(text)),
+        log_seq=int(log_seq) if log_seq and log_seq.isdigit() else None,
+        container=json.loads(container.group(1)) if container else None,
     )
 
 
@@ -360,21 +388,28 @@ class CheckpointStore:
             raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, checkpoint_ref(task_id).decode())
 
     def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None,
-               tags: tuple[str, ...] = ()) -> Checkpoint:
+               tags: tuple[str, ...] = (), *, log_seq: int | None = None,
+               container: Mapping[str, Any] | None = None) -> Checkpoint:
         """Snapshot ``worktree`` as the task's next checkpoint (with ``tags``); return it."""
         for tag in tags:
             validate_tag(tag)  # before the scan: a bad tag costs nothing
         self.check_owner(task_id)
         result = self.scan(task_id, worktree)
-        return self.commit_scan(task_id, result, message, head, tags)
+        return self.commit_scan(task_id, result, message, head, tags, log_seq=log_seq, container=container)
 
     def note_added(self, task_id: str, added: int) -> None:
         """Charge ``added`` bytes, written to the store by a scan that made no checkpoint, to the task's next one."""
         if added:
             self._pending_bytes[task_id] = self._pending_bytes.get(task_id, 0) + added
 
+    def next_id(self, task_id: str) -> str:
+        """The id the task's next checkpoint gets (``cp-<n>``), as long as no other is made first."""
+        latest = self.history(task_id, limit=1)
+        return f"cp-{latest[-1].seq + 1 if latest else 1}"
+
     def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None,
-                    tags: tuple[str, ...] = ()) -> Checkpoint:
+                    tags: tuple[str, ...] = (), *, log_seq: int | None = None,
+                    container: Mapping[str, Any] | None = None) -> Checkpoint:
         result.bytes_added += self._pending_bytes.pop(task_id, 0)
         ref = checkpoint_ref(task_id)
         try:
@@ -388,7 +423,7 @@ class CheckpointStore:
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, result, self.owner, tags),
+            _message(task_id, seq, message or "", head, result, self.owner, tags, log_seq, container),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(

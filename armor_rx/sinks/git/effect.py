@@ -65,7 +65,7 @@ class GitEffect:
         # causation id.
         with self.workspace.routed(lambda kind, _task, data: ctx.emit(kind, data)):
             self._verify_link(ctx, task_id)
-            result = self._dispatch(request.kind, task_id, payload)
+            result = self._dispatch(request.kind, task_id, payload, request.seq)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(result))
@@ -83,7 +83,7 @@ class GitEffect:
             ctx.emit("git.link.changed", {"path": str(worktree), "why": exc.why, "request": ctx.request.kind})
             raise
 
-    def _dispatch(self, kind: str, task_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def _dispatch(self, kind: str, task_id: str, payload: Mapping[str, Any], seq: int | None = None) -> dict[str, Any]:
         ws = self.workspace
         if kind == "task.start.requested":
             record = ws.records.get(task_id)
@@ -102,14 +102,14 @@ class GitEffect:
                 ws.submodules(task_id, strategy)
             return {"branch": branch, "worktree": str(worktree), "metadata": {"branch": branch, "worktree": str(worktree)}}
         if kind == "checkpoint.restore.requested":
-            restored = ws.restore(task_id, str(payload.get("checkpoint")))
-            return {"checkpoint": restored.id, "commit": restored.commit}
+            restored = ws.restore(task_id, str(payload.get("checkpoint")), log_seq=seq)
+            return {"checkpoint": restored.id, "commit": restored.commit, "holds": restored.holds}
         if kind == "checkpoint.requested":
             message = payload.get("message")
             tags = tuple(str(t) for t in (payload.get("tags") or ()))
-            cp = ws.checkpoint(task_id, str(message) if message is not None else None, tags=tags)
-            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files,
-                    **({"tags": list(cp.tags)} if cp.tags else {})}
+            cp = ws.checkpoint(task_id, str(message) if message is not None else None, tags=tags, log_seq=seq)
+            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files, "log_seq": cp.log_seq,
+                    "holds": cp.holds, "container": cp.container, **({"tags": list(cp.tags)} if cp.tags else {})}
         if kind == "task.complete.requested":
             merge = str(payload.get("merge", "none"))
             message = str(payload.get("message") or f"armor-rx: complete task {task_id}")

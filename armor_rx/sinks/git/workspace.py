@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from dulwich.refs import Ref
 from dulwich.repo import Repo
@@ -39,6 +39,21 @@ from armor_rx.sinks.git.trees import TreeDiff, diff_trees, flatten_tree, reserve
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
+
+
+class OutsideState(Protocol):
+    """What a checkpoint saves outside the worktree (the Docker sink: an image of the task's container, its volumes).
+
+    ``wants(task_id)`` says whether the task has such state; ``capture(task_id,
+    checkpoint_id)`` saves it (with the task frozen) and returns what to
+    record in the checkpoint, or raises to fail the checkpoint. It is called
+    before the checkpoint's commit is written, so a checkpoint never names a
+    part that was not made (see :mod:`armor_rx.sinks.docker.snapshots`).
+    """
+
+    def wants(self, task_id: str) -> bool: ...
+
+    def capture(self, task_id: str, checkpoint_id: str) -> Mapping[str, Any]: ...
 
 
 def _no_emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
@@ -78,6 +93,8 @@ class GitWorkspace:
         # freeze(task_id) is a context manager that stops whatever could write to
         # the task's worktree (the Docker sink pauses the task's container).
         self.freeze: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
+        # Saved with each checkpoint when the task has it (set by the session's assembly).
+        self.outside: OutsideState | None = None
         self._checkpoints: CheckpointStore | None = None
         self.state_id: str | None = None
         self.reserved = _reserved_for(self.repo_path, self.state_dir)
@@ -384,9 +401,17 @@ class GitWorkspace:
         return found
 
     # -- checkpoints ------------------------------------------------------
-    def checkpoint(self, task_id: str, message: str | None = None, *, tags: tuple[str, ...] = ()) -> Checkpoint:
+    def task_lock(self, task_id: str) -> FileLock:
+        """The lock every change to the task's worktree and checkpoints holds (across processes)."""
+        return self._task_lock(task_id)
+
+    def checkpoint(self, task_id: str, message: str | None = None, *, tags: tuple[str, ...] = (),
+                   log_seq: int | None = None) -> Checkpoint:
         """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>`` (with ``tags``); apply retention.
 
+        When the task has state outside the worktree (:attr:`outside`), it is
+        captured first, with the task frozen, and the commit names it.
+        ``log_seq`` records the log position of the request that asked.
         Every checkpoint retention drops is reported in a ``checkpoint.pruned``
         event (``checkpoints``: their ids; ``reason``: ``retention`` or
         ``max_total_bytes``), for this task or, under the overall limit, for
@@ -396,7 +421,16 @@ class GitWorkspace:
             record, path = self._worktree(task_id)
             self._recover_task(record)
             store = self.checkpoints_store
-            cp = store.create(task_id, path, message, self._head(record), tags)
+            outside = self.outside if self.outside is not None and self.outside.wants(task_id) else None
+            if outside is None:
+                cp = store.create(task_id, path, message, self._head(record), tags, log_seq=log_seq)
+            else:
+                store.check_owner(task_id)
+                # Frozen across both parts, so the container and the worktree are saved as of one moment.
+                with self.freeze(task_id):
+                    container = outside.capture(task_id, store.next_id(task_id))
+                    cp = store.create(task_id, path, message, self._head(record), tags, log_seq=log_seq,
+                                      container=container)
             self.emit("checkpoint.created", task_id, cp.to_payload())
             self._report_nested(task_id, cp.nested, cp.id)
             dropped = store.prune(task_id)
@@ -427,11 +461,14 @@ class GitWorkspace:
         """The task's checkpoints, oldest first."""
         return self.checkpoints_store.history(validate_task_id(task_id))
 
-    def restore(self, task_id: str, checkpoint: str) -> Checkpoint:
+    def restore(self, task_id: str, checkpoint: str, *, log_seq: int | None = None) -> Checkpoint:
         """Make the worktree exactly match ``checkpoint`` (``cp-<n>``, ``<n>`` or a sha).
 
         Unsaved state is checkpointed first (an ``auto`` checkpoint), so a
-        restore can itself be undone. Excluded files are left alone.
+        restore can itself be undone; with state outside the worktree
+        (:attr:`outside`) it always is, since the container may differ while
+        the files do not. Excluded files are left alone. Bringing back the
+        container part is the Docker sink's (after this returns).
         """
         # The scan and the rewrite happen with the task's processes frozen (when
         # the session has a container per task): nothing can race them.
@@ -444,10 +481,13 @@ class GitWorkspace:
             # Not saved yet: the cache is saved once, below, as the restore leaves the worktree.
             current = store.scan(task_id, path, save=False)
             safety = None
-            if current.tree != target.tree.encode():
+            outside = self.outside if self.outside is not None and self.outside.wants(task_id) else None
+            if current.tree != target.tree.encode() or outside is not None:
                 latest = store.history(task_id, limit=1)
-                if not latest or latest[-1].tree.encode() != current.tree:
-                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}", self._head(record))
+                if not latest or latest[-1].tree.encode() != current.tree or outside is not None:
+                    container = outside.capture(task_id, store.next_id(task_id)) if outside is not None else None
+                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}",
+                                             self._head(record), log_seq=log_seq, container=container)
                     safety = auto.id
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
             tree = target.tree.encode()
