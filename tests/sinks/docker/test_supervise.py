@@ -1,0 +1,116 @@
+"""Service supervision on the real daemon: started detached, checked, restarted with backoff, given up on."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from armor_rx import Armor, HealthCheck, ServiceSpec, State
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.docker
+
+
+def kinds(armor: Armor, task: str, prefix: str = "service.") -> list[str]:
+    return [e.kind for e in armor.history(task_id=task) if e.kind.startswith(prefix)]
+
+
+def events(armor: Armor, task: str, kind: str) -> list[dict]:
+    return [dict(e.payload) for e in armor.history(task_id=task, kind=kind)]
+
+
+def supervisor_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("armor-supervise-", "armor-stall-watch"))]
+
+
+def test_a_healthy_service_stays_up_with_one_health_event(tmp_path, sandbox, cleanup_containers):
+    # A port probe from inside the container's own network namespace (network "none"): busybox nc serves.
+    web = ServiceSpec("web", "nc -ll -p 8080 -e cat", health=HealthCheck(port=8080, interval=0.3, timeout=2, retries=2))
+    with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("svc")
+        armor.start("svc", services=[web])
+        assert wait_for(lambda: "service.health.changed" in kinds(armor, "svc"), timeout=30)
+        time.sleep(2.5)  # several more checks, all healthy: nothing more is recorded
+        assert kinds(armor, "svc") == ["service.started", "service.health.changed"]
+        assert events(armor, "svc", "service.health.changed") == [{"service": "web", "from": "starting", "to": "healthy"}]
+        listening = armor.exec("svc", ["sh", "-c", "nc -w 2 127.0.0.1 8080 -e true && echo up"])
+        assert listening.payload["exit_code"] == 0
+        armor.complete("svc")
+        assert kinds(armor, "svc")[-1] == "service.stopped"
+        assert armor.task("svc").state is State.COMPLETED
+    assert wait_for(lambda: supervisor_threads() == [], timeout=10), supervisor_threads()
+
+
+def test_a_service_that_dies_is_restarted_with_backoff(tmp_path, sandbox, cleanup_containers):
+    # Lives about a second, then exits 7: each end is seen, and it is started again after 0.2, 0.4, 0.8 s.
+    flaky = ServiceSpec("flaky", "sleep 1; exit 7", health=HealthCheck(interval=0.2, timeout=2, retries=3),
+                        backoff=0.2, backoff_max=5, max_restarts=10)
+    with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("die")
+        armor.start("die", services=[flaky])
+        assert wait_for(lambda: len(events(armor, "die", "service.restarted")) >= 3, timeout=60)
+        restarts = events(armor, "die", "service.restarted")[:3]
+        assert [r["restart"] for r in restarts] == [1, 2, 3]
+        assert [r["backoff"] for r in restarts] == [0.2, 0.4, 0.8]
+        assert all("exited with code 7" in r["reason"] for r in restarts)
+        assert events(armor, "die", "service.exited")[0]["exit_code"] == 7
+        # With no health check, a running process is healthy: each life is one change up and one down,
+        # never the same change twice in a row, however many checks it passed.
+        changes = [(e["from"], e["to"]) for e in events(armor, "die", "service.health.changed")]
+        assert changes[:2] == [("starting", "healthy"), ("healthy", "unhealthy")]
+        assert all(a[1] == b[0] and a[1] != b[1] for a, b in zip(changes, changes[1:]))
+        assert armor.task("die").state is State.RUNNING
+        armor.cancel("die")
+    assert supervisor_threads() == []
+
+
+def test_a_hanging_health_check_times_out_restarts_and_gives_up_failing_the_task(tmp_path, sandbox, cleanup_containers):
+    hangs = ServiceSpec("agent", "sleep 600", health=HealthCheck(command="sleep 600", interval=0.2, timeout=0.5, retries=1),
+                        backoff=0.1, backoff_max=0.2, max_restarts=2)
+    with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("hang")
+        armor.start("hang", services=[hangs])
+        assert wait_for(lambda: armor.task("hang").state is State.FAILED, timeout=60)
+        assert kinds(armor, "hang") == ["service.started", "service.health.changed", "service.restarted",
+                                        "service.restarted", "service.gave_up"]
+        gave_up = events(armor, "hang", "service.gave_up")[0]
+        assert "did not answer within 0.5s" in gave_up["reason"] and gave_up["restarts"] == 2
+        failed = events(armor, "hang", "task.failed")[0]
+        assert "service 'agent' is unhealthy" in failed["reason"] and "gave up after 2 restarts" in failed["reason"]
+        # The health checks that hung were killed, not left running in the container.
+        containers = [e for e in armor.history(task_id="hang", kind="container.removed")]
+        assert containers
+    assert supervisor_threads() == []
+
+
+def test_no_thread_outlives_the_session_and_resume_starts_the_services_again(tmp_path, sandbox, cleanup_containers):
+    web = ServiceSpec("web", "nc -ll -p 8080 -e cat", health=HealthCheck(port=8080, interval=0.3, timeout=2))
+    state = tmp_path / "state"
+    with Armor(state_dir=state, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("again")
+        armor.start("again", services=[web.to_payload()])
+        assert wait_for(lambda: "service.health.changed" in kinds(armor, "again"), timeout=30)
+        assert supervisor_threads() == ["armor-supervise-again"]
+    assert supervisor_threads() == []
+    with Armor(state_dir=state, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.interrupt("again", "test: the agent's machine went away")
+        armor.resume("again")
+        assert wait_for(lambda: kinds(armor, "again").count("service.started") == 2, timeout=30)
+        assert wait_for(lambda: kinds(armor, "again").count("service.health.changed") == 2, timeout=30)
+        armor.cancel("again")
+    assert supervisor_threads() == []
+
+
+def test_bad_service_declarations_are_refused_before_anything_is_logged(tmp_path):
+    from armor_rx.errors import ConfigError
+
+    with Armor(state_dir=tmp_path / "state") as armor:
+        armor.create_task("bad")
+        with pytest.raises(ConfigError, match="not both"):
+            armor.start("bad", services=[{"name": "x", "command": "true", "health": {"command": "true", "port": 80}}])
+        with pytest.raises(ConfigError, match="more than once"):
+            armor.start("bad", services=[{"name": "x", "command": "true"}, {"name": "x", "command": "false"}])
+        assert [e.kind for e in armor.history(task_id="bad")] == ["task.created"]
