@@ -70,6 +70,9 @@ class SessionConfig:
     disk_reserve: int = DEFAULT_RESERVE
     state_cap: int | None = None
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    # Seconds an active task may go without an event before it is flagged ``task.stalled``
+    # (None: never); see armor_rx.operators.stalled and pipeline/stalls.py.
+    stall_after: float | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -79,6 +82,10 @@ class SessionConfig:
             raise ConfigError(
                 f"hook_timeout must be a positive number of seconds (math.inf for no limit), not {timeout!r}"
             )
+
+        stall = self.stall_after
+        if stall is not None and (isinstance(stall, bool) or not isinstance(stall, (int, float)) or not stall > 0):
+            raise ConfigError(f"stall_after must be a positive number of seconds (or None: never flag), not {stall!r}")
 
     def git_enabled(self, repo: Path | None) -> bool:
         """Whether the session runs git: on with a repository unless ``git=False``.
@@ -120,5 +127,6 @@ class SessionOptions(TypedDict, total=False):
     disk_reserve: int
     state_cap: int | None
     hook_timeout: float
+    stall_after: float | None
 
 
