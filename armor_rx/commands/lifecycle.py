@@ -27,6 +27,9 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
                        help="exit after this long with no client and no active task (default $ARMOR_RX_IDLE_TIMEOUT or 300; 0: never)")
     serve.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (a token is then required; it is written to run/token)")
     serve.add_argument("--stop", action="store_true", help="stop the running service (SIGTERM) and wait for it")
+    serve.add_argument("--stall-after", type=float, metavar="SECONDS",
+                       help="record task.stalled for an active task with no event for this long "
+                            "(default $ARMOR_RX_STALL_AFTER; unset: never)")
 
     start = verbs.add_parser("start", parents=[common], help="create (if new) and start a task: its branch, worktree and container")
     start.add_argument("task", metavar="TASK")
@@ -35,6 +38,11 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
+    start.add_argument("--service", action="append", default=[], metavar="NAME=CMD",
+                       help="a long-running process to start in the container and supervise (repeatable)")
+    start.add_argument("--health", action="append", default=[], metavar="CMD|tcp:PORT",
+                       help="the health check of the --service before it: a command run in the container, or tcp:PORT")
+    start.add_argument("--services", metavar="FILE", help="services from a JSON or TOML file (see docs/services.md)")
 
     ex = verbs.add_parser("exec", parents=[common], help="run a command in a task's container (output streamed, its exit code passed through)")
     ex.add_argument("task", metavar="TASK")
@@ -157,9 +165,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigError:
             raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
         return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
-                                   output_quota=quota))
+                                   output_quota=quota, stall_after=stall_after_of(args)))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
+    if args.stall_after is not None:  # the background service is started with this process's environment
+        os.environ["ARMOR_RX_STALL_AFTER"] = str(stall_after_of(args))
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))
@@ -175,7 +185,9 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
+        services = services_of(args)
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args),
+                            **({"services": services} if services else {}))
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -184,6 +196,74 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"task {task} is {record.state.value}" + (f"; container {container}" if container else "")
               + f" (run a command: armor-rx exec {task} -- COMMAND)")
     return 0
+
+
+def stall_after_of(args: argparse.Namespace) -> float | None:
+    """``--stall-after`` or ``$ARMOR_RX_STALL_AFTER`` (unset, empty or 0: never flag)."""
+    import os
+
+    value = args.stall_after
+    if value is None:
+        raw = os.environ.get("ARMOR_RX_STALL_AFTER", "").strip()
+        try:
+            value = float(raw) if raw else None
+        except ValueError:
+            raise ConfigError(f"ARMOR_RX_STALL_AFTER must be a number of seconds, not {raw!r}") from None
+    if value is not None and value < 0:
+        raise ConfigError(f"--stall-after must be a positive number of seconds (0: never), not {value:g}")
+    return value or None
+
+
+def services_of(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The services ``start`` was given: ``--services FILE`` and each ``--service NAME=CMD [--health CHECK]``.
+
+    A ``--health`` belongs to the ``--service`` given just before it, so the
+    two lists pair up by position; more checks than services is an error.
+    """
+    from armor_rx.model.services import HealthCheck, ServiceSpec, parse_health, parse_service_option, services_payload
+
+    found: list[Any] = []
+    if args.services:
+        found.extend(load_services_file(args.services))
+    if len(args.health) > len(args.service):
+        raise ConfigError("each --health follows the --service it checks: give --service NAME=CMD first")
+    for index, option in enumerate(args.service):
+        name, command = parse_service_option(option)
+        health = args.health[index] if index < len(args.health) else None
+        found.append(ServiceSpec(name, command, health=parse_health(health) if health else HealthCheck()))
+    return services_payload(found)
+
+
+def load_services_file(path: str) -> list[Any]:
+    """Services from a JSON file (a list, or ``{"services": [...]}``) or a TOML file (``[[services]]`` tables)."""
+    from pathlib import Path
+
+    file = Path(path)
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the services file {path!r}: {exc.strerror or exc}") from None
+    try:
+        if file.suffix == ".toml":
+            import importlib
+
+            try:
+                toml: Any = importlib.import_module("tomllib")
+            except ImportError:  # Python 3.10
+                raise ConfigError(f"reading TOML needs Python 3.11 or later; give {path!r} as JSON") from None
+            data: Any = toml.loads(text.decode("utf-8"))
+        else:
+            data = orjson.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the services file {path!r} is not valid {'TOML' if file.suffix == '.toml' else 'JSON'}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("services", data)
+    if isinstance(data, dict):
+        data = [{"name": name, **spec} if isinstance(spec, dict) else {"name": name, "command": spec}
+                for name, spec in data.items()]
+    if not isinstance(data, list):
+        raise ConfigError(f"the services file {path!r} must hold a list of services (or a 'services' table)")
+    return data
 
 
 def _write_output(event: TaskEvent) -> None:

@@ -28,6 +28,7 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
+from armor_rx.model.services import services_payload
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
 
@@ -275,6 +276,8 @@ class Routes:
         if verb == "start":
             payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref")}
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+            if body.get("services") is not None:  # validated now: a bad declaration logs nothing
+                payload["services"] = services_payload(body["services"])
             payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":

@@ -66,6 +66,7 @@ class ServiceConfig:
     listen: tuple[str, int] | None = None  # an extra TCP listener (token required)
     docker: bool | None = None  # None: use an engine if one answers
     output_quota: int | None = DEFAULT_OUTPUT_QUOTA  # recorded output bytes per task ($ARMOR_RX_OUTPUT_QUOTA)
+    stall_after: float | None = None  # flag a task quiet this long as task.stalled ($ARMOR_RX_STALL_AFTER)
 
 
 def _status(exc: BaseException) -> int:
@@ -209,7 +210,8 @@ class Service:
                 _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
         repo = self.config.repo
         return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None,
-                                                output_quota=self.config.output_quota)).open()
+                                                output_quota=self.config.output_quota,
+                                                stall_after=self.config.stall_after)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware

@@ -114,3 +114,44 @@ def test_bad_service_declarations_are_refused_before_anything_is_logged(tmp_path
         with pytest.raises(ConfigError, match="more than once"):
             armor.start("bad", services=[{"name": "x", "command": "true"}, {"name": "x", "command": "false"}])
         assert [e.kind for e in armor.history(task_id="bad")] == ["task.created"]
+
+
+def test_the_cli_declares_services_and_the_service_supervises_them(repo, test_image, tmp_path, cleanup_containers):
+    """`armor-rx start --service NAME=CMD --health CHECK` and `--services FILE`, through the armor service."""
+    import os
+    import subprocess
+    import sys
+
+    import orjson
+
+    env = {**os.environ, "ARMOR_RX_STALL_AFTER": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "armor_rx", *args, "--repo", str(repo)], capture_output=True,
+                              text=True, timeout=120, env=env)
+
+    def task_events(task: str) -> list[dict]:
+        out = cli("events", "--task", task, "--json").stdout
+        return [orjson.loads(line) for line in out.splitlines()]
+
+    spec = tmp_path / "services.toml"
+    spec.write_text('[[services]]\nname = "side"\ncommand = "sleep 600"\n[services.health]\ninterval = 0.3\n')
+    try:
+        started = cli("start", "web", "--image", test_image, "--service", "web=nc -ll -p 8080 -e cat",
+                      "--health", "tcp:8080", "--services", str(spec))
+        assert started.returncode == 0, started.stderr
+        assert wait_for(lambda: len([e for e in task_events("web") if e["kind"] == "service.health.changed"]) == 2,
+                        timeout=60)
+        declared = [e for e in task_events("web") if e["kind"] == "service.started"]
+        assert sorted(e["payload"]["service"] for e in declared) == ["side", "web"]
+        assert {e["payload"]["service"]: e["payload"]["health"] for e in declared} == {"side": "process running",
+                                                                                     "web": "tcp:8080"}
+        # The service was started with ARMOR_RX_STALL_AFTER=1: a task with nothing happening is flagged.
+        assert wait_for(lambda: any(e["kind"] == "task.stalled" for e in task_events("web")), timeout=60)
+        bad = cli("start", "other", "--image", test_image, "--health", "true")
+        assert bad.returncode != 0 and "--service" in bad.stderr and "Traceback" not in bad.stderr
+        assert cli("cancel", "web").returncode == 0
+        stopped = [e["payload"]["service"] for e in task_events("web") if e["kind"] == "service.stopped"]
+        assert sorted(stopped) == ["side", "web"]
+    finally:
+        cli("serve", "--stop")
