@@ -176,6 +176,14 @@ class ServiceSupervisor:
             if emit is not None and running:
                 emit("service.stopped", {"service": service.spec.name, "reason": reason})
 
+    def _halt(self, supervision: _Supervision, reason: str) -> None:
+        """Stop the task's services from its own thread (the task was interrupted)."""
+        for service in supervision.services:
+            if self._running(service):
+                self._kill(service, supervision.task_id)
+                self._emit(supervision, "service.stopped", {"service": service.spec.name, "reason": reason})
+            service.exec_id = None
+
     # -- the watch: one thread per task ------------------------------------------
     def _watch(self, supervision: _Supervision) -> None:
         try:
@@ -189,8 +197,11 @@ class ServiceSupervisor:
                 due = min(s.restart_at if s.restart_at is not None else s.next_check for s in supervision.services)
                 if supervision.stopping.wait(max(0.0, due - time.monotonic())):
                     return
-                if self.task_state(supervision.task_id) is not State.RUNNING:
-                    return  # interrupted (its container is gone) or ending: a resume starts the services again
+                state = self.task_state(supervision.task_id)
+                if state is not State.RUNNING:
+                    if state is State.INTERRUPTED:  # a resume starts them again, in its new container
+                        self._halt(supervision, "interrupted")
+                    return  # ending: the end request's apply stops them while the container is there
                 for service in supervision.services:
                     if supervision.stopping.is_set():
                         return

@@ -86,7 +86,8 @@ def test_a_hanging_health_check_times_out_restarts_and_gives_up_failing_the_task
     assert supervisor_threads() == []
 
 
-def test_no_thread_outlives_the_session_and_resume_starts_the_services_again(tmp_path, sandbox, cleanup_containers):
+def test_interrupt_stops_the_services_resume_starts_them_again_and_no_thread_outlives_the_session(
+        tmp_path, sandbox, cleanup_containers):
     web = ServiceSpec("web", "nc -ll -p 8080 -e cat", health=HealthCheck(port=8080, interval=0.3, timeout=2))
     state = tmp_path / "state"
     with Armor(state_dir=state, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
@@ -94,12 +95,20 @@ def test_no_thread_outlives_the_session_and_resume_starts_the_services_again(tmp
         armor.start("again", services=[web.to_payload()])
         assert wait_for(lambda: "service.health.changed" in kinds(armor, "again"), timeout=30)
         assert supervisor_threads() == ["armor-supervise-again"]
-    assert supervisor_threads() == []
-    with Armor(state_dir=state, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
         armor.interrupt("again", "test: the agent's machine went away")
-        armor.resume("again")
+        assert wait_for(lambda: events(armor, "again", "service.stopped") == [{"service": "web", "reason": "interrupted"}],
+                        timeout=30)
+        assert wait_for(lambda: supervisor_threads() == [], timeout=10)
+        armor.resume("again")  # a new container, and the services the start declared, from the log
         assert wait_for(lambda: kinds(armor, "again").count("service.started") == 2, timeout=30)
         assert wait_for(lambda: kinds(armor, "again").count("service.health.changed") == 2, timeout=30)
+        assert supervisor_threads() == ["armor-supervise-again"]
+    # Closing the session ends (joins) the supervisor's threads before the pipeline stops.
+    assert supervisor_threads() == []
+    with Armor(state_dir=state, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.interrupt("again", "test: reopened")
+        armor.resume("again")
+        assert wait_for(lambda: kinds(armor, "again").count("service.started") == 3, timeout=30)
         armor.cancel("again")
     assert supervisor_threads() == []
 
