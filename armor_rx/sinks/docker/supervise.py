@@ -35,6 +35,7 @@ from typing import Any
 
 import docker.errors
 import structlog
+from docker.models.containers import Container
 
 from armor_rx.errors import ArmorError, ContainerNotFound
 from armor_rx.model.events import TaskEvent
@@ -43,7 +44,7 @@ from armor_rx.model.services import ServiceSpec, parse_services
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.effect import DockerEffect
 from armor_rx.sinks.docker.engine import is_engine_lost
-from armor_rx.sinks.docker.exec import ExecRun, _kill_tree
+from armor_rx.sinks.docker.exec import _kill_tree
 
 _log = structlog.get_logger("armor_rx.supervise")
 
@@ -312,16 +313,58 @@ class ServiceSupervisor:
             container = self.docker.container(supervision.task_id)
         except ContainerNotFound:
             return "the task's container is gone"
-        run = ExecRun(self.docker.engine, container, argv, emit=lambda kind, payload: None, timeout=health.timeout,
-                      workdir=self.docker.spec_for(supervision.task_id).workdir)
-        result = run.run()
-        if result.reason == "timeout":
+        exit_code, tail = self._run_check(supervision, container, argv, health.timeout)
+        if exit_code is None:
             return f"its health check ({health.describe()}) did not answer within {health.timeout:g}s"
-        if result.exit_code == 0:
+        if exit_code == 0:
             return None
-        last = result.tail.strip().splitlines()[-1:] if result.tail.strip() else []
-        return (f"its health check ({health.describe()}) exited with code {result.exit_code}"
-                + (f": {last[0][:200]}" if last else ""))
+        last = tail.strip().splitlines()[-1:] if tail.strip() else []
+        return f"its health check ({health.describe()}) exited with code {exit_code}" + (f": {last[0][:200]}" if last else "")
+
+    def _run_check(self, supervision: _Supervision, container: Container, argv: list[str],
+                   timeout: float) -> tuple[int | None, str]:
+        """Run a check command; (exit code, the tail of its output), or (None, ...) when it timed out and was killed.
+
+        Not an :class:`ExecRun`: a timed-out command there also kills whatever
+        else started in the container meanwhile (a user's command among them);
+        a check kills only its own process group and tree.
+        """
+        api = self.docker.engine.api
+        kwargs: dict[str, Any] = {"stdout": True, "stderr": True}
+        workdir = self.docker.spec_for(supervision.task_id).workdir
+        if workdir and self.docker.engine.info.supported.get("exec_workdir", True):
+            kwargs["workdir"] = workdir
+        exec_id = api.exec_create(container.id, argv, **kwargs)["Id"]
+        tail = bytearray()
+
+        def read() -> None:
+            try:
+                for chunk in api.exec_start(exec_id, stream=True):
+                    tail.extend(chunk[-4096:])
+                    del tail[:-4096]
+            except Exception:  # noqa: BLE001 - the exit code (or the timeout) says how the check went
+                pass
+
+        reader = threading.Thread(target=read, daemon=True, name=f"armor-health-{supervision.task_id}")
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            pid = int(api.exec_inspect(exec_id).get("Pid") or 0)
+            if pid > 0:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                _kill_tree(pid)
+            reader.join(5.0)
+            return None, tail.decode("utf-8", "replace")
+        deadline = time.monotonic() + 2.0
+        info = api.exec_inspect(exec_id)
+        while info.get("Running") and time.monotonic() < deadline:  # its output ended a moment before it did
+            time.sleep(0.02)
+            info = api.exec_inspect(exec_id)
+        code = info.get("ExitCode")
+        return (int(code) if code is not None else -1), tail.decode("utf-8", "replace")
 
     def _check(self, supervision: _Supervision, service: _Service) -> bool:
         """One check and what follows from it; False when the supervisor gave up (the task is failing)."""

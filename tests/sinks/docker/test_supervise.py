@@ -86,6 +86,26 @@ def test_a_hanging_health_check_times_out_restarts_and_gives_up_failing_the_task
     assert supervisor_threads() == []
 
 
+def test_a_timed_out_health_check_kills_only_itself_not_a_command_running_beside_it(tmp_path, sandbox,
+                                                                                       cleanup_containers):
+    slow = ServiceSpec("slow", "sleep 600", health=HealthCheck(command="sleep 600", interval=0.2, timeout=0.5, retries=50))
+    with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("beside")
+        armor.start("beside", services=[slow])
+        assert wait_for(lambda: "service.started" in kinds(armor, "beside"), timeout=30)
+        out: list[str] = []
+        done = armor.exec("beside", ["sh", "-c", "sleep 3; echo survived"], on_output=lambda e: out.append(e.payload["data"]))
+        assert done.payload["exit_code"] == 0 and "survived" in "".join(out)
+        # The checks that hung were killed: no pile of 'sleep 600' checks, just the service's own.
+        seen: list[str] = []
+        ps = armor.exec("beside", ["sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"],
+                        on_output=lambda e: seen.append(e.payload["data"]))
+        assert ps.payload["exit_code"] == 0
+        running = [line.strip() for line in "".join(seen).splitlines() if line.strip().startswith("sleep 600")]
+        assert 1 <= len(running) <= 2, running  # the service, and at most the check running right now
+        armor.cancel("beside")
+
+
 def test_interrupt_stops_the_services_resume_starts_them_again_and_no_thread_outlives_the_session(
         tmp_path, sandbox, cleanup_containers):
     web = ServiceSpec("web", "nc -ll -p 8080 -e cat", health=HealthCheck(port=8080, interval=0.3, timeout=2))
