@@ -117,8 +117,8 @@ class ServiceSupervisor:
 
     def stop(self) -> None:
         """End every supervision thread (joined) and stop the services; records nothing (the log may be closing)."""
-        self._stopped = True
         with self._lock:
+            self._stopped = True
             tasks, self._tasks = list(self._tasks.values()), {}
         for supervision in tasks:
             self._end(supervision, reason="the session stopped", emit=None)
@@ -152,14 +152,16 @@ class ServiceSupervisor:
             previous = self._tasks.pop(task_id, None)
         if previous is not None:  # a resume replaces the supervision of the container it left
             self._end(previous, reason="resumed", emit=None)
-        if not services or self._stopped:
+        if not services:
             return None
         supervision = _Supervision(task_id, services, request.id)
         supervision.thread = threading.Thread(target=self._watch, args=(supervision,), daemon=True,
                                               name=f"armor-supervise-{task_id}")
         with self._lock:
+            if self._stopped:  # the session is closing: a resume after it starts them
+                return None
             self._tasks[task_id] = supervision
-        supervision.thread.start()
+            supervision.thread.start()  # under the lock: stop() cannot miss a thread started now
         return None
 
     # -- ending -----------------------------------------------------------------
@@ -394,15 +396,22 @@ class ServiceSupervisor:
             service.status = "unhealthy"
             service.healthy_since = None
         if service.restarts >= service.spec.max_restarts:
+            with self._lock:  # the task's end (or a resume) may have taken the supervision meanwhile: then it decides
+                ours = self._tasks.get(supervision.task_id) is supervision
+                if ours:
+                    del self._tasks[supervision.task_id]
+            supervision.stopping.set()
+            if not ours:
+                return False
             self._kill(service, supervision.task_id)
             reason = (f"service {service.spec.name!r} is unhealthy ({why}); gave up after "
                       f"{service.restarts} restart{'s' if service.restarts != 1 else ''}")
             cause = self._emit(supervision, "service.gave_up", {"service": service.spec.name, "reason": why,
                                                                 "restarts": service.restarts, "message": reason})
-            with self._lock:
-                if self._tasks.get(supervision.task_id) is supervision:
-                    del self._tasks[supervision.task_id]
-            supervision.stopping.set()
+            for other in supervision.services:  # the task fails: its other services stop with it
+                if other is not service and self._running(other):
+                    self._kill(other, supervision.task_id)
+                    self._emit(supervision, "service.stopped", {"service": other.spec.name, "reason": "fail"})
             self.fail_task(supervision.task_id, reason, cause)
             return False
         self._kill(service, supervision.task_id)
