@@ -255,7 +255,8 @@ def load_services_file(path: str) -> list[Any]:
         else:
             data = orjson.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"the services file {path!r} is not valid {'TOML' if file.suffix == '.toml' else 'JSON'}: {exc}") from None
+        form = "TOML" if file.suffix == ".toml" else "JSON"
+        raise ConfigError(f"the services file {path!r} is not valid {form}: {exc}") from None
     if isinstance(data, dict):
         data = data.get("services", data)
     if isinstance(data, dict):

@@ -122,7 +122,8 @@ class HealthCheck:
         known = {"command", "port", "interval", "timeout", "retries", "start_period"}
         unknown = sorted(set(value) - known)
         if unknown:
-            raise ConfigError(f"unknown health check setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"unknown health check setting(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
         values: dict[str, Any] = {k: (tuple(v) if k == "command" and isinstance(v, list) else v)
                                   for k, v in value.items() if v is not None}
         return cls(**values)

@@ -204,7 +204,7 @@ class MonitorState:
         elif kind == "task.unstalled":
             row.marks.discard("stalled")
         elif kind == "service.health.changed":
-            # Unhealthy while any service says so; a service's recovery clears it (the next check of another re-sets it).
+            # Set by a service turning unhealthy, cleared by one turning healthy again.
             if p.get("to") == "unhealthy":
                 row.marks.add("unhealthy")
             elif p.get("to") == "healthy":

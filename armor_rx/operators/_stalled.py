@@ -29,7 +29,8 @@ def stalled_(
         raise ConfigError(f"stalled needs a positive quiet time in seconds, not {quiet!r}")
 
     def _stalled(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-        def subscribe(observer: abc.ObserverBase[TaskEvent], sched: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(observer: abc.ObserverBase[TaskEvent],
+                      sched: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             timers_on = scheduler or sched or TimeoutScheduler.singleton()
             now = clock or time.monotonic
             lock = threading.RLock()  # timers fire on the scheduler's thread, events arrive on the source's

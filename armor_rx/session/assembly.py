@@ -206,7 +206,8 @@ def assemble(
                     effects=effects, pipeline=pipeline, started=started, watchers=watchers, services=services)
 
 
-def _recorder(pipeline: Callable[[], Pipeline | None]) -> Callable[[str, str, Mapping[str, Any], str | None], TaskEvent]:
+def _recorder(pipeline: Callable[[], Pipeline | None]
+              ) -> Callable[[str, str, Mapping[str, Any], str | None], TaskEvent]:
     """How the service supervisor records its events (once the pipeline exists)."""
 
     def record(task_id: str, kind: str, payload: Mapping[str, Any], causation_id: str | None) -> TaskEvent:

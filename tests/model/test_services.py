@@ -25,7 +25,8 @@ def test_the_recorded_form_round_trips_through_a_frozen_event_payload():
 
 def test_a_mapping_of_name_to_settings_and_strings_are_accepted():
     found = parse_services({"web": "serve", "db": {"command": "db --run", "health": "tcp:5432", "max_restarts": 0}})
-    assert [(s.name, s.command, s.health.kind) for s in found] == [("web", "serve", "process"), ("db", "db --run", "port")]
+    assert [(s.name, s.command, s.health.kind) for s in found] == [("web", "serve", "process"),
+                                                                    ("db", "db --run", "port")]
     assert found[1].health.port == 5432 and found[1].max_restarts == 0
 
 

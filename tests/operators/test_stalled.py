@@ -27,7 +27,8 @@ def watch(quiet: float = 10.0, seed=None):
     clock = HistoricalScheduler()
     feed: Subject[TaskEvent] = Subject()
     seen: list[TaskEvent] = []
-    sub = feed.pipe(stalled(quiet, scheduler=clock, seed=seed, clock=lambda: clock.now.timestamp())).subscribe(seen.append)
+    flags = stalled(quiet, scheduler=clock, seed=seed, clock=lambda: clock.now.timestamp())
+    sub = feed.pipe(flags).subscribe(seen.append)
     return clock, feed, seen, sub
 
 

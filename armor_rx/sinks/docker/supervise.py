@@ -242,7 +242,8 @@ class ServiceSupervisor:
         spec = self.docker.spec_for(supervision.task_id)
         environment = dict(service.spec.environment)
         if self.docker.secrets is not None:  # the task's secrets, as its commands get them
-            environment.update({n: s.reveal() for n, s in self.docker.secrets.for_exec(supervision.task_id, "").items()})
+            secrets = self.docker.secrets.for_exec(supervision.task_id, "")
+            environment.update({name: secret.reveal() for name, secret in secrets.items()})
         api = self.docker.engine.api
         kwargs: dict[str, Any] = {"stdout": False, "stderr": False, "environment": environment or None}
         if spec.workdir and self.docker.engine.info.supported.get("exec_workdir", True):
@@ -250,6 +251,14 @@ class ServiceSupervisor:
         service.exec_id = api.exec_create(container.id, service.spec.argv(), **kwargs)["Id"]
         api.exec_start(service.exec_id, detach=True)
         service.host_pid = 0
+        # A detached exec is reported not running (and with no exit code) until its process exists;
+        # taken for a dead one on a loaded machine, it would be "restarted" before it ever ran.
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            info = api.exec_inspect(service.exec_id)
+            if info.get("Running") or info.get("ExitCode") is not None:
+                break
+            time.sleep(0.02)
         service.launched_at = time.monotonic()
         service.failures = 0
         service.restart_at = None
@@ -321,7 +330,8 @@ class ServiceSupervisor:
         if exit_code == 0:
             return None
         last = tail.strip().splitlines()[-1:] if tail.strip() else []
-        return f"its health check ({health.describe()}) exited with code {exit_code}" + (f": {last[0][:200]}" if last else "")
+        return (f"its health check ({health.describe()}) exited with code {exit_code}"
+                + (f": {last[0][:200]}" if last else ""))
 
     def _run_check(self, supervision: _Supervision, container: Container, argv: list[str],
                    timeout: float) -> tuple[int | None, str]:

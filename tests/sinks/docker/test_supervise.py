@@ -23,7 +23,8 @@ def events(armor: Armor, task: str, kind: str) -> list[dict]:
 
 
 def supervisor_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(("armor-supervise-", "armor-health-", "armor-stall-watch"))]
+    prefixes = ("armor-supervise-", "armor-health-", "armor-stall-watch")
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
 def test_a_healthy_service_stays_up_with_one_health_event(tmp_path, sandbox, cleanup_containers):
@@ -35,7 +36,8 @@ def test_a_healthy_service_stays_up_with_one_health_event(tmp_path, sandbox, cle
         assert wait_for(lambda: "service.health.changed" in kinds(armor, "svc"), timeout=30)
         time.sleep(2.5)  # several more checks, all healthy: nothing more is recorded
         assert kinds(armor, "svc") == ["service.started", "service.health.changed"]
-        assert events(armor, "svc", "service.health.changed") == [{"service": "web", "from": "starting", "to": "healthy"}]
+        changes = events(armor, "svc", "service.health.changed")
+        assert changes == [{"service": "web", "from": "starting", "to": "healthy"}]
         listening = armor.exec("svc", ["sh", "-c", "nc -w 2 127.0.0.1 8080 -e true && echo up"])
         assert listening.payload["exit_code"] == 0
         armor.complete("svc")
@@ -68,7 +70,8 @@ def test_a_service_that_dies_is_restarted_with_backoff(tmp_path, sandbox, cleanu
 
 
 def test_a_hanging_health_check_times_out_restarts_and_gives_up_failing_the_task(tmp_path, sandbox, cleanup_containers):
-    hangs = ServiceSpec("agent", "sleep 600", health=HealthCheck(command="sleep 600", interval=0.2, timeout=0.5, retries=1),
+    hangs = ServiceSpec("agent", "sleep 600",
+                        health=HealthCheck(command="sleep 600", interval=0.2, timeout=0.5, retries=1),
                         backoff=0.1, backoff_max=0.2, max_restarts=2)
     with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
         armor.create_task("hang")
@@ -88,17 +91,20 @@ def test_a_hanging_health_check_times_out_restarts_and_gives_up_failing_the_task
 
 def test_a_timed_out_health_check_kills_only_itself_not_a_command_running_beside_it(tmp_path, sandbox,
                                                                                        cleanup_containers):
-    slow = ServiceSpec("slow", "sleep 600", health=HealthCheck(command="sleep 600", interval=0.2, timeout=0.5, retries=50))
+    slow = ServiceSpec("slow", "sleep 600",
+                       health=HealthCheck(command="sleep 600", interval=0.2, timeout=0.5, retries=50))
     with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
         armor.create_task("beside")
         armor.start("beside", services=[slow])
         assert wait_for(lambda: "service.started" in kinds(armor, "beside"), timeout=30)
         out: list[str] = []
-        done = armor.exec("beside", ["sh", "-c", "sleep 3; echo survived"], on_output=lambda e: out.append(e.payload["data"]))
+        done = armor.exec("beside", ["sh", "-c", "sleep 3; echo survived"],
+                          on_output=lambda e: out.append(e.payload["data"]))
         assert done.payload["exit_code"] == 0 and "survived" in "".join(out)
         # The checks that hung were killed: no pile of 'sleep 600' checks, just the service's own.
         seen: list[str] = []
-        ps = armor.exec("beside", ["sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"],
+        listing = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"
+        ps = armor.exec("beside", ["sh", "-c", listing],
                         on_output=lambda e: seen.append(e.payload["data"]))
         assert ps.payload["exit_code"] == 0
         running = [line.strip() for line in "".join(seen).splitlines() if line.strip().startswith("sleep 600")]
@@ -116,7 +122,8 @@ def test_interrupt_stops_the_services_resume_starts_them_again_and_no_thread_out
         assert wait_for(lambda: "service.health.changed" in kinds(armor, "again"), timeout=30)
         assert [n for n in supervisor_threads() if n.startswith("armor-supervise-")] == ["armor-supervise-again"]
         armor.interrupt("again", "test: the agent's machine went away")
-        assert wait_for(lambda: events(armor, "again", "service.stopped") == [{"service": "web", "reason": "interrupted"}],
+        stopped = [{"service": "web", "reason": "interrupted"}]
+        assert wait_for(lambda: events(armor, "again", "service.stopped") == stopped,
                         timeout=30)
         assert wait_for(lambda: supervisor_threads() == [], timeout=10)
         armor.resume("again")  # a new container, and the services the start declared, from the log
