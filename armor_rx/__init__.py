@@ -30,6 +30,7 @@ from armor_rx.errors import (
     Vetoed,
 )
 from armor_rx.model import Secret, State, TaskEvent, TaskRecord
+from armor_rx.model.services import HealthCheck, ServiceSpec
 from armor_rx.pipeline.effect_runner import RetryPolicy
 from armor_rx.pipeline.effects import Effect, EffectContext
 from armor_rx.pipeline.hooks import Hook
@@ -91,6 +92,7 @@ __all__ = [
     "Effect",
     "EffectContext",
     "EffectFailed",
+    "HealthCheck",
     "Hook",
     "HookTimeout",
     "IllegalTransition",
@@ -98,6 +100,7 @@ __all__ = [
     "LogCorrupt",
     "RetryPolicy",
     "Secret",
+    "ServiceSpec",
     "State",
     "StateDirLocked",
     "TaskEvent",

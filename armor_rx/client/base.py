@@ -117,6 +117,10 @@ class Operations:
 def start_body(payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None = None) -> dict[str, Any]:
     # A CheckpointTriggers (checkpoint_policy=...) travels in its JSON form.
     body = {k: (v.to_payload() if hasattr(v, "to_payload") else v) for k, v in payload.items() if v is not None}
+    if "services" in body:  # ServiceSpec values as the plain data the wire carries (ConfigError here, before sending)
+        from armor_rx.model.services import services_payload
+
+        body["services"] = services_payload(body["services"])
     if secrets:
         body["secrets"] = secrets_body(secrets)
     return body

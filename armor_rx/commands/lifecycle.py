@@ -35,6 +35,9 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
                        help="where plans go by default (default $ARMOR_RX_PLAN_LOCATION or state)")
     serve.add_argument("--classic-hooks", choices=["on", "off"],
                        help="the classic hook API (armor.hook('before_start', fn)); default $ARMOR_RX_CLASSIC_HOOKS or on")
+    serve.add_argument("--stall-after", type=float, metavar="SECONDS",
+                       help="record task.stalled for an active task with no event for this long "
+                            "(default $ARMOR_RX_STALL_AFTER; unset: never)")
 
     start = verbs.add_parser("start", parents=[common], help="create (if new) and start a task: its branch, worktree and container")
     start.add_argument("task", metavar="TASK")
@@ -57,6 +60,11 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
                        help="a container path with a volume of its own, saved with each checkpoint (repeatable)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
+    start.add_argument("--service", action="append", default=[], metavar="NAME=CMD",
+                       help="a long-running process to start in the container and supervise (repeatable)")
+    start.add_argument("--health", action="append", default=[], metavar="CMD|tcp:PORT",
+                       help="the health check of the --service before it: a command run in the container, or tcp:PORT")
+    start.add_argument("--services", metavar="FILE", help="services from a JSON or TOML file (see docs/services.md)")
 
     ex = verbs.add_parser("exec", parents=[common], help="run a command in a task's container (output streamed, its exit code passed through)")
     ex.add_argument("task", metavar="TASK")
@@ -192,7 +200,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    output_quota=quota, classic_hooks=classic, plan_files=args.plan_files,
                                    plan_location=args.plan_location,
                                    checkpoint_when=CheckpointTriggers.parse(when_env) if when_env else None,
-                                   checkpoint_retention=CheckpointPolicy.parse(keep_env) if keep_env else None))
+                                   checkpoint_retention=CheckpointPolicy.parse(keep_env) if keep_env else None,
+                                   stall_after=stall_after_of(args)))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     # A background service is started by a launcher that passes it this environment.
@@ -200,6 +209,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              ("classic_hooks", "ARMOR_RX_CLASSIC_HOOKS")):
         if getattr(args, option) is not None:
             os.environ[variable] = getattr(args, option)
+    if args.stall_after is not None:
+        os.environ["ARMOR_RX_STALL_AFTER"] = str(stall_after_of(args))
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))
@@ -220,11 +231,15 @@ def cmd_start(args: argparse.Namespace) -> int:
             from armor_rx.operators import CheckpointTriggers
 
             extra["checkpoint_policy"] = CheckpointTriggers.parse(args.checkpoint_policy).to_payload()
+        services = services_of(args)
+        if services:
+            extra["services"] = services
         sandbox = {**({"read_only": False} if args.writable_root else {}),
                    **({"volumes": args.volume} if args.volume else {})}
+        if sandbox:
+            extra["sandbox"] = sandbox
         event = armor.start(task, image=args.image, keep=True if args.keep else None, submodules=args.submodules,
-                            plan=args.plan, goal=args.goal, secrets=secrets_of(args),
-                            **({"sandbox": sandbox} if sandbox else {}), **extra)
+                            plan=args.plan, goal=args.goal, secrets=secrets_of(args), **extra)
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -233,6 +248,75 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"task {task} is {record.state.value}" + (f"; container {container}" if container else "")
               + f" (run a command: armor-rx exec {task} -- COMMAND)")
     return 0
+
+
+def stall_after_of(args: argparse.Namespace) -> float | None:
+    """``--stall-after`` or ``$ARMOR_RX_STALL_AFTER`` (unset, empty or 0: never flag)."""
+    import os
+
+    value = args.stall_after
+    if value is None:
+        raw = os.environ.get("ARMOR_RX_STALL_AFTER", "").strip()
+        try:
+            value = float(raw) if raw else None
+        except ValueError:
+            raise ConfigError(f"ARMOR_RX_STALL_AFTER must be a number of seconds, not {raw!r}") from None
+    if value is not None and value < 0:
+        raise ConfigError(f"--stall-after must be a positive number of seconds (0: never), not {value:g}")
+    return value or None
+
+
+def services_of(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The services ``start`` was given: ``--services FILE`` and each ``--service NAME=CMD [--health CHECK]``.
+
+    A ``--health`` belongs to the ``--service`` given just before it, so the
+    two lists pair up by position; more checks than services is an error.
+    """
+    from armor_rx.model.services import HealthCheck, ServiceSpec, parse_health, parse_service_option, services_payload
+
+    found: list[Any] = []
+    if args.services:
+        found.extend(load_services_file(args.services))
+    if len(args.health) > len(args.service):
+        raise ConfigError("each --health follows the --service it checks: give --service NAME=CMD first")
+    for index, option in enumerate(args.service):
+        name, command = parse_service_option(option)
+        health = args.health[index] if index < len(args.health) else None
+        found.append(ServiceSpec(name, command, health=parse_health(health) if health else HealthCheck()))
+    return services_payload(found)
+
+
+def load_services_file(path: str) -> list[Any]:
+    """Services from a JSON file (a list, or ``{"services": [...]}``) or a TOML file (``[[services]]`` tables)."""
+    from pathlib import Path
+
+    file = Path(path)
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the services file {path!r}: {exc.strerror or exc}") from None
+    try:
+        if file.suffix == ".toml":
+            import importlib
+
+            try:
+                toml: Any = importlib.import_module("tomllib")
+            except ImportError:  # Python 3.10
+                raise ConfigError(f"reading TOML needs Python 3.11 or later; give {path!r} as JSON") from None
+            data: Any = toml.loads(text.decode("utf-8"))
+        else:
+            data = orjson.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        form = "TOML" if file.suffix == ".toml" else "JSON"
+        raise ConfigError(f"the services file {path!r} is not valid {form}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("services", data)
+    if isinstance(data, dict):
+        data = [{"name": name, **spec} if isinstance(spec, dict) else {"name": name, "command": spec}
+                for name, spec in data.items()]
+    if not isinstance(data, list):
+        raise ConfigError(f"the services file {path!r} must hold a list of services (or a 'services' table)")
+    return data
 
 
 def _write_output(event: TaskEvent) -> None:

@@ -27,11 +27,12 @@ from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.registry import TaskRecord
 
 #: Flags that need a person, in the order they are shown.
-FLAGS = ("stuck", "waiting", "vetoed", "dead-lettered", "failed", "conflicting")
+FLAGS = ("stuck", "waiting", "vetoed", "dead-lettered", "failed", "conflicting", "stalled", "unhealthy")
 
 # Kinds that put a flag on a task until its next state change (or, for dead letters, a redrive).
 _FLAG_KINDS = {"hook.vetoed": "vetoed", "effect.failed": "failed", "effect.dead_lettered": "dead-lettered",
-               "deadletter.added": "dead-lettered", "git.merge.conflict": "conflicting", "conflict.detected": "conflicting"}
+               "deadletter.added": "dead-lettered", "git.merge.conflict": "conflicting", "conflict.detected": "conflicting",
+               "task.stalled": "stalled"}
 _WAITING = frozenset({State.PENDING, State.INTERRUPTED})
 
 
@@ -193,12 +194,13 @@ class MonitorState:
 
     def _fold(self, row: TaskRow, event: TaskEvent, seq: int) -> None:
         kind, p = event.kind, event.payload
-        row.last_ts = max(row.last_ts, event.ts)
-        row.last_kind = kind
+        if kind not in ("task.stalled", "task.unstalled"):  # the flag says the task did nothing: not activity
+            row.last_ts = max(row.last_ts, event.ts)
+            row.last_kind = kind
         target = KIND_TO_STATE.get(kind)
         if target is not None and seq >= row.state_seq:
             if target is not row.state:
-                row.marks.difference_update({"vetoed", "failed", "conflicting"})
+                row.marks.difference_update({"vetoed", "failed", "conflicting", "stalled", "unhealthy"})
             row.state, row.state_seq = target, seq
             if isinstance(p.get("reason"), str):
                 row.reason = str(p["reason"])
@@ -222,6 +224,14 @@ class MonitorState:
                 row.checkpoints.difference_update(str(c) for c in dropped)
         elif kind == "deadletter.redriven":
             row.marks.discard("dead-lettered")
+        elif kind == "task.unstalled":
+            row.marks.discard("stalled")
+        elif kind == "service.health.changed":
+            # Set by a service turning unhealthy, cleared by one turning healthy again.
+            if p.get("to") == "unhealthy":
+                row.marks.add("unhealthy")
+            elif p.get("to") == "healthy":
+                row.marks.discard("unhealthy")
         mark = _FLAG_KINDS.get(kind)
         if mark is not None:
             row.marks.add(mark)

@@ -11,12 +11,13 @@ the operator is made, not when the first item arrives.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal, TypeVar
 
 from reactivex import Observable, abc
 
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.lifecycle import State
 from armor_rx.operators._backpressure_stats import BackpressureStats, DropReport
 from armor_rx.operators._checkpoint_policy import CheckpointPolicyHook, CheckpointTriggers
 from armor_rx.operators._by_task import task_id_of as _task_id_of
@@ -42,6 +43,7 @@ __all__ = [
     "observe",
     "retry_with_backoff",
     "track_plans",
+    "stalled",
 ]
 
 
@@ -405,3 +407,43 @@ def checkpoint_policy(
 
     return checkpoint_policy_(triggers, at, every_execs, every_seconds, risk_threshold,
                               clock or _time.monotonic, score_request, outcome_wait)
+def stalled(
+    quiet: float,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    seed: Mapping[str, State] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
+    """Watch a task event stream and emit ``task.stalled`` for an active task that
+    has had no event for ``quiet`` seconds, then ``task.unstalled`` (caused by the
+    event that moved it) on its next event.
+
+    A task is active in the states of :data:`armor_rx.model.lifecycle.ACTIVE`,
+    folded from the lifecycle kinds it sees; ``seed`` gives the states of tasks
+    already known when the watch begins (they are timed from then). Pending,
+    interrupted and finished tasks are never flagged: they wait for a person,
+    not for the agent. The output carries only the flags (record them to log
+    them); the flags themselves are not movement. Timers run on ``scheduler``
+    (default: the subscription's, else a timeout scheduler); disposing the
+    subscription cancels them.
+
+    >>> import reactivex
+    >>> from reactivex import operators as ops
+    >>> from reactivex.scheduler import HistoricalScheduler
+    >>> from armor_rx.model import TaskEvent
+    >>> clock = HistoricalScheduler()
+    >>> seen = []
+    >>> feed = reactivex.subject.Subject()
+    >>> _ = feed.pipe(stalled(30, scheduler=clock, clock=lambda: clock.now.timestamp())).subscribe(
+    ...     lambda e: seen.append((e.kind, e.payload.get("quiet_for"))))
+    >>> feed.on_next(TaskEvent.new("task.started", "t1"))
+    >>> clock.advance_by(31.0)
+    >>> feed.on_next(TaskEvent.new("exec.output", "t1"))
+    >>> seen
+    [('task.stalled', 30.0), ('task.unstalled', 31.0)]
+
+    Raises ConfigError at once for a quiet time that is not a positive number.
+    """
+    from armor_rx.operators._stalled import stalled_
+
+    return stalled_(quiet, scheduler=scheduler, seed=seed, clock=clock)

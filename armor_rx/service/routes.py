@@ -30,6 +30,7 @@ from armor_rx.model.merge import MERGE_MODES
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
 from armor_rx.operators import CheckpointTriggers
+from armor_rx.model.services import services_payload
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
 from armor_rx.sinks.git.checkpoints import validate_tag
@@ -290,6 +291,8 @@ class Routes:
                 raise BadRequest(f"'submodules' must be one of {', '.join(SUBMODULE_STRATEGIES)}, not {body['submodules']!r}")
             if body.get("checkpoint_policy") is not None:  # refused here (400), before anything is logged
                 payload["checkpoint_policy"] = CheckpointTriggers.from_payload(body["checkpoint_policy"]).to_payload()
+            if body.get("services") is not None:  # validated now: a bad declaration logs nothing
+                payload["services"] = services_payload(body["services"])
             payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":

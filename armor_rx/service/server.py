@@ -75,6 +75,7 @@ class ServiceConfig:
     # and what to keep ($ARMOR_RX_CHECKPOINT_RETENTION): see docs/checkpoints.md.
     checkpoint_when: CheckpointTriggers | None = None
     checkpoint_retention: CheckpointPolicy | None = None
+    stall_after: float | None = None  # flag a task quiet this long as task.stalled ($ARMOR_RX_STALL_AFTER)
 
 
 def _status(exc: BaseException) -> int:
@@ -223,7 +224,8 @@ class Service:
                                                 plan_files=self.config.plan_files,  # type: ignore[arg-type]  # checked there
                                                 plan_location=self.config.plan_location,  # type: ignore[arg-type]
                                                 checkpoint_when=self.config.checkpoint_when,
-                                                checkpoint_policy=self.config.checkpoint_retention)).open()
+                                                checkpoint_policy=self.config.checkpoint_retention,
+                                                stall_after=self.config.stall_after)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware

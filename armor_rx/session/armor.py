@@ -26,6 +26,7 @@ from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
 from armor_rx.model.registry import TaskRecord
 from armor_rx.model.secrets import SecretSource, resolve
+from armor_rx.model.services import services_payload
 from armor_rx.operators import CheckpointTriggers, DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import HookSet
@@ -256,11 +257,16 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         ``secrets`` maps environment variable names to references (``env://VAR``,
         ``file://PATH``) or :class:`~armor_rx.Secret` values: every command of the
         task gets them in its environment; the log records only the references.
+        ``services`` (a list of :class:`~armor_rx.ServiceSpec` or their mappings)
+        are started in its container once it runs and supervised until it ends
+        (with ``docker=True``; see :mod:`armor_rx.sinks.docker.supervise`).
         """
         if payload.get("checkpoint_policy") is not None:  # ConfigError now, before anything is logged
             payload["checkpoint_policy"] = CheckpointTriggers.from_payload(
                 payload["checkpoint_policy"].to_payload() if isinstance(payload["checkpoint_policy"], CheckpointTriggers)
                 else payload["checkpoint_policy"]).to_payload()
+        if payload.get("services") is not None:
+            payload["services"] = services_payload(payload["services"])  # ConfigError now, nothing logged
         return self._wait(task_id, "task.start.requested", self.with_secrets(task_id, payload, secrets), timeout)
 
     def with_secrets(self, task_id: str, payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None) -> dict[str, Any]:
@@ -303,7 +309,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)")
         started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
         if started:
-            for key in ("image", "sandbox", "keep", "secret_refs", "checkpoint_policy"):
+            for key in ("image", "sandbox", "keep", "secret_refs", "checkpoint_policy", "services"):
                 if key in started[-1].payload and key not in payload:
                     payload[key] = to_plain(started[-1].payload[key])
         given = dict(secrets or {})

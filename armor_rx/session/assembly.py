@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from armor_rx.errors import ArmorError, LogClosed
 from armor_rx.hooks.plan import plan_file_hook
+from armor_rx.model.lifecycle import State
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.operators import CheckpointTriggers, checkpoint_policy
@@ -27,10 +28,12 @@ from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
 from armor_rx.pipeline.hooks import Hook, HookSet
 from armor_rx.pipeline.stages import isolated
+from armor_rx.pipeline.stalls import StallWatch
 from armor_rx.session.config import SessionConfig
 from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.docker.effect import SecretKeeper
+from armor_rx.sinks.docker.supervise import ServiceSupervisor
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitEffect, GitWorkspace
 from armor_rx.sinks.git.conflicts import BOUNDARY_KINDS, END_KINDS, ConflictWatcher
@@ -70,10 +73,15 @@ class Assembly:
     started: list[Lifecycle] = field(default_factory=list)
     # Early conflict detection between active tasks (git sessions); stopped before the pipeline.
     conflicts: ConflictWatcher | None = None
+    # Watchers that record events of their own (service supervision, stall flags): stopped
+    # first, while the pipeline still takes their events, so none of their threads outlives it.
+    watchers: list[Lifecycle] = field(default_factory=list)
+    services: ServiceSupervisor | None = None
 
     def stop(self) -> None:
         """Finish in-flight work, write the registry snapshot, stop every sink in reverse order."""
         try:
+            _stop_all(self.watchers)
             self._stop_watcher()
             self.pipeline.stop()
             with self.pipeline._registry_lock:
@@ -88,6 +96,7 @@ class Assembly:
         pipeline's threads end and the log, dead letters and repository close,
         as the kernel would close them on exit.
         """
+        _stop_all(self.watchers)
         self._stop_watcher()
         self.pipeline.stop(timeout=5)
         for sink in (self.git, self.dead_letters, self.log):
@@ -138,6 +147,7 @@ def assemble(
     started are stopped again and the error is raised.
     """
     started: list[Lifecycle] = []
+    watchers: list[Lifecycle] = []
 
     def start(sink: _S) -> _S:
         sink.start()
@@ -182,7 +192,14 @@ def assemble(
             if git is not None:
                 git.freeze = docker.paused  # restores run with the task's container frozen
                 _bind_snapshots(git, docker)
-        own: list[Effect] = [*config.effects, *([docker] if docker is not None else [])]
+        services: ServiceSupervisor | None = None
+        if docker is not None:
+            # Before docker: at a task's end its services stop while its container is still there.
+            services = ServiceSupervisor(docker, record=_recorder(lambda: pipeline), fail=_failer(lambda: pipeline),
+                                         task_state=_state_reader(lambda: pipeline))
+        own: list[Effect] = [*config.effects]
+        if services is not None and docker is not None:
+            own += [services, docker]
         for effect in own:  # effects with a lifecycle live as long as the session
             if isinstance(effect, Lifecycle):
                 start(effect)
@@ -207,14 +224,20 @@ def assemble(
             memory_events=config.memory_events,
             memory_bytes=config.memory_bytes,
         ).start()
+        if services is not None:
+            watchers.append(services)
+        if config.stall_after is not None:
+            watchers.append(StallWatch(pipeline, config.stall_after).start())
         if git is not None:
             git.flush_held()  # what the git sink recovered while it started (stale locks ...), now that it can be logged
         watcher = _watch_conflicts(git, pipeline, active_tasks, record_from_sink) if config.detect_conflicts else None
     except BaseException:
+        _stop_all(watchers)
         _stop_all(started)
         raise
     return Assembly(log=log, dead_letters=dead, snapshots=snapshots, recovery=recovery, git=git, docker=docker,
-                    effects=effects, pipeline=pipeline, started=started, conflicts=watcher)
+                    effects=effects, pipeline=pipeline, started=started, conflicts=watcher, watchers=watchers,
+                    services=services)
 
 
 def _watch_conflicts(
@@ -290,6 +313,44 @@ def _bind_snapshots(git: GitWorkspace, docker: DockerEffect) -> None:
     docker.checkpoint_part = part
     docker.snapshot_refs = refs
     docker.task_lock = git.task_lock
+
+
+def _recorder(pipeline: Callable[[], Pipeline | None]
+              ) -> Callable[[str, str, Mapping[str, Any], str | None], TaskEvent]:
+    """How the service supervisor records its events (once the pipeline exists)."""
+
+    def record(task_id: str, kind: str, payload: Mapping[str, Any], causation_id: str | None) -> TaskEvent:
+        running = pipeline()
+        if running is None:
+            raise LogClosed("the session is not started")
+        return running.record(TaskEvent.new(kind, task_id, payload, causation_id=causation_id)).result()
+
+    return record
+
+
+def _failer(pipeline: Callable[[], Pipeline | None]) -> Callable[[str, str, TaskEvent], object]:
+    """How the service supervisor fails a task whose service it gave up on (not waiting for the outcome)."""
+
+    def fail(task_id: str, reason: str, cause: TaskEvent) -> object:
+        running = pipeline()
+        if running is None:
+            raise LogClosed("the session is not started")
+        return running.submit(cause.caused("task.fail.requested", {"reason": reason}))
+
+    return fail
+
+
+def _state_reader(pipeline: Callable[[], Pipeline | None]) -> Callable[[str], State | None]:
+    def state(task_id: str) -> State | None:
+        running = pipeline()
+        if running is None:
+            return None
+        try:
+            return running.task(task_id).state
+        except ArmorError:
+            return None
+
+    return state
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

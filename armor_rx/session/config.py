@@ -92,6 +92,9 @@ class SessionConfig:
     # When to checkpoint a task that was not started with a checkpoint_policy of its own
     # (None: only when asked). See armor_rx.operators.checkpoint_policy and docs/checkpoints.md.
     checkpoint_when: CheckpointTriggers | None = None
+    # Seconds an active task may go without an event before it is flagged ``task.stalled``
+    # (None: never); see armor_rx.operators.stalled and pipeline/stalls.py.
+    stall_after: float | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -113,6 +116,10 @@ class SessionConfig:
             raise ConfigError(
                 f"hook_timeout must be a positive number of seconds (math.inf for no limit), not {timeout!r}"
             )
+
+        stall = self.stall_after
+        if stall is not None and (isinstance(stall, bool) or not isinstance(stall, (int, float)) or not stall > 0):
+            raise ConfigError(f"stall_after must be a positive number of seconds (or None: never flag), not {stall!r}")
 
     def git_enabled(self, repo: Path | None) -> bool:
         """Whether the session runs git: on with a repository unless ``git=False``.
@@ -181,3 +188,6 @@ class SessionOptions(TypedDict, total=False):
     plan_files: PlanFileMode | None
     plan_location: PlanLocation | None
     checkpoint_when: CheckpointTriggers | None
+    stall_after: float | None
+
+
