@@ -109,6 +109,11 @@ OnDamage = Callable[[Damage], None]
 Seek = Callable[[Segment, int], "tuple[int, int] | None"]
 
 
+def placed(at: tuple[int, int] | None) -> Seek:
+    """A :data:`Seek` that starts at ``at`` (offset, seq of the line there) whatever is wanted."""
+    return lambda _segment, _want: at
+
+
 class Cursor:
     """Reads intact lines in seq order across segments and remembers where it stopped.
 

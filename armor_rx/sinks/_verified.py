@@ -43,7 +43,9 @@ from armor_rx.sinks._cursor import Damage
 
 INDEX = "verified.json"
 FORMAT = 1
-RACY_NS = 200_000_000  # 0.2 s: far above any file system's timestamp granularity
+# A file's times move in clock ticks (a jiffy, at most 10 ms on Linux): a stat taken
+# within this of the last change can miss a change made in the same tick after it.
+RACY_NS = 20_000_000
 
 
 @dataclass(frozen=True)

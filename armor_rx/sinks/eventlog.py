@@ -37,14 +37,13 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-import structlog
 
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
 from armor_rx.sinks._groupcommit import Entry, GroupCommit
 from armor_rx.sinks import _verified
-from armor_rx.sinks._cursor import Cursor, Damage, matching
+from armor_rx.sinks._cursor import Cursor, Damage, matching, placed
 from armor_rx.sinks._logfile import (
     Segment,
     TailRepair,
@@ -59,13 +58,14 @@ from armor_rx.sinks._logfile import (
 )
 from armor_rx.sinks._verified import Verified
 from armor_rx.sinks._quarantine import DamageLedger, cut_torn, whole_line
+from armor_rx.sinks._log import LazyLogger
 from armor_rx.sinks._segwriter import SegmentWriter
 
 __all__ = ["Damage", "EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
 
 FsyncPolicy = Literal["always", "batch", "none"]
 _POLICIES = ("always", "batch", "none")
-_logger = structlog.get_logger("armor_rx.eventlog")
+_logger = LazyLogger("armor_rx.eventlog")
 
 OnAppend = Callable[[TaskEvent], None]
 
@@ -131,6 +131,8 @@ class EventLog:
         self._events = self._flushes = 0
         # Segment name -> its verified bytes (None until known): for skipping them when opening and seeking in them.
         self._verified: dict[str, Verified] | None = None
+        self._saved: dict[str, Verified] = {}  # what the index file holds now (the writer's)
+        self._opened: tuple[int, tuple[int, int, int, int]] | None = None  # the open segment's size and stat at start
         self._writer.on_seal = self._sealed
 
     # -- lifecycle ---------------------------------------------------------
@@ -210,8 +212,10 @@ class EventLog:
             entry = Verified(path.name, first, size, crc or 0, self._next_seq, self._damage_in(path), None)
             self._verified[path.name] = entry
         self._writer.open(path, size, entry.crc)
+        self._opened = (size, _verified.stat_of(os.stat(path)))
         if self._verified != known:
             _verified.save(self.directory, self._verified.values())
+        self._saved = dict(self._verified)
 
     def _verify(self, segments: list[Segment], known: dict[str, Verified], *, record: bool) -> Cursor:
         """Read what ``known`` does not vouch for; returns a cursor at the end of the last segment.
@@ -235,7 +239,7 @@ class EventLog:
                 if not last and entry.size == st.st_size:
                     continue
             start = (entry.size, entry.end) if entry is not None else None
-            cursor = Cursor(self.directory, first, self._saw_damage, seek=lambda _seg, _want, at=start: at,
+            cursor = Cursor(self.directory, first, self._saw_damage, seek=placed(start),
                             stop_before=None if last else segments[i + 1][0])
             for _ in cursor.lines():
                 pass
@@ -261,6 +265,7 @@ class EventLog:
             else:
                 verified[path.name] = Verified(path.name, first, size, crc, next_first, self._damage_in(path), None)
             _verified.save(self.directory, list(verified.values()))
+            self._saved = dict(verified)
         except Exception as exc:  # noqa: BLE001 - only speed is at stake; never fail a write for it
             _logger.warning("could not record a sealed segment as verified", segment=str(path), error=repr(exc))
 
@@ -271,15 +276,26 @@ class EventLog:
             return
         try:
             before = os.stat(path)
-            same = crc is not None and self._failure is None and before.st_size == self._writer.size
-            unchanged = _verified.stat_of(before)
-            if same and _verified.crc_of(path, before.st_size) == crc and _verified.stat_of(os.stat(path)) == unchanged:
+            entry = verified.get(path.name)
+            if entry is not None and entry.size == before.st_size and self._opened == (entry.size, _verified.stat_of(before)):
+                verified[path.name] = _verified.recorded(entry, before)  # not written to since it was verified
+            elif crc is not None and self._failure is None and before.st_size == self._writer.size:
+                # Its times must be past the clock tick of the last write before they can vouch for it (see
+                # _verified.RACY_NS): wait that out (a few ms), then check the bytes are what was written.
+                wait = max(before.st_mtime_ns, before.st_ctime_ns) + _verified.RACY_NS - time.time_ns()
+                if 0 < wait <= _verified.RACY_NS:
+                    time.sleep(wait / 1e9)
+                    before = os.stat(path)
                 first = int(path.name[len("events-") : -len(".jsonl")])
-                entry = Verified(path.name, first, before.st_size, crc or 0, self._next_seq, self._damage_in(path), None)
-                verified[path.name] = _verified.recorded(entry, before)
-            else:  # changed by someone else while it was open: read it all next time
+                if _verified.crc_of(path, before.st_size) == crc and _verified.stat_of(os.stat(path)) == _verified.stat_of(before):
+                    entry = Verified(path.name, first, before.st_size, crc, self._next_seq, self._damage_in(path), None)
+                    verified[path.name] = _verified.recorded(entry, before)
+                else:  # changed by someone else while it was open: read it all next time
+                    verified.pop(path.name, None)
+            else:
                 verified.pop(path.name, None)
-            _verified.save(self.directory, list(verified.values()))
+            if verified != self._saved:
+                _verified.save(self.directory, list(verified.values()))
         except OSError as exc:
             _logger.warning("could not record the event log as verified", directory=str(self.directory), error=str(exc))
 
@@ -558,7 +574,7 @@ class EventLog:
                 resume = (entry.size, entry.end)
             # The rest of the segment (what was not verified), line by line.
             cursor = Cursor(self.directory, max(start_seq, first), self._saw_damage,
-                            seek=(lambda _seg, _want, at=resume: at) if resume else self._seek,
+                            seek=placed(resume) if resume else self._seek,
                             stop_before=segments[i + 1][0] if i + 1 < len(segments) else None)
             yield from matching(cursor, limit, task_id, match)
 

@@ -27,18 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
 
 from armor_rx.errors import ArmorError, SnapshotError
 from armor_rx.model import Registry, TaskEvent, TaskRecord
 from armor_rx.model.requests import OpenRequests
 from armor_rx.sinks.eventlog import EventLog
+from armor_rx.sinks._log import LazyLogger
 
 SCHEMA = 2
 _SCHEMAS = (1, 2)  # 1: tasks only (before the open requests were kept)
 SNAPSHOT_PLUS_TAIL = "snapshot + log tail"
 REBUILD = "rebuild from log"
-_logger = structlog.get_logger("armor_rx.snapshot")
+_logger = LazyLogger("armor_rx.snapshot")
 
 
 def _canonical(schema: Any, seq: Any, tasks: Any, requests: Any = None) -> bytes:
@@ -162,6 +162,8 @@ class SnapshotStore:
         open_requests = None
         if schema != 1:
             try:
+                if not isinstance(requests, dict):
+                    raise TypeError("requests is not an object")
                 open_requests = OpenRequests.from_dict(requests)
             except (KeyError, TypeError, ValueError) as exc:
                 raise _Unusable(f"snapshot has open requests that do not parse ({exc!r})") from None
