@@ -15,34 +15,19 @@ from typing import Any
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE
 from armor_rx.model.registry import TaskRecord
-from armor_rx.pipeline.requests import outcome_kind
+from armor_rx.model.requests import SETTLING as SETTLING, OpenRequests
 from armor_rx.pipeline.effects import Effect, Reconciling
 
 
-# Events that settle a request: its outcome (see outcome_kind), a veto, or a
-# final effect failure. Progress events (git.branch.requested, exec.output ...)
-# are caused by a request too, but say nothing about whether it finished.
-SETTLING = frozenset({"hook.vetoed", "effect.failed", "effect.dead_lettered"})
-
-
 def unanswered_requests(history: Iterable[TaskEvent]) -> list[TaskEvent]:
-    """Task requests in ``history`` that nothing settled (a re-drive reopens one)."""
-    open_requests: dict[str, TaskEvent] = {}
-    settled: dict[str, TaskEvent] = {}  # every request seen, so a re-drive can reopen it
-    for event in history:
-        cause = event.causation_id
-        if cause is not None and cause in open_requests:
-            request = open_requests[cause]
-            if event.kind in SETTLING or event.kind == outcome_kind(request.kind):
-                del open_requests[cause]
-        elif cause is not None and event.kind == "deadletter.redriven" and cause in settled:
-            open_requests[cause] = settled[cause]
-        # A ".requested" event caused by a request is that request's progress
-        # (git.branch.requested), not a request of its own.
-        if event.kind.endswith(".requested") and event.task_id is not None and (cause is None or cause not in settled):
-            open_requests[event.id] = event
-            settled[event.id] = event
-    return list(open_requests.values())
+    """Task requests in ``history`` that nothing settled (a re-drive reopens one).
+
+    The fold is :class:`~armor_rx.model.requests.OpenRequests`, which the
+    registry (and so the snapshot) keeps current; a list of open requests is
+    its own answer, so ``interruptions(registry.requests.pending(), ...)``
+    needs no log at all.
+    """
+    return OpenRequests().apply_all(history).pending()
 
 
 def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord], effects: Sequence[Effect]) -> Iterator[TaskEvent]:

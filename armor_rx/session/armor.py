@@ -191,8 +191,13 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         return watcher.conflicts() if watcher is not None else []
 
     def _reconcile(self) -> None:
-        """Mark tasks whose last request has no outcome as interrupted (after a crash)."""
-        for event in interruptions(self.log.read(), self.pipeline.task, self.pipeline.effects):
+        """Mark tasks whose last request has no outcome as interrupted (after a crash).
+
+        The registry folds the requests in flight (the snapshot keeps them), so
+        this reads no log."""
+        with self.pipeline._registry_lock:
+            pending = self.pipeline.registry.requests.pending()
+        for event in interruptions(pending, self.pipeline.task, self.pipeline.effects):
             self.pipeline.record(event).result()
             _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
 
