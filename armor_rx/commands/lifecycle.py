@@ -157,13 +157,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ConfigError:
             raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
         return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
-                                   output_quota=quota))
+                                   output_quota=quota, stop_timeout=_seconds_env("ARMOR_RX_STOP_TIMEOUT", 30.0) or 30.0,
+                                   task_idle_timeout=_seconds_env("ARMOR_RX_TASK_IDLE_TIMEOUT", None)))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))
     return 0
+
+
+def _seconds_env(name: str, default: float | None) -> float | None:
+    """A number of seconds from the environment (0 or 'none': None); ConfigError naming the variable if it is not one."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in ("0", "none", "off"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds (or 0 for none), not {raw!r}")
+    return value
 
 
 def cmd_start(args: argparse.Namespace) -> int:

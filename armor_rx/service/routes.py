@@ -548,9 +548,8 @@ class Routes:
         try:
             record = await self.call(self.armor.task, task)
             if record.state.value in ("running", "starting"):
-                # The container goes first: a client that sees 'interrupted' sees it gone too.
-                await self.call(self.armor.remove_container, task, "interrupted")
-                await self.call(self.armor.interrupt, task, reason)
+                # A final checkpoint, then the container goes, then 'interrupted': a client that sees it sees them done.
+                await self.call(functools.partial(self.armor.interrupt, task, reason, cause="client gone"))
         except ArmorError as exc:
             _log.warning("could not interrupt a run whose client went away", task=task, error=str(exc))
 

@@ -70,6 +70,11 @@ class SessionConfig:
     disk_reserve: int = DEFAULT_RESERVE
     state_cap: int | None = None
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    # How long closing the session (or the service's SIGTERM) may spend stopping the tasks it runs
+    # containers for: their commands, a final checkpoint each, their containers (see session/interruption.py).
+    stop_timeout: float = 30.0
+    # A task that runs no command for this long is interrupted and its container removed (None: never).
+    task_idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -79,6 +84,12 @@ class SessionConfig:
             raise ConfigError(
                 f"hook_timeout must be a positive number of seconds (math.inf for no limit), not {timeout!r}"
             )
+        for name in ("stop_timeout", "task_idle_timeout"):
+            value = getattr(self, name)
+            if value is None and name == "task_idle_timeout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
 
     def git_enabled(self, repo: Path | None) -> bool:
         """Whether the session runs git: on with a repository unless ``git=False``.
@@ -120,5 +131,7 @@ class SessionOptions(TypedDict, total=False):
     disk_reserve: int
     state_cap: int | None
     hook_timeout: float
+    stop_timeout: float
+    task_idle_timeout: float | None
 
 
