@@ -493,6 +493,11 @@ class Routes:
                 code = 1 if code is None else int(code)
                 if state.get("gone") and not detach:
                     return
+                if outcome["payload"].get("reason") in ("interrupted", "cancelled", "container_lost"):
+                    # Stopped from outside (interrupt, the service stopping, the engine gone): whoever stopped it
+                    # interrupts the task; failing it here would race that and lose the resumable state.
+                    await queue.put(wire.dumps({"result": {"task_id": task, "exit_code": code, "interrupted": True}}))
+                    return
                 if code == 0:
                     await self.outcome(lambda: self.armor.request(task, "task.complete.requested", {}))
                 else:

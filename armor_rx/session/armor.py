@@ -137,7 +137,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             if self._assembly is not None:
                 try:
                     interrupt_all(self, cause, reason or f"the armor session stopped ({cause})")
-                except ArmorError as exc:  # closing goes on: what could not be stopped is reconciled on the next open
+                except Exception as exc:  # noqa: BLE001 - closing goes on: what could not be stopped is reconciled on the next open
                     _log.warning("could not stop every task gracefully", cause=cause, error=str(exc))
             if self._snapshot_sub is not None:
                 self._snapshot_sub.dispose()

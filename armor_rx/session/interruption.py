@@ -151,15 +151,20 @@ class TaskWatch:
     engine ends the container then, so the task is interrupted — its work
     checkpointed, resumable with a fresh clock — rather than left running in
     a container that is gone. The idle timeout (off unless configured) frees
-    a container nobody is using; the task resumes as it was.
+    a container nobody is using; the task resumes as it was. Every
+    ``liveness_every`` seconds it also asks the engine whether the containers
+    of idle tasks still run: one that died with the engine (a restart) while
+    no command ran interrupts its task with cause ``engine gone``.
     """
 
-    def __init__(self, armor: Armor, *, idle_timeout: float | None, interval: float = 1.0) -> None:
+    def __init__(self, armor: Armor, *, idle_timeout: float | None, interval: float = 1.0, liveness_every: float = 5.0) -> None:
         import threading
 
         self.armor = armor
         self.idle_timeout = idle_timeout
         self.interval = interval
+        self.liveness_every = liveness_every
+        self._last_liveness = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="armor-task-watch", daemon=True)
 
@@ -185,16 +190,25 @@ class TaskWatch:
         if docker is None:
             return []
         now = time.monotonic() if now is None else now
+        probe = now - self._last_liveness >= self.liveness_every
+        if probe:
+            self._last_liveness = now
         done = []
         for task_id, clock in docker.clocks().items():
-            cause = None
             if clock.held is not None and clock.held != WALL_CLOCK_HELD:
                 continue  # being interrupted (or ended) by someone else
+            cause = reason = None
             if now - clock.started >= clock.wall_clock:
                 cause, reason = "wall clock", f"its wall-clock limit of {clock.wall_clock:g}s passed"
             elif self.idle_timeout is not None and not clock.busy and now - clock.last_used >= self.idle_timeout:
                 cause, reason = "idle timeout", f"no command ran for {self.idle_timeout:g}s"
-            if cause is None or self._stop.is_set():
+            elif probe and not clock.busy and docker.container_died(task_id):
+                if now - clock.started >= clock.wall_clock - 2 * self.liveness_every:
+                    # The container's own clock (its first process) started a moment before ours.
+                    cause, reason = "wall clock", f"its wall-clock limit of {clock.wall_clock:g}s passed"
+                else:
+                    cause, reason = "engine gone", "its container stopped while no command ran (the Docker engine restarted, or it was removed)"
+            if cause is None or reason is None or self._stop.is_set():
                 continue
             try:
                 if self.armor.task(task_id).state is not State.RUNNING:

@@ -573,6 +573,22 @@ class DockerEffect:
                                     busy=task in self._running, wall_clock=self.spec_for(task).wall_clock, held=self._held.get(task))
                     for task in self._containers if task in self._started_at}
 
+    def container_died(self, task_id: str) -> bool:
+        """Whether the engine answers and says the task's container is no longer running (False while it does not answer)."""
+        with self._lock:
+            container = self._containers.get(task_id)
+        if container is None:
+            return False
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return True
+        except Exception as exc:  # noqa: BLE001 - an engine that does not answer says nothing yet
+            if is_engine_lost(exc):
+                return False
+            raise
+        return bool(container.status not in ("running", "paused", "restarting"))
+
     def tasks_with_containers(self) -> list[str]:
         """The tasks this session holds a container for (made or adopted by it)."""
         with self._lock:
