@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUITES = ["bench_pipeline", "bench_eventlog", "bench_docker", "service", "bench_mcp"]
-HEAVY = ["bench_checkpoint", "monitor"]
+HEAVY = ["bench_checkpoint", "monitor", "bench_resume"]
 
 
 def main() -> int:
