@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUITES = ["bench_pipeline", "bench_masking", "bench_eventlog", "bench_reopen", "bench_docker", "service", "bench_mcp",
           "bench_checkpoint_storage"]
-HEAVY = ["bench_checkpoint", "monitor", "bench_conflicts"]
+HEAVY = ["bench_checkpoint", "monitor", "bench_conflicts", "bench_resume"]
 
 
 def main() -> int:

@@ -201,7 +201,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                    plan_location=args.plan_location,
                                    checkpoint_when=CheckpointTriggers.parse(when_env) if when_env else None,
                                    checkpoint_retention=CheckpointPolicy.parse(keep_env) if keep_env else None,
-                                   stall_after=stall_after_of(args)))
+                                   stall_after=stall_after_of(args),
+                                   stop_timeout=_seconds_env("ARMOR_RX_STOP_TIMEOUT", 30.0) or 30.0,
+                                   task_idle_timeout=_seconds_env("ARMOR_RX_TASK_IDLE_TIMEOUT", None)))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
     # A background service is started by a launcher that passes it this environment.
@@ -215,6 +217,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))
     return 0
+
+
+def _seconds_env(name: str, default: float | None) -> float | None:
+    """A number of seconds from the environment (0 or 'none': None); ConfigError naming the variable if it is not one."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in ("0", "none", "off"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds (or 0 for none), not {raw!r}")
+    return value
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -515,6 +515,11 @@ class Routes:
                 code = 1 if code is None else int(code)
                 if state.get("gone") and not detach:
                     return
+                if outcome["payload"].get("reason") in ("interrupted", "cancelled", "container_lost"):
+                    # Stopped from outside (interrupt, the service stopping, the engine gone): whoever stopped it
+                    # interrupts the task; failing it here would race that and lose the resumable state.
+                    await queue.put(wire.dumps({"result": {"task_id": task, "exit_code": code, "interrupted": True}}))
+                    return
                 if code == 0:
                     await self.outcome(lambda: self.armor.request(task, "task.complete.requested", {}))
                 else:
@@ -570,9 +575,8 @@ class Routes:
         try:
             record = await self.call(self.armor.task, task)
             if record.state.value in ("running", "starting"):
-                # The container goes first: a client that sees 'interrupted' sees it gone too.
-                await self.call(self.armor.remove_container, task, "interrupted")
-                await self.call(self.armor.interrupt, task, reason)
+                # A final checkpoint, then the container goes, then 'interrupted': a client that sees it sees them done.
+                await self.call(functools.partial(self.armor.interrupt, task, reason, cause="client gone"))
         except ArmorError as exc:
             _log.warning("could not interrupt a run whose client went away", task=task, error=str(exc))
 

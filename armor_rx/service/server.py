@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import os
 import secrets
@@ -76,6 +77,8 @@ class ServiceConfig:
     checkpoint_when: CheckpointTriggers | None = None
     checkpoint_retention: CheckpointPolicy | None = None
     stall_after: float | None = None  # flag a task quiet this long as task.stalled ($ARMOR_RX_STALL_AFTER)
+    stop_timeout: float = 30.0  # how long a graceful stop may take ($ARMOR_RX_STOP_TIMEOUT)
+    task_idle_timeout: float | None = None  # interrupt a task after this long with no command ($ARMOR_RX_TASK_IDLE_TIMEOUT)
 
 
 def _status(exc: BaseException) -> int:
@@ -196,6 +199,7 @@ class Service:
         self._last_activity = time.monotonic()
         self._jobs: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
+        self.stop_cause = "service stopped"  # what the tasks it still runs are interrupted with
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="armor-service")
         self.armor: Any = None
         self.docker_reason: str | None = None
@@ -225,7 +229,8 @@ class Service:
                                                 plan_location=self.config.plan_location,  # type: ignore[arg-type]
                                                 checkpoint_when=self.config.checkpoint_when,
                                                 checkpoint_policy=self.config.checkpoint_retention,
-                                                stall_after=self.config.stall_after)).open()
+                                                stall_after=self.config.stall_after, stop_timeout=self.config.stop_timeout,
+                                                task_idle_timeout=self.config.task_idle_timeout)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware
@@ -369,10 +374,10 @@ class Service:
                     f.write(self.token + "\n")
                 host, port = self.config.listen
                 await web.TCPSite(runner, host, port).start()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal does not stop the service
+            # An auto-started service runs in a session of its own, so a closed terminal never sends it
+            # SIGHUP; one that does get it ('serve --foreground' in a terminal that closed) stops like on SIGTERM.
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.add_signal_handler(sig, functools.partial(self._signalled, sig))
             _log.info("serving", socket=str(self.paths.socket), pid=os.getpid(), docker=self.armor.docker is not None)
             watcher = asyncio.ensure_future(self._watch())
             await self._stop.wait()
@@ -383,6 +388,12 @@ class Service:
             await self._shutdown(runner)
         return 0
 
+    def _signalled(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            self.stop_cause = sig.name
+            _log.info("stopping", signal=sig.name, stop_timeout=self.config.stop_timeout)
+        self._stop.set()
+
     async def _shutdown(self, runner: web.AppRunner) -> None:
         # Stop taking requests, let background jobs (detached runs) see the session
         # close, then close it: in-flight requests finish and the snapshot is written.
@@ -390,15 +401,20 @@ class Service:
             if os.stat(self.paths.socket).st_ino == self._socket_inode:
                 os.unlink(self.paths.socket)  # never a successor's
         armor, self.armor = self.armor, None
-        if armor is not None and armor.docker is not None:
-            for task in list(armor.tasks()):
-                if task.state in ACTIVE:
-                    armor.stop_command(task.task_id, "the service is stopping")
+        loop = asyncio.get_running_loop()
+        if armor is not None:
+            from armor_rx.session.interruption import interrupt_all
+
+            # First, while the session is whole: every task it runs a container for is stopped, checkpointed and
+            # recorded interrupted with the cause (within the stop bound); then the clients are let go.
+            cause = self.stop_cause
+            await loop.run_in_executor(self._executor, functools.partial(
+                interrupt_all, armor, cause, f"the armor service stopped ({cause}); 'armor-rx resume TASK' continues the task"))
         for job in list(self._jobs):
             job.cancel()
         await runner.cleanup()
         if armor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, armor.close)
+            await loop.run_in_executor(self._executor, functools.partial(armor.close, cause=self.stop_cause))
         self._executor.shutdown(wait=True, cancel_futures=True)
         _log.info("stopped")
 

@@ -30,13 +30,14 @@ from armor_rx.model.services import services_payload
 from armor_rx.operators import CheckpointTriggers, DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import HookSet
-from armor_rx.pipeline.reconcile import interruptions
+from armor_rx.pipeline.reconcile import interruptions, stranded
 from armor_rx.session.assembly import Assembly, assemble
 from armor_rx.session.config import SessionConfig, SessionOptions
 from armor_rx.session.containers import ContainerOperations
 from armor_rx.session.deadletters import DeadLetterOperations
 from armor_rx.session.git import GitOperations
 from armor_rx.session.hooks import HookRegistry
+from armor_rx.session.interruption import TaskWatch, interrupt_all, interrupt_task
 from armor_rx.session.secrets import SecretVault
 from armor_rx.session.space import SpaceGuard
 from armor_rx.sinks.eventlog import EventLog
@@ -90,6 +91,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self._assembly: Assembly | None = None
         self._last_snapshot_seq = 0
         self._snapshot_sub: reactivex.abc.DisposableBase | None = None
+        self._watch: TaskWatch | None = None
 
     # -- opening and closing ------------------------------------------------
     def open(self) -> Armor:
@@ -107,6 +109,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             self._reconcile()
             self._report_log_damage()
             self._snapshot_sub = self.pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
+            if self._assembly.docker is not None:
+                self._watch = TaskWatch(self, idle_timeout=self.config.task_idle_timeout).start()
         except BaseException:
             self.close()
             raise
@@ -120,9 +124,23 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
                 # Raised here it would end this subscription for good: the next event tries again.
                 _log.warning("periodic snapshot not written", error=str(exc))
 
-    def close(self) -> None:
-        """Finish in-flight work, write a snapshot, stop every sink, release the lock."""
+    def close(self, *, cause: str = "session closed", reason: str | None = None) -> None:
+        """Stop the tasks this session runs containers for, finish in-flight work, write a snapshot, stop every sink, release the lock.
+
+        Each task with a container here is interrupted gracefully (its command
+        stopped, a final checkpoint, its container removed, ``task.interrupted``
+        with ``cause``), all within the config's ``stop_timeout``; ``resume``
+        brings it back. Tasks without a container are left as they are.
+        """
         try:
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+            if self._assembly is not None:
+                try:
+                    interrupt_all(self, cause, reason or f"the armor session stopped ({cause})")
+                except Exception as exc:  # noqa: BLE001 - closing goes on: what could not be stopped is reconciled on the next open
+                    _log.warning("could not stop every task gracefully", cause=cause, error=str(exc))
             if self._snapshot_sub is not None:
                 self._snapshot_sub.dispose()
                 self._snapshot_sub = None
@@ -134,6 +152,9 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def _abandon(self) -> None:
         """Stop as a killed process would; see :func:`armor_rx.testing.crash`."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         assembly, self._assembly = self._assembly, None
         if assembly is not None:
             assembly.abandon()
@@ -197,7 +218,10 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         this reads no log."""
         with self.pipeline._registry_lock:
             pending = self.pipeline.registry.requests.pending()
-        for event in interruptions(pending, self.pipeline.task, self.pipeline.effects):
+        found = list(interruptions(pending, self.pipeline.task, self.pipeline.effects))
+        # Tasks that ran in a container of the dead session with no request in flight were cut off too.
+        found += stranded(self.tasks(), {e.task_id for e in found if e.task_id is not None}, self.pipeline.effects)
+        for event in found:
             self.pipeline.record(event).result()
             _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
 
@@ -291,8 +315,16 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
     def cancel(self, task_id: str, reason: str = "cancelled by the user", *, timeout: float | None = None) -> TaskEvent:
         return self._wait(task_id, "task.cancel.requested", {"reason": reason}, timeout)
 
-    def interrupt(self, task_id: str, reason: str) -> TaskEvent:
-        return self.pipeline.record(TaskEvent.new("task.interrupted", validate_task_id(task_id), {"reason": reason})).result()
+    def interrupt(self, task_id: str, reason: str, *, cause: str = "user", checkpoint: bool = True) -> TaskEvent:
+        """Stop the task gracefully and mark it ``interrupted`` (resumable).
+
+        Its running command is stopped (and no queued one starts), a final
+        checkpoint is taken (``checkpoint=False``: none), its container is
+        removed, and ``task.interrupted`` records ``reason``, ``cause`` and the
+        checkpoint — within the config's ``stop_timeout``. Raises
+        IllegalTransition when the task is not active.
+        """
+        return interrupt_task(self, validate_task_id(task_id), reason, cause=cause, checkpoint=checkpoint)
 
     def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
                **payload: Any) -> TaskEvent:
@@ -311,7 +343,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         effect = self.docker
         if effect is not None and self.task(task_id).state is State.RUNNING and not effect.alive(task_id):
             # Its container died while no command ran (the engine restarted): that is an interruption.
-            self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)")
+            self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)",
+                           cause="engine gone")
         started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
         if started:
             for key in ("image", "sandbox", "keep", "secret_refs", "checkpoint_policy", "services"):

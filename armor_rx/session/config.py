@@ -95,6 +95,11 @@ class SessionConfig:
     # Seconds an active task may go without an event before it is flagged ``task.stalled``
     # (None: never); see armor_rx.operators.stalled and pipeline/stalls.py.
     stall_after: float | None = None
+    # How long closing the session (or the service's SIGTERM) may spend stopping the tasks it runs
+    # containers for: their commands, a final checkpoint each, their containers (see session/interruption.py).
+    stop_timeout: float = 30.0
+    # A task that runs no command for this long is interrupted and its container removed (None: never).
+    task_idle_timeout: float | None = None
 
     def __post_init__(self) -> None:
         # A tuple, so the frozen config cannot be changed through a list the caller still holds.
@@ -116,6 +121,12 @@ class SessionConfig:
             raise ConfigError(
                 f"hook_timeout must be a positive number of seconds (math.inf for no limit), not {timeout!r}"
             )
+        for name in ("stop_timeout", "task_idle_timeout"):
+            value = getattr(self, name)
+            if value is None and name == "task_idle_timeout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
 
         stall = self.stall_after
         if stall is not None and (isinstance(stall, bool) or not isinstance(stall, (int, float)) or not stall > 0):
@@ -189,5 +200,7 @@ class SessionOptions(TypedDict, total=False):
     plan_location: PlanLocation | None
     checkpoint_when: CheckpointTriggers | None
     stall_after: float | None
+    stop_timeout: float
+    task_idle_timeout: float | None
 
 

@@ -38,6 +38,8 @@ import docker.errors
 import orjson
 from docker.models.containers import Container
 
+from dataclasses import dataclass
+
 from armor_rx.errors import ConfigError, ContainerNotFound, DockerError, EngineLost, readable
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.secrets import Secret
@@ -62,6 +64,21 @@ from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
+
+
+@dataclass(frozen=True)
+class TaskClock:
+    """The times that bound one task's container (``time.monotonic()`` values): see :meth:`DockerEffect.clocks`."""
+
+    started: float  # when its container started
+    last_used: float  # when a command last started or ended in it (or it started)
+    busy: bool  # a command runs in it now
+    wall_clock: float  # its spec's limit, in seconds from ``started``
+    held: str | None = None  # why its commands may not start (see DockerEffect.hold); None: they may
+
+
+# Why a task's commands are held once its wall clock passed (the session's watch interrupts it next).
+WALL_CLOCK_HELD = "the task's wall-clock limit passed"
 
 
 class SecretKeeper(Protocol):
@@ -124,6 +141,8 @@ class DockerEffect:
         self._cancelled: dict[str, str] = {}  # exec request id -> why, for requests stopped before they ran
         self._kill_messages: dict[str, str] = {}  # task -> why its running command was stopped
         self._started_at: dict[str, float] = {}  # task -> when its container started (monotonic)
+        self._last_used: dict[str, float] = {}  # task -> when a command last started or ended (monotonic)
+        self._held: dict[str, str] = {}  # task -> why none of its commands may start (it is being interrupted)
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
         self._sweeper: Sweeper | None = None
@@ -420,6 +439,8 @@ class DockerEffect:
         overrides = payload.get("sandbox")
         if overrides is not None and not isinstance(overrides, Mapping):
             raise ConfigError(f"the start payload's 'sandbox' must be a mapping of settings, not {overrides!r}")
+        with self._lock:
+            self._held.pop(task_id, None)  # started (or resumed) again: its commands may run
         spec = self.spec.with_overrides(overrides)
         if payload.get("image"):
             spec = spec.with_overrides({"image": payload["image"]})
@@ -430,7 +451,9 @@ class DockerEffect:
         if existing:  # re-delivered after a crash: the container is already there
             with self._lock:
                 self._containers[task_id] = existing[0]
-            return {"container": existing[0].short_id}
+                self._started_at.setdefault(task_id, time.monotonic())
+                self._last_used[task_id] = time.monotonic()
+            return {"container": existing[0].short_id, "metadata": {"container": existing[0].short_id}}
         # A container a dead session made for this task (it was killed while starting it,
         # or while the task ran) is replaced by the new one, never left running beside it.
         # Paused too: a restore freezes the container, and a session killed then never thaws it.
@@ -438,6 +461,8 @@ class DockerEffect:
             if remove_container(stale, timeout=self.spec_for(task_id).stop_timeout):
                 ctx.emit("container.removed", {"container": stale.id, "name": stale.name, "reason": "replaced: its session died",
                                                "oom_killed": False})
+        if ctx.request.kind == "task.resume.requested":
+            self._remove_earlier(ctx, task_id)
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
         if worktree is not None and not Path(worktree).is_dir():
             worktree = None
@@ -451,10 +476,29 @@ class DockerEffect:
                                                          worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
-            self._started_at[task_id] = time.monotonic()
+            self._started_at[task_id] = self._last_used[task_id] = time.monotonic()
         ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
                                        "settings": effective, "engine": self.engine.info.to_payload()})
-        return {"container": container.short_id}
+        # In the task's record: a task that had a container when its session died was interrupted by that death.
+        return {"container": container.short_id, "metadata": {"container": container.short_id}}
+
+    def _remove_earlier(self, ctx: EffectContext, task_id: str) -> None:
+        """Before a resume makes its container: remove every earlier one of the task (any status, any session).
+
+        One process owns a state directory, so a container of this task and state
+        directory is one that died with the engine (exited), one this session
+        stopped using (interrupted), or a dead session's: none is used again.
+        """
+        with self._lock:
+            self._containers.pop(task_id, None)
+        if self.state_dir is None:
+            return
+        for old in find_containers(self.engine, task_id=task_id):
+            if old.labels.get("armor.state") != str(self.state_dir):
+                continue
+            if remove_container(old, timeout=self.spec_for(task_id).stop_timeout):
+                ctx.emit("container.removed", {"container": old.id, "name": old.name, "reason": "replaced: the task was resumed",
+                                               "oom_killed": False})
 
     def _reshare(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
         """Hand what a restore wrote back to the shared group (idempotent: a second pass changes nothing)."""
@@ -497,7 +541,7 @@ class DockerEffect:
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
             return stored
         with self._lock:
-            cancelled = self._cancelled.pop(ctx.request.id, None)
+            cancelled = self._cancelled.pop(ctx.request.id, None) or self._held.get(task_id)
         if cancelled is not None:
             out = {"exit_code": None, "reason": "cancelled", "limit_hit": None, "message": f"not run: {cancelled}"}
             ctx.emit("exec.exited", out)
@@ -526,7 +570,8 @@ class DockerEffect:
         with self._lock:
             self._running[task_id] = run
             self._running_request[task_id] = ctx.request.id
-            late = self._cancelled.pop(ctx.request.id, None)  # stopped between the check above and now
+            self._last_used[task_id] = time.monotonic()
+            late = self._cancelled.pop(ctx.request.id, None) or self._held.get(task_id)  # stopped between the check above and now
         if late is not None:
             self._kill_messages[task_id] = late
             run.kill("interrupted")
@@ -540,6 +585,7 @@ class DockerEffect:
             with self._lock:
                 self._running.pop(task_id, None)
                 self._running_request.pop(task_id, None)
+                self._last_used[task_id] = time.monotonic()
             self.quota.save(task_id)
         out = result.to_payload()
         with self._lock:
@@ -550,7 +596,9 @@ class DockerEffect:
         if result.exit_code != 0 and result.reason in ("exited", "timeout") and started_at is not None \
                 and time.monotonic() - started_at >= spec.wall_clock - 0.5:
             out.update(reason="wall_clock", limit_hit="wall_clock",
-                       message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped")
+                       message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped "
+                               f"(the task is interrupted: 'armor-rx resume {task_id}' gives it a new container)")
+            self.hold(task_id, WALL_CLOCK_HELD, kill=False)  # its container is gone: nothing more runs
         elif result.reason == "timeout":
             out["message"] = f"the command did not finish within {timeout:g}s and was killed"
         elif result.reason == "exited" and not self._alive(container):
@@ -598,7 +646,9 @@ class DockerEffect:
                 del self._containers[task_id]
         out = {"exit_code": None, "reason": "container_lost", "limit_hit": None, "message": why}
         ctx.emit("exec.exited", out)
-        ctx.emit("task.interrupted", {"reason": f"{why}; 'armor-rx resume {task_id}' starts a new container on the same worktree"})
+        self.hold(task_id, why, kill=False)
+        ctx.emit("task.interrupted", {"reason": f"{why}; 'armor-rx resume {task_id}' starts a new container on the same worktree",
+                                      "cause": "engine gone"})
         return out
 
     def attach(self, request_id: str, live: Live) -> Callable[[], None]:
@@ -672,6 +722,45 @@ class DockerEffect:
             return False
         run.kill("interrupted" if reason not in ("timeout", "interrupted", "killed") else reason)
         return True
+
+    def hold(self, task_id: str, reason: str, *, kill: bool = True) -> None:
+        """Let no command of the task start until it is started or resumed again, and stop the running one (``kill``).
+
+        A command that was queued behind it ends at once with ``reason`` "cancelled"
+        and ``message`` "not run: <reason>".
+        """
+        with self._lock:
+            self._held[task_id] = reason
+        if kill:
+            self.kill(task_id, reason)
+
+    def clocks(self) -> dict[str, TaskClock]:
+        """The times of every task this session runs a container for (see :class:`TaskClock`)."""
+        with self._lock:
+            return {task: TaskClock(started=self._started_at[task], last_used=self._last_used.get(task, self._started_at[task]),
+                                    busy=task in self._running, wall_clock=self.spec_for(task).wall_clock, held=self._held.get(task))
+                    for task in self._containers if task in self._started_at}
+
+    def container_died(self, task_id: str) -> bool:
+        """Whether the engine answers and says the task's container is no longer running (False while it does not answer)."""
+        with self._lock:
+            container = self._containers.get(task_id)
+        if container is None:
+            return False
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return True
+        except Exception as exc:  # noqa: BLE001 - an engine that does not answer says nothing yet
+            if is_engine_lost(exc):
+                return False
+            raise
+        return bool(container.status not in ("running", "paused", "restarting"))
+
+    def tasks_with_containers(self) -> list[str]:
+        """The tasks this session holds a container for (made or adopted by it)."""
+        with self._lock:
+            return sorted(self._containers)
 
     def remove(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], *, reason: str) -> Mapping[str, Any]:
         """Remove the task's container outside a request (e.g. after Ctrl-C)."""
