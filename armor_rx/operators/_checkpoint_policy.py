@@ -83,7 +83,8 @@ class CheckpointTriggers:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise ConfigError(f"checkpoint policy {name} must be a positive number of seconds, not {value!r}")
         if isinstance(self.many_files, bool) or not isinstance(self.many_files, int) or self.many_files < 1:
-            raise ConfigError(f"checkpoint policy many_files must be a whole number of at least 1, not {self.many_files!r}")
+            raise ConfigError(
+                f"checkpoint policy many_files must be a whole number of at least 1, not {self.many_files!r}")
 
     @property
     def active(self) -> bool:
@@ -201,7 +202,8 @@ class CheckpointPolicyHook:
 
     # -- the before half ----------------------------------------------------
     def __call__(self, source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-        def subscribe(observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+        def subscribe(observer: abc.ObserverBase[TaskEvent],
+                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
             def on_next(event: TaskEvent) -> None:
                 try:
                     out = self.decide(event)
@@ -298,7 +300,8 @@ class CheckpointPolicyHook:
         """An after-stage operator that tells the policy how each exec went (its duration, files touched)."""
 
         def operator(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-            def subscribe(observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
+            def subscribe(observer: abc.ObserverBase[TaskEvent],
+                          scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
                 def on_next(event: TaskEvent) -> None:
                     try:
                         self.learn(event)

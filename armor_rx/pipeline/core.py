@@ -376,8 +376,8 @@ class Pipeline:
         """
         after = request.payload.get("after")
         if after is not None and getattr(self._lane_ok, "request_id", None) != after:
-            self._commit(request.caused("checkpoint.skipped", {
-                "request": request.id, "after": after, "reason": "the request it was to follow did not succeed"})).result()
+            skipped = {"request": request.id, "after": after, "reason": "the request it was to follow did not succeed"}
+            self._commit(request.caused("checkpoint.skipped", skipped)).result()
             return
         logged = self._commit(request).result()
         try:

@@ -144,8 +144,10 @@ class HookRegistry:
                 HookRegistry.remove_hook(self, old)
         before = isolated(policy, name=CHECKPOINT_POLICY, on_error="fail_open")
         after = isolated(policy.after, name=CHECKPOINT_POLICY, on_error="fail_open")
-        _register(self, Hook(name=CHECKPOINT_POLICY, stage="before", operator=before, priority=-1_000_000, on_error="fail_open"))
-        _register(self, Hook(name=CHECKPOINT_POLICY, stage="after", operator=after, priority=1_000_000, on_error="fail_open"))
+        _register(self, Hook(name=CHECKPOINT_POLICY, stage="before", operator=before, priority=-1_000_000,
+                             on_error="fail_open"))
+        _register(self, Hook(name=CHECKPOINT_POLICY, stage="after", operator=after, priority=1_000_000,
+                             on_error="fail_open"))
 
     def remove_hook(self: HookSession, hook: Hook) -> bool:
         removed = self.hooks.remove(hook)

@@ -74,7 +74,8 @@ def test_a_checkpoint_is_taken_before_a_risky_command_runs(repo: Path) -> None:
         assert cp.id == done.payload["checkpoint"]
         # real git: the checkpoint holds the files the command then deleted
         assert "build/out.o" in run_git(repo, "ls-tree", "-r", "--name-only", cp.commit)
-        assert "policy: before exec (risk: score 60 >= 40)" in run_git(repo, "log", "--format=%s", "refs/armor/checkpoints/t1")
+        shadow_log = run_git(repo, "log", "--format=%s", "refs/armor/checkpoints/t1")
+        assert "policy: before exec (risk: score 60 >= 40)" in shadow_log
         armor.rollback("t1", cp.id)
         assert (build / "out.o").read_text() == "object code\n"
     fsck = subprocess.run(["git", "fsck", "--strict"], cwd=repo, capture_output=True, text=True)
@@ -93,7 +94,8 @@ def test_files_touched_by_a_step_raise_the_next_steps_risk(repo: Path) -> None:
         history = events(armor, "t1")
         scored = [e.payload for e in history if e.kind == "checkpoint.risk.scored"]
         assert scored[1]["decision"] == "checkpoint"
-        assert scored[1]["reasons"][0]["rule"] == "many_files_touched" and "30 files" in scored[1]["reasons"][0]["detail"]
+        reason = scored[1]["reasons"][0]
+        assert reason["rule"] == "many_files_touched" and "30 files" in reason["detail"]
         assert len(armor.checkpoints("t1")) == 1
 
 
