@@ -207,7 +207,8 @@ class TaskWatch:
                     # The container's own clock (its first process) started a moment before ours.
                     cause, reason = "wall clock", f"its wall-clock limit of {clock.wall_clock:g}s passed"
                 else:
-                    cause, reason = "engine gone", "its container stopped while no command ran (the Docker engine restarted, or it was removed)"
+                    cause = "engine gone"
+                    reason = "its container stopped while no command ran (the Docker engine restarted, or it was removed)"
             if cause is None or reason is None or self._stop.is_set():
                 continue
             try:
