@@ -4,7 +4,7 @@ service finds the task ``interrupted`` with a report that names what was cut off
 agent again ends with the same tree as a run that was never interrupted; no container is left behind.
 
 The points are drawn from a seeded generator (``ARMOR_FAULT_SEED`` replays a failing run); 20 of them by
-default, 100 in the ``slow`` variant.
+default, 100 in the ``soak`` variant (``pytest -m soak tests/resilience``; about an hour on a loaded machine).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def test_sigkill_at_20_random_points_of_a_running_task(repo, image, engine, git)
     _kill_at_random_points(repo, git, engine, 20)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(6 * 3600)
 def test_sigkill_at_100_random_points_of_a_running_task(repo, image, engine, git):
     _kill_at_random_points(repo, git, engine, 100)
