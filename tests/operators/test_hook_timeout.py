@@ -101,31 +101,34 @@ def test_a_stopped_session_leaves_no_idle_deadline_worker():
 
     from armor_rx import Armor
 
-    from armor_rx.operators._deadline import release_idle_workers
-
-    release_idle_workers()
-    busy = set(_deadline_workers())  # calls earlier tests abandoned, still running
     with Armor(state_dir=tempfile.mkdtemp()) as armor:
         armor.hook("before_start", lambda event: None, timeout=5)
         armor.create_task("t")
         armor.start("t")
-        assert call_with_timeout(lambda _: 1, None, 1, "h") == 1  # at least one worker now idle
-        assert set(_deadline_workers()) - busy
-    assert set(_deadline_workers()) <= busy
+        # The worker that ran this is idle from now on (calls earlier tests abandoned may still hold others).
+        worker = call_with_timeout(lambda _: threading.current_thread(), None, 1, "h")
+        assert worker.name == "armor-rx-deadline" and worker.is_alive()
+    worker.join(5)
+    assert not worker.is_alive()
 
 
 def test_released_workers_do_not_stop_a_call_that_is_running():
     from armor_rx.operators._deadline import release_idle_workers
 
-    release_idle_workers()
-    busy = set(_deadline_workers())
     release = threading.Event()
+    slow_worker: list[threading.Thread] = []
     result = []
-    waiter = threading.Thread(target=lambda: result.append(call_with_timeout(lambda _: release.wait(10), None, 20, "slow")))
+
+    def slow(_):
+        slow_worker.append(threading.current_thread())
+        return release.wait(10)
+
+    waiter = threading.Thread(target=lambda: result.append(call_with_timeout(slow, None, 20, "slow")))
     waiter.start()
-    call_with_timeout(lambda _: 1, None, 1, "quick")  # another worker, idle after this
+    quick = call_with_timeout(lambda _: threading.current_thread(), None, 1, "quick")  # idle after this
     release_idle_workers()
-    assert len(set(_deadline_workers()) - busy) == 1  # only the busy one stays
+    quick.join(5)
+    assert not quick.is_alive() and slow_worker[0].is_alive()  # the idle one left, the busy one stays
     release.set()
     waiter.join(10)
     assert result == [True]
