@@ -15,6 +15,7 @@ events.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import zlib
@@ -262,25 +263,17 @@ def check_sealed(segments: list[Segment]) -> None:
 def grep_lines(path: Path, start: int, size: int, needle: bytes) -> Iterator[tuple[int, bytes]]:
     """``(offset, line)`` of every line holding ``needle`` between ``start`` and ``size``, both line starts.
 
-    The search runs over large chunks in C; a line is only cut out where the
-    needle is, so a reader that wants a few lines of verified bytes never
+    The search runs over the mapped file in C; a line is only cut out where
+    the needle is, so a reader that wants a few lines of verified bytes never
     touches the others one by one.
     """
-    with open(path, "rb") as f:
-        f.seek(start)
-        pos, carry = start, b""
-        while pos < size:
-            chunk = f.read(min(1 << 22, size - pos))
-            if not chunk:
-                return
-            buf = carry + chunk
-            base = pos - len(carry)
-            pos += len(chunk)
-            cut = buf.rfind(b"\n") + 1
-            carry = buf[cut:]
-            hit = buf.find(needle, 0, cut)
-            while hit >= 0:
-                begin = buf.rfind(b"\n", 0, hit) + 1
-                end = buf.find(b"\n", hit) + 1
-                yield base + begin, buf[begin:end]
-                hit = buf.find(needle, end, cut)
+    if size <= start:
+        return
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as view:
+        hit = view.find(needle, start, size)
+        while hit >= 0:
+            newline = view.rfind(b"\n", start, hit)
+            begin = newline + 1 if newline >= 0 else start
+            end = view.find(b"\n", hit, size) + 1 or size
+            yield begin, view[begin:end]
+            hit = view.find(needle, end, size)
