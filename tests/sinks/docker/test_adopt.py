@@ -87,15 +87,15 @@ def test_every_directory_below_the_root_becomes_the_agents_and_nothing_else_chan
 def test_a_pass_killed_half_way_is_finished_by_the_next(tree):
     before = snapshot(tree)
     # Killed after moving src's entries aside and removing src; and half-way through moving -dash's.
-    os.rename(tree / "src", tree / f"src{SUFFIX}")
-    (tree / f"-dash{SUFFIX}").mkdir()
-    os.rename(tree / "-dash" / "..odd", tree / f"-dash{SUFFIX}" / "..odd")
-    for made in (tree / f"src{SUFFIX}", tree / f"-dash{SUFFIX}"):  # the pass made these, as the agent
+    os.rename(tree / "src", tree / f"src{SUFFIX}.aB3xYz")
+    (tree / f"-dash{SUFFIX}.Q9w_e1").mkdir()
+    os.rename(tree / "-dash" / "..odd", tree / f"-dash{SUFFIX}.Q9w_e1" / "..odd")
+    for made in (tree / f"src{SUFFIX}.aB3xYz", tree / f"-dash{SUFFIX}.Q9w_e1"):  # the pass made these, as the agent
         os.chown(made, AGENT_UID, GID)
         os.chmod(made, 0o2775)
     adopt(tree)
     assert snapshot(tree) == before
-    assert not list(tree.glob(f"*{SUFFIX}"))
+    assert not list(tree.glob(f"*{SUFFIX}*"))
     assert {os.lstat(p).st_uid for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()} == {AGENT_UID}
 
 
@@ -106,3 +106,28 @@ def test_a_directory_the_agent_may_not_change_is_left_whole_and_counted(tree):
     assert "failed 1" in out
     assert snapshot(tree) == before  # what could not move was put back
     assert os.lstat(tree / "big").st_uid == 0 and os.lstat(tree / "src").st_uid == AGENT_UID
+
+
+def test_a_name_the_agent_took_first_does_not_keep_a_directory_the_persons(tmp_path):
+    """Review 13: a file 'src.armor-adopt' (say from a checkpoint a rollback brought back) made the pass fail on src.
+
+    And a repository's own directory of such a name is neither renamed nor merged into its namesake.
+    """
+    _busybox()
+    os.chmod(tmp_path, 0o755)
+    root = tmp_path / "wt"
+    for name in ("src/pkg", f"notes{SUFFIX}", "docs"):
+        (root / name).mkdir(parents=True)
+    (root / f"src{SUFFIX}").write_text("the agent's\n")
+    os.mkdir(root / f"docs{SUFFIX}")  # the agent's own directory, not a killed pass's
+    (root / f"docs{SUFFIX}" / "mine").write_text("m\n")
+    (root / f"notes{SUFFIX}" / "n.md").write_text("n\n")
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, -1, GID)
+        os.chmod(path, 0o2775 if path.is_dir() else 0o664)
+    os.chown(root / f"docs{SUFFIX}", AGENT_UID, GID)
+    before = snapshot(root)
+    out = adopt(root)
+    assert "failed 0" in out, out
+    assert {os.lstat(root / d).st_uid for d in ("src", "src/pkg", "docs", f"notes{SUFFIX}")} == {AGENT_UID}
+    assert snapshot(root) == before
