@@ -79,8 +79,13 @@ xargs -0 -r sh -c '
   }
   ok=0 failed=0
   for d do
-    # A fresh name each time: one the agent made first cannot make the pass fail.
-    mode=$(stat -c %a "$d") && t=$(mktemp -d "$d.armor-adopt.XXXXXX") || { failed=$((failed + 1)); continue; }
+    # A fresh name each time: one the agent made first cannot make the pass fail. It gets the
+    # mode at once (mktemp makes it 0700): a pass killed now leaves the files readable to the person (no quote marks in here: this is inside sh -c '...').
+    t=
+    if ! { mode=$(stat -c %a "$d") && t=$(mktemp -d "$d.armor-adopt.XXXXXX") && chmod "$mode" "$t"; }; then
+      [ -z "$t" ] || rmdir -- "$t"
+      failed=$((failed + 1)); continue
+    fi
     if moveall "$d" "$t" && rmdir -- "$d" && mv -- "$t" "$d"; then
       chmod "$mode" "$d"
       ok=$((ok + 1))
