@@ -20,8 +20,12 @@ link, which git finds before it considers the root a bare repository):
   already has. The shared group, the setgid bit and the default ACL are
   inherited from the parent, so the person keeps read, write and remove.
 
-A pass cut short (the container killed mid-way) leaves ``<dir>.armor-adopt``
-beside or instead of a directory: the next pass puts it back first.
+A pass cut short (the container killed mid-way) leaves ``<dir>.armor-adopt.XXXXXX``
+beside or instead of a directory: the next pass puts it back first. The
+random tail is why: with a fixed name, an entry the agent put there first (a
+file ``src.armor-adopt``, say in a checkpoint a rollback brings back) made the
+pass fail on ``src`` and leave it the person's; and a repository's own
+``notes.armor-adopt/`` was taken for a killed pass's and renamed.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 import docker.errors
 
-#: Suffix of the directory a pass moves entries into (a killed pass may leave one).
+#: Infix of the directory a pass moves entries into, ``<dir>.armor-adopt.XXXXXX`` (a killed pass may leave one).
 SUFFIX = ".armor-adopt"
 
 # POSIX sh with find, xargs -0, stat -c, mkdir, mv, rmdir, chmod (busybox has them all).
@@ -44,11 +48,11 @@ uid=$1
 list=$(mktemp) || { echo "armor-adopt: no temporary file"; exit 70; }
 trap 'rm -f "$list"' EXIT
 # A pass that was killed: put its directories back.
-find . -xdev -mindepth 1 -type d -name '*.armor-adopt' -print0 > "$list"
+find . -xdev -mindepth 1 -type d -user "$uid" -name '*.armor-adopt.??????' -print0 > "$list"
 xargs -0 -r sh -c '
   bad=0
   for t do
-    d=${t%.armor-adopt}
+    d=${t%.armor-adopt.??????}
     if [ -e "$d" ] || [ -L "$d" ]; then
       for e in "$t"/* "$t"/.[!.]* "$t"/..?*; do
         if [ -e "$e" ] || [ -L "$e" ]; then mv -- "$e" "$d"/ || bad=1; fi
@@ -75,8 +79,13 @@ xargs -0 -r sh -c '
   }
   ok=0 failed=0
   for d do
-    t=$d.armor-adopt
-    mode=$(stat -c %a "$d") && mkdir -- "$t" || { failed=$((failed + 1)); continue; }
+    # A fresh name each time: one the agent made first cannot make the pass fail. It gets the
+    # mode at once (mktemp makes it 0700): a pass killed now leaves the files readable to the person (no quote marks in here: this is inside sh -c '...').
+    t=
+    if ! { mode=$(stat -c %a "$d") && t=$(mktemp -d "$d.armor-adopt.XXXXXX") && chmod "$mode" "$t"; }; then
+      [ -z "$t" ] || rmdir -- "$t"
+      failed=$((failed + 1)); continue
+    fi
     if moveall "$d" "$t" && rmdir -- "$d" && mv -- "$t" "$d"; then
       chmod "$mode" "$d"
       ok=$((ok + 1))
