@@ -165,3 +165,27 @@ def test_a_pass_killed_while_moving_leaves_the_persons_files_readable_and_the_ne
     adopt(root)
     assert snapshot(root) == before
     assert not list(root.glob(f"*{SUFFIX}*"))
+
+
+@pytest.mark.docker
+def test_the_pass_beside_a_frozen_container_takes_every_directory_and_leaves_nothing(engine, test_image, tree):
+    """After a rollback the pass runs in a container beside the task's, which stays paused: nothing can race it."""
+    import docker.types
+
+    from armor_rx.sinks.docker.adopt import adopt_beside
+
+    before = snapshot(tree)
+    task = engine.client.containers.run(test_image, ["sleep", "300"], user=f"{AGENT_UID}:{GID}", network_mode="none",
+                                        mounts=[docker.types.Mount(target="/workspace", source=str(tree), type="bind")],
+                                        labels={"armor.test": "adopt-beside"}, detach=True)
+    try:
+        task.pause()
+        stats = adopt_beside(task, AGENT_UID, "/workspace", str(tree))
+        assert task.client.containers.get(task.id).status == "paused"  # frozen the whole time
+    finally:
+        task.remove(force=True)
+    dirs = [p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()]
+    assert (stats.adopted, stats.failed, stats.notes) == (len(dirs), 0, [])
+    assert {os.lstat(p).st_uid for p in dirs} == {AGENT_UID}
+    assert snapshot(tree) == before
+    assert not engine.client.containers.list(all=True, filters={"label": f"armor.adopt-for={task.id}"})
