@@ -346,13 +346,31 @@ class ArmorTools:
         """Create or overwrite a file in the task's worktree with ``content``."""
         name = self._task(task)
         data = content.encode("utf-8")
-        created = (await self._files(name)).write(path, data)
+        files = await self._files(name)
+        await self._make_parents_as_agent(name, files, path)
+        created = files.write(path, data)
         return FileChanged(
             path=path,
             action="created" if created else "overwritten",
             detail=f"{len(data)} bytes",
             cli=self._cli("diff", name, "--stat"),
         )
+
+    async def _make_parents_as_agent(self, task: str, files: WorktreeFiles, path: str) -> None:
+        """Make ``path``'s missing parent directories in the task's container, as the agent.
+
+        Made here, on the host, they would be the person's: git on the host
+        trusts a bare repository the agent then writes into one (see
+        :mod:`armor_rx.sinks.docker.adopt`). A task with no running container
+        (or no sandbox) gets them from the host; a start hands them to the agent.
+        """
+        parent = files.relative(path).rpartition("/")[0]
+        if not parent or (files.root / parent).is_dir():
+            return
+        try:
+            await self.armor.exec(task, ["mkdir", "-p", "--", f"./{parent}"], timeout=60)
+        except ArmorError:
+            pass  # no container (not running, no docker): the host makes them; a start hands them over
 
     async def file_edit(
         self,

@@ -20,8 +20,12 @@ link, which git finds before it considers the root a bare repository):
   already has. The shared group, the setgid bit and the default ACL are
   inherited from the parent, so the person keeps read, write and remove.
 
-A pass cut short (the container killed mid-way) leaves ``<dir>.armor-adopt``
-beside or instead of a directory: the next pass puts it back first.
+A pass cut short (the container killed mid-way) leaves ``<dir>.armor-adopt.XXXXXX``
+beside or instead of a directory: the next pass puts it back first. The
+random tail is why: with a fixed name, an entry the agent put there first (a
+file ``src.armor-adopt``, say in a checkpoint a rollback brings back) made the
+pass fail on ``src`` and leave it the person's; and a repository's own
+``notes.armor-adopt/`` was taken for a killed pass's and renamed.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
+from docker.types import Mount as DockerMount
 
-#: Suffix of the directory a pass moves entries into (a killed pass may leave one).
+#: Infix of the directory a pass moves entries into, ``<dir>.armor-adopt.XXXXXX`` (a killed pass may leave one).
 SUFFIX = ".armor-adopt"
 
 # POSIX sh with find, xargs -0, stat -c, mkdir, mv, rmdir, chmod (busybox has them all).
@@ -44,11 +49,11 @@ uid=$1
 list=$(mktemp) || { echo "armor-adopt: no temporary file"; exit 70; }
 trap 'rm -f "$list"' EXIT
 # A pass that was killed: put its directories back.
-find . -xdev -mindepth 1 -type d -name '*.armor-adopt' -print0 > "$list"
+find . -xdev -mindepth 1 -type d -user "$uid" -name '*.armor-adopt.??????' -print0 > "$list"
 xargs -0 -r sh -c '
   bad=0
   for t do
-    d=${t%.armor-adopt}
+    d=${t%.armor-adopt.??????}
     if [ -e "$d" ] || [ -L "$d" ]; then
       for e in "$t"/* "$t"/.[!.]* "$t"/..?*; do
         if [ -e "$e" ] || [ -L "$e" ]; then mv -- "$e" "$d"/ || bad=1; fi
@@ -75,8 +80,13 @@ xargs -0 -r sh -c '
   }
   ok=0 failed=0
   for d do
-    t=$d.armor-adopt
-    mode=$(stat -c %a "$d") && mkdir -- "$t" || { failed=$((failed + 1)); continue; }
+    # A fresh name each time: one the agent made first cannot make the pass fail. It gets the
+    # mode at once (mktemp makes it 0700): a pass killed now leaves the files readable to the person (no quote marks in here: this is inside sh -c '...').
+    t=
+    if ! { mode=$(stat -c %a "$d") && t=$(mktemp -d "$d.armor-adopt.XXXXXX") && chmod "$mode" "$t"; }; then
+      [ -z "$t" ] || rmdir -- "$t"
+      failed=$((failed + 1)); continue
+    fi
     if moveall "$d" "$t" && rmdir -- "$d" && mv -- "$t" "$d"; then
       chmod "$mode" "$d"
       ok=$((ok + 1))
@@ -109,15 +119,55 @@ def adopt_in_container(container: Any, uid: int, workdir: str) -> AdoptStats:
     """Run :data:`ADOPT_SCRIPT` in ``container`` as its own (the agent's) user, in ``workdir``.
 
     Never raises for what the image lacks (no shell, no find): the stats say
-    so, and the caller reports it as a degraded protection.
+    so, and the caller reports it as a degraded protection. Used at start,
+    before the agent's first command, when nothing of the agent's runs yet.
     """
-    stats = AdoptStats()
     try:
         code, output = container.exec_run(["sh", "-c", ADOPT_SCRIPT, "sh", str(uid)], workdir=workdir,
                                           environment={"LC_ALL": "C"}, demux=False)
     except docker.errors.APIError as exc:
-        stats.notes.append(f"the agent could not take over the worktree's directories: {exc.explanation or exc}")
-        return stats
+        return AdoptStats(notes=[f"the agent could not take over the worktree's directories: {exc.explanation or exc}"])
+    return _outcome(code, output)
+
+
+def adopt_beside(container: Any, uid: int, workdir: str, worktree: str, *, timeout: float = 300.0) -> AdoptStats:
+    """Run :data:`ADOPT_SCRIPT` in a short-lived container beside the task's (which the caller keeps paused).
+
+    After a rollback the agent may have processes running in its container:
+    run there, the pass would race them (a directory renamed after it was
+    listed, one made unmovable), and a restored directory would stay the
+    person's. So the pass runs in a fresh container of the same image, as the
+    same user, with only the worktree mounted, no network and no capabilities,
+    while every process of the task's own container is frozen.
+    """
+    client = container.client
+    try:
+        container.reload()
+        user = (container.attrs.get("Config") or {}).get("User") or str(uid)
+        helper = client.containers.create(
+            container.image.id, ["sh", "-c", ADOPT_SCRIPT, "sh", str(uid)], user=user, working_dir=workdir,
+            environment={"LC_ALL": "C"}, network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+            read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,size=16m"}, pids_limit=64, mem_limit=128 * 1024 * 1024,
+            mounts=[DockerMount(target=workdir, source=worktree, type="bind")],
+            labels={"armor.adopt-for": str(container.id)})
+    except docker.errors.APIError as exc:
+        return AdoptStats(notes=[f"the agent could not take over the worktree's directories: {exc.explanation or exc}"])
+    try:
+        helper.start()
+        code = helper.wait(timeout=timeout).get("StatusCode")
+        output = helper.logs(stdout=True, stderr=True)
+    except Exception as exc:  # the engine's error or a timeout from the HTTP client: reported, never raised
+        return AdoptStats(notes=[f"the agent could not take over the worktree's directories: {exc}"])
+    finally:
+        try:
+            helper.remove(force=True)
+        except docker.errors.APIError:
+            pass
+    return _outcome(code, output)
+
+
+def _outcome(code: int | None, output: bytes | None) -> AdoptStats:
+    stats = AdoptStats()
     text = (output or b"").decode("utf-8", "replace")
     found = _RESULT.findall(text)
     for done, failed in found:

@@ -215,8 +215,8 @@ def create_task_container(
     plan = MountPlan()
     shared: ShareStats | None = None
     if worktree is not None:
-        data = git_data(worktree, Path(labels[LABEL_STATE]) if LABEL_STATE in labels else None) if spec.git_data else None
-        plan = plan_mounts(worktree, spec.workdir, data)
+        data = git_data(worktree, Path(labels[LABEL_STATE]) if LABEL_STATE in labels else None)
+        plan = plan_mounts(worktree, spec.workdir, data, with_data=spec.git_data)
         if identity.gid is not None and not identity.root:
             try:
                 shared = share_worktree(worktree, identity.gid, owner=identity.uid)

@@ -54,7 +54,7 @@ from armor_rx.sinks.docker.containers import (
     task_labels,
 )
 from armor_rx.sinks.docker.access import share_worktree
-from armor_rx.sinks.docker.adopt import adopt_in_container
+from armor_rx.sinks.docker.adopt import adopt_beside
 from armor_rx.sinks.docker.engine import Engine, is_engine_lost
 from armor_rx.sinks.docker.exec import ExecRun, Live
 from armor_rx.sinks.docker.identity import check_exec_user, resolve_identity
@@ -508,24 +508,25 @@ class DockerEffect:
         identity = resolve_identity(self.spec_for(task_id))
         if identity.gid is None or identity.root:
             return {}
+        plain = os.geteuid() != 0 and identity.uid is not None
+        adopted = None
         try:
-            with self.paused(task_id):
+            with self.paused(task_id) as frozen:
                 stats = share_worktree(Path(worktree), identity.gid, owner=identity.uid)
+                if plain and frozen and identity.uid is not None:
+                    # Directories the restore made are the plain user's again: the agent takes them over
+                    # (see adopt.py), in a container beside its own, which stays frozen so nothing races it.
+                    # With no running container nothing of the agent's runs, and its next start does it.
+                    adopted = adopt_beside(self.container(task_id), identity.uid, self.spec_for(task_id).workdir,
+                                           str(worktree))
         except OSError as exc:
             # The restore itself is done; the agent may lack write access to what it wrote, and is told so.
             ctx.emit("worktree.shared", {"gid": identity.gid, "error": f"{type(exc).__name__}: {exc}"})
             return {}
         if stats.changed or stats.skipped:
             ctx.emit("worktree.shared", {"gid": identity.gid, **stats.to_payload()})
-        if os.geteuid() != 0 and identity.uid is not None:
-            # Directories the restore made are the plain user's again: the agent takes them over (see adopt.py).
-            try:
-                container = self.container(task_id)
-            except ContainerNotFound:
-                return {}
-            adopted = adopt_in_container(container, identity.uid, self.spec_for(task_id).workdir)
-            if adopted.adopted or adopted.failed or adopted.notes:
-                ctx.emit("worktree.adopted", {"uid": identity.uid, **adopted.to_payload()})
+        if adopted is not None and (adopted.adopted or adopted.failed or adopted.notes):
+            ctx.emit("worktree.adopted", {"uid": identity.uid, **adopted.to_payload()})
         return {}
 
     def _result_path(self, request_id: str) -> Path | None:

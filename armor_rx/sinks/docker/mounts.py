@@ -90,8 +90,13 @@ def git_data(worktree: Path, state_dir: Path | None) -> GitData | None:
     return GitData(link=link, admin=admin.resolve(), common=common, hide=tuple(hide))
 
 
-def plan_mounts(worktree: Path, workdir: str, data: GitData | None) -> MountPlan:
-    """The worktree read-write at ``workdir``, its ``.git`` link and git data read-only (see module docs)."""
+def plan_mounts(worktree: Path, workdir: str, data: GitData | None, *, with_data: bool = True) -> MountPlan:
+    """The worktree read-write at ``workdir``, its ``.git`` link and git data read-only (see module docs).
+
+    The link is bound even when ``with_data`` is False (no git inside): the
+    worktree root stays the person's, and without its link an agent could make
+    the root itself a bare repository that git on the host trusts.
+    """
     plan = MountPlan()
     plan.binds[str(worktree)] = {"bind": workdir, "mode": "rw"}
     plan.described[workdir] = f"{worktree} (rw)"
@@ -100,6 +105,8 @@ def plan_mounts(worktree: Path, workdir: str, data: GitData | None) -> MountPlan
     link_in = f"{workdir.rstrip('/')}/.git"
     plan.binds[str(data.link)] = {"bind": link_in, "mode": "ro"}
     plan.described[link_in] = f"{data.link} (ro)"
+    if not with_data:
+        return plan
     plan.binds[str(data.common)] = {"bind": str(data.common), "mode": "ro"}
     plan.described[str(data.common)] = f"{data.common} (ro)"
     for hidden in data.hide:

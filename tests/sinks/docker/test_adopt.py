@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -87,15 +89,15 @@ def test_every_directory_below_the_root_becomes_the_agents_and_nothing_else_chan
 def test_a_pass_killed_half_way_is_finished_by_the_next(tree):
     before = snapshot(tree)
     # Killed after moving src's entries aside and removing src; and half-way through moving -dash's.
-    os.rename(tree / "src", tree / f"src{SUFFIX}")
-    (tree / f"-dash{SUFFIX}").mkdir()
-    os.rename(tree / "-dash" / "..odd", tree / f"-dash{SUFFIX}" / "..odd")
-    for made in (tree / f"src{SUFFIX}", tree / f"-dash{SUFFIX}"):  # the pass made these, as the agent
+    os.rename(tree / "src", tree / f"src{SUFFIX}.aB3xYz")
+    (tree / f"-dash{SUFFIX}.Q9w_e1").mkdir()
+    os.rename(tree / "-dash" / "..odd", tree / f"-dash{SUFFIX}.Q9w_e1" / "..odd")
+    for made in (tree / f"src{SUFFIX}.aB3xYz", tree / f"-dash{SUFFIX}.Q9w_e1"):  # the pass made these, as the agent
         os.chown(made, AGENT_UID, GID)
         os.chmod(made, 0o2775)
     adopt(tree)
     assert snapshot(tree) == before
-    assert not list(tree.glob(f"*{SUFFIX}"))
+    assert not list(tree.glob(f"*{SUFFIX}*"))
     assert {os.lstat(p).st_uid for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()} == {AGENT_UID}
 
 
@@ -106,3 +108,84 @@ def test_a_directory_the_agent_may_not_change_is_left_whole_and_counted(tree):
     assert "failed 1" in out
     assert snapshot(tree) == before  # what could not move was put back
     assert os.lstat(tree / "big").st_uid == 0 and os.lstat(tree / "src").st_uid == AGENT_UID
+
+
+def test_a_name_the_agent_took_first_does_not_keep_a_directory_the_persons(tmp_path):
+    """Review 13: a file 'src.armor-adopt' (say from a checkpoint a rollback brought back) made the pass fail on src.
+
+    And a repository's own directory of such a name is neither renamed nor merged into its namesake.
+    """
+    _busybox()
+    os.chmod(tmp_path, 0o755)
+    root = tmp_path / "wt"
+    for name in ("src/pkg", f"notes{SUFFIX}", "docs"):
+        (root / name).mkdir(parents=True)
+    (root / f"src{SUFFIX}").write_text("the agent's\n")
+    os.mkdir(root / f"docs{SUFFIX}")  # the agent's own directory, not a killed pass's
+    (root / f"docs{SUFFIX}" / "mine").write_text("m\n")
+    (root / f"notes{SUFFIX}" / "n.md").write_text("n\n")
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, -1, GID)
+        os.chmod(path, 0o2775 if path.is_dir() else 0o664)
+    os.chown(root / f"docs{SUFFIX}", AGENT_UID, GID)
+    before = snapshot(root)
+    out = adopt(root)
+    assert "failed 0" in out, out
+    assert {os.lstat(root / d).st_uid for d in ("src", "src/pkg", "docs", f"notes{SUFFIX}")} == {AGENT_UID}
+    assert snapshot(root) == before
+
+
+def test_a_pass_killed_while_moving_leaves_the_persons_files_readable_and_the_next_finishes(tmp_path):
+    """Review 13: kill -9 mid-pass. The directory entries were moved into must already carry the shared mode."""
+    busybox = _busybox()
+    os.chmod(tmp_path, 0o755)
+    root = tmp_path / "wt"
+    (root / "src" / "pkg").mkdir(parents=True)
+    for i in range(20000):
+        (root / "src" / f"f{i}").write_text("")
+    for path in [root, root / "src", root / "src" / "pkg"]:
+        os.chown(path, -1, GID)
+        os.chmod(path, 0o2775)
+    before = snapshot(root)
+    proc = subprocess.Popen(["setpriv", f"--reuid={AGENT_UID}", f"--regid={GID}", "--clear-groups", busybox, "sh", "-c",
+                             ADOPT_SCRIPT, "sh", str(AGENT_UID)], cwd=root, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    aside: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        aside = [p for p in root.glob(f"src{SUFFIX}*") if len(os.listdir(p)) > 0]
+        if aside:
+            break
+        time.sleep(0.001)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if not aside:
+        pytest.skip("the pass ended before it could be caught half-way")
+    assert os.lstat(aside[0]).st_mode & 0o070 == 0o070, oct(os.lstat(aside[0]).st_mode)
+    adopt(root)
+    assert snapshot(root) == before
+    assert not list(root.glob(f"*{SUFFIX}*"))
+
+
+@pytest.mark.docker
+def test_the_pass_beside_a_frozen_container_takes_every_directory_and_leaves_nothing(engine, test_image, tree):
+    """After a rollback the pass runs in a container beside the task's, which stays paused: nothing can race it."""
+    import docker.types
+
+    from armor_rx.sinks.docker.adopt import adopt_beside
+
+    before = snapshot(tree)
+    task = engine.client.containers.run(test_image, ["sleep", "300"], user=f"{AGENT_UID}:{GID}", network_mode="none",
+                                        mounts=[docker.types.Mount(target="/workspace", source=str(tree), type="bind")],
+                                        labels={"armor.test": "adopt-beside"}, detach=True)
+    try:
+        task.pause()
+        stats = adopt_beside(task, AGENT_UID, "/workspace", str(tree))
+        assert task.client.containers.get(task.id).status == "paused"  # frozen the whole time
+    finally:
+        task.remove(force=True)
+    dirs = [p for p in tree.rglob("*") if p.is_dir() and not p.is_symlink()]
+    assert (stats.adopted, stats.failed, stats.notes) == (len(dirs), 0, [])
+    assert {os.lstat(p).st_uid for p in dirs} == {AGENT_UID}
+    assert snapshot(tree) == before
+    assert not engine.client.containers.list(all=True, filters={"label": f"armor.adopt-for={task.id}"})

@@ -373,6 +373,8 @@ with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
     armor.rollback("mine", cp)
     report["write_restored"] = sh("echo two >> a/b/f && echo more >> t && touch a/b/new")
     report["restored_owner"] = os.lstat(worktree / "a" / "b" / "f").st_uid
+    # The directories the rollback re-made were taken over beside the frozen container.
+    report["restored_dirs_owner"] = sorted({os.lstat(worktree / d).st_uid for d in ("a", "a/b")})
     report["git_status"] = subprocess.run(["git", "-C", str(worktree), "status", "--short"], capture_output=True, text=True).returncode
     shutil.rmtree(worktree / "a")  # the host user removes what the agent made
     report["host_removed"] = not (worktree / "a").exists()
@@ -424,6 +426,7 @@ def test_an_unprivileged_armor_shares_the_worktree_through_its_own_group(git_ima
     assert any("not root" in note for note in report["degraded"])  # no nosuid remount: said, not hidden
     assert report["made"] == 0 and report["removed_by_agent"] == 0
     assert report["write_restored"] == 0 and report["restored_owner"] == uid
+    assert report["restored_dirs_owner"] == [AGENT_UID]
     assert report["git_status"] == 0 and report["host_removed"] is True
     # Directories armor checked out were taken over by the agent (a plain user cannot chown), so a bare
     # repository planted in one is refused by the person's git.
