@@ -197,7 +197,7 @@ def _print_sweep(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
 
 
 def _session_hooks(armor: Any) -> dict[str, Any]:
-    from armor_rx.model.lifecycle import ACTIVE
+    from armor_rx.model.lifecycle import ACTIVE, State
 
     def is_active(task_id: str) -> bool:
         try:
@@ -219,8 +219,15 @@ def _session_hooks(armor: Any) -> dict[str, Any]:
     def emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
         armor.emit(task_id if known(task_id) else None, kind, payload)
 
+    def resumable(task_id: str) -> bool:
+        # An interrupted task comes back with 'resume', maybe at a checkpoint whose snapshot it needs.
+        try:
+            return is_active(task_id) or armor.task(task_id).state is State.INTERRUPTED
+        except (TaskNotFound, ValueError):
+            return False
+
     return {"is_active": is_active, "state_dir": str(Path(armor.state.path).resolve()), "checkpoint": checkpoint,
-            "emit": emit, "snapshots": _snapshot_sweep(armor, is_active)}
+            "emit": emit, "snapshots": _snapshot_sweep(armor, resumable)}
 
 
 def _snapshot_sweep(armor: Any, is_active: Callable[[str], bool]) -> Callable[[bool], list[Any]]:

@@ -52,6 +52,9 @@ _log = structlog.get_logger("armor_rx.session")
 
 BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
 
+# What a resume keeps of the sandbox its task last ran in (see resume).
+_SANDBOX_KEPT = ("read_only", "volumes", "user", "allow_root")
+
 _NOT_OPEN = "the session is not started (use 'with Armor(...) as armor:')"
 
 
@@ -350,6 +353,16 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             for key in ("image", "sandbox", "keep", "secret_refs", "checkpoint_policy", "services"):
                 if key in started[-1].payload and key not in payload:
                     payload[key] = to_plain(started[-1].payload[key])
+        if "sandbox" not in payload or isinstance(payload["sandbox"], Mapping):
+            # The sandbox is the task's, not the session's: a session opened with another default (the
+            # service restarted) must not make a read-only root of a writable one, or drop its volumes,
+            # or its checkpoints would stop saving the container. What the engine was given is recorded.
+            ran = [e for e in self.log.read(task_id=task_id, kind="container.started")]
+            recorded = to_plain(ran[-1].payload.get("settings")) if ran else None
+            settings: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+            kept = {k: to_plain(settings[k]) for k in _SANDBOX_KEPT if k in settings}
+            if kept:
+                payload["sandbox"] = {**kept, **dict(payload.get("sandbox") or {})}
         given = dict(secrets or {})
         for name in self.secrets.missing(task_id, [n for n in dict(payload.get("secret_refs") or {}) if n not in given]):
             reference = str(payload["secret_refs"][name])

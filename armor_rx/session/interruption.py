@@ -78,6 +78,9 @@ def interrupt_task(armor: Armor, task_id: str, reason: str, *, cause: str = "use
     payload: dict[str, Any] = {"reason": reason, "cause": cause}
     if checkpoint and armor.assembly.git is not None and _has_worktree(armor, task_id):
         payload.update(_final_checkpoint(armor, task_id, reason, cause, deadline))
+    services = armor.assembly.services
+    if services is not None:  # before the container goes, so each is stopped and said to be
+        services.halt(task_id, "interrupted", lambda kind, data: armor.emit(task_id, kind, data))
     if docker is not None:
         try:
             removed = docker.remove(task_id, lambda kind, data: armor.emit(task_id, kind, data), reason=f"interrupted ({cause})")

@@ -107,7 +107,9 @@ def test_an_idle_task_is_interrupted_and_resumes(repo, engine, test_image):
         armor.create_task("idle")
         armor.start("idle")
         assert armor.exec("idle", ["sh", "-c", "echo one > one.txt"]).payload["exit_code"] == 0
-        wait_for(lambda: armor.task("idle").state is State.INTERRUPTED, timeout=60, what="the idle timeout")
+        # The registry runs a little ahead of the log: wait for the event itself, which history reads.
+        wait_for(lambda: any(e.kind == "task.interrupted" for e in armor.history(task_id="idle")), timeout=60,
+                 what="the idle timeout")
         report = _report(armor.history, "idle")
         assert report["cause"] == "idle timeout" and report["checkpoint"] == "cp-1"
         assert not _labelled(engine, "idle", repo)
@@ -126,7 +128,8 @@ def test_the_wall_clock_interrupts_the_task_and_resume_gives_a_fresh_one(repo, e
         armor.start("clock")
         outcome = armor.exec("clock", ["sh", "-c", "echo before > b.txt; sleep 60"])
         assert outcome.payload["reason"] == "wall_clock" and "resume" in outcome.payload["message"]
-        wait_for(lambda: armor.task("clock").state is State.INTERRUPTED, timeout=60, what="the wall-clock interruption")
+        wait_for(lambda: any(e.kind == "task.interrupted" for e in armor.history(task_id="clock")), timeout=60,
+                 what="the wall-clock interruption")
         report = _report(armor.history, "clock")
         assert report["cause"] == "wall clock" and report["checkpoint"] == "cp-1"
         armor.resume("clock")

@@ -164,6 +164,14 @@ class ServiceSupervisor:
             supervision.thread.start()  # under the lock: stop() cannot miss a thread started now
         return None
 
+    def halt(self, task_id: str, reason: str, emit: Callable[[str, Mapping[str, Any]], object]) -> None:
+        """Stop the task's services now, while its container is still there (an interruption is about to
+        remove it); a resume starts them again."""
+        with self._lock:
+            supervision = self._tasks.pop(task_id, None)
+        if supervision is not None:
+            self._end(supervision, reason=reason, emit=emit)
+
     # -- ending -----------------------------------------------------------------
     def _end(self, supervision: _Supervision, *, reason: str,
              emit: Callable[[str, Mapping[str, Any]], object] | None) -> None:

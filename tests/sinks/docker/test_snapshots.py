@@ -263,11 +263,18 @@ def test_resume_at_a_checkpoint_starts_from_its_snapshot(repo, engine, writable,
 
 
 def test_a_session_opened_later_still_saves_the_container(repo, engine, writable, sandbox, cleanup_containers):
-    """The service restarted since the task started: the container says its root is writable, so checkpoints save it."""
+    """The service restarted since the task started: closing interrupted the task with a final checkpoint that
+    saved the container, and the next session (whose own default is a read-only root) resumes it with the
+    writable root its start asked for, so its checkpoints save the container too."""
     with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
         armor.create_task("later")
         armor.start("later")
+        assert _out(armor, "later", "touch /home/agent/before && echo ok") == "ok\n"
     with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:  # default: read-only
+        final = [e for e in armor.history(task_id="later") if e.kind == "checkpoint.created"][-1].payload
+        assert list(final["holds"]) == ["worktree", "image"]  # the final checkpoint of the graceful stop
+        armor.resume("later", checkpoint=final["checkpoint"])
+        assert _out(armor, "later", "ls /home/agent/before && echo ok").endswith("ok\n")  # from the snapshot
         cp = armor.checkpoint("later").payload
         assert list(cp["holds"]) == ["worktree", "image"]
         armor.rollback("later", cp["checkpoint"])
@@ -281,12 +288,15 @@ def test_gc_without_a_service_removes_unnamed_snapshots(repo, engine, writable, 
 
     import orjson
 
+    from armor_rx.testing import crash
+
     with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
         armor.create_task("gc")
         armor.start("gc")
         kept = armor.checkpoint("gc").payload["container"]["image"]
         with armor.docker.paused("gc"):
             left = armor.docker.capture("gc", "cp-2")  # as a process killed before the git commit leaves it
+        crash(armor)  # killed then: no graceful stop (its final checkpoint would sweep the unnamed snapshot itself)
     done = subprocess.run([sys.executable, "-m", "armor_rx", "gc", "--repo", str(repo), "--now", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -133,7 +133,7 @@ def test_interrupt_stops_the_services_resume_starts_them_again_and_no_thread_out
     # Closing the session ends (joins) the supervisor's threads before the pipeline stops.
     assert supervisor_threads() == []
     with Armor(state_dir=state, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
-        armor.interrupt("again", "test: reopened")
+        assert armor.task("again").state is State.INTERRUPTED  # closing the session interrupted it
         armor.resume("again")
         assert wait_for(lambda: kinds(armor, "again").count("service.started") == 3, timeout=30)
         armor.cancel("again")
