@@ -30,9 +30,14 @@ from armor_rx.errors import (
     Vetoed,
 )
 from armor_rx.model import Secret, State, TaskEvent, TaskRecord
-from armor_rx.pipeline.effect_runner import RetryPolicy
-from armor_rx.pipeline.effects import Effect, EffectContext
-from armor_rx.pipeline.hooks import Hook
+from armor_rx.model.services import HealthCheck, ServiceSpec
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported on first use below: the pipeline pulls in reactivex, and the CLI's read verbs need none of it
+    from armor_rx.pipeline.effect_runner import RetryPolicy
+    from armor_rx.pipeline.effects import Effect, EffectContext
+    from armor_rx.pipeline.hooks import Hook
 
 __version__ = "0.1.0"
 
@@ -40,7 +45,14 @@ __version__ = "0.1.0"
 _DOCKER = ("DockerEffect", "Engine", "ImageCache", "ImageSpec", "SandboxSpec", "Sweeper")
 
 
+_PIPELINE = {"RetryPolicy": "effect_runner", "Effect": "effects", "EffectContext": "effects", "Hook": "hooks"}
+
+
 def __getattr__(name: str) -> object:
+    if name in _PIPELINE:
+        import importlib
+
+        return getattr(importlib.import_module(f"armor_rx.pipeline.{_PIPELINE[name]}"), name)
     # The session pulls in the sinks; import it lazily so 'import armor_rx' stays light.
     if name in ("Armor", "SessionConfig"):
         import armor_rx.session as session
@@ -91,6 +103,7 @@ __all__ = [
     "Effect",
     "EffectContext",
     "EffectFailed",
+    "HealthCheck",
     "Hook",
     "HookTimeout",
     "IllegalTransition",
@@ -98,6 +111,7 @@ __all__ = [
     "LogCorrupt",
     "RetryPolicy",
     "Secret",
+    "ServiceSpec",
     "State",
     "StateDirLocked",
     "TaskEvent",

@@ -46,11 +46,16 @@ class ArmorAPI(Protocol):
              on_output: Callable[[TaskEvent], object] | None = None, secrets: Mapping[str, SecretSource] | None = None,
              **options: Any) -> TaskEvent: ...
     def stop_command(self, task_id: str, reason: str = "stopped by the user") -> bool: ...
-    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent: ...
+    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None,
+                   tag: str | None = None) -> TaskEvent: ...
     def checkpoints(self, task_id: str) -> list[Any]: ...
     def diff(self, task_id: str, checkpoint: str | None = None) -> Any: ...
     def rollback(self, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent: ...
     def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent: ...
+    def fork(self, task_id: str, checkpoint: str, *, into: int | None = None, names: Sequence[str] | None = None,
+             timeout: float | None = None) -> list[TaskEvent]: ...
+    def compare(self, task_ids: Sequence[str]) -> Any: ...
+    def conflicts(self) -> list[dict[str, Any]]: ...
     def worktree(self, task_id: str) -> Path: ...
     def container(self, task_id: str) -> dict[str, Any]: ...
     def emit(self, task_id: str | None, kind: str, payload: Mapping[str, Any] | None = None) -> TaskEvent: ...
@@ -142,8 +147,9 @@ class AsyncArmorBase:
     async def stop_command(self, task_id: str, reason: str = "stopped by the user") -> bool:
         return await self._call(self.sync.stop_command, task_id, reason)  # type: ignore[no-any-return]
 
-    async def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
-        return await self._call(self.sync.checkpoint, task_id, message, timeout=timeout)  # type: ignore[no-any-return]
+    async def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None,
+                         tag: str | None = None) -> TaskEvent:
+        return await self._call(self.sync.checkpoint, task_id, message, timeout=timeout, tag=tag)  # type: ignore[no-any-return]
 
     async def checkpoints(self, task_id: str) -> list[Any]:
         return await self._call(self.sync.checkpoints, task_id)  # type: ignore[no-any-return]
@@ -156,6 +162,16 @@ class AsyncArmorBase:
 
     async def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
         return await self._call(self.sync.branch_from, source_task, checkpoint, new_task, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def fork(self, task_id: str, checkpoint: str, *, into: int | None = None, names: Sequence[str] | None = None,
+                   timeout: float | None = None) -> list[TaskEvent]:
+        return await self._call(self.sync.fork, task_id, checkpoint, into=into, names=names, timeout=timeout)  # type: ignore[no-any-return]
+
+    async def compare(self, task_ids: Sequence[str]) -> Any:
+        return await self._call(self.sync.compare, task_ids)
+
+    async def conflicts(self) -> list[dict[str, Any]]:
+        return await self._call(self.sync.conflicts)  # type: ignore[no-any-return]
 
     async def worktree(self, task_id: str) -> Path:
         return await self._call(self.sync.worktree, task_id)  # type: ignore[no-any-return]

@@ -10,13 +10,17 @@ skipped (each named in a warning on stderr; copies are kept in
 ``.armor/events/quarantine/``), so the output may miss events. Once a person
 has looked, ``armor-rx damage --acknowledge`` marks those stretches seen and
 the read verbs exit 0 for them again (a new stretch is 3 again).
+
+The read verbs (``tasks``, ``events``, ``damage``, ``dead-letters``) are run
+often and from scripts, so they import only what they use: the other verbs'
+modules (Docker, git, the service's client, MCP ...) are loaded only for
+those verbs, and the service's client only when its socket is there.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,7 +29,6 @@ import orjson
 
 from armor_rx import __version__
 from armor_rx.errors import ArmorError, ConfigError
-from armor_rx.logs import configure_logging
 from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.patterns import kind_matcher
@@ -43,7 +46,25 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+# Verbs defined in this module; any other verb is in armor_rx/commands/.
+_CORE_VERBS = frozenset({"events", "damage", "tasks", "dead-letters", "redrive", "demo"})
+_VALUED = frozenset({"--state-dir", "--repo", "--log-level"})  # the shared options that take a value
+
+
+def _verb_of(argv: Sequence[str]) -> str | None:
+    """The verb in ``argv`` (the first word that is not an option or an option's value), if any."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _VALUED:
+            skip = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def _parser(*, commands: bool = True) -> argparse.ArgumentParser:
     # The shared options are accepted before the verb and after it ("armor-rx --repo R tasks",
     # "armor-rx tasks --repo R"): the verb's copies default to SUPPRESS so they never
     # overwrite a value given before the verb.
@@ -90,9 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
 
     # Verb groups that live in their own modules (armor_rx/commands/*.py): each
-    # has register(verbs, common) -> {verb: handler}.
-    for module in _command_modules():
-        COMMANDS.update(module.register(verbs, common))
+    # has register(verbs, common) -> {verb: handler}. A core verb does without them.
+    if commands:
+        for module in _command_modules():
+            COMMANDS.update(module.register(verbs, common))
     return parser
 
 
@@ -212,13 +234,19 @@ def _print_event(event: TaskEvent, as_json: bool) -> None:
 
 def live_service(args: argparse.Namespace) -> Any:
     """A client of the state directory's service if one is running (read-only verbs never start one)."""
-    from armor_rx.client.autostart import probe
-    from armor_rx.client.sync import RemoteArmor
     from armor_rx.service.paths import ServicePaths
-
     from armor_rx.sinks.statedir import StateDir
 
-    if probe(ServicePaths.of(StateDir.resolve(args.state_dir, args.repo))) is None:
+    paths = ServicePaths.of(StateDir.resolve(args.state_dir, args.repo))
+    if not paths.socket.exists():
+        return None  # no service: not worth importing its client to ask
+    from armor_rx.sinks._log import configure_now
+
+    configure_now()  # the client logs with structlog directly
+    from armor_rx.client.autostart import probe
+    from armor_rx.client.sync import RemoteArmor
+
+    if probe(paths) is None:
         return None
     try:
         return RemoteArmor(args.repo, state_dir=args.state_dir, autostart=False)
@@ -264,6 +292,8 @@ def cmd_events(args: argparse.Namespace) -> int:
         log = EventLog(state / "events", read_only=True).start()
     try:
         if args.follow:
+            import threading
+
             stop = threading.Event()
             try:
                 for event in log.follow(args.since_seq, task_id=args.task, kind=args.kind, stop=stop):
@@ -286,7 +316,8 @@ def _registry(state: Path) -> tuple[Registry, int]:
     if log is None:
         return Registry(), 0
     try:
-        registry, _report = recover_registry(SnapshotStore(state / "snapshot.json"), log)
+        # Listing tasks needs no requests in flight: a snapshot from before they were kept does.
+        registry, _report = recover_registry(SnapshotStore(state / "snapshot.json"), log, requests=False)
     finally:
         log.stop()
     return registry, _warn_damage(log)
@@ -363,13 +394,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, tail = argv[:cut], argv[cut + 1:]
-    args = _parser().parse_args(argv)
+    args = _parser(commands=_verb_of(argv) not in _CORE_VERBS).parse_args(argv)
     if tail is not None:
         if not hasattr(args, "command"):
             print(f"armor-rx: error: 'armor-rx {args.verb}' takes no command after '--'", file=sys.stderr)
             return EXIT_USAGE
         args.command = [*args.command, *tail]
-    configure_logging(json=args.log_json, level=args.log_level)
+    def configure() -> None:
+        from armor_rx.logs import configure_logging
+
+        configure_logging(json=args.log_json, level=args.log_level)
+
+    if args.verb in _CORE_VERBS:
+        from armor_rx.sinks._log import defer_configuration
+
+        defer_configuration(configure)  # structlog (and asyncio with it) only once something logs
+    else:
+        configure()
     try:
         return COMMANDS[args.verb](args)
     except ArmorError as exc:

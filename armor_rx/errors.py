@@ -204,6 +204,19 @@ class ConfigError(ArmorError, ValueError):
     """An option has a value armor_rx does not accept."""
 
 
+class ClassicHooksOff(ConfigError):
+    """A classic hook (``armor.hook("before_start", fn)``) was registered with the classic hook API off."""
+
+    def __init__(self, point: str | None, hook: str, instead: str) -> None:
+        self.point = point
+        self.hook = hook
+        super().__init__(
+            f"classic hook {hook!r} at {point!r} refused: the classic hook API is off (classic_hooks=False or "
+            f"ARMOR_RX_CLASSIC_HOOKS=0); write it as an operator: from armor_rx.operators import guard, observe; "
+            f"{instead} (see docs/hooks.md)"
+        )
+
+
 class TransientError(ArmorError):
     """Raise from an effect to say "this may work if tried again" (retried with backoff)."""
 
@@ -300,15 +313,18 @@ class CheckpointsOwnedElsewhere(GitError):
 
 
 class SubmoduleConflict(GitError):
-    """A submodule is not at its recorded commit and the task's strategy is 'fail'."""
+    """A submodule is not at its recorded commit and the task's strategy cannot settle it (nothing was changed).
 
-    def __init__(self, task_id: str, problems: dict[str, str]) -> None:
+    ``problems`` maps each submodule path to what is wrong; ``hint`` says what to do.
+    """
+
+    def __init__(self, task_id: str, problems: dict[str, str], *, hint: str | None = None) -> None:
         self.task_id = task_id
         self.problems = dict(problems)
         listed = ", ".join(f"{path} ({state})" for path, state in sorted(problems.items()))
         super().__init__(
-            f"task {task_id!r}: submodule(s) not clean: {listed}; fix them, or choose the "
-            "submodule strategy 'skip' or 'reset'"
+            f"task {task_id!r}: submodule(s) not clean: {listed}; "
+            + (hint or "fix them, or choose the submodule strategy 'skip', 'reset', 'merge' or 'rebase'")
         )
 
 

@@ -1,6 +1,6 @@
 """Run every benchmark and print its ratios against the baselines measured in the same run.
 
-    .venv/bin/python benchmarks/run.py   # pipeline, event log, docker, the armor service
+    .venv/bin/python benchmarks/run.py   # pipeline, event log, re-opening, docker, the armor service, checkpoint storage
     .venv/bin/python benchmarks/run.py --all   # also the git checkpoint benchmark (needs ~1 GB of disk)
 """
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SUITES = ["bench_pipeline", "bench_masking", "bench_eventlog", "bench_docker", "service", "bench_mcp"]
-HEAVY = ["bench_checkpoint", "monitor"]
+SUITES = ["bench_pipeline", "bench_masking", "bench_eventlog", "bench_reopen", "bench_docker", "service", "bench_mcp",
+          "bench_checkpoint_storage"]
+HEAVY = ["bench_checkpoint", "monitor", "bench_conflicts", "bench_resume"]
 
 
 def main() -> int:

@@ -74,7 +74,9 @@ def test_cli_checkpoints_rollback_resume(repo):
 
     listed = cli("checkpoints", "t1", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert [c["checkpoint"] for c in orjson.loads(listed.stdout)] == [cp]
+    rows = orjson.loads(listed.stdout)
+    # The interrupt took a final checkpoint of the worktree as it was left.
+    assert [c["checkpoint"] for c in rows] == [cp, "cp-2"] and rows[1]["message"].startswith("final checkpoint (user)")
     resumed = cli("resume", "t1")
     assert resumed.returncode == 0 and "running" in resumed.stdout, resumed.stderr
     rolled = cli("rollback", "t1", cp)

@@ -87,6 +87,9 @@ class Operations:
         body = {"task_id": None if task_id is None else validate_task_id(task_id), "kind": kind, "payload": dict(payload or {})}
         return Call("POST", f"{wire.PREFIX}/events", _event, body)
 
+    def conflicts(self) -> Call[list[dict[str, Any]]]:
+        return Call("GET", f"{wire.PREFIX}/conflicts", lambda rows: [dict(r) for r in rows])
+
     def dead_letters(self, include_redriven: bool) -> Call[list[Any]]:
         return Call("GET", f"{wire.PREFIX}/dead-letters", lambda rows: [wire.letter_in(r) for r in rows],
                     query={"all": "1"} if include_redriven else {})
@@ -112,7 +115,12 @@ class Operations:
 
 
 def start_body(payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None = None) -> dict[str, Any]:
-    body = {k: v for k, v in payload.items() if v is not None}
+    # A CheckpointTriggers (checkpoint_policy=...) travels in its JSON form.
+    body = {k: (v.to_payload() if hasattr(v, "to_payload") else v) for k, v in payload.items() if v is not None}
+    if "services" in body:  # ServiceSpec values as the plain data the wire carries (ConfigError here, before sending)
+        from armor_rx.model.services import services_payload
+
+        body["services"] = services_payload(body["services"])
     if secrets:
         body["secrets"] = secrets_body(secrets)
     return body

@@ -21,8 +21,9 @@ from reactivex.disposable import Disposable
 
 from armor_rx.client.autostart import ensure_service
 from armor_rx.client.base import Call, Operations, parse_line, secrets_body, start_body
-from armor_rx.errors import ArmorError, ConfigError, ServiceLost, ServiceUnavailable
+from armor_rx.errors import ArmorError, ConfigError, GitError, ServiceLost, ServiceUnavailable
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
 from armor_rx.model.secrets import SecretSource
 from armor_rx.service import wire
@@ -209,8 +210,12 @@ class RemoteArmor:
         return outcome
 
     # -- git ------------------------------------------------------------------
-    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None) -> TaskEvent:
-        return self._send(self._ops.lifecycle(task_id, "checkpoint", {"message": message}))  # type: ignore[no-any-return]
+    def checkpoint(self, task_id: str, message: str | None = None, *, timeout: float | None = None,
+                   tag: str | None = None) -> TaskEvent:
+        body: dict[str, Any] = {"message": message}
+        if tag is not None:
+            body["tag"] = tag
+        return self._send(self._ops.lifecycle(task_id, "checkpoint", body))  # type: ignore[no-any-return]
 
     def checkpoints(self, task_id: str) -> list[Any]:
         return self._send(self._ops.checkpoints(task_id))
@@ -223,6 +228,27 @@ class RemoteArmor:
 
     def branch_from(self, source_task: str, checkpoint: str, new_task: str, *, timeout: float | None = None) -> TaskEvent:
         return self._send(self._ops.lifecycle(source_task, "branch", {"checkpoint": checkpoint, "new_task": new_task}))  # type: ignore[no-any-return]
+
+    def fork(self, task_id: str, checkpoint: str, *, into: int | None = None, names: Sequence[str] | None = None,
+             timeout: float | None = None) -> list[TaskEvent]:
+        """As :meth:`armor_rx.Armor.fork`: one :meth:`branch_from` per new task, the names settled first."""
+        from armor_rx.model.forks import fork_names
+
+        validate_task_id(task_id)
+        # The first branch_from refuses an unknown checkpoint before any task exists.
+        made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
+        return [self.branch_from(task_id, checkpoint, name, timeout=timeout) for name in made]
+
+    def compare(self, task_ids: Sequence[str]) -> Any:
+        """As :meth:`armor_rx.Armor.compare`, from the service's diffs."""
+        from armor_rx.sinks.git.compare import compare
+
+        if not task_ids:
+            raise GitError("compare needs at least one task")
+        return compare([self.diff(validate_task_id(t)) for t in task_ids])
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        return self._send(self._ops.conflicts())
 
     def worktree(self, task_id: str) -> Path:
         return self._send(self._ops.worktree(task_id))

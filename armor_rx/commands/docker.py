@@ -197,7 +197,7 @@ def _print_sweep(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
 
 
 def _session_hooks(armor: Any) -> dict[str, Any]:
-    from armor_rx.model.lifecycle import ACTIVE
+    from armor_rx.model.lifecycle import ACTIVE, State
 
     def is_active(task_id: str) -> bool:
         try:
@@ -219,4 +219,39 @@ def _session_hooks(armor: Any) -> dict[str, Any]:
     def emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
         armor.emit(task_id if known(task_id) else None, kind, payload)
 
-    return {"is_active": is_active, "state_dir": str(Path(armor.state.path).resolve()), "checkpoint": checkpoint, "emit": emit}
+    def resumable(task_id: str) -> bool:
+        # An interrupted task comes back with 'resume', maybe at a checkpoint whose snapshot it needs.
+        try:
+            return is_active(task_id) or armor.task(task_id).state is State.INTERRUPTED
+        except (TaskNotFound, ValueError):
+            return False
+
+    return {"is_active": is_active, "state_dir": str(Path(armor.state.path).resolve()), "checkpoint": checkpoint,
+            "emit": emit, "snapshots": _snapshot_sweep(armor, resumable)}
+
+
+def _snapshot_sweep(armor: Any, is_active: Callable[[str], bool]) -> Callable[[bool], list[Any]]:
+    """The container snapshots no checkpoint of this state directory names (see armor_rx.sinks.docker.snapshots)."""
+    from armor_rx.sinks.docker import Engine
+    from armor_rx.sinks.docker.containers import SessionIdentity
+    from armor_rx.sinks.docker.snapshots import ContainerSnapshots
+
+    git = armor.assembly.git
+
+    def refs(task_id: str) -> set[str]:
+        if git is None:
+            return set()
+        return {str(cp.container["snapshot"]) for cp in git.checkpoints(task_id)
+                if cp.container and cp.container.get("snapshot")}
+
+    def sweep(dry_run: bool) -> list[Any]:
+        if git is None:
+            return []  # without the checkpoints' records, nothing can be known to be unnamed
+        engine = Engine.connect()
+        try:
+            store = ContainerSnapshots(lambda: engine, Path(armor.state.path).resolve(), SessionIdentity.current())
+            return store.sweep(is_active=is_active, referenced=refs, lock=git.task_lock, dry_run=dry_run)
+        finally:
+            engine.close()
+
+    return sweep

@@ -47,7 +47,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         print(f"task {args.task} has no checkpoints")
     else:
         for cp in found:
-            print(f"{cp.id:<8} {cp.commit[:12]}  {cp.files:>6} files  {cp.message}")
+            print(f"{cp.id:<8} {cp.commit[:12]}  {cp.files:>6} files  {'+'.join(cp.holds):<23} {cp.message}")
     return 0
 
 
@@ -55,7 +55,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     validate_task_id(args.task)
     with _client(args) as armor:
         outcome = armor.rollback(args.task, args.checkpoint)
-    print(f"task {args.task} restored to {outcome.payload.get('checkpoint')}")
+    print(f"task {args.task} restored to {outcome.payload.get('checkpoint')}"
+          + (" (worktree and container)" if outcome.payload.get("container_restored") else ""))
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from armor_rx.errors import ConfigError, ServiceError
 from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.merge import MERGE_MODES
 
 
 def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -27,14 +28,43 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
                        help="exit after this long with no client and no active task (default $ARMOR_RX_IDLE_TIMEOUT or 300; 0: never)")
     serve.add_argument("--listen", metavar="HOST:PORT", help="also listen on TCP (a token is then required; it is written to run/token)")
     serve.add_argument("--stop", action="store_true", help="stop the running service (SIGTERM) and wait for it")
+    serve.add_argument("--plan-files", choices=["off", "requested", "all"],
+                       help="plan files for every task, only those started with --plan, or none "
+                            "(default $ARMOR_RX_PLAN_FILES or requested)")
+    serve.add_argument("--plan-location", choices=["state", "worktree"],
+                       help="where plans go by default (default $ARMOR_RX_PLAN_LOCATION or state)")
+    serve.add_argument("--classic-hooks", choices=["on", "off"],
+                       help="the classic hook API (armor.hook('before_start', fn)); default $ARMOR_RX_CLASSIC_HOOKS or on")
+    serve.add_argument("--stall-after", type=float, metavar="SECONDS",
+                       help="record task.stalled for an active task with no event for this long "
+                            "(default $ARMOR_RX_STALL_AFTER; unset: never)")
 
     start = verbs.add_parser("start", parents=[common], help="create (if new) and start a task: its branch, worktree and container")
     start.add_argument("task", metavar="TASK")
     start.add_argument("--image", metavar="IMAGE", help="container image (default: $ARMOR_RX_IMAGE or debian:bookworm-slim)")
     start.add_argument("--base", metavar="REF", default="HEAD", help="branch the task from this ref (default HEAD)")
     start.add_argument("--keep", action="store_true", help="keep the container when the task ends")
+    start.add_argument("--plan", nargs="?", const=True, choices=["state", "worktree"],
+                       help="keep a plan file for the task: in the state directory (plans/TASK.md) or in its worktree "
+                            "(.armor/plan.md, never committed); bare --plan: the service's default place")
+    start.add_argument("--goal", metavar="TEXT", help="what the task is for (shown at the top of its plan file)")
+    start.add_argument("--submodules", choices=["skip", "reset", "fail", "merge", "rebase"],
+                       help="what to do with submodules not at their recorded commit (default: only report them)")
+    start.add_argument("--checkpoint-policy", metavar="SPEC",
+                       help="when to checkpoint this task: 'adaptive' or e.g. 'risk=40,every=10,interval=600,at=before_complete' "
+                            "(see docs/checkpoints.md)")
+    start.add_argument("--writable-root", action="store_true",
+                       help="let commands change the container's root filesystem "
+                            "(checkpoints then save it with docker commit)")
+    start.add_argument("--volume", action="append", default=[], metavar="PATH",
+                       help="a container path with a volume of its own, saved with each checkpoint (repeatable)")
     start.add_argument("--json", action="store_true", help="print the task as JSON")
     add_secret_option(start, "every command of the task")
+    start.add_argument("--service", action="append", default=[], metavar="NAME=CMD",
+                       help="a long-running process to start in the container and supervise (repeatable)")
+    start.add_argument("--health", action="append", default=[], metavar="CMD|tcp:PORT",
+                       help="the health check of the --service before it: a command run in the container, or tcp:PORT")
+    start.add_argument("--services", metavar="FILE", help="services from a JSON or TOML file (see docs/services.md)")
 
     ex = verbs.add_parser("exec", parents=[common], help="run a command in a task's container (output streamed, its exit code passed through)")
     ex.add_argument("task", metavar="TASK")
@@ -46,6 +76,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     cp = verbs.add_parser("checkpoint", parents=[common], help="checkpoint a task's worktree")
     cp.add_argument("task", metavar="TASK")
     cp.add_argument("-m", "--message", metavar="MSG")
+    cp.add_argument("--tag", metavar="NAME", help="tag the checkpoint: retention keeps tagged checkpoints")
     cp.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
 
     diff = verbs.add_parser("diff", parents=[common], help="what a task changed, against its base or a checkpoint")
@@ -57,7 +88,10 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     complete = verbs.add_parser("complete", parents=[common], help="commit a task's work to its branch and end it")
     complete.add_argument("task", metavar="TASK")
     complete.add_argument("-m", "--message", metavar="MSG")
-    complete.add_argument("--merge", choices=["ff", "merge", "none"], default="none", help="merge into the base branch (default none)")
+    complete.add_argument("--merge", choices=list(MERGE_MODES), default="none",
+                          help="merge into the base branch: ff, merge/three-way (line-level), first-wins (refuse "
+                               "a file the base changed meanwhile), rebase (replay onto the base's tip), manual "
+                               "(leave the branch, print how); default none")
     complete.add_argument("--json", action="store_true")
 
     cancel = verbs.add_parser("cancel", parents=[common], help="cancel a task")
@@ -156,14 +190,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
             quota = None if quota_env.lower() in ("0", "none", "off") else parse_bytes(quota_env) if quota_env else DEFAULT_OUTPUT_QUOTA
         except ConfigError:
             raise ConfigError(f"ARMOR_RX_OUTPUT_QUOTA must be a size such as 32m or 1g (or 'none'), not {quota_env!r}") from None
+        from armor_rx.operators import CheckpointTriggers
+        from armor_rx.sinks.git.checkpoints import CheckpointPolicy
+
+        classic = None if args.classic_hooks is None else args.classic_hooks == "on"
+        when_env = os.environ.get("ARMOR_RX_CHECKPOINT_POLICY", "").strip()
+        keep_env = os.environ.get("ARMOR_RX_CHECKPOINT_RETENTION", "").strip()
         return serve(ServiceConfig(state_dir=state, repo=repo, idle_timeout=idle or None, listen=listen, docker=docker,
-                                   output_quota=quota))
+                                   output_quota=quota, classic_hooks=classic, plan_files=args.plan_files,
+                                   plan_location=args.plan_location,
+                                   checkpoint_when=CheckpointTriggers.parse(when_env) if when_env else None,
+                                   checkpoint_retention=CheckpointPolicy.parse(keep_env) if keep_env else None,
+                                   stall_after=stall_after_of(args),
+                                   stop_timeout=_seconds_env("ARMOR_RX_STOP_TIMEOUT", 30.0) or 30.0,
+                                   task_idle_timeout=_seconds_env("ARMOR_RX_TASK_IDLE_TIMEOUT", None)))
     if args.listen:
         raise ConfigError("--listen needs --foreground (a background service listens on its unix socket only)")
+    # A background service is started by a launcher that passes it this environment.
+    for option, variable in (("plan_files", "ARMOR_RX_PLAN_FILES"), ("plan_location", "ARMOR_RX_PLAN_LOCATION"),
+                             ("classic_hooks", "ARMOR_RX_CLASSIC_HOOKS")):
+        if getattr(args, option) is not None:
+            os.environ[variable] = getattr(args, option)
+    if args.stall_after is not None:
+        os.environ["ARMOR_RX_STALL_AFTER"] = str(stall_after_of(args))
     info = ensure_service(state, repo, idle_timeout=args.idle_timeout)
     print(f"armor service for {state}: pid {info['pid']}, socket {info['socket']}" + ("" if info.get("docker") else
           f" (no Docker engine: {info.get('docker_reason')})"))
     return 0
+
+
+def _seconds_env(name: str, default: float | None) -> float | None:
+    """A number of seconds from the environment (0 or 'none': None); ConfigError naming the variable if it is not one."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in ("0", "none", "off"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds (or 0 for none), not {raw!r}")
+    return value
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -175,7 +246,20 @@ def cmd_start(args: argparse.Namespace) -> int:
             armor.create_task(task, base_ref=args.base)
         except TaskExists:
             pass  # a task made earlier ('pending') starts now; any other state is refused by start itself
-        event = armor.start(task, image=args.image, keep=True if args.keep else None, secrets=secrets_of(args))
+        extra: dict[str, Any] = {}
+        if args.checkpoint_policy:
+            from armor_rx.operators import CheckpointTriggers
+
+            extra["checkpoint_policy"] = CheckpointTriggers.parse(args.checkpoint_policy).to_payload()
+        services = services_of(args)
+        if services:
+            extra["services"] = services
+        sandbox = {**({"read_only": False} if args.writable_root else {}),
+                   **({"volumes": args.volume} if args.volume else {})}
+        if sandbox:
+            extra["sandbox"] = sandbox
+        event = armor.start(task, image=args.image, keep=True if args.keep else None, submodules=args.submodules,
+                            plan=args.plan, goal=args.goal, secrets=secrets_of(args), **extra)
         record = armor.task(task)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(record.to_dict()) + b"\n")
@@ -184,6 +268,75 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"task {task} is {record.state.value}" + (f"; container {container}" if container else "")
               + f" (run a command: armor-rx exec {task} -- COMMAND)")
     return 0
+
+
+def stall_after_of(args: argparse.Namespace) -> float | None:
+    """``--stall-after`` or ``$ARMOR_RX_STALL_AFTER`` (unset, empty or 0: never flag)."""
+    import os
+
+    value = args.stall_after
+    if value is None:
+        raw = os.environ.get("ARMOR_RX_STALL_AFTER", "").strip()
+        try:
+            value = float(raw) if raw else None
+        except ValueError:
+            raise ConfigError(f"ARMOR_RX_STALL_AFTER must be a number of seconds, not {raw!r}") from None
+    if value is not None and value < 0:
+        raise ConfigError(f"--stall-after must be a positive number of seconds (0: never), not {value:g}")
+    return value or None
+
+
+def services_of(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The services ``start`` was given: ``--services FILE`` and each ``--service NAME=CMD [--health CHECK]``.
+
+    A ``--health`` belongs to the ``--service`` given just before it, so the
+    two lists pair up by position; more checks than services is an error.
+    """
+    from armor_rx.model.services import HealthCheck, ServiceSpec, parse_health, parse_service_option, services_payload
+
+    found: list[Any] = []
+    if args.services:
+        found.extend(load_services_file(args.services))
+    if len(args.health) > len(args.service):
+        raise ConfigError("each --health follows the --service it checks: give --service NAME=CMD first")
+    for index, option in enumerate(args.service):
+        name, command = parse_service_option(option)
+        health = args.health[index] if index < len(args.health) else None
+        found.append(ServiceSpec(name, command, health=parse_health(health) if health else HealthCheck()))
+    return services_payload(found)
+
+
+def load_services_file(path: str) -> list[Any]:
+    """Services from a JSON file (a list, or ``{"services": [...]}``) or a TOML file (``[[services]]`` tables)."""
+    from pathlib import Path
+
+    file = Path(path)
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the services file {path!r}: {exc.strerror or exc}") from None
+    try:
+        if file.suffix == ".toml":
+            import importlib
+
+            try:
+                toml: Any = importlib.import_module("tomllib")
+            except ImportError:  # Python 3.10
+                raise ConfigError(f"reading TOML needs Python 3.11 or later; give {path!r} as JSON") from None
+            data: Any = toml.loads(text.decode("utf-8"))
+        else:
+            data = orjson.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        form = "TOML" if file.suffix == ".toml" else "JSON"
+        raise ConfigError(f"the services file {path!r} is not valid {form}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("services", data)
+    if isinstance(data, dict):
+        data = [{"name": name, **spec} if isinstance(spec, dict) else {"name": name, "command": spec}
+                for name, spec in data.items()]
+    if not isinstance(data, list):
+        raise ConfigError(f"the services file {path!r} must hold a list of services (or a 'services' table)")
+    return data
 
 
 def _write_output(event: TaskEvent) -> None:
@@ -232,7 +385,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     task = validate_task_id(args.task)
     with client(args) as armor:
-        event = armor.checkpoint(task, args.message)
+        event = armor.checkpoint(task, args.message, tag=args.tag)
         if args.json:
             wanted = event.payload.get("checkpoint")
             found = [cp for cp in armor.checkpoints(task) if cp.id == wanted]
@@ -254,11 +407,24 @@ def cmd_diff(args: argparse.Namespace) -> int:
     elif args.stat:
         for change in found.files:
             print(f"{change.status:<13} {change.path}")
+        _print_container_changes(found.container)
     else:
         sys.stdout.write(found.patch)
+        _print_container_changes(found.container)
         if getattr(found, "truncated", False):
             print(f"armor-rx: the diff was cut at its size limit; 'armor-rx diff {task} --stat' lists every file", file=sys.stderr)
     return 0
+
+
+def _print_container_changes(part: Any) -> None:
+    """The container's changes outside the worktree, after the patch, as 'docker diff' shows them."""
+    if not part or not part.get("changes"):
+        return
+    print(f"# container {str(part.get('container', ''))[:12]}: changes against the {part.get('against')}"
+          f" ({str(part.get('image', ''))[7:19]})" + (f"; {part['note']}" if part.get("note") else ""))
+    marks = {"added": "A", "modified": "C", "deleted": "D"}
+    for change in part["changes"]:
+        print(f"{marks.get(change['kind'], '?')} {change['path']}")
 
 
 def _simple(args: argparse.Namespace, call: Callable[[Any, str], TaskEvent], done: str) -> int:
@@ -279,7 +445,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     _simple(args, complete, "completed")
     payload = outcome[0].payload if outcome else {}
-    if args.merge in ("ff", "merge") and outcome and payload.get("merged") is False:
+    if args.merge == "manual" and outcome and not args.json:
+        how = payload.get("how")
+        if isinstance(how, Mapping):
+            print(f"the task's branch is left for you; to merge it: {how.get('merge')}\n"
+                  f"  or replay it: {how.get('rebase')}\n  look first: {how.get('inspect')}")
+        return 0
+    if args.merge not in ("none", "manual") and outcome and payload.get("merged") is False:
         # The task is over and its work committed, but not where the caller asked: a script must not go on.
         conflicts = payload.get("conflicts")
         paths = ", ".join(str(p) for p in conflicts[:5]) if isinstance(conflicts, (list, tuple)) else ""

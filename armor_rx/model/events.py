@@ -68,6 +68,15 @@ def freeze_payload(value: Any, path: str = "payload", *, check_keys: bool = True
     )
 
 
+def _frozen(value: Any) -> Any:
+    """Read-only copy of parsed JSON (dicts to mappings, lists to tuples), nothing redacted."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) if isinstance(v, (dict, list)) else v for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) if isinstance(v, (dict, list)) else v for v in value)
+    return value
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, MappingProxyType):
         return dict(obj)
@@ -158,6 +167,24 @@ class TaskEvent:
                 seq=data.get("seq"),
                 schema=schema,
             )
+        except KeyError as exc:
+            raise InvalidPayload(f"serialised event lacks field {exc.args[0]!r}") from None
+
+    @classmethod
+    def from_logged(cls, data: Mapping[str, Any]) -> TaskEvent:
+        """Rebuild an event armor_rx itself logged (a line whose checksum verified), without redacting again.
+
+        Its payload was redacted when the event was made (:meth:`new`); a line
+        that does not verify is never read, so scanning every string of every
+        payload again on each read would only cost time. Anything from outside
+        (a client, a file someone wrote) goes through :meth:`from_dict`.
+        """
+        try:
+            schema = data["v"]
+            if schema != SCHEMA_VERSION:
+                raise InvalidPayload(f"event schema version {schema!r} is not supported (this armor_rx reads {SCHEMA_VERSION})")
+            return cls(str(data["id"]), data["kind"], data["task_id"], float(data["ts"]),
+                       _frozen(data.get("payload") or {}), data.get("causation_id"), data.get("seq"), schema)
         except KeyError as exc:
             raise InvalidPayload(f"serialised event lacks field {exc.args[0]!r}") from None
 

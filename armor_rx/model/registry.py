@@ -1,7 +1,9 @@
 """The task registry as a pure fold over events (no I/O).
 
 The durable copy lives in :mod:`armor_rx.sinks.snapshot`; this module only
-says what a sequence of events means for the tasks.
+says what a sequence of events means for the tasks, and which requests are
+still in flight (:class:`~armor_rx.model.requests.OpenRequests`, folded along,
+so a snapshot holds what reconciliation after a crash needs).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from armor_rx.errors import ConcurrencyConflict, TaskExists, TaskNotFound
 from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.lifecycle import KIND_TO_STATE, State, check_transition
+from armor_rx.model.requests import OpenRequests
 
 
 _REASONED = frozenset({State.FAILING, State.FAILED, State.INTERRUPTED, State.CANCELLED})
@@ -63,12 +66,14 @@ class TaskRecord:
 class Registry:
     """Tasks by id, folded from events in seq order. Not thread-safe by itself."""
 
-    def __init__(self, tasks: Mapping[str, TaskRecord] | None = None, seq: int = 0) -> None:
+    def __init__(self, tasks: Mapping[str, TaskRecord] | None = None, seq: int = 0,
+                 requests: OpenRequests | None = None) -> None:
         self.tasks: dict[str, TaskRecord] = dict(tasks or {})
         self.seq = seq
+        self.requests = requests if requests is not None else OpenRequests()
 
     def copy(self) -> Registry:
-        return Registry(self.tasks, self.seq)
+        return Registry(self.tasks, self.seq, self.requests.copy())
 
     def get(self, task_id: str) -> TaskRecord:
         try:
@@ -116,6 +121,7 @@ class Registry:
                 self._adopt(event)
         if event.seq is not None:
             self.seq = max(self.seq, event.seq)
+        self.requests.apply(event)
         if event.task_id is None or repeated:
             return
         seq = event.seq or self.seq

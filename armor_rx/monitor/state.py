@@ -27,11 +27,12 @@ from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.registry import TaskRecord
 
 #: Flags that need a person, in the order they are shown.
-FLAGS = ("stuck", "waiting", "vetoed", "dead-lettered", "failed", "conflicting")
+FLAGS = ("stuck", "waiting", "vetoed", "dead-lettered", "failed", "conflicting", "stalled", "unhealthy")
 
 # Kinds that put a flag on a task until its next state change (or, for dead letters, a redrive).
 _FLAG_KINDS = {"hook.vetoed": "vetoed", "effect.failed": "failed", "effect.dead_lettered": "dead-lettered",
-               "deadletter.added": "dead-lettered", "git.merge.conflict": "conflicting", "conflict.detected": "conflicting"}
+               "deadletter.added": "dead-lettered", "git.merge.conflict": "conflicting", "conflict.detected": "conflicting",
+               "task.stalled": "stalled"}
 _WAITING = frozenset({State.PENDING, State.INTERRUPTED})
 
 
@@ -142,6 +143,8 @@ class MonitorState:
         # Only events made after the monitor attached are timed: replayed history is old by design.
         self.live_since = float("inf")
         self.frames = 0
+        # Pairs of tasks in conflict now (conflict.detected names both; conflict.resolved ends it).
+        self.conflict_pairs: set[frozenset[str]] = set()
 
     # -- the feed side ----------------------------------------------------------
     def apply(self, event: TaskEvent) -> None:
@@ -167,15 +170,37 @@ class MonitorState:
                 if self.selected is None:
                     self.selected = event.task_id
             self._fold(row, event, seq)
+            if event.kind in ("conflict.detected", "conflict.resolved"):
+                self._fold_conflict(event)
+
+    def _fold_conflict(self, event: TaskEvent) -> None:
+        """Flag both tasks of a detected conflict; a resolved one unflags those left in no other pair."""
+        tasks = event.payload.get("tasks")
+        if not isinstance(tasks, (list, tuple)) or len(tasks) != 2:
+            return
+        pair = frozenset(str(t) for t in tasks)
+        if event.kind == "conflict.detected":
+            self.conflict_pairs.add(pair)
+        elif not event.payload.get("remaining"):
+            self.conflict_pairs.discard(pair)
+        for task_id in pair:
+            row = self.rows.get(task_id)
+            if row is None:
+                continue
+            if any(task_id in p for p in self.conflict_pairs):
+                row.marks.add("conflicting")
+            else:
+                row.marks.discard("conflicting")
 
     def _fold(self, row: TaskRow, event: TaskEvent, seq: int) -> None:
         kind, p = event.kind, event.payload
-        row.last_ts = max(row.last_ts, event.ts)
-        row.last_kind = kind
+        if kind not in ("task.stalled", "task.unstalled"):  # the flag says the task did nothing: not activity
+            row.last_ts = max(row.last_ts, event.ts)
+            row.last_kind = kind
         target = KIND_TO_STATE.get(kind)
         if target is not None and seq >= row.state_seq:
             if target is not row.state:
-                row.marks.difference_update({"vetoed", "failed", "conflicting"})
+                row.marks.difference_update({"vetoed", "failed", "conflicting", "stalled", "unhealthy"})
             row.state, row.state_seq = target, seq
             if isinstance(p.get("reason"), str):
                 row.reason = str(p["reason"])
@@ -199,6 +224,14 @@ class MonitorState:
                 row.checkpoints.difference_update(str(c) for c in dropped)
         elif kind == "deadletter.redriven":
             row.marks.discard("dead-lettered")
+        elif kind == "task.unstalled":
+            row.marks.discard("stalled")
+        elif kind == "service.health.changed":
+            # Set by a service turning unhealthy, cleared by one turning healthy again.
+            if p.get("to") == "unhealthy":
+                row.marks.add("unhealthy")
+            elif p.get("to") == "healthy":
+                row.marks.discard("unhealthy")
         mark = _FLAG_KINDS.get(kind)
         if mark is not None:
             row.marks.add(mark)

@@ -11,13 +11,15 @@ the operator is made, not when the first item arrives.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Literal, TypeVar
 
 from reactivex import Observable, abc
 
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.lifecycle import State
 from armor_rx.operators._backpressure_stats import BackpressureStats, DropReport
+from armor_rx.operators._checkpoint_policy import CheckpointPolicyHook, CheckpointTriggers
 from armor_rx.operators._by_task import task_id_of as _task_id_of
 from armor_rx.operators._dedup import event_id as _event_id
 from armor_rx.operators._retry import default_is_transient
@@ -27,9 +29,12 @@ _U = TypeVar("_U")
 
 __all__ = [
     "BackpressureStats",
+    "CheckpointPolicyHook",
+    "CheckpointTriggers",
     "DropReport",
     "backpressure",
     "by_task",
+    "checkpoint_policy",
     "dedup",
     "default_is_transient",
     "guard",
@@ -37,6 +42,8 @@ __all__ = [
     "kinds",
     "observe",
     "retry_with_backoff",
+    "track_plans",
+    "stalled",
 ]
 
 
@@ -134,6 +141,53 @@ def observe(
     from armor_rx.operators._observe import observe_
 
     return observe_(fn, kinds, name, on_error, timeout)
+
+
+def track_plans(
+    write: Callable[[Any], None],
+    *,
+    load: Callable[[str], Any] | None = None,
+    history: Callable[[str, int], Any] | None = None,
+    tasks: Literal["all", "requested"] = "all",
+    location: Literal["state", "worktree"] = "state",
+    name: str = "plan-file",
+    changes: Callable[[str | None, str], list[str]] | None = None,
+) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
+    """An after-hook that keeps each task's :class:`~armor_rx.model.plan.Plan` and hands every new version to ``write``.
+
+    The plan starts at the task's start request, gains a step per finished
+    command (command, exit code, duration, and files changed when the exec
+    event says) and per checkpoint, rollback, interruption and resume, and
+    is final at completion, failure or cancellation (then forgotten from
+    memory). ``tasks="requested"`` tracks only tasks whose start payload says
+    ``plan=True`` (or ``"state"`` / ``"worktree"``, which also sets where the
+    plan goes; ``location`` is the default). A task not in memory is rebuilt
+    from ``load(task_id)`` (the last plan written) and ``history(task_id,
+    start_seq)`` (its logged events since); events are folded once, by seq.
+    ``changes(since, tree)`` (optional) lists the paths a checkpoint changed
+    since the last checkpoint or rollback. Every event passes on; ``write`` raising becomes ``hook.failed``. The
+    operator does no I/O itself: :func:`armor_rx.hooks.plan_file` gives it
+    the files.
+
+    >>> import reactivex
+    >>> from reactivex import operators as ops
+    >>> from armor_rx.model import TaskEvent
+    >>> written = []
+    >>> start = TaskEvent.new("task.start.requested", "t1", {"goal": "fix login"})
+    >>> ran = TaskEvent.new("exec.requested", "t1", {"command": ["pytest", "-q"]})
+    >>> events = [start, start.caused("task.started"), ran,
+    ...           ran.caused("exec.exited", {"exit_code": 0, "duration": 1.5, "reason": "exited"}),
+    ...           TaskEvent.new("task.completed", "t1")]
+    >>> logged = [event.with_seq(seq) for seq, event in enumerate(events, 1)]
+    >>> _ = reactivex.from_iterable(logged).pipe(track_plans(written.append), ops.to_list()).run()
+    >>> [(p.status, len(p.steps)) for p in written]
+    [('planned', 0), ('running', 0), ('running', 0), ('running', 1), ('completed', 1)]
+    >>> written[-1].steps[0]["command"], written[-1].steps[0]["exit_code"], written[-1].goal
+    ('pytest -q', 0, 'fix login')
+    """
+    from armor_rx.operators._plan import track_plans as track_plans_
+
+    return track_plans_(write, load=load, history=history, tasks=tasks, location=location, name=name, changes=changes)
 
 
 def hook_timeout(
@@ -302,3 +356,94 @@ def by_task(
     from armor_rx.operators._by_task import by_task_
 
     return by_task_(inner, key, scheduler, max_workers)
+
+
+def checkpoint_policy(
+    triggers: CheckpointTriggers | None = None,
+    *,
+    at: tuple[str, ...] | None = None,
+    every_execs: int | None = None,
+    every_seconds: float | None = None,
+    risk_threshold: int | None = None,
+    clock: Callable[[], float] | None = None,
+    outcome_wait: float = 2.0,
+) -> CheckpointPolicyHook:
+    """A before-hook that decides when a task is checkpointed, and asks for it in the task's own lane.
+
+    Triggers (see :class:`CheckpointTriggers`; keywords override ``triggers``):
+    hook points ``at`` (``after_start``, ``after_resume``, ``before_exec``,
+    ``after_exec``, ``before_complete``, ``before_fail``, ``before_cancel``),
+    every ``every_execs`` execs, every ``every_seconds`` seconds (checked at
+    the next exec), and adaptively by risk: an exec whose
+    :func:`~armor_rx.model.risk.score_command` score reaches ``risk_threshold``
+    gets a checkpoint *before* it runs. A checkpoint is a
+    ``checkpoint.requested`` event (``policy`` in its payload says why)
+    emitted ahead of the request (behind it for ``after_*``); the pipeline
+    runs it in the lane before the request. With the risk trigger on, every
+    exec also gets a ``checkpoint.risk.scored`` event: score, reasons,
+    threshold and the decision. A task started with ``checkpoint_policy`` in
+    its start request uses that instead of these defaults. The returned
+    hook's :attr:`~CheckpointPolicyHook.after` is the after-stage half that
+    feeds it each exec's duration and files touched (``Armor.use_checkpoint_policy``
+    registers both). Bad options raise ConfigError at once.
+
+    >>> import reactivex
+    >>> from reactivex import operators as ops
+    >>> from armor_rx.model import TaskEvent
+    >>> policy = checkpoint_policy(risk_threshold=40, every_execs=3)
+    >>> steps = [TaskEvent.new("task.start.requested", "t")] + [
+    ...     TaskEvent.new("exec.requested", "t", {"command": c})
+    ...     for c in (["make"], ["make", "test"], ["sh", "-c", "git reset --hard && make"])]
+    >>> out = reactivex.from_iterable(steps).pipe(policy, ops.to_list()).run()
+    >>> [e.kind for e in out]  # doctest: +NORMALIZE_WHITESPACE
+    ['task.start.requested', 'checkpoint.risk.scored', 'exec.requested', 'checkpoint.risk.scored',
+     'exec.requested', 'checkpoint.risk.scored', 'checkpoint.requested', 'exec.requested']
+    >>> out[-3].payload["score"], out[-3].payload["decision"], list(out[-2].payload["policy"]["because"])
+    (60, 'checkpoint', ['risk: score 60 >= 40'])
+    """
+    from armor_rx.operators._checkpoint_policy import checkpoint_policy_
+    from armor_rx.model.risk import score_request
+    import time as _time
+
+    return checkpoint_policy_(triggers, at, every_execs, every_seconds, risk_threshold,
+                              clock or _time.monotonic, score_request, outcome_wait)
+def stalled(
+    quiet: float,
+    *,
+    scheduler: abc.SchedulerBase | None = None,
+    seed: Mapping[str, State] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
+    """Watch a task event stream and emit ``task.stalled`` for an active task that
+    has had no event for ``quiet`` seconds, then ``task.unstalled`` (caused by the
+    event that moved it) on its next event.
+
+    A task is active in the states of :data:`armor_rx.model.lifecycle.ACTIVE`,
+    folded from the lifecycle kinds it sees; ``seed`` gives the states of tasks
+    already known when the watch begins (they are timed from then). Pending,
+    interrupted and finished tasks are never flagged: they wait for a person,
+    not for the agent. The output carries only the flags (record them to log
+    them); the flags themselves are not movement. Timers run on ``scheduler``
+    (default: the subscription's, else a timeout scheduler); disposing the
+    subscription cancels them.
+
+    >>> import reactivex
+    >>> from reactivex import operators as ops
+    >>> from reactivex.scheduler import HistoricalScheduler
+    >>> from armor_rx.model import TaskEvent
+    >>> clock = HistoricalScheduler()
+    >>> seen = []
+    >>> feed = reactivex.subject.Subject()
+    >>> _ = feed.pipe(stalled(30, scheduler=clock, clock=lambda: clock.now.timestamp())).subscribe(
+    ...     lambda e: seen.append((e.kind, e.payload.get("quiet_for"))))
+    >>> feed.on_next(TaskEvent.new("task.started", "t1"))
+    >>> clock.advance_by(31.0)
+    >>> feed.on_next(TaskEvent.new("exec.output", "t1"))
+    >>> seen
+    [('task.stalled', 30.0), ('task.unstalled', 31.0)]
+
+    Raises ConfigError at once for a quiet time that is not a positive number.
+    """
+    from armor_rx.operators._stalled import stalled_
+
+    return stalled_(quiet, scheduler=scheduler, seed=seed, clock=clock)

@@ -39,6 +39,9 @@ from armor_rx.pipeline.stages import hook_stage
 
 _log = structlog.get_logger("armor_rx.pipeline")
 
+# Requests a before-operator may make that the lane runs itself, at once (see Pipeline._run_inline).
+INLINE_REQUESTS = frozenset({"checkpoint.requested"})
+
 @dataclass
 class _InFlight:
     event: TaskEvent
@@ -91,6 +94,8 @@ class Pipeline:
         self._generation: dict[str, int] = {}
         self._commits = 0
         self._followups = 0  # fail requests that fatal after-hooks are about to start
+        # Per lane thread: the last request it finished successfully (for inline requests marked 'after').
+        self._lane_ok = threading.local()
 
     # -- life cycle -------------------------------------------------------
     def start(self) -> Pipeline:
@@ -344,7 +349,9 @@ class Pipeline:
                 with self._inflight_lock:
                     item = self._inflight.get(event.id)
                 if item is None:
-                    if event.seq is None:  # a new event made by a before-operator
+                    if event.seq is None and event.kind in INLINE_REQUESTS and event.task_id is not None:
+                        self._run_inline(event)
+                    elif event.seq is None:  # a new event made by a before-operator
                         self._commit(event).result()
                     return
                 self._run(item)
@@ -354,6 +361,33 @@ class Pipeline:
                 item = self._inflight.get(str(event.payload.get("vetoed_id", event.id)))
             if item is not None and not item.future.done():
                 self._resolve(item.future, error=exc)
+
+    def _run_inline(self, request: TaskEvent) -> None:
+        """Run a request a before-operator made (a checkpoint policy's) here, in the task's lane.
+
+        It runs before whatever the operator passes on after it, which is the
+        point: a checkpoint *before* a risky exec. Submitting it instead and
+        waiting would deadlock (it would queue behind the request this lane
+        holds). No caller waits for it: it is logged, its effects run and its
+        outcome is logged; a failure is logged (``effect.failed``) and the
+        task goes on. One marked ``after`` (a request id) runs only if that
+        request was the last this lane finished successfully, and is logged
+        as ``checkpoint.skipped`` otherwise.
+        """
+        after = request.payload.get("after")
+        if after is not None and getattr(self._lane_ok, "request_id", None) != after:
+            skipped = {"request": request.id, "after": after, "reason": "the request it was to follow did not succeed"}
+            self._commit(request.caused("checkpoint.skipped", skipped)).result()
+            return
+        logged = self._commit(request).result()
+        try:
+            extra = self._run_effects(logged)
+        except EffectFailed as exc:
+            self._commit(logged.caused("effect.failed", {
+                "effect": exc.kind, "error": str(exc.cause), "error_type": type(exc.cause).__name__,
+                "attempts": exc.attempts, "dead_letter": None})).result()
+            return
+        self._commit(logged.caused(outcome_kind(logged.kind), dict(extra))).result()
 
     def _vetoed(self, veto: TaskEvent) -> None:
         with self._inflight_lock:
@@ -401,6 +435,7 @@ class Pipeline:
         if request.kind in ("task.fail.requested", "task.cancel.requested") and "reason" in request.payload:
             payload.setdefault("reason", request.payload["reason"])
         outcome = self._commit(request.caused(outcome_kind(request.kind), payload)).result()
+        self._lane_ok.request_id = request.id
         self._resolve(item.future, outcome)
 
     def _effect_failed(self, item: _InFlight, exc: EffectFailed) -> None:

@@ -4,6 +4,11 @@ A hook is a reactivex operator plus where it goes (``before``/``after``), its
 priority (higher runs first; ties run in registration order) and a name. The
 six classic hook points (``before_start`` ... ``after_fail``) are compiled into
 the same operators, so code written either way sees the same history.
+
+The classic API is on its way out (the migration is in docs/hooks.md): a
+:class:`HookSet` made with ``classic=False`` refuses classic hooks with a
+:class:`~armor_rx.errors.ConfigError` that shows the operator to write
+instead, so a code base can be checked for leftovers before the API goes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Literal
 
 from reactivex import Observable
 
-from armor_rx.errors import ConfigError
+from armor_rx.errors import ClassicHooksOff, ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import HOOK_POINTS
 from armor_rx.operators import guard, observe
@@ -98,17 +103,37 @@ def classic_hook(
     )
 
 
-class HookSet:
-    """The hooks of one session, kept sorted; ``version`` changes on every edit."""
+def operator_equivalent(point: str) -> str:
+    """The operator registration that replaces a classic hook at ``point`` (for messages and docs).
 
-    def __init__(self) -> None:
+    >>> operator_equivalent("before_start")
+    "armor.use(guard(fn, kinds='task.start.requested'), stage='before')"
+    """
+    kind, stage = HOOK_POINTS[point]
+    wrapper = "guard" if stage == "before" else "observe"
+    return f"armor.use({wrapper}(fn, kinds={kind!r}), stage={stage!r})"
+
+
+class HookSet:
+    """The hooks of one session, kept sorted; ``version`` changes on every edit.
+
+    ``classic=False`` refuses hooks registered through the classic API
+    (:class:`ClassicHooksOff`, a :class:`~armor_rx.errors.ConfigError`).
+    """
+
+    def __init__(self, *, classic: bool = True) -> None:
         self._lock = threading.Lock()
         self._hooks: list[Hook] = []
         self.version = 0
+        self.classic = classic
 
     def add(self, hook: Hook) -> Hook:
         if hook.stage not in ("before", "after"):
             raise ConfigError(f"hook stage {hook.stage!r} is not 'before' or 'after'")
+        if hook.api == "classic" and not self.classic:
+            point = hook.point or ""
+            instead = operator_equivalent(point) if point in HOOK_POINTS else "armor.use(operator, stage=...)"
+            raise ClassicHooksOff(hook.point, hook.name, instead)
         with self._lock:
             if any(h.name == hook.name and h.stage == hook.stage for h in self._hooks):
                 raise ConfigError(f"a {hook.stage}-hook named {hook.name!r} is already registered; pass name=... to tell them apart")

@@ -9,40 +9,25 @@ they found through an optional ``reconcile(request)`` method.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.lifecycle import ACTIVE
+from armor_rx.model.lifecycle import ACTIVE, State
 from armor_rx.model.registry import TaskRecord
-from armor_rx.pipeline.requests import outcome_kind
+from armor_rx.model.requests import SETTLING as SETTLING, OpenRequests
 from armor_rx.pipeline.effects import Effect, Reconciling
 
 
-# Events that settle a request: its outcome (see outcome_kind), a veto, or a
-# final effect failure. Progress events (git.branch.requested, exec.output ...)
-# are caused by a request too, but say nothing about whether it finished.
-SETTLING = frozenset({"hook.vetoed", "effect.failed", "effect.dead_lettered"})
-
-
 def unanswered_requests(history: Iterable[TaskEvent]) -> list[TaskEvent]:
-    """Task requests in ``history`` that nothing settled (a re-drive reopens one)."""
-    open_requests: dict[str, TaskEvent] = {}
-    settled: dict[str, TaskEvent] = {}  # every request seen, so a re-drive can reopen it
-    for event in history:
-        cause = event.causation_id
-        if cause is not None and cause in open_requests:
-            request = open_requests[cause]
-            if event.kind in SETTLING or event.kind == outcome_kind(request.kind):
-                del open_requests[cause]
-        elif cause is not None and event.kind == "deadletter.redriven" and cause in settled:
-            open_requests[cause] = settled[cause]
-        # A ".requested" event caused by a request is that request's progress
-        # (git.branch.requested), not a request of its own.
-        if event.kind.endswith(".requested") and event.task_id is not None and (cause is None or cause not in settled):
-            open_requests[event.id] = event
-            settled[event.id] = event
-    return list(open_requests.values())
+    """Task requests in ``history`` that nothing settled (a re-drive reopens one).
+
+    The fold is :class:`~armor_rx.model.requests.OpenRequests`, which the
+    registry (and so the snapshot) keeps current; a list of open requests is
+    its own answer, so ``interruptions(registry.requests.pending(), ...)``
+    needs no log at all.
+    """
+    return OpenRequests().apply_all(history).pending()
 
 
 def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord], effects: Sequence[Effect]) -> Iterator[TaskEvent]:
@@ -59,8 +44,39 @@ def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord
             "task.interrupted",
             {
                 "reason": f"armor_rx stopped while {request.kind} was in flight; resume the task to continue",
+                "cause": "crash",
                 "request_id": request.id,
                 "request_kind": request.kind,
                 "findings": findings,
             },
         )
+
+
+def stranded(tasks: Iterable[TaskRecord], skip: Collection[str], effects: Sequence[Effect]) -> list[TaskEvent]:
+    """The ``task.interrupted`` events for running tasks whose container belonged to a session that died.
+
+    No request of theirs was cut off (those are :func:`interruptions`), but
+    whatever drove them (an agent's client, an attached run) died with the
+    session, and a command may still be running in the dead session's
+    container: the task is interrupted, and resuming it gives it a new
+    container on the same worktree. A task with no container (a session
+    without Docker) lost nothing and stays as it is; tasks in ``skip``
+    already have their interruption.
+    """
+    out = []
+    for record in tasks:
+        if record.state is not State.RUNNING or record.task_id in skip or not record.metadata.get("container"):
+            continue
+        findings: dict[str, Any] = {}
+        probe = TaskEvent.new("task.running", record.task_id, {})  # what reconcile() looks at: the task's id
+        for effect in effects:
+            if isinstance(effect, Reconciling):
+                findings[effect.name] = effect.reconcile(probe)
+        out.append(TaskEvent.new("task.interrupted", record.task_id, {
+            "reason": "armor_rx stopped while the task was running (no request was in flight); resume the task to continue",
+            "cause": "crash",
+            "request_id": None,
+            "request_kind": None,
+            "findings": findings,
+        }))
+    return out

@@ -8,7 +8,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, Protocol
 
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.lifecycle import REQUEST_OUTCOME
+from armor_rx.model.requests import outcome_kind as outcome_kind  # its home is the model floor now
 
 # A fail or cancel must always be able to finish: guards may object, effects may
 # fail, but the task still leaves its active state.
@@ -67,12 +67,3 @@ class Log(Protocol):
 
 class DeadLetters(Protocol):
     def add(self, event: TaskEvent, error: BaseException, attempts: int) -> Any: ...
-
-
-def outcome_kind(request_kind: str) -> str:
-    """``task.start.requested`` -> ``task.started``; other ``x.requested`` -> ``x.done``."""
-    if request_kind in REQUEST_OUTCOME:
-        return REQUEST_OUTCOME[request_kind]
-    if request_kind.endswith(".requested"):
-        return request_kind[: -len(".requested")] + ".done"
-    return request_kind + ".done"

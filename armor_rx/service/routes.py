@@ -26,10 +26,15 @@ from armor_rx import __version__
 from armor_rx.errors import ArmorError, BadRequest, ConfigError, DockerError, ServiceError, TaskExists
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.merge import MERGE_MODES
 from armor_rx.model.patterns import kind_matcher
 from armor_rx.model.secrets import Secret, check_reference
+from armor_rx.operators import CheckpointTriggers
+from armor_rx.model.services import services_payload
 from armor_rx.service import wire
 from armor_rx.service.feed import Batch, EventFeed, Lagged
+from armor_rx.sinks.git.checkpoints import validate_tag
+from armor_rx.sinks.git.submodules import STRATEGIES as SUBMODULE_STRATEGIES
 
 _log = structlog.get_logger("armor_rx.service")
 T = TypeVar("T")
@@ -221,6 +226,7 @@ class Routes:
         r.add_get(f"{p}/events", self.events)
         r.add_post(f"{p}/events", self.emit)
         r.add_get(f"{p}/dead-letters", self.dead_letters)
+        r.add_get(f"{p}/conflicts", self.conflicts)
         r.add_post(f"{p}/dead-letters/{{letter}}/redrive", self.redrive)
         r.add_post(f"{p}/sweep", self.sweep)
         r.add_post(f"{p}/run", self.run)
@@ -256,6 +262,9 @@ class Routes:
     async def container(self, request: web.Request) -> web.Response:
         return json_response(await self.call(self.armor.container, request.match_info["task"]))
 
+    async def conflicts(self, request: web.Request) -> web.Response:
+        return json_response(await self.call(self.armor.conflicts))
+
     async def dead_letters(self, request: web.Request) -> web.Response:
         letters = await self.call(self.armor.dead_letters, include_redriven=_query_bool(request, "all"))
         return json_response([wire.letter_out(d) for d in letters])
@@ -273,8 +282,17 @@ class Routes:
         task = validate_task_id(request.match_info["task"])
         a = self.armor
         if verb == "start":
-            payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref")}
+            payload = {k: v for k, v in body.items() if k in ("image", "sandbox", "keep", "base_ref", "submodules", "plan", "goal")}
+            if body.get("plan") not in (None, True, False, "state", "worktree"):
+                raise BadRequest(f"'plan' must be true, false, 'state' or 'worktree', not {body['plan']!r}")
+            _opt(body, "goal", str)
             _opt(body, "image", str), _opt(body, "sandbox", dict), _opt(body, "keep", bool)
+            if _opt(body, "submodules", str) not in (None, *SUBMODULE_STRATEGIES):
+                raise BadRequest(f"'submodules' must be one of {', '.join(SUBMODULE_STRATEGIES)}, not {body['submodules']!r}")
+            if body.get("checkpoint_policy") is not None:  # refused here (400), before anything is logged
+                payload["checkpoint_policy"] = CheckpointTriggers.from_payload(body["checkpoint_policy"]).to_payload()
+            if body.get("services") is not None:  # validated now: a bad declaration logs nothing
+                payload["services"] = services_payload(body["services"])
             payload = a.with_secrets(task, payload, _secrets(body))
             event = await self.outcome(lambda: a.request(task, "task.start.requested", payload))
         elif verb == "complete":
@@ -283,8 +301,8 @@ class Routes:
                 payload["message"] = body["message"]
             merge = _opt(body, "merge", str)
             if merge is not None:
-                if merge not in ("ff", "merge", "none"):
-                    raise BadRequest(f"'merge' must be 'ff', 'merge' or 'none', not {merge!r}")
+                if merge not in MERGE_MODES:
+                    raise BadRequest(f"'merge' must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
                 payload["merge"] = merge
             event = await self.outcome(lambda: a.request(task, "task.complete.requested", payload))
         elif verb == "fail":
@@ -302,7 +320,11 @@ class Routes:
             event = await self.call(a.interrupt, task, reason)
         elif verb == "checkpoint":
             message = _opt(body, "message", str)
-            event = await self.outcome(lambda: a.request(task, "checkpoint.requested", {"message": message}))
+            tag = _opt(body, "tag", str)
+            cp_payload: dict[str, Any] = {"message": message}
+            if tag is not None:
+                cp_payload["tags"] = [validate_tag(tag)]
+            event = await self.outcome(lambda: a.request(task, "checkpoint.requested", cp_payload))
         elif verb == "rollback":
             checkpoint = _req(body, "checkpoint", str)
             event = await self.call(a.rollback, task, checkpoint)
@@ -493,6 +515,11 @@ class Routes:
                 code = 1 if code is None else int(code)
                 if state.get("gone") and not detach:
                     return
+                if outcome["payload"].get("reason") in ("interrupted", "cancelled", "container_lost"):
+                    # Stopped from outside (interrupt, the service stopping, the engine gone): whoever stopped it
+                    # interrupts the task; failing it here would race that and lose the resumable state.
+                    await queue.put(wire.dumps({"result": {"task_id": task, "exit_code": code, "interrupted": True}}))
+                    return
                 if code == 0:
                     await self.outcome(lambda: self.armor.request(task, "task.complete.requested", {}))
                 else:
@@ -548,9 +575,8 @@ class Routes:
         try:
             record = await self.call(self.armor.task, task)
             if record.state.value in ("running", "starting"):
-                # The container goes first: a client that sees 'interrupted' sees it gone too.
-                await self.call(self.armor.remove_container, task, "interrupted")
-                await self.call(self.armor.interrupt, task, reason)
+                # A final checkpoint, then the container goes, then 'interrupted': a client that sees it sees them done.
+                await self.call(functools.partial(self.armor.interrupt, task, reason, cause="client gone"))
         except ArmorError as exc:
             _log.warning("could not interrupt a run whose client went away", task=task, error=str(exc))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import os
 import secrets
@@ -45,10 +46,12 @@ from armor_rx.errors import (
     Vetoed,
 )
 from armor_rx.model.lifecycle import ACTIVE
+from armor_rx.operators import CheckpointTriggers
 from armor_rx.service import wire
 from armor_rx.service.paths import ServicePaths
 from armor_rx.service.routes import Routes, json_response
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA
+from armor_rx.sinks.git.checkpoints import CheckpointPolicy
 
 _log = structlog.get_logger("armor_rx.service")
 
@@ -66,6 +69,16 @@ class ServiceConfig:
     listen: tuple[str, int] | None = None  # an extra TCP listener (token required)
     docker: bool | None = None  # None: use an engine if one answers
     output_quota: int | None = DEFAULT_OUTPUT_QUOTA  # recorded output bytes per task ($ARMOR_RX_OUTPUT_QUOTA)
+    classic_hooks: bool | None = None  # the classic hook API; None: $ARMOR_RX_CLASSIC_HOOKS, else on
+    plan_files: str | None = None  # off, requested, all; None: $ARMOR_RX_PLAN_FILES, else requested
+    plan_location: str | None = None  # state, worktree; None: $ARMOR_RX_PLAN_LOCATION, else state
+    # When to checkpoint tasks started without a policy of their own ($ARMOR_RX_CHECKPOINT_POLICY),
+    # and what to keep ($ARMOR_RX_CHECKPOINT_RETENTION): see docs/checkpoints.md.
+    checkpoint_when: CheckpointTriggers | None = None
+    checkpoint_retention: CheckpointPolicy | None = None
+    stall_after: float | None = None  # flag a task quiet this long as task.stalled ($ARMOR_RX_STALL_AFTER)
+    stop_timeout: float = 30.0  # how long a graceful stop may take ($ARMOR_RX_STOP_TIMEOUT)
+    task_idle_timeout: float | None = None  # interrupt a task after this long with no command ($ARMOR_RX_TASK_IDLE_TIMEOUT)
 
 
 def _status(exc: BaseException) -> int:
@@ -186,6 +199,7 @@ class Service:
         self._last_activity = time.monotonic()
         self._jobs: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
+        self.stop_cause = "service stopped"  # what the tasks it still runs are interrupted with
         self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="armor-service")
         self.armor: Any = None
         self.docker_reason: str | None = None
@@ -209,7 +223,14 @@ class Service:
                 _log.warning("no Docker engine: tasks get no containers and exec is refused", reason=str(exc))
         repo = self.config.repo
         return Armor(repo, config=SessionConfig(state_dir=self.config.state_dir, docker=docker, git=repo is not None,
-                                                output_quota=self.config.output_quota)).open()
+                                                output_quota=self.config.output_quota,
+                                                classic_hooks=self.config.classic_hooks,
+                                                plan_files=self.config.plan_files,  # type: ignore[arg-type]  # checked there
+                                                plan_location=self.config.plan_location,  # type: ignore[arg-type]
+                                                checkpoint_when=self.config.checkpoint_when,
+                                                checkpoint_policy=self.config.checkpoint_retention,
+                                                stall_after=self.config.stall_after, stop_timeout=self.config.stop_timeout,
+                                                task_idle_timeout=self.config.task_idle_timeout)).open()
 
     # -- requests -------------------------------------------------------------
     @web.middleware
@@ -334,7 +355,9 @@ class Service:
         self.armor = await loop.run_in_executor(self._executor, self._open_session)
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         info = {"pid": os.getpid(), "state_dir": str(self.paths.state), "repo": str(self.config.repo) if self.config.repo else None,
-                "socket": str(self.paths.socket), "docker": self.armor.docker is not None, "docker_reason": self.docker_reason}
+                "socket": str(self.paths.socket), "docker": self.armor.docker is not None, "docker_reason": self.docker_reason,
+                "classic_hooks": self.armor.config.classic_hooks, "plan_files": self.armor.config.plan_files,
+                "plan_location": self.armor.config.plan_location}
         Routes(self.armor, self._executor, info=info, track=self._track).add_to(app)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
@@ -351,10 +374,10 @@ class Service:
                     f.write(self.token + "\n")
                 host, port = self.config.listen
                 await web.TCPSite(runner, host, port).start()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal does not stop the service
+            # An auto-started service runs in a session of its own, so a closed terminal never sends it
+            # SIGHUP; one that does get it ('serve --foreground' in a terminal that closed) stops like on SIGTERM.
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.add_signal_handler(sig, functools.partial(self._signalled, sig))
             _log.info("serving", socket=str(self.paths.socket), pid=os.getpid(), docker=self.armor.docker is not None)
             watcher = asyncio.ensure_future(self._watch())
             await self._stop.wait()
@@ -365,6 +388,12 @@ class Service:
             await self._shutdown(runner)
         return 0
 
+    def _signalled(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            self.stop_cause = sig.name
+            _log.info("stopping", signal=sig.name, stop_timeout=self.config.stop_timeout)
+        self._stop.set()
+
     async def _shutdown(self, runner: web.AppRunner) -> None:
         # Stop taking requests, let background jobs (detached runs) see the session
         # close, then close it: in-flight requests finish and the snapshot is written.
@@ -372,15 +401,20 @@ class Service:
             if os.stat(self.paths.socket).st_ino == self._socket_inode:
                 os.unlink(self.paths.socket)  # never a successor's
         armor, self.armor = self.armor, None
-        if armor is not None and armor.docker is not None:
-            for task in list(armor.tasks()):
-                if task.state in ACTIVE:
-                    armor.stop_command(task.task_id, "the service is stopping")
+        loop = asyncio.get_running_loop()
+        if armor is not None:
+            from armor_rx.session.interruption import interrupt_all
+
+            # First, while the session is whole: every task it runs a container for is stopped, checkpointed and
+            # recorded interrupted with the cause (within the stop bound); then the clients are let go.
+            cause = self.stop_cause
+            await loop.run_in_executor(self._executor, functools.partial(
+                interrupt_all, armor, cause, f"the armor service stopped ({cause}); 'armor-rx resume TASK' continues the task"))
         for job in list(self._jobs):
             job.cancel()
         await runner.cleanup()
         if armor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, armor.close)
+            await loop.run_in_executor(self._executor, functools.partial(armor.close, cause=self.stop_cause))
         self._executor.shutdown(wait=True, cancel_futures=True)
         _log.info("stopped")
 

@@ -106,6 +106,7 @@ def checkpoint_out(cp: Any) -> dict[str, Any]:
     out["skipped"] = [printable(p) for p in cp.skipped]
     out["left_out"] = [[printable(p), why] for p, why in cp.left_out]
     out["nested"] = [printable(p) for p in cp.nested]
+    out["holds"] = cp.holds
     return out
 
 
@@ -116,6 +117,8 @@ def checkpoint_in(data: Mapping[str, Any]) -> Any:
     values["skipped"] = tuple(values.get("skipped") or ())
     values["left_out"] = tuple((str(p), str(why)) for p, why in values.get("left_out") or ())
     values["nested"] = tuple(values.get("nested") or ())
+    values["tags"] = tuple(values.get("tags") or ())
+    values.pop("holds", None)  # derived from ``container``
     return Checkpoint(**values)
 
 

@@ -26,16 +26,18 @@ from armor_rx.model.ids import validate_task_id
 from armor_rx.model.lifecycle import ACTIVE, KIND_TO_STATE, State
 from armor_rx.model.registry import TaskRecord
 from armor_rx.model.secrets import SecretSource, resolve
-from armor_rx.operators import DropReport, backpressure
+from armor_rx.model.services import services_payload
+from armor_rx.operators import CheckpointTriggers, DropReport, backpressure
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import HookSet
-from armor_rx.pipeline.reconcile import interruptions
+from armor_rx.pipeline.reconcile import interruptions, stranded
 from armor_rx.session.assembly import Assembly, assemble
 from armor_rx.session.config import SessionConfig, SessionOptions
 from armor_rx.session.containers import ContainerOperations
 from armor_rx.session.deadletters import DeadLetterOperations
 from armor_rx.session.git import GitOperations
 from armor_rx.session.hooks import HookRegistry
+from armor_rx.session.interruption import TaskWatch, interrupt_all, interrupt_task
 from armor_rx.session.secrets import SecretVault
 from armor_rx.session.space import SpaceGuard
 from armor_rx.sinks.eventlog import EventLog
@@ -49,6 +51,9 @@ if TYPE_CHECKING:  # typing.Unpack is new in Python 3.11; the annotation is neve
 _log = structlog.get_logger("armor_rx.session")
 
 BackpressurePolicy = Literal["block", "drop_oldest", "drop_newest", "latest", "error"]
+
+# What a resume keeps of the sandbox its task last ran in (see resume).
+_SANDBOX_KEPT = ("read_only", "volumes", "user", "allow_root")
 
 _NOT_OPEN = "the session is not started (use 'with Armor(...) as armor:')"
 
@@ -81,7 +86,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.repo = Path(repo).resolve() if repo is not None else None
         self.state = StateDir(StateDir.resolve(self.config.state_dir, repo), lock_timeout=self.config.lock_timeout)
         self.config.git_enabled(self.repo)  # ConfigError now, not at open()
-        self.hooks = HookSet()
+        self.hooks = HookSet(classic=bool(self.config.classic_hooks))
         # Secret values given to tasks: in this process's memory only (see SecretVault).
         self.secrets = SecretVault()
         self.space = SpaceGuard(self.state.path, reserve=self.config.disk_reserve, cap=self.config.state_cap)
@@ -89,6 +94,7 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self._assembly: Assembly | None = None
         self._last_snapshot_seq = 0
         self._snapshot_sub: reactivex.abc.DisposableBase | None = None
+        self._watch: TaskWatch | None = None
 
     # -- opening and closing ------------------------------------------------
     def open(self) -> Armor:
@@ -96,7 +102,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         self.state.acquire()
         try:
             self._assembly = assemble(self.config, self.state, self.repo, self.hooks,
-                                      task_active=self._is_active, emit=self.emit, secrets=self.secrets)
+                                      task_active=self._is_active, emit=self.emit, secrets=self.secrets,
+                                      active_tasks=self._active_task_ids)
             self.recovery = self._assembly.recovery
             self._last_snapshot_seq = self._assembly.pipeline.registry.seq
             if self.recovery.chosen != SNAPSHOT_PLUS_TAIL and self.recovery.reason != "no snapshot":
@@ -105,6 +112,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             self._reconcile()
             self._report_log_damage()
             self._snapshot_sub = self.pipeline.bus.subscribe("*").subscribe(self._maybe_snapshot)
+            if self._assembly.docker is not None:
+                self._watch = TaskWatch(self, idle_timeout=self.config.task_idle_timeout).start()
         except BaseException:
             self.close()
             raise
@@ -118,9 +127,23 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
                 # Raised here it would end this subscription for good: the next event tries again.
                 _log.warning("periodic snapshot not written", error=str(exc))
 
-    def close(self) -> None:
-        """Finish in-flight work, write a snapshot, stop every sink, release the lock."""
+    def close(self, *, cause: str = "session closed", reason: str | None = None) -> None:
+        """Stop the tasks this session runs containers for, finish in-flight work, write a snapshot, stop every sink, release the lock.
+
+        Each task with a container here is interrupted gracefully (its command
+        stopped, a final checkpoint, its container removed, ``task.interrupted``
+        with ``cause``), all within the config's ``stop_timeout``; ``resume``
+        brings it back. Tasks without a container are left as they are.
+        """
         try:
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+            if self._assembly is not None:
+                try:
+                    interrupt_all(self, cause, reason or f"the armor session stopped ({cause})")
+                except Exception as exc:  # noqa: BLE001 - closing goes on: what could not be stopped is reconciled on the next open
+                    _log.warning("could not stop every task gracefully", cause=cause, error=str(exc))
             if self._snapshot_sub is not None:
                 self._snapshot_sub.dispose()
                 self._snapshot_sub = None
@@ -132,6 +155,9 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
 
     def _abandon(self) -> None:
         """Stop as a killed process would; see :func:`armor_rx.testing.crash`."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
         assembly, self._assembly = self._assembly, None
         if assembly is not None:
             assembly.abandon()
@@ -177,9 +203,28 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         except ArmorError:
             return False
 
+    def _active_task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks() if self._is_active(t.task_id)]
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """The conflicts between active tasks known now, one entry per pair (as ``conflict.detected`` says).
+
+        Empty when the session has no git workspace or ``detect_conflicts=False``.
+        """
+        watcher = self.assembly.conflicts
+        return watcher.conflicts() if watcher is not None else []
+
     def _reconcile(self) -> None:
-        """Mark tasks whose last request has no outcome as interrupted (after a crash)."""
-        for event in interruptions(self.log.read(), self.pipeline.task, self.pipeline.effects):
+        """Mark tasks whose last request has no outcome as interrupted (after a crash).
+
+        The registry folds the requests in flight (the snapshot keeps them), so
+        this reads no log."""
+        with self.pipeline._registry_lock:
+            pending = self.pipeline.registry.requests.pending()
+        found = list(interruptions(pending, self.pipeline.task, self.pipeline.effects))
+        # Tasks that ran in a container of the dead session with no request in flight were cut off too.
+        found += stranded(self.tasks(), {e.task_id for e in found if e.task_id is not None}, self.pipeline.effects)
+        for event in found:
             self.pipeline.record(event).result()
             _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
 
@@ -244,7 +289,16 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         ``secrets`` maps environment variable names to references (``env://VAR``,
         ``file://PATH``) or :class:`~armor_rx.Secret` values: every command of the
         task gets them in its environment; the log records only the references.
+        ``services`` (a list of :class:`~armor_rx.ServiceSpec` or their mappings)
+        are started in its container once it runs and supervised until it ends
+        (with ``docker=True``; see :mod:`armor_rx.sinks.docker.supervise`).
         """
+        if payload.get("checkpoint_policy") is not None:  # ConfigError now, before anything is logged
+            payload["checkpoint_policy"] = CheckpointTriggers.from_payload(
+                payload["checkpoint_policy"].to_payload() if isinstance(payload["checkpoint_policy"], CheckpointTriggers)
+                else payload["checkpoint_policy"]).to_payload()
+        if payload.get("services") is not None:
+            payload["services"] = services_payload(payload["services"])  # ConfigError now, nothing logged
         return self._wait(task_id, "task.start.requested", self.with_secrets(task_id, payload, secrets), timeout)
 
     def with_secrets(self, task_id: str, payload: Mapping[str, Any], secrets: Mapping[str, SecretSource] | None) -> dict[str, Any]:
@@ -264,8 +318,16 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
     def cancel(self, task_id: str, reason: str = "cancelled by the user", *, timeout: float | None = None) -> TaskEvent:
         return self._wait(task_id, "task.cancel.requested", {"reason": reason}, timeout)
 
-    def interrupt(self, task_id: str, reason: str) -> TaskEvent:
-        return self.pipeline.record(TaskEvent.new("task.interrupted", validate_task_id(task_id), {"reason": reason})).result()
+    def interrupt(self, task_id: str, reason: str, *, cause: str = "user", checkpoint: bool = True) -> TaskEvent:
+        """Stop the task gracefully and mark it ``interrupted`` (resumable).
+
+        Its running command is stopped (and no queued one starts), a final
+        checkpoint is taken (``checkpoint=False``: none), its container is
+        removed, and ``task.interrupted`` records ``reason``, ``cause`` and the
+        checkpoint — within the config's ``stop_timeout``. Raises
+        IllegalTransition when the task is not active.
+        """
+        return interrupt_task(self, validate_task_id(task_id), reason, cause=cause, checkpoint=checkpoint)
 
     def resume(self, task_id: str, *, timeout: float | None = None, secrets: Mapping[str, SecretSource] | None = None,
                **payload: Any) -> TaskEvent:
@@ -284,12 +346,23 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         effect = self.docker
         if effect is not None and self.task(task_id).state is State.RUNNING and not effect.alive(task_id):
             # Its container died while no command ran (the engine restarted): that is an interruption.
-            self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)")
+            self.interrupt(task_id, "its container is gone (the Docker engine restarted, or the container was removed)",
+                           cause="engine gone")
         started = [e for e in self.log.read(task_id=task_id, kind="task.start.requested")]
         if started:
-            for key in ("image", "sandbox", "keep", "secret_refs"):
+            for key in ("image", "sandbox", "keep", "secret_refs", "checkpoint_policy", "services"):
                 if key in started[-1].payload and key not in payload:
                     payload[key] = to_plain(started[-1].payload[key])
+        if "sandbox" not in payload or isinstance(payload["sandbox"], Mapping):
+            # The sandbox is the task's, not the session's: a session opened with another default (the
+            # service restarted) must not make a read-only root of a writable one, or drop its volumes,
+            # or its checkpoints would stop saving the container. What the engine was given is recorded.
+            ran = [e for e in self.log.read(task_id=task_id, kind="container.started")]
+            recorded = to_plain(ran[-1].payload.get("settings")) if ran else None
+            settings: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+            kept = {k: to_plain(settings[k]) for k in _SANDBOX_KEPT if k in settings}
+            if kept:
+                payload["sandbox"] = {**kept, **dict(payload.get("sandbox") or {})}
         given = dict(secrets or {})
         for name in self.secrets.missing(task_id, [n for n in dict(payload.get("secret_refs") or {}) if n not in given]):
             reference = str(payload["secret_refs"][name])

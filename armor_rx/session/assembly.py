@@ -18,18 +18,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from armor_rx.errors import LogClosed
+from armor_rx.errors import ArmorError, LogClosed
+from armor_rx.hooks.plan import plan_file_hook
+from armor_rx.model.lifecycle import State
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.patterns import kind_matcher
+from armor_rx.operators import CheckpointTriggers, checkpoint_policy
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
 from armor_rx.pipeline.hooks import Hook, HookSet
+from armor_rx.pipeline.stages import isolated
+from armor_rx.pipeline.stalls import StallWatch
 from armor_rx.session.config import SessionConfig
 from armor_rx.sinks.deadletter import DeadLetterLog
 from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.docker.effect import SecretKeeper
+from armor_rx.sinks.docker.supervise import ServiceSupervisor
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks.git import GitEffect, GitWorkspace
+from armor_rx.sinks.git.conflicts import BOUNDARY_KINDS, END_KINDS, ConflictWatcher
 from armor_rx.sinks.git.guards import branch_name_guard
+from armor_rx.sinks.git.touched import TouchedFilesEffect
 from armor_rx.sinks.snapshot import RecoveryReport, SnapshotStore, recover_registry
 from armor_rx.sinks.statedir import StateDir
 
@@ -37,6 +46,11 @@ _S = TypeVar("_S", bound=Lifecycle)
 
 # The guard every git session runs first: a task's branch name must be one git accepts.
 BRANCH_GUARD = "git-branch-name"
+# The plan-file hook a session runs unless plan_files="off" (see armor_rx.hooks.plan); named
+# apart from plan_file()'s default, so a user's own registration never collides with it.
+PLAN_HOOK = "session-plan-files"
+# The hooks (before and after) of the session's checkpoint policy.
+CHECKPOINT_POLICY = "checkpoint-policy"
 
 
 @dataclass
@@ -57,10 +71,18 @@ class Assembly:
     pipeline: Pipeline
     # Sinks in the order they started; stop() walks it backwards.
     started: list[Lifecycle] = field(default_factory=list)
+    # Early conflict detection between active tasks (git sessions); stopped before the pipeline.
+    conflicts: ConflictWatcher | None = None
+    # Watchers that record events of their own (service supervision, stall flags): stopped
+    # first, while the pipeline still takes their events, so none of their threads outlives it.
+    watchers: list[Lifecycle] = field(default_factory=list)
+    services: ServiceSupervisor | None = None
 
     def stop(self) -> None:
         """Finish in-flight work, write the registry snapshot, stop every sink in reverse order."""
         try:
+            _stop_all(self.watchers)
+            self._stop_watcher()
             self.pipeline.stop()
             with self.pipeline._registry_lock:
                 self.snapshots.save(self.pipeline.registry)
@@ -74,11 +96,19 @@ class Assembly:
         pipeline's threads end and the log, dead letters and repository close,
         as the kernel would close them on exit.
         """
+        _stop_all(self.watchers)
+        self._stop_watcher()
         self.pipeline.stop(timeout=5)
         for sink in (self.git, self.dead_letters, self.log):
             if sink is not None:
                 sink.stop()
         self.started.clear()
+
+    def _stop_watcher(self) -> None:
+        # First: it records events through the pipeline, which must still be running.
+        watcher, self.conflicts = self.conflicts, None
+        if watcher is not None:
+            watcher.stop()
 
 
 def _stop_all(sinks: list[Lifecycle]) -> None:
@@ -103,18 +133,21 @@ def assemble(
     task_active: Callable[[str], bool],
     emit: Callable[[str | None, str, Mapping[str, Any]], object],
     secrets: SecretKeeper | None = None,
+    active_tasks: Callable[[], list[str]] | None = None,
 ) -> Assembly:
     """Build and start every sink of a session, then its pipeline.
 
     ``hooks`` is the session's hook set (a git session gets the branch-name
     guard added to it); ``task_active`` and ``emit`` let the orphan sweep
     ask the session which tasks are live and record what it removed;
-    ``secrets`` holds the secret values the docker effect gives commands. The
+    ``secrets`` holds the secret values the docker effect gives commands;
+    ``active_tasks`` lists the tasks the conflict watcher compares. The
     caller holds the state directory's lock. If a sink refuses to start
     (a corrupt log, no repository, no Docker engine ...), the ones already
     started are stopped again and the error is raised.
     """
     started: list[Lifecycle] = []
+    watchers: list[Lifecycle] = []
 
     def start(sink: _S) -> _S:
         sink.start()
@@ -158,11 +191,27 @@ def assemble(
             )
             if git is not None:
                 git.freeze = docker.paused  # restores run with the task's container frozen
-        own: list[Effect] = [*config.effects, *([docker] if docker is not None else [])]
+                _bind_snapshots(git, docker)
+        services: ServiceSupervisor | None = None
+        if docker is not None:
+            # Before docker: at a task's end its services stop while its container is still there.
+            services = ServiceSupervisor(docker, record=_recorder(lambda: pipeline), fail=_failer(lambda: pipeline),
+                                         task_state=_state_reader(lambda: pipeline))
+        own: list[Effect] = [*config.effects]
+        if services is not None and docker is not None:
+            own += [services, docker]
         for effect in own:  # effects with a lifecycle live as long as the session
             if isinstance(effect, Lifecycle):
                 start(effect)
+        if git is not None:
+            touched = _checkpoint_policy(config, hooks, git)
+            # Last, so it sees what the command did: how many files each exec touched. Only
+            # where something runs commands: an effect that matches exec.requested is what
+            # tells the session it can exec at all.
+            if any(kind_matcher(e.kinds)("exec.requested") for e in own):
+                own.append(touched)
         effects = tuple([GitEffect(git)] if git is not None else []) + tuple(own)
+        _install_plan_hook(config, state, hooks, log, git)
         pipeline = Pipeline(
             log=log,
             registry=registry,
@@ -175,13 +224,133 @@ def assemble(
             memory_events=config.memory_events,
             memory_bytes=config.memory_bytes,
         ).start()
+        if services is not None:
+            watchers.append(services)
+        if config.stall_after is not None:
+            watchers.append(StallWatch(pipeline, config.stall_after).start())
         if git is not None:
             git.flush_held()  # what the git sink recovered while it started (stale locks ...), now that it can be logged
+        watcher = _watch_conflicts(git, pipeline, active_tasks, record_from_sink) if config.detect_conflicts else None
     except BaseException:
+        _stop_all(watchers)
         _stop_all(started)
         raise
     return Assembly(log=log, dead_letters=dead, snapshots=snapshots, recovery=recovery, git=git, docker=docker,
-                    effects=effects, pipeline=pipeline, started=started)
+                    effects=effects, pipeline=pipeline, started=started, conflicts=watcher, watchers=watchers,
+                    services=services)
+
+
+def _watch_conflicts(
+    git: GitWorkspace | None, pipeline: Pipeline, active_tasks: Callable[[], list[str]] | None,
+    record: Callable[[str, str | None, Mapping[str, Any]], object],
+) -> ConflictWatcher | None:
+    """A conflict watcher fed by the bus: boundaries of a task look at it, ends resolve its conflicts."""
+    if git is None or active_tasks is None:
+        return None
+    watcher = ConflictWatcher(git, active_tasks, record, git.git_dir / "conflicts.json").start()
+    pipeline.bus.subscribe(f"{BOUNDARY_KINDS},{END_KINDS}").subscribe(
+        lambda event: watcher.notify(event.kind, event.task_id))
+    return watcher
+
+
+def _install_plan_hook(config: SessionConfig, state: StateDir, hooks: HookSet, log: EventLog, git: GitWorkspace | None) -> None:
+    """(Re)place the session's plan-file hook: one made for this opening, over this log and workspace."""
+    for old in hooks.list(stage="after"):
+        if old.name == PLAN_HOOK and old.api == "operator" and old.point is None and old.priority == _PLAN_PRIORITY:
+            hooks.remove(old)
+    if config.plan_files == "off":
+        return
+    operator = plan_file_hook(
+        state.path, worktree_of=git.worktree_path if git is not None else None,
+        history=lambda task_id, start: log.read(start, task_id=task_id), git=(lambda: git) if git is not None else None,
+        tasks="all" if config.plan_files == "all" else "requested", location=config.plan_location or "state",
+        name=PLAN_HOOK)
+    hooks.add(Hook(name=PLAN_HOOK, stage="after", operator=operator, priority=_PLAN_PRIORITY))
+
+
+# Last of the after-hooks: it records what the others let through.
+_PLAN_PRIORITY = -1_000_000
+
+
+def _checkpoint_policy(config: SessionConfig, hooks: HookSet, git: GitWorkspace) -> TouchedFilesEffect:
+    """Put the session's checkpoint policy in place (once), and return the effect that feeds it files touched.
+
+    The policy hook is always there in a git session: a task started with a
+    ``checkpoint_policy`` of its own needs it even when the session has no
+    default (``checkpoint_when``). It runs last among the before-hooks, so a
+    request another hook vetoes costs no checkpoint.
+    """
+    default = config.checkpoint_when or CheckpointTriggers()
+    if not any(h.name == CHECKPOINT_POLICY for h in hooks.list()):
+        policy = checkpoint_policy(default)
+        hooks.add(Hook(name=CHECKPOINT_POLICY, stage="before", priority=-1_000_000, on_error="fail_open",
+                       operator=isolated(policy, name=CHECKPOINT_POLICY, on_error="fail_open")))
+        hooks.add(Hook(name=CHECKPOINT_POLICY, stage="after", priority=1_000_000, on_error="fail_open",
+                       operator=isolated(policy.after, name=CHECKPOINT_POLICY, on_error="fail_open")))
+
+    def wanted(payload: Mapping[str, Any]) -> bool:
+        given = payload.get("checkpoint_policy")
+        try:
+            triggers = CheckpointTriggers.from_payload(given) if given is not None else default
+        except ArmorError:
+            return False
+        return triggers.risk_threshold is not None
+
+    return TouchedFilesEffect(_worktree_of(git), wanted)
+
+
+def _bind_snapshots(git: GitWorkspace, docker: DockerEffect) -> None:
+    """Checkpoints save the container part of a task through the docker effect, which reads them back to restore it."""
+    git.outside = docker
+
+    def part(task_id: str, checkpoint: str) -> Mapping[str, Any] | None:
+        return git.checkpoints_store.find(task_id, checkpoint).container
+
+    def refs(task_id: str) -> set[str]:
+        return {str(cp.container["snapshot"]) for cp in git.checkpoints(task_id)
+                if cp.container and cp.container.get("snapshot")}
+
+    docker.checkpoint_part = part
+    docker.snapshot_refs = refs
+    docker.task_lock = git.task_lock
+
+
+def _recorder(pipeline: Callable[[], Pipeline | None]
+              ) -> Callable[[str, str, Mapping[str, Any], str | None], TaskEvent]:
+    """How the service supervisor records its events (once the pipeline exists)."""
+
+    def record(task_id: str, kind: str, payload: Mapping[str, Any], causation_id: str | None) -> TaskEvent:
+        running = pipeline()
+        if running is None:
+            raise LogClosed("the session is not started")
+        return running.record(TaskEvent.new(kind, task_id, payload, causation_id=causation_id)).result()
+
+    return record
+
+
+def _failer(pipeline: Callable[[], Pipeline | None]) -> Callable[[str, str, TaskEvent], object]:
+    """How the service supervisor fails a task whose service it gave up on (not waiting for the outcome)."""
+
+    def fail(task_id: str, reason: str, cause: TaskEvent) -> object:
+        running = pipeline()
+        if running is None:
+            raise LogClosed("the session is not started")
+        return running.submit(cause.caused("task.fail.requested", {"reason": reason}))
+
+    return fail
+
+
+def _state_reader(pipeline: Callable[[], Pipeline | None]) -> Callable[[str], State | None]:
+    def state(task_id: str) -> State | None:
+        running = pipeline()
+        if running is None:
+            return None
+        try:
+            return running.task(task_id).state
+        except ArmorError:
+            return None
+
+    return state
 
 
 def _worktree_of(git: GitWorkspace | None) -> Callable[[str], Path | None]:

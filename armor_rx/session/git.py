@@ -7,16 +7,21 @@ and the worktree removal go straight to the :class:`GitWorkspace`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from armor_rx.errors import GitError
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.forks import fork_names
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
+from armor_rx.sinks.docker import DockerEffect
 from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
+from armor_rx.sinks.git.checkpoints import validate_tag
+from armor_rx.sinks.git.compare import Comparison, compare
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
 
 
@@ -25,6 +30,9 @@ class GitSession(Protocol):
 
     @property
     def git(self) -> GitWorkspace: ...
+
+    @property
+    def docker(self) -> DockerEffect | None: ...
 
     def create_task(self, task_id: str, *, base_ref: str = "HEAD",
                     metadata: Mapping[str, Any] | None = None) -> TaskRecord: ...
@@ -44,9 +52,16 @@ class GitOperations:
         return self.git.worktree_path(validate_task_id(task_id))
 
     def checkpoint(self: GitSession, task_id: str, message: str | None = None, *,
-                   timeout: float | None = None) -> TaskEvent:
-        """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint."""
-        return self.request(task_id, "checkpoint.requested", {"message": message}).result(timeout)
+                   timeout: float | None = None, tag: str | None = None) -> TaskEvent:
+        """Snapshot the task's worktree on its shadow ref; the outcome's payload names the checkpoint.
+
+        A ``tag`` (letters, digits, ``.``, ``_``, ``-``) marks it to be kept by
+        retention (``keep_tagged``); a bad one is refused (ConfigError) before anything is logged.
+        """
+        payload: dict[str, Any] = {"message": message}
+        if tag is not None:
+            payload["tags"] = [validate_tag(tag)]
+        return self.request(task_id, "checkpoint.requested", payload).result(timeout)
 
     def checkpoints(self: GitSession, task_id: str) -> list[Checkpoint]:
         return self.git.checkpoints(validate_task_id(task_id))
@@ -55,7 +70,9 @@ class GitOperations:
              max_patch_bytes: int = MAX_PATCH_BYTES) -> TaskDiff:
         """What the task changed: its worktree now against its base commit, or against ``checkpoint``.
 
-        A read: no checkpoint is made and nothing is logged. Raises
+        With a container (``docker=True``), ``container`` lists its changes
+        outside the worktree as ``docker diff`` does (see
+        :meth:`DockerEffect.container_changes`). A read: no checkpoint is made and nothing is logged. Raises
         :class:`TaskNotFound` for an unknown task, :class:`GitError` for one
         not started yet (it has no worktree) and :class:`CheckpointNotFound`
         for an unknown checkpoint (``armor-rx checkpoints TASK`` lists them).
@@ -66,7 +83,13 @@ class GitOperations:
                 f"task {task_id!r} has not started, so it has no worktree to diff; "
                 f"start it first (Armor.start({task_id!r}))"
             )
-        return self.git.diff(task_id, checkpoint, max_patch_bytes=max_patch_bytes)
+        found = self.git.diff(task_id, checkpoint, max_patch_bytes=max_patch_bytes)
+        effect = self.docker
+        if effect is None:
+            return found
+        part = self.git.checkpoints_store.find(task_id, checkpoint).container if checkpoint is not None else None
+        changes = effect.container_changes(task_id, part if checkpoint is None or part is not None else {})
+        return dataclasses.replace(found, container=changes) if changes is not None else found
 
     def rollback(self: GitSession, task_id: str, checkpoint: str, *, timeout: float | None = None) -> TaskEvent:
         """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).
@@ -87,6 +110,31 @@ class GitOperations:
         self.create_task(new_task, metadata={"source_task": source_task, "from_checkpoint": checkpoint})
         payload = {"source_task": source_task, "from_checkpoint": checkpoint}
         return self.request(new_task, "task.start.requested", payload).result(timeout)
+
+    def fork(self: GitSession, task_id: str, checkpoint: str, *, into: int | None = None,
+             names: Sequence[str] | None = None, timeout: float | None = None) -> list[TaskEvent]:
+        """Start several new tasks from one checkpoint of ``task_id`` (competing attempts at one problem).
+
+        Either ``into`` tasks named ``<task>-1``, ``<task>-2`` ... (from the
+        first free number) or the tasks ``names``; each gets its own branch
+        holding the checkpoint, its own worktree and (with docker) its own
+        container, as :meth:`branch_from` makes them. Returns their start
+        outcomes in order. An unknown checkpoint, a bad or taken name or a
+        count outside 1..100 is refused before any task exists.
+        """
+        validate_task_id(task_id)
+        self.git.checkpoints_store.find(task_id, checkpoint)  # CheckpointNotFound, nothing made
+        made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
+        return [GitOperations.branch_from(self, task_id, checkpoint, name, timeout=timeout) for name in made]
+
+    def compare(self: GitSession, task_ids: Sequence[str]) -> Comparison:
+        """The tasks' diffs against their bases side by side: files, lines added and removed, shared paths.
+
+        A read, like :meth:`diff` (and raising what it raises) for each task.
+        """
+        if not task_ids:
+            raise GitError("compare needs at least one task")
+        return compare([GitOperations.diff(self, validate_task_id(t)) for t in task_ids])
 
     def remove_worktree(self: GitSession, task_id: str, *,
                         on_dirty: Literal["checkpoint", "refuse"] = "checkpoint") -> None:

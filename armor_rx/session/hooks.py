@@ -2,7 +2,9 @@
 
 Both ways end in the same :class:`~armor_rx.pipeline.hooks.HookSet` and are
 recorded as the same ``hook.registered`` event, so code written either way
-sees the same history.
+sees the same history. ``SessionConfig.classic_hooks=False`` (or
+``ARMOR_RX_CLASSIC_HOOKS=0``) switches the classic half off: :meth:`HookRegistry.hook`
+then raises :class:`~armor_rx.errors.ClassicHooksOff` naming the operator to write.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol, overload
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import HOOK_POINTS
+from armor_rx.operators import CheckpointPolicyHook
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.hooks import ErrorPolicy, Hook, HookSet, Operator, Stage, classic_hook
 from armor_rx.pipeline.stages import isolated
@@ -95,7 +98,9 @@ class HookRegistry:
         ``hook_timeout``, 30 s; ``math.inf`` for no limit): a before-hook that
         overruns it vetoes, an after-hook is reported (``hook.failed``) and
         skipped. Registration is recorded as a ``hook.registered`` event
-        (with the timeout), exactly as for :meth:`use`.
+        (with the timeout), exactly as for :meth:`use`. With the session's
+        ``classic_hooks`` off this raises :class:`~armor_rx.errors.ClassicHooksOff`
+        (a ConfigError) whose message gives the operator to register instead.
         """
         if point not in HOOK_POINTS:
             raise ConfigError(f"unknown hook point {point!r}; use one of: {', '.join(HOOK_POINTS)}")
@@ -124,6 +129,25 @@ class HookRegistry:
 
     def after_fail(self: HookSession, fn: HookFn, **options: Any) -> HookFn:
         return HookRegistry.hook(self, "after_fail", fn, **options)
+
+    def use_checkpoint_policy(self: HookSession, policy: CheckpointPolicyHook) -> None:
+        """Make ``policy`` (from :func:`armor_rx.operators.checkpoint_policy`) the session's checkpoint policy.
+
+        It replaces the one a git session has from its config
+        (``checkpoint_when``): its before half goes last among the
+        before-hooks, its after half first among the after-hooks.
+        """
+        from armor_rx.session.assembly import CHECKPOINT_POLICY
+
+        for old in self.hooks.list():
+            if old.name == CHECKPOINT_POLICY:
+                HookRegistry.remove_hook(self, old)
+        before = isolated(policy, name=CHECKPOINT_POLICY, on_error="fail_open")
+        after = isolated(policy.after, name=CHECKPOINT_POLICY, on_error="fail_open")
+        _register(self, Hook(name=CHECKPOINT_POLICY, stage="before", operator=before, priority=-1_000_000,
+                             on_error="fail_open"))
+        _register(self, Hook(name=CHECKPOINT_POLICY, stage="after", operator=after, priority=1_000_000,
+                             on_error="fail_open"))
 
     def remove_hook(self: HookSession, hook: Hook) -> bool:
         removed = self.hooks.remove(hook)

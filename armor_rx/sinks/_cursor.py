@@ -105,6 +105,13 @@ class _Region:
 
 
 OnDamage = Callable[[Damage], None]
+# Where to start reading a segment for a seq: (offset, seq of the line there), or None for its start.
+Seek = Callable[[Segment, int], "tuple[int, int] | None"]
+
+
+def placed(at: tuple[int, int] | None) -> Seek:
+    """A :data:`Seek` that starts at ``at`` (offset, seq of the line there) whatever is wanted."""
+    return lambda _segment, _want: at
 
 
 class Cursor:
@@ -118,11 +125,19 @@ class Cursor:
     the read quietly (it is being written, or the writer will cut it);
     :attr:`torn_at` says where it starts. Events missing with no damaged
     bytes to explain them (a lost segment) raise :class:`LogCorrupt`.
+
+    ``seek`` may place the first read past lines already verified (see
+    :mod:`armor_rx.sinks._verified`); ``stop_before`` ends the read where a
+    segment starting at or after that seq would begin (after the boundary
+    between them was checked).
     """
 
-    def __init__(self, directory: Path, start_seq: int, on_damage: OnDamage | None = None) -> None:
+    def __init__(self, directory: Path, start_seq: int, on_damage: OnDamage | None = None, *,
+                 seek: Seek | None = None, stop_before: int | None = None) -> None:
         self.directory = directory
         self.want = max(1, start_seq)
+        self._seek = seek
+        self._stop_before = stop_before
         self.expected: int | None = None  # the seq the next line must carry
         self.torn_at: int | None = None  # where a torn final line starts, when the last read ended on one
         # Seqs that damaged bytes at the very end may have carried: a writer
@@ -153,6 +168,9 @@ class Cursor:
             self._segment = segments[max(0, bisect.bisect_right(firsts, self.want) - 1)]
             self.expected = self._segment[0]
             self._offset = 0
+            found = self._seek(self._segment, self.want) if self._seek is not None else None
+            if found is not None:
+                self._offset, self.expected = found
         retried = False
         while True:
             status = yield from self._read_segment(limit_seq)
@@ -189,6 +207,8 @@ class Cursor:
             self.expected = next_first
             self.torn_at = None
             self.tail_gap = 0
+            if self._stop_before is not None and next_first >= self._stop_before:
+                return
 
     def _report(self, damage: Damage) -> None:
         if self._on_damage is not None:
@@ -272,4 +292,5 @@ def matching(
             continue
         if match is not None and not match(data.get("kind", "")):
             continue
-        yield TaskEvent.from_dict(data)
+        # The line's checksum verified: armor_rx wrote it, redacted when the event was made.
+        yield TaskEvent.from_logged(data)

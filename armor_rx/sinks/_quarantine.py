@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Literal
 
 import orjson
-import structlog
 
 from armor_rx.sinks._cursor import Damage
 from armor_rx.sinks._logfile import TORN, TailRepair, check_line, count_lines
+from armor_rx.sinks._log import LazyLogger
 
 Why = Literal["damaged", "torn"]
-_logger = structlog.get_logger("armor_rx.eventlog")
+_logger = LazyLogger("armor_rx.eventlog")
 
 
 def quarantine_path(directory: Path, segment: Path, offset: int, why: Why) -> Path:

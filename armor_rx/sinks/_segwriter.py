@@ -1,13 +1,16 @@
 """The write side of the event log: the open segment, rotation and fsync.
 
 Used by one thread at a time (the group-commit thread, or an appender holding
-the log's lock), so it has no lock of its own.
+the log's lock), so it has no lock of its own. It keeps the CRC-32 of the open
+segment as written, so the log can record it as verified without reading it
+again (see :mod:`armor_rx.sinks._verified`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from armor_rx.sinks._logfile import segment_name
@@ -18,6 +21,9 @@ class SegmentWriter:
 
     ``fsync`` is False for the ``none`` policy: then nothing here calls fsync.
     Any ``OSError`` propagates; the caller decides what it means for the log.
+    ``crc`` is the CRC-32 of the open segment's bytes (None once unknown, after
+    a failed write); ``on_seal(path, size, crc, next_first)`` is called when a
+    segment is full, before the next one is made.
     """
 
     def __init__(self, directory: Path, segment_bytes: int, fsync: bool) -> None:
@@ -28,18 +34,21 @@ class SegmentWriter:
         self.size = 0
         self.fsyncs = 0
         self.bytes = 0
+        self.crc: int | None = 0
+        self.on_seal: Callable[[Path, int, int | None, int], None] | None = None
         self._fd = -1
 
-    def open(self, path: Path, size: int) -> None:
-        """Continue appending to an existing, already verified segment of ``size`` bytes."""
+    def open(self, path: Path, size: int, crc: int | None = None) -> None:
+        """Continue appending to an existing, already verified segment of ``size`` bytes whose CRC-32 is ``crc``."""
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self.path, self.size = path, size
+        self.path, self.size, self.crc = path, size, crc
 
     def create(self, first_seq: int) -> None:
         """Start a new segment for events from ``first_seq`` on."""
         path = self.directory / segment_name(first_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self.path, self.size = path, os.fstat(self._fd).st_size
+        self.crc = 0 if self.size == 0 else None
         if self.fsync:
             # The new name must survive a crash as surely as the lines in it.
             dir_fd = os.open(self.directory, os.O_RDONLY)
@@ -68,6 +77,7 @@ class SegmentWriter:
             if self.path == path:
                 # Best effort: unacknowledged bytes should not come back after
                 # a restart; if this fails too, recovery cuts the torn tail.
+                self.crc = None  # what is on disk now is not known for sure
                 try:
                     os.ftruncate(self._fd, size)
                     self.size = size
@@ -102,6 +112,8 @@ class SegmentWriter:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
         self.bytes += len(data)
 
@@ -113,4 +125,6 @@ class SegmentWriter:
             self.fsyncs += 1
         os.close(self._fd)
         self._fd = -1
+        if self.on_seal is not None:
+            self.on_seal(self.path, self.size, self.crc, first_seq)
         self.create(first_seq)

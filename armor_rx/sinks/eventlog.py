@@ -12,6 +12,11 @@ leaves them in place (nothing it cannot prove is torn is deleted). Only a
 torn final line, a write a crash cut short, is cut when the log starts, and a
 copy of it is kept in quarantine too (:attr:`EventLog.repairs`).
 
+Opening does not read what was already verified: the writer records which
+bytes of each segment it checked or wrote itself (``verified.json``, see
+:mod:`armor_rx.sinks._verified`), and only segments that changed since are
+read again, so opening costs the tail, not the log.
+
     >>> import tempfile
     >>> from armor_rx.model import TaskEvent
     >>> with EventLog(tempfile.mkdtemp()) as log:
@@ -21,6 +26,7 @@ copy of it is kept in quarantine too (:attr:`EventLog.repairs`).
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -30,22 +36,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import structlog
+import orjson
 
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
 from armor_rx.sinks._groupcommit import Entry, GroupCommit
-from armor_rx.sinks._cursor import Cursor, Damage, matching
-from armor_rx.sinks._logfile import TailRepair, check_sealed, event_line, list_segments, number_event, unexpected_files
+from armor_rx.sinks import _verified
+from armor_rx.sinks._cursor import Cursor, Damage, matching, placed
+from armor_rx.sinks._logfile import (
+    Segment,
+    TailRepair,
+    check_line,
+    check_sealed,
+    event_line,
+    find_line,
+    grep_lines,
+    list_segments,
+    number_event,
+    unexpected_files,
+)
+from armor_rx.sinks._verified import Verified
 from armor_rx.sinks._quarantine import DamageLedger, cut_torn, whole_line
+from armor_rx.sinks._log import LazyLogger
 from armor_rx.sinks._segwriter import SegmentWriter
 
 __all__ = ["Damage", "EventLog", "FsyncPolicy", "LogStats", "TailRepair"]
 
 FsyncPolicy = Literal["always", "batch", "none"]
 _POLICIES = ("always", "batch", "none")
-_logger = structlog.get_logger("armor_rx.eventlog")
+_logger = LazyLogger("armor_rx.eventlog")
 
 OnAppend = Callable[[TaskEvent], None]
 
@@ -109,13 +129,19 @@ class EventLog:
         self._committer: GroupCommit | None = None
         self._tail: Cursor | None = None
         self._events = self._flushes = 0
+        # Segment name -> its verified bytes (None until known): for skipping them when opening and seeking in them.
+        self._verified: dict[str, Verified] | None = None
+        self._saved: dict[str, Verified] = {}  # what the index file holds now (the writer's)
+        self._opened: tuple[int, tuple[int, int, int, int]] | None = None  # the open segment's size and stat at start
+        self._writer.on_seal = self._sealed
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> EventLog:
         """Open the log, set damage aside, cut a torn final line, and get ready to append.
 
-        Returns ``self``. The writer reads every segment once: damaged bytes
+        Returns ``self``. The writer reads every segment that changed since it
+        was last verified (all of them the first time): damaged bytes
         are copied to :attr:`quarantine_dir` and listed in :attr:`damage`; a
         torn final line is cut (after a copy) and listed in :attr:`repairs`.
         Raises :class:`LogCorrupt` when events are missing that no damaged
@@ -150,14 +176,14 @@ class EventLog:
     def _open_for_append(self, segments: list[tuple[int, Path]]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not segments:
+            self._verified = {}
             self._writer.create(1)
             return
-        _, path = segments[-1]
-        # One pass over every segment: all damage is known (and set aside)
-        # before the first append, whichever segment it is in.
-        cursor = Cursor(self.directory, 1, self._saw_damage)
-        for _ in cursor.lines():
-            pass
+        first, path = segments[-1]
+        # Every segment not verified before is read once now: all damage is
+        # known (and set aside) before the first append, whichever segment it is in.
+        known = _verified.load(self.directory)
+        cursor = self._verify(segments, known, record=True)
         size = os.stat(path).st_size
         torn_at = cursor.torn_at
         if torn_at is not None and cursor.segment == path:
@@ -177,7 +203,101 @@ class EventLog:
         last = (cursor.expected or 1) - 1 + cursor.tail_gap
         self._next_seq = last + 1
         self._durable_seq = last
-        self._writer.open(path, size)
+        assert self._verified is not None
+        entry = self._verified.get(path.name)
+        if entry is None or entry.size != size or entry.end != self._next_seq:
+            crc = _verified.crc_of(path, size, entry.size, entry.crc) if entry is not None and entry.size < size else None
+            if crc is None:
+                crc = _verified.crc_of(path, size)
+            entry = Verified(path.name, first, size, crc or 0, self._next_seq, self._damage_in(path), None)
+            self._verified[path.name] = entry
+        self._writer.open(path, size, entry.crc)
+        self._opened = (size, _verified.stat_of(os.stat(path)))
+        if self._verified != known:
+            _verified.save(self.directory, self._verified.values())
+        self._saved = dict(self._verified)
+
+    def _verify(self, segments: list[Segment], known: dict[str, Verified], *, record: bool) -> Cursor:
+        """Read what ``known`` does not vouch for; returns a cursor at the end of the last segment.
+
+        Fills :attr:`_verified` with every segment known to be verified now
+        (``record``: with the CRC of a sealed one it had to read, for the index).
+        """
+        verified: dict[str, Verified] = {}
+        cursor = Cursor(self.directory, 1, self._saw_damage)
+        for i, (first, path) in enumerate(segments):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # gone meanwhile: the cursor will say what that means
+            entry = _verified.vouched(path, first, known.get(path.name), st)
+            last = i == len(segments) - 1
+            if entry is not None:
+                for damage in entry.damage:
+                    self._saw_damage(damage)
+                verified[path.name] = _verified.recorded(entry, st) if record else entry
+                if not last and entry.size == st.st_size:
+                    continue
+            start = (entry.size, entry.end) if entry is not None else None
+            cursor = Cursor(self.directory, first, self._saw_damage, seek=placed(start),
+                            stop_before=None if last else segments[i + 1][0])
+            for _ in cursor.lines():
+                pass
+            if not last and cursor.expected is not None:
+                crc = (_verified.crc_of(path, st.st_size) if record else None) or 0
+                entry = Verified(path.name, first, st.st_size, crc, cursor.expected, self._damage_in(path), None)
+                verified[path.name] = _verified.recorded(entry, os.stat(path)) if record else entry
+        self._verified = verified
+        return cursor
+
+    def _damage_in(self, path: Path) -> tuple[Damage, ...]:
+        return tuple(d for d in self._ledger.damage if d.segment.name == path.name)
+
+    def _sealed(self, path: Path, size: int, crc: int | None, next_first: int) -> None:
+        """The writer filled ``path``: record what it wrote (its CRC is checked at the next open, not now)."""
+        verified = self._verified
+        if verified is None:
+            return
+        try:
+            first = int(path.name[len("events-") : -len(".jsonl")])
+            if crc is None:
+                verified.pop(path.name, None)
+            else:
+                verified[path.name] = Verified(path.name, first, size, crc, next_first, self._damage_in(path), None)
+            _verified.save(self.directory, list(verified.values()))
+            self._saved = dict(verified)
+        except Exception as exc:  # noqa: BLE001 - only speed is at stake; never fail a write for it
+            _logger.warning("could not record a sealed segment as verified", segment=str(path), error=repr(exc))
+
+    def _record_stop(self) -> None:
+        """After the last write: record the open segment as verified, if it holds exactly what was written."""
+        verified, path, crc = self._verified, self._writer.path, self._writer.crc
+        if verified is None or self.read_only or not path.name.startswith("events-"):
+            return
+        try:
+            before = os.stat(path)
+            entry = verified.get(path.name)
+            if entry is not None and entry.size == before.st_size and self._opened == (entry.size, _verified.stat_of(before)):
+                verified[path.name] = _verified.recorded(entry, before)  # not written to since it was verified
+            elif crc is not None and self._failure is None and before.st_size == self._writer.size:
+                # Its times must be past the clock tick of the last write before they can vouch for it (see
+                # _verified.RACY_NS): wait that out (a few ms), then check the bytes are what was written.
+                wait = max(before.st_mtime_ns, before.st_ctime_ns) + _verified.RACY_NS - time.time_ns()
+                if 0 < wait <= _verified.RACY_NS:
+                    time.sleep(wait / 1e9)
+                    before = os.stat(path)
+                first = int(path.name[len("events-") : -len(".jsonl")])
+                if _verified.crc_of(path, before.st_size) == crc and _verified.stat_of(os.stat(path)) == _verified.stat_of(before):
+                    entry = Verified(path.name, first, before.st_size, crc, self._next_seq, self._damage_in(path), None)
+                    verified[path.name] = _verified.recorded(entry, before)
+                else:  # changed by someone else while it was open: read it all next time
+                    verified.pop(path.name, None)
+            else:
+                verified.pop(path.name, None)
+            if verified != self._saved:
+                _verified.save(self.directory, list(verified.values()))
+        except OSError as exc:
+            _logger.warning("could not record the event log as verified", directory=str(self.directory), error=str(exc))
 
     # -- damage -------------------------------------------------------------
 
@@ -214,6 +334,7 @@ class EventLog:
             try:
                 # After a failed write, an fsync that "succeeds" proves nothing.
                 self._writer.close(sync=self._failure is None)
+                self._record_stop()
             except OSError as exc:
                 raise LogError(f"closing the event log segment {self._writer.path} failed: {exc}") from exc
             finally:
@@ -380,7 +501,12 @@ class EventLog:
         if not self.read_only and self._state != "new":
             return self._durable_seq
         if self._tail is None:
-            self._tail = Cursor(self.directory, 1, self._saw_damage)
+            # Only what the writer has not verified is read (and checked for damage).
+            segments = list_segments(self.directory)
+            if segments:
+                self._tail = self._verify(segments, _verified.load(self.directory), record=False)
+            else:
+                self._tail = Cursor(self.directory, 1, self._saw_damage)
         for _ in self._tail.lines():
             pass
         return self._tail.position - 1 + self._tail.tail_gap if self._tail.expected is not None else 0
@@ -411,7 +537,78 @@ class EventLog:
         are missing that no damaged bytes explain (a lost segment).
         """
         match = kind_matcher(kind) if kind is not None else None
-        return matching(Cursor(self.directory, start_seq, self._saw_damage), self._limit(end_seq), task_id, match)
+        if task_id is not None:
+            return self._read_task(start_seq, self._limit(end_seq), task_id, match)
+        return matching(self._cursor(start_seq), self._limit(end_seq), task_id, match)
+
+    def _read_task(
+        self, start_seq: int, limit: int | None, task_id: str, match: Callable[[str], bool] | None
+    ) -> Iterator[TaskEvent]:
+        """One task's events: searched for in bulk where the lines were verified, read line by line elsewhere."""
+        needle = b'"task_id":"%s"' % task_id.encode()
+        trusted = self._trusted()
+        segments = list_segments(self.directory)
+        firsts = [first for first, _ in segments]
+        for i in range(max(0, bisect.bisect_right(firsts, start_seq) - 1), len(segments)):
+            first, path = segments[i]
+            if limit is not None and first > limit:
+                return
+            entry = trusted.get(path.name)
+            resume: tuple[int, int] | None = None
+            if entry is not None and entry.clean:
+                begin = 0
+                if start_seq > first:
+                    begin = entry.size if start_seq >= entry.end else find_line(path, entry.size, start_seq) or 0
+                for offset, raw in grep_lines(path, begin, entry.size, needle):
+                    seq = check_line(raw)
+                    if not isinstance(seq, int):  # changed since it was verified (by hand): damage like any other
+                        self._saw_damage(Damage(path, offset, len(raw), seq, 1, True))
+                        continue
+                    if seq < start_seq or (limit is not None and seq > limit):
+                        continue
+                    data = orjson.loads(raw)
+                    if data.get("task_id") == task_id and (match is None or match(data.get("kind", ""))):
+                        yield TaskEvent.from_logged(data)
+                if limit is not None and entry.end > limit:
+                    return
+                resume = (entry.size, entry.end)
+            # The rest of the segment (what was not verified), line by line.
+            cursor = Cursor(self.directory, max(start_seq, first), self._saw_damage,
+                            seek=placed(resume) if resume else self._seek,
+                            stop_before=segments[i + 1][0] if i + 1 < len(segments) else None)
+            yield from matching(cursor, limit, task_id, match)
+
+    def _cursor(self, start_seq: int) -> Cursor:
+        return Cursor(self.directory, start_seq, self._saw_damage, seek=self._seek if start_seq > 1 else None)
+
+    def _trusted(self) -> dict[str, Verified]:
+        """The segments' verified bytes (a reader that has not looked yet asks the index now)."""
+        if self._verified is None:
+            if not self.read_only:
+                return {}
+            known = _verified.load(self.directory)
+            trusted: dict[str, Verified] = {}
+            for first, path in list_segments(self.directory):
+                try:
+                    entry = _verified.vouched(path, first, known.get(path.name), os.stat(path))
+                except OSError:
+                    continue
+                if entry is not None:
+                    trusted[path.name] = entry
+            self._verified = trusted
+        return self._verified
+
+    def _seek(self, segment: Segment, want: int) -> tuple[int, int] | None:
+        """Where the line of seq ``want`` is in ``segment``, found without reading the lines before it
+        when they were verified and hold no damage (None: read the segment from its start)."""
+        first, path = segment
+        entry = self._trusted().get(path.name)
+        if entry is None or not entry.clean or want <= first:
+            return None
+        if want >= entry.end:
+            return entry.size, entry.end
+        offset = find_line(path, entry.size, want)
+        return None if offset is None else (offset, want)
 
     def pages(self, start_seq: int = 1, *, task_id: str | None = None, kind: str | None = None) -> Callable[[int], Iterator[TaskEvent]]:
         """A reader for paging through the log: each call ``page(end_seq)`` goes on from where the last stopped.
@@ -419,7 +616,7 @@ class EventLog:
         Calling :meth:`read` per page would scan its segment from the start each
         time (quadratic over a long log); a page reader reads every line once.
         """
-        cursor = Cursor(self.directory, start_seq, self._saw_damage)
+        cursor = self._cursor(start_seq)
         match = kind_matcher(kind) if kind is not None else None
         return lambda end_seq: matching(cursor, self._limit(end_seq), task_id, match)
 
@@ -438,7 +635,7 @@ class EventLog:
         or when the caller stops iterating.
         """
         match = kind_matcher(kind) if kind is not None else None
-        return self._follow(Cursor(self.directory, start_seq, self._saw_damage), task_id, match, poll_interval, stop)
+        return self._follow(self._cursor(start_seq), task_id, match, poll_interval, stop)
 
     def verify(self) -> int:
         """Check every line of every segment; returns how many events can be read.

@@ -3,7 +3,10 @@
 The event log is the truth; a snapshot only saves replaying it from the
 start. So a snapshot that is missing, damaged, or ahead of the log is never
 an error at startup: :func:`recover_registry` rebuilds from the log instead
-and says so.
+and says so. Besides the tasks, a snapshot holds the requests still in flight
+at its seq (:class:`~armor_rx.model.requests.OpenRequests`), so reconciling
+after a crash needs only the log after it; a snapshot from before they were
+kept (schema 1) still lists tasks, and a session rebuilds from the log once.
 
     >>> import tempfile, pathlib
     >>> from armor_rx.model import Registry
@@ -24,20 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import structlog
 
 from armor_rx.errors import ArmorError, SnapshotError
 from armor_rx.model import Registry, TaskEvent, TaskRecord
+from armor_rx.model.requests import OpenRequests
 from armor_rx.sinks.eventlog import EventLog
+from armor_rx.sinks._log import LazyLogger
 
-SCHEMA = 1
+SCHEMA = 2
+_SCHEMAS = (1, 2)  # 1: tasks only (before the open requests were kept)
 SNAPSHOT_PLUS_TAIL = "snapshot + log tail"
 REBUILD = "rebuild from log"
-_logger = structlog.get_logger("armor_rx.snapshot")
+_logger = LazyLogger("armor_rx.snapshot")
 
 
-def _canonical(schema: Any, seq: Any, tasks: Any) -> bytes:
-    return orjson.dumps({"schema": schema, "seq": seq, "tasks": tasks}, option=orjson.OPT_SORT_KEYS)
+def _canonical(schema: Any, seq: Any, tasks: Any, requests: Any = None) -> bytes:
+    fields = {"schema": schema, "seq": seq, "tasks": tasks}
+    if schema != 1:
+        fields["requests"] = requests
+    return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
 
 
 def _digest_suffix(digest: str) -> bytes:
@@ -65,15 +73,15 @@ class SnapshotStore:
     def save(self, registry: Registry) -> None:
         """Write ``registry`` atomically: a crash leaves the old snapshot or the new one, whole.
 
-        The file is ``{"schema":1,"seq":..,"tasks":[...],"sha256":..}``: the
-        canonical (sorted-key) JSON of the other three fields, byte for byte as
+        The file is ``{"requests":{..},"schema":2,"seq":..,"tasks":[...],"sha256":..}``:
+        the canonical (sorted-key) JSON of the other four fields, byte for byte as
         written, then the hash of those bytes (with the closing brace). The hash
         covers bytes on disk, never a re-serialisation, so a snapshot stays valid
         when the JSON library that reads it spells a number differently (orjson
         3.8 writes ``1e16`` where later releases write ``1e+16``).
         Raises :class:`SnapshotError` on an I/O error.
         """
-        body = _canonical(SCHEMA, registry.seq, registry.to_list())
+        body = _canonical(SCHEMA, registry.seq, registry.to_list(), registry.requests.to_dict())
         data = body[:-1] + _digest_suffix(hashlib.sha256(body).hexdigest())
         tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
@@ -107,14 +115,15 @@ class SnapshotStore:
         loses data, since the registry can be rebuilt from the event log.
         """
         try:
-            return self._load()
+            return self._load()[0]
         except _Unusable as exc:
             raise SnapshotError(
                 f"{exc} ({self.path}); delete it to have it rebuilt from the event log, "
                 "which happens on its own when a session starts"
             ) from None
 
-    def _load(self) -> Registry:
+    def _load(self) -> tuple[Registry, bool]:
+        """The registry, and whether the file held its open requests (schema 2) or only its tasks."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -127,10 +136,11 @@ class SnapshotStore:
             raise _Unusable("snapshot is not valid JSON (truncated or damaged)") from None
         if not isinstance(data, dict):
             raise _Unusable("snapshot is not a JSON object")
-        if data.get("schema") != SCHEMA:
-            raise _Unusable(f"snapshot schema {data.get('schema')!r} is not {SCHEMA}")
-        seq, tasks, digest = data.get("seq"), data.get("tasks"), data.get("sha256")
-        if not _digest_matches(raw, digest) and hashlib.sha256(_canonical(data["schema"], seq, tasks)).hexdigest() != digest:
+        schema = data.get("schema")
+        if schema not in _SCHEMAS:
+            raise _Unusable(f"snapshot schema {schema!r} is not {SCHEMA}")
+        seq, tasks, digest, requests = data.get("seq"), data.get("tasks"), data.get("sha256"), data.get("requests")
+        if not _digest_matches(raw, digest) and hashlib.sha256(_canonical(schema, seq, tasks, requests)).hexdigest() != digest:
             # (The second check reads snapshots saved before the hash covered the
             # file's bytes: it holds while the JSON library spells numbers as it did.)
             raise _Unusable("snapshot checksum mismatch")
@@ -149,7 +159,18 @@ class SnapshotStore:
                 )
         if len({record.task_id for record in records}) != len(records):
             raise _Unusable("snapshot does not chain: it lists a task twice")
-        return Registry({record.task_id: record for record in records}, seq)
+        open_requests = None
+        if schema != 1:
+            try:
+                if not isinstance(requests, dict):
+                    raise TypeError("requests is not an object")
+                open_requests = OpenRequests.from_dict(requests)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise _Unusable(f"snapshot has open requests that do not parse ({exc!r})") from None
+            for request in [*open_requests.open.values(), *open_requests.dead.values()]:
+                if request.seq is None or not 0 < request.seq <= seq:
+                    raise _Unusable(f"snapshot does not chain: a request at seq {request.seq} but the snapshot is at seq {seq}")
+        return Registry({record.task_id: record for record in records}, seq, open_requests), open_requests is not None
 
 
 @dataclass(frozen=True)
@@ -165,12 +186,14 @@ class RecoveryReport:
     forced: int = 0  # events folded in past a lifecycle check that damaged log lines broke
 
 
-def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, RecoveryReport]:
+def recover_registry(store: SnapshotStore, log: EventLog, *, requests: bool = True) -> tuple[Registry, RecoveryReport]:
     """The registry as of the log's last event, from the snapshot if it can be trusted.
 
     The snapshot is used when it loads, its checksum verifies and its seq is
     not past the log's end; then only the events after it are replayed.
-    Otherwise the registry is rebuilt from the whole log. The report names the
+    Otherwise the registry is rebuilt from the whole log. ``requests=False``
+    (a reader that lists tasks) also trusts a snapshot that holds only tasks
+    (schema 1); its :attr:`Registry.requests` is then incomplete. The report names the
     options, the choice and the reason. Damaged log lines are skipped (see
     :attr:`EventLog.damage`) and do not make a good snapshot unusable; an event
     that no longer applies because the events lost with them are missing is
@@ -181,8 +204,10 @@ def recover_registry(store: SnapshotStore, log: EventLog) -> tuple[Registry, Rec
     log_seq = log.last_seq
     snapshot_seq: int | None = None
     try:
-        registry = store._load()
+        registry, has_requests = store._load()
         snapshot_seq = registry.seq
+        if requests and not has_requests:
+            raise _Unusable("snapshot schema 1 does not hold the requests in flight")
         if registry.seq > log_seq:
             raise _Unusable(f"snapshot at seq {registry.seq} is ahead of the log (seq {log_seq})")
         replayed, forced = _fold(registry, log.read(registry.seq + 1, log_seq), log)

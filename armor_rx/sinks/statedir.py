@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import filelock
+from typing import TYPE_CHECKING
 
 from armor_rx.errors import ConfigError, StateDirLocked
+
+if TYPE_CHECKING:
+    import filelock
 
 DEFAULT_NAME = ".armor"
 #: Names no task tree may hold, at any depth, reserved the way git reserves
@@ -46,7 +48,10 @@ class StateDir:
         # thread_local=False: the lock belongs to this object, whichever thread
         # releases it. A second StateDir on the same path (in this process or
         # another) opens its own descriptor, so it is refused by the OS lock.
-        self._lock = filelock.FileLock(self.path / "lock", timeout=lock_timeout, thread_local=False)
+        # (filelock is imported here: it pulls in asyncio, which a read-only CLI verb never needs.)
+        import filelock
+
+        self._lock: filelock.FileLock = filelock.FileLock(self.path / "lock", timeout=lock_timeout, thread_local=False)
 
     @property
     def locked(self) -> bool:
@@ -67,6 +72,8 @@ class StateDir:
                 f"cannot use {self.path} as the state directory: {exc}; pass another --state-dir"
             ) from exc
         self._write_gitignore()
+        import filelock
+
         try:
             self._lock.acquire()
         except filelock.Timeout:

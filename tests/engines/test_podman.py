@@ -87,3 +87,23 @@ def test_the_cli_runs_a_task_on_podman_through_the_service(repo, on_podman, monk
         assert done.returncode == 4 and done.stdout == "on podman\n", done.stderr
     finally:
         kill_service(repo / ".armor", signal.SIGTERM)
+
+
+def test_atomic_checkpoint_and_rollback_on_podman(repo, on_podman):
+    """A writable-root task on Podman: its checkpoint commits the container, a rollback undoes changes outside."""
+    from armor_rx import Armor
+    from armor_rx.sinks.docker import SandboxSpec
+
+    spec = SandboxSpec(image=IMAGE, read_only=False, allow_root=True, wall_clock=120)
+    with Armor(repo, docker=True, sandbox=spec, sweep_interval=None) as armor:
+        armor.create_task("pod-cp")
+        armor.start("pod-cp")
+        cp = armor.checkpoint("pod-cp").payload
+        assert list(cp["holds"]) == ["worktree", "image"]
+        changed = armor.exec("pod-cp", ["sh", "-c", "echo x > /etc/added && rm /bin/wc"], user="root")
+        assert changed.payload["exit_code"] == 0
+        armor.rollback("pod-cp", cp["checkpoint"])
+        check = armor.exec("pod-cp", ["sh", "-c", "test ! -e /etc/added && test -e /bin/wc"])
+        assert check.payload["exit_code"] == 0
+        armor.cancel("pod-cp")
+        assert on_podman.client.images.list(filters={"label": ["armor.snapshot", "armor.task=pod-cp"]}) == []

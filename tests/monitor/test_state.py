@@ -74,6 +74,23 @@ def test_flags_need_a_person():
     assert table["v"] == ["failed"] and table["run"] == ["conflicting"]
 
 
+def test_stalled_and_unhealthy_flags_follow_their_events():
+    clock = Clock(1000.0)
+    s = MonitorState(clock=clock, stuck_after=600)
+    feed(s, _seq(TaskEvent.new("task.created", "t", {}), 1, 1000), _seq(TaskEvent.new("task.started", "t", {}), 2, 1000),
+         _seq(TaskEvent.new("task.stalled", "t", {"quiet_for": 30}), 3, 1030))
+    row = s.rows["t"]
+    assert dict((r.task_id, f) for r, f in s.table())["t"] == ["stalled"]
+    assert row.last_ts == 1000  # the flag is not activity
+    feed(s, _seq(TaskEvent.new("task.unstalled", "t", {}), 4, 1031),
+         _seq(TaskEvent.new("service.health.changed", "t", {"service": "web", "from": "healthy", "to": "unhealthy"}), 5, 1031))
+    assert dict((r.task_id, f) for r, f in s.table())["t"] == ["unhealthy"]
+    feed(s, _seq(TaskEvent.new("service.health.changed", "t", {"service": "web", "from": "unhealthy", "to": "healthy"}), 6, 1032))
+    assert dict((r.task_id, f) for r, f in s.table())["t"] == []
+    feed(s, _seq(TaskEvent.new("task.stalled", "t", {}), 7, 1100), _seq(TaskEvent.new("task.interrupted", "t", {}), 8, 1101))
+    assert dict((r.task_id, f) for r, f in s.table())["t"] == ["waiting"]  # a state change clears the flag
+
+
 def test_an_older_event_never_moves_a_task_back():
     s = MonitorState()
     record = TaskRecord("t1", State.CANCELLED, 4, 1, 10, 1.0, 2.0, "stop", {"branch": "task/t1"})

@@ -235,3 +235,35 @@ def test_a_command_for_a_task_that_is_not_running_is_refused_before_it_is_logged
     refused = armor_cli("exec", "--repo", repo, "paused", "--", "true")
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1 and "resume" in refused.stderr
     kill_service(repo / ".armor", signal.SIGTERM)
+
+
+def test_atomic_checkpoint_and_rollback_through_the_cli(repo, image, engine):
+    """start --writable-root --volume, checkpoint, diff, rollback, cancel via the service: the container goes too."""
+    task = "atomic-cli"
+    assert armor_cli("start", task, "--repo", repo, "--writable-root", "--volume", "/var/cache/pkg").returncode == 0
+    setup = ("mkdir -p /home/agent/.local/bin && echo v1 > /home/agent/.local/bin/tool"
+             " && echo one > /var/cache/pkg/index")
+    assert armor_cli("exec", task, "--repo", repo, "--", "sh", "-c", setup).returncode == 0
+    made = armor_cli("checkpoint", task, "--repo", repo, "--json")
+    assert made.returncode == 0, made.stderr
+    cp = orjson.loads(made.stdout)
+    assert cp["holds"] == ["worktree", "image", "volumes"] and cp["container"]["image"].startswith("sha256:")
+    listed = armor_cli("checkpoints", task, "--repo", repo)
+    assert "worktree+image+volumes" in listed.stdout
+    change = "echo v2 > /home/agent/.local/bin/tool && rm /var/cache/pkg/index && echo new > /home/agent/added"
+    assert armor_cli("exec", task, "--repo", repo, "--", "sh", "-c", change).returncode == 0
+    diff = armor_cli("diff", task, cp["id"], "--repo", repo, "--stat")
+    assert diff.returncode == 0, diff.stderr
+    assert "A /home/agent/added" in diff.stdout and "# container" in diff.stdout
+    as_json = orjson.loads(armor_cli("diff", task, "--repo", repo, "--json").stdout)
+    assert "/home/agent/added" in {c["path"] for c in as_json["container"]["changes"]}
+    back = armor_cli("rollback", task, cp["id"], "--repo", repo)
+    assert back.returncode == 0 and "(worktree and container)" in back.stdout, back.stderr
+    check = armor_cli("exec", task, "--repo", repo, "--", "sh", "-c",
+                      "cat /home/agent/.local/bin/tool /var/cache/pkg/index; test -e /home/agent/added || echo gone")
+    assert check.stdout == "v1\none\ngone\n", check.stderr
+    state = str((repo / ".armor").resolve())
+    labels = ["armor.snapshot", f"armor.task={task}", f"armor.state={state}"]
+    assert engine.client.images.list(filters={"label": labels})
+    assert armor_cli("cancel", task, "--repo", repo).returncode == 0
+    assert engine.client.images.list(filters={"label": labels}) == []

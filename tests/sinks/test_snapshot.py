@@ -58,7 +58,7 @@ def folded(log: EventLog, end: int | None = None) -> Registry:
 
 
 def same(a: Registry, b: Registry) -> bool:
-    return a.seq == b.seq and a.to_list() == b.to_list()
+    return a.seq == b.seq and a.to_list() == b.to_list() and a.requests.to_dict() == b.requests.to_dict()
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
@@ -73,8 +73,11 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     store.save(registry)
     assert same(store.load(), registry)
     data = orjson.loads((tmp_path / "snapshot.json").read_bytes())
-    assert list(data) == ["schema", "seq", "tasks", "sha256"] and data["schema"] == 1 and data["seq"] == 2
-    body = orjson.dumps({"schema": 1, "seq": 2, "tasks": data["tasks"]}, option=orjson.OPT_SORT_KEYS)
+    assert list(data) == ["requests", "schema", "seq", "tasks", "sha256"] and data["schema"] == 2 and data["seq"] == 2
+    # The request still in flight is kept, so reconciling after a crash needs only the log after the snapshot.
+    assert [r["kind"] for r in data["requests"]["open"]] == ["task.start.requested"] and data["requests"]["dead"] == []
+    body = orjson.dumps({"requests": data["requests"], "schema": 2, "seq": 2, "tasks": data["tasks"]},
+                        option=orjson.OPT_SORT_KEYS)
     assert data["sha256"] == hashlib.sha256(body).hexdigest()
     # Saving again replaces it whole and leaves no temporary files behind.
     registry.apply(TaskEvent.new("task.started", "a").with_seq(3))
@@ -135,7 +138,7 @@ def test_a_changed_byte_is_a_checksum_mismatch(tmp_path: Path) -> None:
         (None, "no snapshot"),
         (b'{"schema":1,"seq":', "not valid JSON"),
         (b"[]", "not a JSON object"),
-        (b'{"schema":2,"seq":0,"tasks":[],"sha256":"x"}', "schema 2"),
+        (b'{"schema":3,"seq":0,"tasks":[],"sha256":"x"}', "schema 3"),
         (b'{"schema":1,"seq":0,"tasks":[],"sha256":"00"}', "checksum mismatch"),
     ],
 )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import getpass
+import io
 import json
 import os
 import socket
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,11 +200,15 @@ def create_task_container(
     task_id: str,
     labels: dict[str, str],
     worktree: Path | None,
+    fresh_volumes: bool = False,
 ) -> tuple[Container, dict[str, Any]]:
     """Create and start the task's container; returns it and the effective settings.
 
     Options the engine does not support are left out and listed under
-    ``degraded`` in the settings, never silently dropped.
+    ``degraded`` in the settings, never silently dropped. The spec's
+    ``volumes`` are anonymous volumes, removed with the container; they start
+    with the image's files at their path, or empty with ``fresh_volumes``
+    (a restore fills them from a checkpoint).
     """
     identity = resolve_identity(spec)
     image = ensure_image(engine, spec.image)
@@ -254,6 +260,11 @@ def create_task_container(
         # Mount objects, not "src:dst:mode" strings: a path with a ':' in it stays one path.
         kwargs["mounts"] = [docker.types.Mount(target=bind["bind"], source=source, type="bind", read_only=bind["mode"] == "ro")
                             for source, bind in plan.binds.items()]
+    if spec.volumes:
+        kwargs["mounts"] = [*kwargs.get("mounts", []), *(
+            docker.types.Mount(target=path, source=None, type="volume", no_copy=fresh_volumes)
+            for path in spec.volumes)]
+        plan.described.update({path: "volume (rw, removed with the container)" for path in spec.volumes})
     if engine.info.flavour == "Podman" and "nproc" not in spec.ulimits:
         # Podman's default nproc limit is above what it may set ("error setting rlimit type 6");
         # an explicit one it can set is needed. pids_limit stays the container's real bound.
@@ -286,7 +297,9 @@ def create_task_container(
         raise DockerError(f"task {task_id!r}: the container would not start: {exc.explanation or exc}") from None
     mount_note = None
     running_as: tuple[int, int] | None = None
+    volume_notes: list[str] = []
     try:
+        volume_notes = _hand_volumes(container, spec, identity.uid, identity.gid)
         container.reload()
         pid = int(container.attrs["State"]["Pid"])
         running_as = process_ids(pid)
@@ -323,10 +336,36 @@ def create_task_container(
             "degraded": degraded + ([f"worktree mount not nosuid,nodev: {mount_note}"] if mount_note else [])
             + (adopted.notes if adopted is not None else []),
             "notes": (["runs as root by explicit opt-in (allow_root=True)"] if identity.root else [])
-            + (shared.notes if shared is not None else []),
+            + (shared.notes if shared is not None else []) + volume_notes,
         }
     )
     return container, effective
+
+
+def _hand_volumes(container: Container, spec: SandboxSpec, uid: int | None, gid: int | None) -> list[str]:
+    """Give each declared volume's top directory to the agent's uid and group (a new volume's is root's).
+
+    The engine's archive API does it (no capability is given to anything in
+    the container); it writes through the root filesystem, so with a
+    read-only root it cannot, and the note says so.
+    """
+    if not spec.volumes or uid is None:
+        return []
+    if spec.read_only:
+        return [f"volume {path} keeps the owner of the image's directory there (root if none): with a read-only "
+                "root armor cannot hand it to the agent" for path in spec.volumes]
+    for path in spec.volumes:
+        parent, _, name = path.rpartition("/")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.uid, entry.gid, entry.mode = tarfile.DIRTYPE, uid, gid if gid is not None else uid, 0o2770
+            tar.addfile(entry)
+        try:
+            container.put_archive(parent or "/", buffer.getvalue())
+        except docker.errors.APIError as exc:
+            raise DockerError(f"could not hand volume {path} to the agent: {exc.explanation or exc}") from None
+    return []
 
 
 def find_containers(engine: Engine, *, task_id: str | None = None, request_id: str | None = None) -> list[Container]:

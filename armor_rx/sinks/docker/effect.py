@@ -6,9 +6,15 @@
 * ``exec.requested`` (payload ``command``, optional ``timeout``, ``user``,
   ``env``): run the command, stream ``exec.output``, record ``exec.exited``
   (and ``container.oom`` when the memory limit killed it).
+* ``checkpoint.requested``: the git effect made the checkpoint (and, through
+  :meth:`DockerEffect.capture`, a snapshot of what the container holds outside
+  the worktree); afterwards the task's snapshots no checkpoint names (pruned,
+  or left by a crash) are removed (see :mod:`.snapshots`).
 * ``checkpoint.restore.requested`` (after the git effect rewrote the
-  worktree): give the files armor wrote to the shared group again, with the
-  container paused, so the agent can write them (see :mod:`.access`).
+  worktree): when the checkpoint holds a snapshot, the task's container is
+  replaced by a new one made from it (image and volumes); then the files armor
+  wrote are given to the shared group again, with the container paused, so the
+  agent can write them (see :mod:`.access`).
 * ``task.complete/fail/cancel.requested``: stop and remove the container,
   unless the spec (or the request payload) says ``keep``.
 
@@ -23,14 +29,16 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
 import docker.errors
 import orjson
 from docker.models.containers import Container
+
+from dataclasses import dataclass
 
 from armor_rx.errors import ConfigError, ContainerNotFound, DockerError, EngineLost, readable
 from armor_rx.model.events import TaskEvent
@@ -51,10 +59,26 @@ from armor_rx.sinks.docker.engine import Engine, is_engine_lost
 from armor_rx.sinks.docker.exec import ExecRun, Live
 from armor_rx.sinks.docker.identity import check_exec_user, resolve_identity
 from armor_rx.sinks.docker.quota import DEFAULT_OUTPUT_QUOTA, OutputQuota
+from armor_rx.sinks.docker.snapshots import ContainerSnapshots, SnapshotRemoval
 from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
+
+
+@dataclass(frozen=True)
+class TaskClock:
+    """The times that bound one task's container (``time.monotonic()`` values): see :meth:`DockerEffect.clocks`."""
+
+    started: float  # when its container started
+    last_used: float  # when a command last started or ended in it (or it started)
+    busy: bool  # a command runs in it now
+    wall_clock: float  # its spec's limit, in seconds from ``started``
+    held: str | None = None  # why its commands may not start (see DockerEffect.hold); None: they may
+
+
+# Why a task's commands are held once its wall clock passed (the session's watch interrupts it next).
+WALL_CLOCK_HELD = "the task's wall-clock limit passed"
 
 
 class SecretKeeper(Protocol):
@@ -83,7 +107,8 @@ class DockerEffect:
     """
 
     name = "docker"
-    kinds = ("task.start.requested,task.resume.requested,exec.requested,checkpoint.restore.requested,"
+    kinds = ("task.start.requested,task.resume.requested,exec.requested,"
+             "checkpoint.requested,checkpoint.restore.requested,"
              "task.complete.requested,task.fail.requested,task.cancel.requested")
 
     def __init__(
@@ -116,12 +141,20 @@ class DockerEffect:
         self._cancelled: dict[str, str] = {}  # exec request id -> why, for requests stopped before they ran
         self._kill_messages: dict[str, str] = {}  # task -> why its running command was stopped
         self._started_at: dict[str, float] = {}  # task -> when its container started (monotonic)
+        self._last_used: dict[str, float] = {}  # task -> when a command last started or ended (monotonic)
+        self._held: dict[str, str] = {}  # task -> why none of its commands may start (it is being interrupted)
         self._lock = threading.Lock()
         self._sweep_options = (sweep_interval, sweep_grace, task_active, sweep_emit)
         self._sweeper: Sweeper | None = None
         self.secrets = secrets
         self.quota = OutputQuota(output_quota, state_dir=self.state_dir)
         self._taps: dict[str, Live] = {}  # exec request id -> whoever is attached to its output past the quota
+        self.snapshots = ContainerSnapshots(lambda: self.engine, self.state_dir, self.session)
+        # Set by the session's assembly when it has checkpoints (git): the record of one checkpoint
+        # (its ``container`` part), the snapshot ids the task's checkpoints name, and the lock they are made under.
+        self.checkpoint_part: Callable[[str, str], Mapping[str, Any] | None] | None = None
+        self.snapshot_refs: Callable[[str], Collection[str]] | None = None
+        self.task_lock: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -155,6 +188,7 @@ class DockerEffect:
             state_dir=str(self.state_dir) if self.state_dir is not None else None,
             emit=sweep_emit,
             in_use=self._holds,
+            snapshots=lambda dry_run: self.sweep_snapshots(dry_run=dry_run),
         )
 
     def _holds(self, container_id: str) -> bool:
@@ -191,8 +225,11 @@ class DockerEffect:
                 return self._start(ctx, task_id)
             if request.kind == "exec.requested":
                 return self._exec(ctx, task_id)
+            if request.kind == "checkpoint.requested":
+                return self._drop_unnamed(ctx, task_id)
             if request.kind == "checkpoint.restore.requested":
-                return self._reshare(ctx, task_id)
+                replaced = self._restore_container(ctx, task_id)
+                return {**self._reshare(ctx, task_id), **replaced}
         except Exception as exc:
             if is_engine_lost(exc):  # transient: retried with backoff, then dead-lettered for a redrive
                 raise EngineLost(f"handling {request.kind} for task {task_id!r}", readable(exc)) from None
@@ -200,7 +237,141 @@ class DockerEffect:
         keep = bool(request.payload.get("keep", self.spec_for(task_id).keep))
         if self.secrets is not None:
             self.secrets.forget(task_id)  # the task is over: nothing will run with them again
-        return self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
+        removed = self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
+        return {**removed, **self._drop_snapshots(ctx, task_id, ())}
+
+    # -- checkpoints: the part outside the worktree (see .snapshots) ------------------
+    def _made_as(self, task_id: str) -> SandboxSpec:
+        """The task's spec; for a task this session did not start (the service restarted since), as its container says.
+
+        Only what decides the container part is read back (root writable, volumes): enough to save and
+        restore it the way it was made.
+        """
+        known = self._specs.get(task_id)
+        if known is not None:
+            return known
+        try:
+            attrs = self.container(task_id).attrs
+        except ContainerNotFound:
+            return self.spec
+        volumes = [str(m["Destination"]) for m in attrs.get("Mounts") or [] if m.get("Type") == "volume"]
+        read_only = bool((attrs.get("HostConfig") or {}).get("ReadonlyRootfs", True))
+        return self.spec.with_overrides({"read_only": read_only, "volumes": volumes})
+
+    def wants(self, task_id: str) -> bool:
+        """Whether the task's checkpoints must save its container too (a writable root, or volumes)."""
+        return self._made_as(task_id).outside_changes
+
+    def capture(self, task_id: str, checkpoint_id: str) -> Mapping[str, Any]:
+        """Snapshot the task's container for checkpoint ``checkpoint_id`` (called frozen, before the git commit)."""
+        spec = self._made_as(task_id)
+        try:
+            container = self.container(task_id)
+            container.reload()
+        except (ContainerNotFound, docker.errors.NotFound):
+            container = None
+        if container is None or container.status not in ("running", "paused"):
+            # Said in the record, so a rollback to it knows it brings back the worktree only.
+            return {"snapshot": None, "image": None, "volumes": {},
+                    "note": "the task had no running container; only the worktree was saved"}
+        try:
+            return self.snapshots.capture(task_id, checkpoint_id, container, spec)
+        except Exception as exc:
+            if is_engine_lost(exc):
+                raise EngineLost(f"saving the container of task {task_id!r}", readable(exc)) from None
+            raise
+
+    def _drop_snapshots(self, ctx: EffectContext, task_id: str, keep: Collection[str]) -> dict[str, Any]:
+        try:
+            removed = self.snapshots.sweep_task(task_id, keep)
+        except Exception as exc:  # noqa: BLE001 - the request's work is done; 'armor-rx gc' sweeps what is left
+            if not is_engine_lost(exc) and not isinstance(exc, DockerError):
+                raise
+            ctx.emit("snapshot.remove_failed", {"error": readable(exc)})
+            return {}
+        return self._report_snapshots(ctx.emit, removed)
+
+    @staticmethod
+    def _report_snapshots(emit: Callable[[str, Mapping[str, Any]], object],
+                          removed: list[SnapshotRemoval]) -> dict[str, Any]:
+        gone = [r for r in removed if r.removed]
+        if gone:
+            emit("snapshot.removed", {"snapshots": [r.to_payload() for r in gone]})
+        return {"snapshots_removed": [r.snapshot for r in gone]} if gone else {}
+
+    def _drop_unnamed(self, ctx: EffectContext, task_id: str) -> dict[str, Any]:
+        """After a checkpoint: remove the task's snapshots its checkpoints no longer name (pruned, or a crash's)."""
+        if self.snapshot_refs is None:
+            return {}
+        with self.task_lock(task_id):
+            return self._drop_snapshots(ctx, task_id, set(self.snapshot_refs(task_id)))
+
+    def sweep_snapshots(self, *, dry_run: bool = False) -> list[SnapshotRemoval]:
+        """Every snapshot of this state directory no checkpoint names, and those of tasks that are over (``gc``)."""
+        task_active = self._sweep_options[2] or (lambda _task: True)
+        refs = self.snapshot_refs or (lambda _task: ())
+        return self.snapshots.sweep(is_active=task_active, referenced=refs, lock=self.task_lock, dry_run=dry_run)
+
+    def _restore_container(self, ctx: EffectContext, task_id: str) -> dict[str, Any]:
+        """Replace the task's container with one made from the checkpoint's snapshot (if it holds one)."""
+        if self.checkpoint_part is None:
+            return {}
+        part = self.checkpoint_part(task_id, str(ctx.request.payload.get("checkpoint")))
+        if not part or not part.get("snapshot"):
+            return {"container_restored": False} if part else {}
+        existing = [c for c in find_containers(self.engine, task_id=task_id, request_id=ctx.request.id) if c.status == "running"]
+        if existing:  # re-delivered after a crash: the new container is already there
+            with self._lock:
+                self._containers[task_id] = existing[0]
+            return {"container_restored": True, "container": existing[0].short_id}
+        try:
+            old: Container | None = self.container(task_id)
+        except ContainerNotFound:
+            old = None
+        spec = self._made_as(task_id)
+        if not self.snapshots.exists(task_id, part):
+            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint "
+                              f"{ctx.request.payload.get('checkpoint')} is gone (removed by 'docker rmi' or 'gc'); "
+                              "its worktree was restored, its container was not")
+        worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
+        worktree = worktree if worktree is not None and Path(worktree).is_dir() else None
+        labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
+        container, effective, volumes = self.snapshots.start_from(task_id, part, spec, labels=labels, worktree=worktree)
+        with self._lock:
+            self._containers[task_id] = container
+            self._started_at[task_id] = time.monotonic()
+        if old is not None and old.id != container.id and remove_container(old, timeout=spec.stop_timeout):
+            ctx.emit("container.removed", {"container": old.id, "name": old.name, "reason": "replaced by a restore",
+                                           "oom_killed": False})
+        ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
+                                       "settings": effective, "engine": self.engine.info.to_payload()})
+        ctx.emit("container.restored", {"checkpoint": ctx.request.payload.get("checkpoint"),
+                                        "snapshot": part.get("snapshot"),
+                                        "image": part.get("image"), "volumes": volumes, "container": container.id,
+                                        "replaced": old.id if old is not None else None})
+        return {"container_restored": True, "container": container.short_id}
+
+    def _resume_snapshot(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any] | None:
+        """The container part of the checkpoint a resume asks for (``checkpoint`` in its payload), if it saved one."""
+        checkpoint = ctx.request.payload.get("checkpoint")
+        if ctx.request.kind != "task.resume.requested" or not checkpoint or self.checkpoint_part is None:
+            return None
+        part = self.checkpoint_part(task_id, str(checkpoint))
+        if not part or not part.get("snapshot"):
+            return None
+        if not self.snapshots.exists(task_id, part):
+            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint {checkpoint} is gone; "
+                              "resume without --checkpoint, or at another checkpoint")
+        return part
+
+    def container_changes(self, task_id: str, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """The task container's changes outside its mounts (:meth:`ContainerSnapshots.changes`); None without one."""
+        try:
+            container = self.container(task_id)
+            container.reload()
+        except (ContainerNotFound, docker.errors.NotFound):
+            return None
+        return self.snapshots.changes(container, checkpoint)
 
     def reconcile(self, request: TaskEvent) -> Mapping[str, Any]:
         """After a crash: is the task's container still there?"""
@@ -268,6 +439,8 @@ class DockerEffect:
         overrides = payload.get("sandbox")
         if overrides is not None and not isinstance(overrides, Mapping):
             raise ConfigError(f"the start payload's 'sandbox' must be a mapping of settings, not {overrides!r}")
+        with self._lock:
+            self._held.pop(task_id, None)  # started (or resumed) again: its commands may run
         spec = self.spec.with_overrides(overrides)
         if payload.get("image"):
             spec = spec.with_overrides({"image": payload["image"]})
@@ -278,7 +451,9 @@ class DockerEffect:
         if existing:  # re-delivered after a crash: the container is already there
             with self._lock:
                 self._containers[task_id] = existing[0]
-            return {"container": existing[0].short_id}
+                self._started_at.setdefault(task_id, time.monotonic())
+                self._last_used[task_id] = time.monotonic()
+            return {"container": existing[0].short_id, "metadata": {"container": existing[0].short_id}}
         # A container a dead session made for this task (it was killed while starting it,
         # or while the task ran) is replaced by the new one, never left running beside it.
         # Paused too: a restore freezes the container, and a session killed then never thaws it.
@@ -286,17 +461,44 @@ class DockerEffect:
             if remove_container(stale, timeout=self.spec_for(task_id).stop_timeout):
                 ctx.emit("container.removed", {"container": stale.id, "name": stale.name, "reason": "replaced: its session died",
                                                "oom_killed": False})
+        if ctx.request.kind == "task.resume.requested":
+            self._remove_earlier(ctx, task_id)
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
         if worktree is not None and not Path(worktree).is_dir():
             worktree = None
         labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
-        container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels, worktree=worktree)
+        snapshot = self._resume_snapshot(ctx, task_id)
+        if snapshot is not None:  # resumed at a checkpoint that saved the container: made from it, as a rollback does
+            container, effective, _volumes = self.snapshots.start_from(task_id, snapshot, spec, labels=labels,
+                                                                       worktree=worktree)
+        else:
+            container, effective = create_task_container(self.engine, spec, task_id=task_id, labels=labels,
+                                                         worktree=worktree)
         with self._lock:
             self._containers[task_id] = container
-            self._started_at[task_id] = time.monotonic()
+            self._started_at[task_id] = self._last_used[task_id] = time.monotonic()
         ctx.emit("container.started", {"container": container.id, "name": container.name, "labels": labels,
                                        "settings": effective, "engine": self.engine.info.to_payload()})
-        return {"container": container.short_id}
+        # In the task's record: a task that had a container when its session died was interrupted by that death.
+        return {"container": container.short_id, "metadata": {"container": container.short_id}}
+
+    def _remove_earlier(self, ctx: EffectContext, task_id: str) -> None:
+        """Before a resume makes its container: remove every earlier one of the task (any status, any session).
+
+        One process owns a state directory, so a container of this task and state
+        directory is one that died with the engine (exited), one this session
+        stopped using (interrupted), or a dead session's: none is used again.
+        """
+        with self._lock:
+            self._containers.pop(task_id, None)
+        if self.state_dir is None:
+            return
+        for old in find_containers(self.engine, task_id=task_id):
+            if old.labels.get("armor.state") != str(self.state_dir):
+                continue
+            if remove_container(old, timeout=self.spec_for(task_id).stop_timeout):
+                ctx.emit("container.removed", {"container": old.id, "name": old.name, "reason": "replaced: the task was resumed",
+                                               "oom_killed": False})
 
     def _reshare(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
         """Hand what a restore wrote back to the shared group (idempotent: a second pass changes nothing)."""
@@ -340,7 +542,7 @@ class DockerEffect:
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
             return stored
         with self._lock:
-            cancelled = self._cancelled.pop(ctx.request.id, None)
+            cancelled = self._cancelled.pop(ctx.request.id, None) or self._held.get(task_id)
         if cancelled is not None:
             out = {"exit_code": None, "reason": "cancelled", "limit_hit": None, "message": f"not run: {cancelled}"}
             ctx.emit("exec.exited", out)
@@ -369,7 +571,8 @@ class DockerEffect:
         with self._lock:
             self._running[task_id] = run
             self._running_request[task_id] = ctx.request.id
-            late = self._cancelled.pop(ctx.request.id, None)  # stopped between the check above and now
+            self._last_used[task_id] = time.monotonic()
+            late = self._cancelled.pop(ctx.request.id, None) or self._held.get(task_id)  # stopped between the check above and now
         if late is not None:
             self._kill_messages[task_id] = late
             run.kill("interrupted")
@@ -383,6 +586,7 @@ class DockerEffect:
             with self._lock:
                 self._running.pop(task_id, None)
                 self._running_request.pop(task_id, None)
+                self._last_used[task_id] = time.monotonic()
             self.quota.save(task_id)
         out = result.to_payload()
         with self._lock:
@@ -393,7 +597,9 @@ class DockerEffect:
         if result.exit_code != 0 and result.reason in ("exited", "timeout") and started_at is not None \
                 and time.monotonic() - started_at >= spec.wall_clock - 0.5:
             out.update(reason="wall_clock", limit_hit="wall_clock",
-                       message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped")
+                       message=f"the task's wall-clock limit of {spec.wall_clock:g}s passed; the command and its container were stopped "
+                               f"(the task is interrupted: 'armor-rx resume {task_id}' gives it a new container)")
+            self.hold(task_id, WALL_CLOCK_HELD, kill=False)  # its container is gone: nothing more runs
         elif result.reason == "timeout":
             out["message"] = f"the command did not finish within {timeout:g}s and was killed"
         elif result.reason == "exited" and not self._alive(container):
@@ -441,7 +647,9 @@ class DockerEffect:
                 del self._containers[task_id]
         out = {"exit_code": None, "reason": "container_lost", "limit_hit": None, "message": why}
         ctx.emit("exec.exited", out)
-        ctx.emit("task.interrupted", {"reason": f"{why}; 'armor-rx resume {task_id}' starts a new container on the same worktree"})
+        self.hold(task_id, why, kill=False)
+        ctx.emit("task.interrupted", {"reason": f"{why}; 'armor-rx resume {task_id}' starts a new container on the same worktree",
+                                      "cause": "engine gone"})
         return out
 
     def attach(self, request_id: str, live: Live) -> Callable[[], None]:
@@ -515,6 +723,45 @@ class DockerEffect:
             return False
         run.kill("interrupted" if reason not in ("timeout", "interrupted", "killed") else reason)
         return True
+
+    def hold(self, task_id: str, reason: str, *, kill: bool = True) -> None:
+        """Let no command of the task start until it is started or resumed again, and stop the running one (``kill``).
+
+        A command that was queued behind it ends at once with ``reason`` "cancelled"
+        and ``message`` "not run: <reason>".
+        """
+        with self._lock:
+            self._held[task_id] = reason
+        if kill:
+            self.kill(task_id, reason)
+
+    def clocks(self) -> dict[str, TaskClock]:
+        """The times of every task this session runs a container for (see :class:`TaskClock`)."""
+        with self._lock:
+            return {task: TaskClock(started=self._started_at[task], last_used=self._last_used.get(task, self._started_at[task]),
+                                    busy=task in self._running, wall_clock=self.spec_for(task).wall_clock, held=self._held.get(task))
+                    for task in self._containers if task in self._started_at}
+
+    def container_died(self, task_id: str) -> bool:
+        """Whether the engine answers and says the task's container is no longer running (False while it does not answer)."""
+        with self._lock:
+            container = self._containers.get(task_id)
+        if container is None:
+            return False
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return True
+        except Exception as exc:  # noqa: BLE001 - an engine that does not answer says nothing yet
+            if is_engine_lost(exc):
+                return False
+            raise
+        return bool(container.status not in ("running", "paused", "restarting"))
+
+    def tasks_with_containers(self) -> list[str]:
+        """The tasks this session holds a container for (made or adopted by it)."""
+        with self._lock:
+            return sorted(self._containers)
 
     def remove(self, task_id: str, emit: Callable[[str, Mapping[str, Any]], object], *, reason: str) -> Mapping[str, Any]:
         """Remove the task's container outside a request (e.g. after Ctrl-C)."""

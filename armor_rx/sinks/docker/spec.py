@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,10 @@ class SandboxSpec:
     so git works inside. ``wall_clock`` bounds the
     container's whole life: its keep-alive process ends then and the engine
     stops the container. ``exec_timeout`` (None: the remaining wall clock)
-    bounds each command.
+    bounds each command. ``volumes`` are container paths that get a volume
+    of their own (writable even with a read-only root, not part of the
+    image); with them, or with ``read_only=False``, checkpoints also save
+    what changed outside the worktree (see :mod:`armor_rx.sinks.docker.snapshots`).
     """
 
     image: str = DEFAULT_IMAGE
@@ -75,6 +79,7 @@ class SandboxSpec:
     ulimits: Mapping[str, tuple[int, int]] = field(default_factory=lambda: {"core": (0, 0), "nofile": (1024, 4096)})
     keep: bool = False
     stop_timeout: int = 5
+    volumes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pids_limit is not None and self.pids_limit < 1:
@@ -85,6 +90,12 @@ class SandboxSpec:
             raise ConfigError(f"exec_timeout must be positive seconds or None, not {self.exec_timeout!r}")
         if not self.workdir.startswith("/"):
             raise ConfigError(f"workdir must be an absolute path in the container, not {self.workdir!r}")
+        object.__setattr__(self, "volumes", check_volumes(self.volumes, self.workdir, self.tmpfs))
+
+    @property
+    def outside_changes(self) -> bool:
+        """Whether a command can change files outside the worktree that a new container would not have."""
+        return not self.read_only or bool(self.volumes)
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> SandboxSpec:
         """A copy with ``overrides`` applied; unknown names raise ConfigError."""
@@ -97,7 +108,7 @@ class SandboxSpec:
         values = dict(overrides)
         if "mem_limit" in values:
             values["mem_limit"] = parse_bytes(values["mem_limit"])
-        for name in ("cap_drop", "cap_add"):
+        for name in ("cap_drop", "cap_add", "volumes"):
             if name in values:
                 values[name] = tuple(values[name])
         if "ulimits" in values:
@@ -113,4 +124,41 @@ class SandboxSpec:
         out["cap_drop"] = list(self.cap_drop)
         out["cap_add"] = list(self.cap_add)
         out["ulimits"] = {name: list(limits) for name, limits in self.ulimits.items()}
+        out["volumes"] = list(self.volumes)
         return out
+
+
+MAX_VOLUMES = 16
+# Where a volume would hide or shadow what the engine or armor mounts itself.
+_SYSTEM_PATHS = ("/proc", "/sys", "/dev", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+
+
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def check_volumes(volumes: Any, workdir: str, tmpfs: Mapping[str, str]) -> tuple[str, ...]:
+    """The declared volume paths, checked: absolute, normal, not ``/``, not over the worktree, a tmpfs or the engine's.
+
+    Raises ConfigError naming the offending path.
+    """
+    if isinstance(volumes, str) or not isinstance(volumes, (list, tuple)):
+        raise ConfigError(f"volumes must be a list of absolute container paths, not {volumes!r}")
+    if len(volumes) > MAX_VOLUMES:
+        raise ConfigError(f"at most {MAX_VOLUMES} volumes may be declared, not {len(volumes)}")
+    checked: list[str] = []
+    work = workdir.rstrip("/") or "/"
+    for raw in volumes:
+        if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in "\0\n:,") \
+                or posixpath.normpath(raw) != raw.rstrip("/") or raw.startswith("//") or raw.rstrip("/") == "":
+            raise ConfigError(f"volume path {raw!r} must be a normal absolute container path like '/var/cache/data' "
+                              "(no '..', '.', '//', ':' or ',', not '/')")
+        path = raw.rstrip("/")
+        for other in (work, *tmpfs, *_SYSTEM_PATHS):
+            if _within(path, other) or _within(other, path):
+                raise ConfigError(f"volume path {path!r} overlaps {other!r} (the worktree, a tmpfs or the engine's "
+                                  "own); choose a path outside them")
+        if path in checked:
+            raise ConfigError(f"volume path {path!r} is declared twice")
+        checked.append(path)
+    return tuple(checked)

@@ -34,6 +34,7 @@ from armor_rx.sinks.docker.containers import (
     session_alive,
 )
 from armor_rx.sinks.docker.engine import Engine
+from armor_rx.sinks.docker.snapshots import SnapshotRemoval
 
 _log = structlog.get_logger("armor_rx.docker.sweep")
 
@@ -69,7 +70,9 @@ class Sweeper:
     ``in_use(container_id)`` says whether this process is using a container
     (one a reopened session adopted still carries its dead session's label);
     containers of the ``spare_states`` directories are left to the live
-    sessions that hold them.
+    sessions that hold them. ``snapshots(dry_run)``, when given, then removes
+    the container snapshots no checkpoint names (see :mod:`.snapshots`); each
+    is reported as a decision too.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class Sweeper:
         clock: Callable[[], float] = time.time,
         in_use: Callable[[str], bool] | None = None,
         spare_states: Collection[str] = (),
+        snapshots: Callable[[bool], list[SnapshotRemoval]] | None = None,
     ) -> None:
         if grace < 0 or interval <= 0:
             raise ConfigError(f"the sweep needs grace >= 0 and interval > 0 seconds, not grace={grace!r} interval={interval!r}")
@@ -98,6 +102,7 @@ class Sweeper:
         self.clock = clock
         self.in_use = in_use
         self.spare_states = frozenset(spare_states)
+        self.snapshots = snapshots
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -137,7 +142,26 @@ class Sweeper:
                 decisions.append(SweepDecision(**base, action="would_remove"))
                 continue
             decisions.append(self._remove(container, labels, base))
+        if self.snapshots is not None:
+            decisions += self._sweep_snapshots(self.snapshots, dry_run)
         return decisions
+
+    def _sweep_snapshots(self, snapshots: Callable[[bool], list[SnapshotRemoval]],
+                         dry_run: bool) -> list[SweepDecision]:
+        try:
+            found = snapshots(dry_run)
+        except Exception as exc:  # noqa: BLE001 - the container sweep's decisions stand; the next pass tries again
+            _log.warning("sweep: snapshot sweep failed", error=str(exc))
+            return []
+        out = []
+        for r in found:
+            action = "would_remove" if dry_run else ("removed" if r.removed else "kept")
+            decision = SweepDecision(container=(r.image or "")[7:19] or r.snapshot, name=r.snapshot, task_id=r.task_id,
+                                     session="-", age=0.0, orphan=r.why, action=action)
+            if r.removed:
+                self._report("snapshot.swept", r.task_id, decision)
+            out.append(decision)
+        return out
 
     def _remove(self, container: Any, labels: dict[str, str], base: dict[str, Any]) -> SweepDecision:
         task = labels.get(LABEL_TASK)

@@ -14,7 +14,8 @@ The lower floor (:mod:`.names`, :mod:`.paths`, :mod:`.blobs`, :mod:`.scan`,
 """
 
 from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy
-from armor_rx.sinks.git.completion import CompletionResult, MergeMode
+from armor_rx.model.merge import MergeMode
+from armor_rx.sinks.git.completion import CompletionResult
 from armor_rx.sinks.git.diffs import FileChange, TaskDiff
 from armor_rx.sinks.git.effect import GitEffect
 from armor_rx.sinks.git.names import branch_for_task, unique_branch_name, validate_branch_name

@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from dulwich.index import Index
@@ -23,12 +24,13 @@ from dulwich.objects import Commit, ObjectID
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 
-from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, GitError
+from armor_rx.errors import CheckpointNotFound, CheckpointsOwnedElsewhere, ConfigError, GitError
 from armor_rx.sinks.git.trees import flatten_tree
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.reserved import DEFAULT as DEFAULT_RESERVED
 from armor_rx.sinks.git.reserved import Reserved
+from armor_rx.sinks.git.retention import plan_retention, plan_total
 from armor_rx.sinks.git.submodules import gitmodules_paths, safe_submodule_head
 from armor_rx.sinks.git.scan import LEFT_OUT_LIMIT, ScanPolicy, ScanResult, StatCache, scan_worktree
 
@@ -37,6 +39,17 @@ _TRAILER = re.compile(r"^Armor-([A-Za-z]+): (.*)$", re.M)
 _SKIPPED_PATH = re.compile(r"^Armor-Skipped-Path: (.*)$", re.M)
 _LEFT_OUT_PATH = re.compile(r"^Armor-LeftOut-Path: (.*)$", re.M)
 _NESTED_PATH = re.compile(r"^Armor-Nested-Path: (.*)$", re.M)
+_TAG_LINE = re.compile(r"^Armor-Tag: (.*)$", re.M)
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def validate_tag(tag: str) -> str:
+    """``tag`` if it is a checkpoint tag (letters, digits, ``.``, ``_``, ``-``; up to 64), else ConfigError."""
+    if not isinstance(tag, str) or _TAG.fullmatch(tag) is None:
+        raise ConfigError(f"checkpoint tag {tag!r} is not valid; use letters, digits, '.', '_' and '-' "
+                          "(up to 64, starting with a letter or digit), e.g. --tag before-migration")
+    return tag
+_CONTAINER = re.compile(r"^Armor-Container: (.*)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,14 @@ class CheckpointPolicy:
     tenth more than ``keep_last`` exist and then drops them together: at most
     ``keep_last + keep_last // 10`` are ever kept, and a checkpoint costs the
     same after the first hundred as before. ``max_bytes`` is applied exactly.
+
+    Retention beyond the last N (see :mod:`.retention`): ``keep_hourly``
+    keeps the newest checkpoint of each of the last N hours, ``keep_daily``
+    of each of the last N days, ``keep_tagged`` every checkpoint with a tag
+    (``armor-rx checkpoint TASK --tag NAME``); a checkpoint any rule keeps
+    stays. ``max_total_bytes`` caps all tasks' checkpoints together (this
+    state directory's), dropping the oldest first; no limit ever drops a
+    task's newest checkpoint or a tagged one.
     """
 
     excludes: tuple[str, ...] = ()
@@ -61,6 +82,50 @@ class CheckpointPolicy:
     max_file_size: int | None = None
     keep_last: int | None = 50
     max_bytes: int | None = None
+    keep_hourly: int | None = None
+    keep_daily: int | None = None
+    keep_tagged: bool = True
+    max_total_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("keep_last", "max_bytes", "keep_hourly", "keep_daily", "max_total_bytes", "max_file_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"checkpoint policy {name} must be a whole number >= 0 or None, not {value!r}")
+
+    @classmethod
+    def parse(cls, text: str, base: CheckpointPolicy | None = None) -> CheckpointPolicy:
+        """Retention from the CLI's form: ``keep_last=50,hourly=24,daily=7,max_bytes=100m,total_bytes=1g``.
+
+        Sizes take k/m/g suffixes; ``none`` lifts a limit. Starts from ``base`` (default: the defaults).
+        """
+        from armor_rx.sinks.docker.spec import parse_bytes
+
+        names = {"keep_last": "keep_last", "last": "keep_last", "hourly": "keep_hourly", "keep_hourly": "keep_hourly",
+                 "daily": "keep_daily", "keep_daily": "keep_daily", "max_bytes": "max_bytes", "bytes": "max_bytes",
+                 "total_bytes": "max_total_bytes", "max_total_bytes": "max_total_bytes", "tagged": "keep_tagged",
+                 "keep_tagged": "keep_tagged"}
+        changes: dict[str, Any] = {}
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            key, sep, value = part.partition("=")
+            field_name = names.get(key.strip().replace("-", "_"))
+            if field_name is None or not sep:
+                raise ConfigError(f"checkpoint retention part {part!r} is not one of keep_last=N, hourly=N, daily=N, "
+                                  "max_bytes=SIZE, total_bytes=SIZE, tagged=yes|no")
+            value = value.strip().lower()
+            if field_name == "keep_tagged":
+                if value not in ("yes", "no", "true", "false", "1", "0"):
+                    raise ConfigError(f"checkpoint retention tagged= takes yes or no, not {value!r}")
+                changes[field_name] = value in ("yes", "true", "1")
+            elif value in ("none", "off"):
+                changes[field_name] = None
+            elif field_name in ("max_bytes", "max_total_bytes"):
+                changes[field_name] = parse_bytes(value)
+            elif value.isdigit():
+                changes[field_name] = int(value)
+            else:
+                raise ConfigError(f"checkpoint retention {key}= takes a whole number (or none), not {value!r}")
+        return replace(base or cls(), **changes)
 
     def scan_policy(self) -> ScanPolicy:
         return ScanPolicy(self.excludes, self.honor_gitignore, self.max_file_size)
@@ -71,7 +136,13 @@ class Checkpoint:
     """One checkpoint of one task.
 
     ``id`` (``cp-<seq>``) is stable; ``commit`` changes when retention rewrites
-    older history, so refer to checkpoints by ``id``.
+    older history, so refer to checkpoints by ``id``. ``log_seq`` is the log
+    position of the request that made it (None when made outside a request).
+    ``container`` is the part saved outside the worktree, when the task's
+    container could change files there (see
+    :mod:`armor_rx.sinks.docker.snapshots`): ``snapshot`` id, ``image`` (a
+    ``docker commit``, or None) and ``volumes`` (path -> saved archive);
+    None when the checkpoint holds the worktree only.
     """
 
     task_id: str
@@ -90,6 +161,15 @@ class Checkpoint:
     left_out: tuple[tuple[str, str], ...] = field(default=())
     left_out_count: int = 0
     nested: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = field(default=())
+    log_seq: int | None = None
+    container: dict[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def holds(self) -> list[str]:
+        """What restoring it brings back: ``worktree``, and ``image`` / ``volumes`` when saved."""
+        part = self.container or {}
+        return ["worktree"] + (["image"] if part.get("image") else []) + (["volumes"] if part.get("volumes") else [])
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-safe description for events (names that are not UTF-8 shown escaped, see :func:`.paths.printable`)."""
@@ -106,6 +186,10 @@ class Checkpoint:
             "left_out": {printable(p): why for p, why in self.left_out},
             "left_out_count": self.left_out_count,
             "nested_repositories": [printable(p) for p in self.nested],
+            "tags": list(self.tags),
+            "log_seq": self.log_seq,
+            "holds": self.holds,
+            "container": self.container,
         }
 
 
@@ -114,7 +198,8 @@ def checkpoint_ref(task_id: str) -> Ref:
 
 
 def _message(
-    task_id: str, seq: int, text: str, head: bytes | None, result: ScanResult, owner: str | None
+    task_id: str, seq: int, text: str, head: bytes | None, result: ScanResult, owner: str | None,
+    tags: tuple[str, ...] = (), log_seq: int | None = None, container: Mapping[str, Any] | None = None,
 ) -> bytes:
     files, added, skipped = result.count, result.bytes_added, result.skipped
     lines = [
@@ -129,6 +214,12 @@ def _message(
     ]
     if owner:
         lines.append(f"Armor-State: {owner}")
+    lines += [f"Armor-Tag: {validate_tag(t)}" for t in dict.fromkeys(tags)]
+    if log_seq is not None:
+        lines.append(f"Armor-LogSeq: {log_seq}")
+    if container is not None:
+        # Written with the commit that is the checkpoint: a part is named only once it exists.
+        lines.append(f"Armor-Container: {json.dumps(dict(container), sort_keys=True)}")
     # JSON-quoted so any file name (newlines included) survives as one line.
     lines += [f"Armor-Skipped-Path: {json.dumps(p)}" for p in skipped]
     # What the scan could or would not save, and why: special files, reserved
@@ -151,6 +242,8 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
             "checkpoint (no Armor-Checkpoint trailer); something else wrote to that ref"
         ) from None
     head = trailers.get("Head", "-")
+    container = _CONTAINER.search(text)
+    log_seq = trailers.get("LogSeq")
     return Checkpoint(
         task_id=task_id,
         id=f"cp-{seq}",
@@ -168,6 +261,9 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         left_out=tuple((str(p), str(why)) for p, why in (json.loads(x) for x in _LEFT_OUT_PATH.findall(text))),
         left_out_count=int(trailers.get("LeftOut", "0")),
         nested=tuple(json.loads(p) for p in _NESTED_PATH.findall(text)),
+        tags=tuple(t.strip() for t in _TAG_LINE.findall(text)),
+        log_seq=int(log_seq) if log_seq and log_seq.isdigit() else None,
+        container=json.loads(container.group(1)) if container else None,
     )
 
 
@@ -191,6 +287,9 @@ class CheckpointStore:
         self.author = author
         self.policy = policy
         self._stat_caches: dict[str, StatCache] = {}
+        # Bytes other scans of a task's worktree (the conflict watcher's) added to the store since its last
+        # checkpoint: charged to the next one, so max_bytes still counts everything the task's files cost.
+        self._pending_bytes: dict[str, int] = {}
         # Parsed history per task: (tip sha, checkpoints oldest first). Reused
         # while the ref still points at that tip or one of its descendants.
         self._histories: dict[str, tuple[bytes, list[Checkpoint]]] = {}
@@ -288,13 +387,30 @@ class CheckpointStore:
         if latest and latest[-1].owner and self.owner and latest[-1].owner != self.owner:
             raise CheckpointsOwnedElsewhere(task_id, latest[-1].owner, checkpoint_ref(task_id).decode())
 
-    def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None) -> Checkpoint:
-        """Snapshot ``worktree`` as the task's next checkpoint; return it."""
+    def create(self, task_id: str, worktree: Path, message: str | None, head: bytes | None,
+               tags: tuple[str, ...] = (), *, log_seq: int | None = None,
+               container: Mapping[str, Any] | None = None) -> Checkpoint:
+        """Snapshot ``worktree`` as the task's next checkpoint (with ``tags``); return it."""
+        for tag in tags:
+            validate_tag(tag)  # before the scan: a bad tag costs nothing
         self.check_owner(task_id)
         result = self.scan(task_id, worktree)
-        return self.commit_scan(task_id, result, message, head)
+        return self.commit_scan(task_id, result, message, head, tags, log_seq=log_seq, container=container)
 
-    def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None) -> Checkpoint:
+    def note_added(self, task_id: str, added: int) -> None:
+        """Charge ``added`` bytes, written to the store by a scan that made no checkpoint, to the task's next one."""
+        if added:
+            self._pending_bytes[task_id] = self._pending_bytes.get(task_id, 0) + added
+
+    def next_id(self, task_id: str) -> str:
+        """The id the task's next checkpoint gets (``cp-<n>``), as long as no other is made first."""
+        latest = self.history(task_id, limit=1)
+        return f"cp-{latest[-1].seq + 1 if latest else 1}"
+
+    def commit_scan(self, task_id: str, result: ScanResult, message: str | None, head: bytes | None,
+                    tags: tuple[str, ...] = (), *, log_seq: int | None = None,
+                    container: Mapping[str, Any] | None = None) -> Checkpoint:
+        result.bytes_added += self._pending_bytes.pop(task_id, 0)
         ref = checkpoint_ref(task_id)
         try:
             old: ObjectID | None = self.repo.refs[ref]
@@ -307,7 +423,7 @@ class CheckpointStore:
         commit = self._new_commit(
             result.tree,
             parents,
-            _message(task_id, seq, message or "", head, result, self.owner),
+            _message(task_id, seq, message or "", head, result, self.owner, tags, log_seq, container),
         )
         if not self.repo.refs.set_if_equals(ref, old, commit.id):
             raise GitError(
@@ -328,36 +444,68 @@ class CheckpointStore:
         self.store.add_object(commit)
         return commit
 
-    def prune(self, task_id: str) -> list[Checkpoint]:
-        """Apply retention; return the checkpoints dropped (oldest first).
+    def prune(self, task_id: str, now: float | None = None) -> list[Checkpoint]:
+        """Apply retention (see :class:`CheckpointPolicy`); return the checkpoints dropped (oldest first).
 
         Dropped checkpoints are cut out of the ref's history by rewriting the
         kept ones (same trees, messages and times), so their objects become
         unreachable and ``git gc --prune=now`` can delete them. No reflog is
-        written for checkpoint refs, so nothing else keeps them alive.
+        written for checkpoint refs, so nothing else keeps them alive. The
+        newest checkpoint and tagged ones (``keep_tagged``) are never dropped.
         """
-        keep_last, max_bytes = self.policy.keep_last, self.policy.max_bytes
-        if keep_last is not None:
-            keep_last = max(1, keep_last)
-        # Batched (see CheckpointPolicy): nothing is due until this many exist.
-        due_at = None if keep_last is None else keep_last + keep_last // 10 + 1
-        if max_bytes is None:
+        policy = self.policy
+        keep_last = None if policy.keep_last is None else max(1, policy.keep_last)
+        batch = 1 if keep_last is None else keep_last // 10 + 1
+        if policy.max_bytes is None and not policy.keep_hourly and not policy.keep_daily:
+            # Only keep_last (or nothing): cheap to tell when nothing is due.
+            due_at = None if keep_last is None else keep_last + batch
             if due_at is None or len(self.history(task_id, limit=due_at)) < due_at:
                 return []
         history = self.history(task_id)
-        keep = len(history)
-        if due_at is not None and keep_last is not None and keep >= due_at:
-            keep = keep_last
-        if max_bytes is not None:
-            total = sum(cp.bytes_added for cp in history[-keep:])
-            while keep > 1 and total > max_bytes:
-                total -= history[-keep].bytes_added
-                keep -= 1
-        if keep >= len(history):
+        plan = plan_retention(
+            history, now=time.time() if now is None else now, keep_last=keep_last, keep_hourly=policy.keep_hourly,
+            keep_daily=policy.keep_daily, keep_tagged=policy.keep_tagged, max_bytes=policy.max_bytes, batch=batch,
+        )
+        if not plan.due:
             return []
-        dropped, kept = history[:-keep], history[-keep:]
+        return self.drop(task_id, set(plan.drop), history)
+
+    def drop(self, task_id: str, seqs: set[int], history: list[Checkpoint] | None = None) -> list[Checkpoint]:
+        """Cut the checkpoints numbered ``seqs`` out of the task's history; the newest always stays.
+
+        Returns those dropped, oldest first.
+        """
+        history = self.history(task_id) if history is None else history
+        if not history:
+            return []
+        seqs = seqs - {history[-1].seq}
+        dropped = [cp for cp in history if cp.seq in seqs]
+        if not dropped:
+            return []
+        kept = [cp for cp in history if cp.seq not in seqs]
         self._rewrite(task_id, kept, history[-1].commit.encode())
         return dropped
+
+    def task_ids(self) -> list[str]:
+        """Tasks with checkpoints in this repository written by this store's owner (or by none)."""
+        found = []
+        for ref in self.repo.refs.keys(Ref(REF_PREFIX)):
+            task_id = bytes(ref).decode("utf-8", "replace")
+            latest = self.history(task_id, limit=1)
+            if latest and (not latest[-1].owner or not self.owner or latest[-1].owner == self.owner):
+                found.append(task_id)
+        return sorted(found)
+
+    def plan_total(self) -> dict[str, set[int]]:
+        """Which checkpoints (seqs per task) ``max_total_bytes`` drops now, oldest first across tasks."""
+        limit = self.policy.max_total_bytes
+        if limit is None:
+            return {}
+        histories = {task_id: self.history(task_id) for task_id in self.task_ids()}
+        if sum(cp.bytes_added for h in histories.values() for cp in h) <= limit:
+            return {}
+        planned = plan_total(histories, max_total_bytes=limit, keep_tagged=self.policy.keep_tagged)
+        return {task_id: set(seqs) for task_id, seqs in planned.items()}
 
     def _rewrite(self, task_id: str, kept: list[Checkpoint], old_tip: bytes) -> None:
         parent: bytes | None = None

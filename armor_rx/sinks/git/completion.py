@@ -1,5 +1,6 @@
 """Completing a task: commit its worktree to its branch, optionally merge to the base."""
 
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import stat as st
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from dulwich.graph import can_fast_forward, find_merge_base
 from dulwich.merge import three_way_merge
@@ -18,6 +19,7 @@ from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees
 
 from armor_rx.errors import GitError, TransientError
+from armor_rx.model.merge import MergeMode
 from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.beneath import walk_beneath
 from armor_rx.sinks.git.indexfile import index_entry, write_index
@@ -31,7 +33,8 @@ from armor_rx.sinks.git.scan import ScanResult
 from armor_rx.sinks.git.status import has_changes
 from armor_rx.sinks.git.trees import Files, diff_trees, flatten_tree, reserved_entries
 
-MergeMode = Literal["none", "ff", "merge"]
+#: Commits a rebase replays at most (a task branch is a handful; more means something else is wrong).
+MAX_REBASE_COMMITS = 10_000
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,14 @@ def merge_into_base(
 ) -> tuple[bool, bytes | None, str | None, list[str]]:
     """Merge ``task_tip`` into ``base_branch``; return ``(merged, new base tip, reason, conflicts)``.
 
+    ``mode`` says how, when the base cannot simply fast-forward to the task:
+    ``"ff"`` refuses (``not-fast-forward``); ``"merge"`` and ``"three-way"``
+    make a merge commit from a line-level three-way merge (a conflict is a
+    region both sides changed); ``"first-wins"`` makes one only when no file
+    the task changed was also changed on the base since the task's fork point
+    (whoever landed first wins the file, even on other lines); ``"rebase"``
+    replays the task's commits, oldest first, onto the base's tip as new
+    commits (author and message kept) and fast-forwards the base to the last.
     Nothing is changed unless the merge succeeds completely. When the base
     branch is checked out somewhere (usually the user's checkout), that
     checkout must be clean and is updated along with the ref, as ``git merge``
@@ -157,21 +168,20 @@ def merge_into_base(
         how = "fast-forward"
     elif mode == "ff":
         return False, None, "not-fast-forward", []
+    elif mode == "rebase":
+        replayed, conflicts = _rebase(repo, base_tip, task_tip, author)
+        if conflicts or replayed is None:
+            return False, None, "conflict", conflicts
+        new_tip = replayed
+        how = "rebase"
     else:
         bases = find_merge_base(repo, [base_tip, ObjectID(task_tip)])
         base_commit = read_commit(repo, bases[0]) if bases else None
         ours, theirs = read_commit(repo, base_tip), read_commit(repo, task_tip)
-        try:
-            tree, raw_conflicts = three_way_merge(repo.object_store, base_commit, ours, theirs)
-        except ImportError:
-            # dulwich's line-level merge needs the optional 'merge3' package;
-            # without it, merge whole files and call any file both sides
-            # changed a conflict — coarser, but never wrong.
+        if mode == "first-wins":
             merged_tree, conflicts = _file_level_merge(repo, base_commit, ours, theirs)
         else:
-            conflicts = sorted(printable(os.fsdecode(p)) for p in raw_conflicts)
-            repo.object_store.add_object(tree)
-            merged_tree = tree.id
+            merged_tree, conflicts = _line_level_merge(repo, base_commit, ours, theirs)
         if conflicts:
             return False, None, "conflict", conflicts
         short = base_branch.removeprefix("refs/heads/")
@@ -207,6 +217,95 @@ def merge_into_base(
                 f"moved back to {base_tip.decode()}; check 'git status' there, then merge {branch!r} by hand"
             ) from None
     return True, new_tip, how, []
+
+
+def _line_level_merge(repo: Repo, base: Commit | None, ours: Commit, theirs: Commit) -> tuple[bytes, list[str]]:
+    """A line-level three-way merge of two commits' trees: ``(tree id, conflicting paths)``."""
+    try:
+        tree, raw_conflicts = three_way_merge(repo.object_store, base, ours, theirs)
+    except ImportError:
+        # dulwich's line-level merge needs the optional 'merge3' package;
+        # without it, merge whole files and call any file both sides
+        # changed a conflict — coarser, but never wrong.
+        return _file_level_merge(repo, base, ours, theirs)
+    repo.object_store.add_object(tree)
+    return bytes(tree.id), sorted(printable(os.fsdecode(p)) for p in raw_conflicts)
+
+
+def _rebase(repo: Repo, base_tip: bytes, task_tip: bytes, author: bytes) -> tuple[bytes | None, list[str]]:
+    """Replay the task's commits since its fork point onto ``base_tip``: ``(new tip, conflicting paths)``.
+
+    Each commit's own change (against its first parent) is merged line by
+    line onto the replayed history so far, and committed with the original
+    author, date and message (the committer is armor). Only objects are
+    written: no ref moves here, so a conflict half-way leaves nothing behind
+    but unreferenced objects. Merge commits on the task branch are replayed
+    as their first-parent change.
+    """
+    bases = find_merge_base(repo, [ObjectID(base_tip), ObjectID(task_tip)])
+    stop = bases[0] if bases else None
+    todo: list[Commit] = []
+    sha: bytes = task_tip
+    while sha != stop:
+        commit = read_commit(repo, sha)
+        todo.append(commit)
+        if not commit.parents or len(todo) > MAX_REBASE_COMMITS:
+            break
+        sha = commit.parents[0]
+    if len(todo) > MAX_REBASE_COMMITS:
+        raise GitError(f"the task branch has more than {MAX_REBASE_COMMITS} commits to replay; rebase it by hand")
+    current = read_commit(repo, base_tip)
+    for original in reversed(todo):
+        parent = read_commit(repo, original.parents[0]) if original.parents else None
+        tree, conflicts = _line_level_merge(repo, parent, current, original)
+        if conflicts:
+            return None, conflicts
+        if tree == current.tree:
+            continue  # already on the base (the other task made the same change): nothing to replay
+        commit = Commit()
+        commit.tree = ObjectID(tree)
+        commit.parents = [current.id]
+        commit.author, commit.author_time, commit.author_timezone = (
+            original.author, original.author_time, original.author_timezone)
+        commit.committer = author
+        commit.commit_time, commit.commit_timezone = int(time.time()), 0
+        commit.message = original.message
+        repo.object_store.add_object(commit)
+        current = commit
+    return bytes(current.id), []
+
+
+def landed_changes(
+    repo: Repo, base_branch: str, task_tip: bytes, paths: list[str], limit: int = 20
+) -> dict[str, dict[str, str]]:
+    """For each of ``paths`` (at most ``limit``), the newest commit on the base since the task forked that changed it.
+
+    ``{path: {"commit": sha, "subject": first line}}``: what won a
+    ``first-wins`` refusal, so the person reading it knows whose work landed.
+    """
+    try:
+        base_tip = repo.refs[Ref(base_branch.encode())]
+    except KeyError:
+        return {}
+    bases = find_merge_base(repo, [base_tip, ObjectID(task_tip)])
+    out: dict[str, dict[str, str]] = {}
+    for path in paths[:limit]:
+        raw = path.encode("utf-8", "surrogateescape")
+        walker = repo.get_walker(include=[base_tip], exclude=list(bases), paths=[raw], max_entries=1)
+        for entry in walker:
+            subject = entry.commit.message.decode("utf-8", "replace").split("\n", 1)[0]
+            out[path] = {"commit": entry.commit.id.decode(), "subject": subject}
+    return out
+
+
+def manual_instructions(branch: str, base_branch: str) -> dict[str, str]:
+    """How a person merges ``branch`` into ``base_branch`` by hand (for the ``git.merge.manual`` event)."""
+    base = base_branch.removeprefix("refs/heads/")
+    return {
+        "merge": f"git switch {base} && git merge --no-ff {branch}",
+        "rebase": f"git rebase {base} {branch} && git switch {base} && git merge --ff-only {branch}",
+        "inspect": f"git log --oneline {base}..{branch} && git diff {base}...{branch}",
+    }
 
 
 def _file_level_merge(repo: Repo, base: Commit | None, ours: Commit, theirs: Commit) -> tuple[bytes, list[str]]:

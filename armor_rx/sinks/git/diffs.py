@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import stat as st
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 from dulwich.object_store import DiskObjectStore
@@ -76,6 +76,8 @@ class TaskDiff:
     patch: str
     truncated: bool = False
     skipped: tuple[str, ...] = ()
+    # The container's changes outside the worktree (see DockerEffect.container_changes); None without a container.
+    container: dict[str, Any] | None = field(default=None, hash=False)
 
     def to_payload(self) -> dict[str, Any]:
         """A JSON-safe dict; :meth:`from_payload` rebuilds an equal :class:`TaskDiff` from it.
@@ -91,6 +93,7 @@ class TaskDiff:
             "patch": self.patch,
             "truncated": self.truncated,
             "skipped": [printable(p) for p in self.skipped],
+            "container": self.container,
         }
 
     @classmethod
@@ -105,6 +108,7 @@ class TaskDiff:
             patch=str(data["patch"]),
             truncated=bool(data["truncated"]),
             skipped=tuple(str(p) for p in data["skipped"]),
+            container=dict(data["container"]) if data.get("container") else None,
         )
 
 

@@ -19,7 +19,9 @@ import orjson
 
 from armor_rx.errors import GitError, WorktreeLinkChanged
 from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks.git.completion import manual_instructions
 from armor_rx.sinks.git.link import verify_link
+from armor_rx.sinks.git.submodules import STRATEGIES
 from armor_rx.sinks.git.workspace import GitWorkspace
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
@@ -63,7 +65,7 @@ class GitEffect:
         # causation id.
         with self.workspace.routed(lambda kind, _task, data: ctx.emit(kind, data)):
             self._verify_link(ctx, task_id)
-            result = self._dispatch(request.kind, task_id, payload)
+            result = self._dispatch(request.kind, task_id, payload, request.seq)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(result))
@@ -81,7 +83,7 @@ class GitEffect:
             ctx.emit("git.link.changed", {"path": str(worktree), "why": exc.why, "request": ctx.request.kind})
             raise
 
-    def _dispatch(self, kind: str, task_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def _dispatch(self, kind: str, task_id: str, payload: Mapping[str, Any], seq: int | None = None) -> dict[str, Any]:
         ws = self.workspace
         if kind == "task.start.requested":
             record = ws.records.get(task_id)
@@ -96,22 +98,27 @@ class GitEffect:
                 branch = ws.create_branch(task_id, str(payload.get("base_ref", "HEAD")))
             worktree = ws.add_worktree(task_id, branch)
             strategy = payload.get("submodules")
-            if strategy in ("skip", "reset", "fail"):
+            if strategy in STRATEGIES:
                 ws.submodules(task_id, strategy)
             return {"branch": branch, "worktree": str(worktree), "metadata": {"branch": branch, "worktree": str(worktree)}}
         if kind == "checkpoint.restore.requested":
-            restored = ws.restore(task_id, str(payload.get("checkpoint")))
-            return {"checkpoint": restored.id, "commit": restored.commit}
+            restored = ws.restore(task_id, str(payload.get("checkpoint")), log_seq=seq)
+            return {"checkpoint": restored.id, "commit": restored.commit, "holds": restored.holds}
         if kind == "checkpoint.requested":
             message = payload.get("message")
-            cp = ws.checkpoint(task_id, str(message) if message is not None else None)
-            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files}
+            tags = tuple(str(t) for t in (payload.get("tags") or ()))
+            cp = ws.checkpoint(task_id, str(message) if message is not None else None, tags=tags, log_seq=seq)
+            return {"checkpoint": cp.id, "commit": cp.commit, "tree": cp.tree, "files": cp.files, "log_seq": cp.log_seq,
+                    "holds": cp.holds, "container": cp.container, **({"tags": list(cp.tags)} if cp.tags else {})}
         if kind == "task.complete.requested":
             merge = str(payload.get("merge", "none"))
             message = str(payload.get("message") or f"armor-rx: complete task {task_id}")
             done = ws.complete(task_id, message, merge=merge)  # type: ignore[arg-type]
-            return {"commit": done.commit, "committed": done.committed, "merged": done.merged,
-                    "merge_commit": done.merge_commit, "conflicts": list(done.conflicts), "reason": done.reason}
+            out = {"commit": done.commit, "committed": done.committed, "merged": done.merged, "strategy": merge,
+                   "merge_commit": done.merge_commit, "conflicts": list(done.conflicts), "reason": done.reason}
+            if merge == "manual" and done.base_branch is not None:
+                out["how"] = manual_instructions(done.branch, done.base_branch)
+            return out
         if kind == "task.resume.requested":
             record = ws.records.get(task_id)
             # A crash before the start's effect ran leaves no branch yet: make it now.

@@ -1,4 +1,13 @@
-"""Submodule status in a task's worktree, and what to do when one is off."""
+"""Submodule status in a task's worktree, and what to do when one is off.
+
+A submodule is *diverged* when the commit checked out in it is not the one
+the task's commit records. The strategies say what to do about it: ``skip``
+reports, ``fail`` refuses, ``reset`` checks the recorded commit out, and
+``merge`` / ``rebase`` keep the submodule's own work and bring the recorded
+commit into it (see :func:`apply_strategy`); those two are worked out in full
+for every submodule before any is changed, so a conflict leaves everything
+as it was.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +33,9 @@ from armor_rx.sinks.git.status import has_changes
 from armor_rx.sinks.git.trees import flatten_tree
 
 SubmoduleState = Literal["clean", "dirty", "diverged", "uninitialised"]
-SubmoduleStrategy = Literal["skip", "reset", "fail"]
+SubmoduleStrategy = Literal["skip", "reset", "fail", "merge", "rebase"]
+#: Every strategy, in the order the docs list them.
+STRATEGIES: tuple[SubmoduleStrategy, ...] = ("skip", "reset", "fail", "merge", "rebase")
 
 
 @dataclass(frozen=True)
@@ -36,11 +47,16 @@ class SubmoduleStatus:
     recorded: str
     actual: str | None
     state: SubmoduleState
-    action: str | None = None  # what the strategy did ("reset"), if anything
+    action: str | None = None  # what the strategy did ("reset", "merged", "rebased" ...), if anything
+    # merge/rebase: the commits recorded and checked out before the strategy moved them.
+    previous: tuple[str, str | None] | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"path": self.path, "url": self.url, "recorded": self.recorded,
-                "actual": self.actual, "state": self.state, "action": self.action}
+        payload: dict[str, Any] = {"path": self.path, "url": self.url, "recorded": self.recorded,
+                   "actual": self.actual, "state": self.state, "action": self.action}
+        if self.previous is not None:
+            payload["previous"] = {"recorded": self.previous[0], "actual": self.previous[1]}
+        return payload
 
 
 def status(repo: Repo, worktree: Path) -> list[SubmoduleStatus]:
@@ -95,9 +111,23 @@ def apply_strategy(repo: Repo, worktree: Path, task_id: str, strategy: Submodule
     uncommitted changes is never reset — that would destroy work — so it
     raises :class:`SubmoduleConflict`, as does ``fail`` for any dirty or
     diverged submodule. Uninitialised submodules are reported, not fetched.
+
+    ``merge`` and ``rebase`` keep what was committed in a diverged submodule:
+    ``merge`` makes a merge commit in the submodule of the checked-out commit
+    (first parent) and the recorded one, ``rebase`` replays the submodule's
+    own commits (those the recorded commit does not have) onto the recorded
+    one. Either way the result is checked out in the submodule (on its branch
+    if one is checked out, else detached) and recorded in the superproject:
+    the worktree's index gets the new gitlink, which the next checkpoint or
+    completion commits; the status says ``clean`` with action ``merged`` /
+    ``rebased`` (or ``fast-forward`` / ``up-to-date`` when one side already
+    holds the other) and ``previous`` gives the commits before. A conflict, a
+    merge commit among the commits to replay, uncommitted changes or a
+    missing recorded commit raises :class:`SubmoduleConflict` (or
+    :class:`GitError`) before any submodule, ref, file or index is changed.
     """
-    if strategy not in ("skip", "reset", "fail"):
-        raise GitError(f"unknown submodule strategy {strategy!r}; use 'skip', 'reset' or 'fail'")
+    if strategy not in STRATEGIES:
+        raise GitError(f"unknown submodule strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     found = status(repo, worktree)
     if strategy == "skip":
         return found
@@ -106,6 +136,10 @@ def apply_strategy(repo: Repo, worktree: Path, task_id: str, strategy: Submodule
         if problems:
             raise SubmoduleConflict(task_id, problems)
         return found
+    if strategy in ("merge", "rebase"):
+        from armor_rx.sinks.git.submodule_merge import integrate  # it builds on this module
+
+        return integrate(repo, worktree, task_id, found, strategy)
     out = []
     for sub in found:
         if sub.state != "diverged":
@@ -242,6 +276,33 @@ def safe_submodule_head(worktree: Path, rel: str, modules: Path) -> bytes | None
     not a plain ``HEAD`` naming a commit or a branch. Only files are read:
     no configuration, hook or command of that repository is ever used.
     """
+    git_dir = safe_git_dir(worktree, rel, modules)
+    if git_dir is None:
+        return None
+    head = _read_small(os.path.join(git_dir, "HEAD"))
+    for _ in range(5):  # symbolic refs, a few hops at most
+        if head is None:
+            return None
+        head = head.strip()
+        if len(head) == 40 and set(head) <= _HEX:
+            return head.encode()
+        if not head.startswith("ref: refs/"):
+            return None
+        ref = head[5:].strip()
+        if ".." in ref.split("/") or "\0" in ref:
+            return None
+        loose = _read_small(os.path.join(git_dir, ref))
+        head = loose if loose is not None else _packed_ref(git_dir, ref)
+    return None
+
+
+def safe_git_dir(worktree: Path, rel: str, modules: Path) -> str | None:
+    """The real path of the git directory of the repository at ``rel`` in ``worktree``, if armor may use it.
+
+    Only one inside the worktree or under the user's ``.git/modules`` (or
+    ``.git/worktrees``, where git keeps a linked worktree's submodules) counts;
+    a ``.git`` that is a symlink, or a file naming any other place, gives None.
+    """
     directory = worktree / rel
     dot_git = directory / ".git"
     try:
@@ -262,21 +323,7 @@ def safe_submodule_head(worktree: Path, rel: str, modules: Path) -> bytes | None
     allowed = [os.path.realpath(worktree), os.path.realpath(modules), os.path.realpath(modules.parent / "worktrees")]
     if not any(git_dir == a or git_dir.startswith(a + os.sep) for a in allowed):
         return None
-    head = _read_small(os.path.join(git_dir, "HEAD"))
-    for _ in range(5):  # symbolic refs, a few hops at most
-        if head is None:
-            return None
-        head = head.strip()
-        if len(head) == 40 and set(head) <= _HEX:
-            return head.encode()
-        if not head.startswith("ref: refs/"):
-            return None
-        ref = head[5:].strip()
-        if ".." in ref.split("/") or "\0" in ref:
-            return None
-        loose = _read_small(os.path.join(git_dir, ref))
-        head = loose if loose is not None else _packed_ref(git_dir, ref)
-    return None
+    return git_dir
 
 
 def _read_small(path: str, limit: int = 4096) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from dulwich.refs import Ref
 from dulwich.repo import Repo
@@ -22,8 +22,10 @@ from armor_rx.sinks.git import worktrees
 from armor_rx.sinks.git.branches import BranchAllocator
 from armor_rx.sinks.git.checkpoints import Checkpoint, CheckpointPolicy, CheckpointStore, checkpoint_ref
 from armor_rx.sinks.git.completion import (
-    CompletionResult, MergeMode, build_tree, commit_worktree, make_commit, merge_into_base,
+    CompletionResult, build_tree, commit_worktree, landed_changes, make_commit, manual_instructions,
+    merge_into_base,
 )
+from armor_rx.model.merge import MERGE_MODES, MergeMode
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES, TaskDiff, compare_trees
 from armor_rx.sinks.git.paths import printable, resolve_inside
 from armor_rx.sinks.git.records import RecordStore, TaskGitRecord
@@ -37,6 +39,21 @@ from armor_rx.sinks.git.trees import TreeDiff, diff_trees, flatten_tree, reserve
 from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy
 
 Emit = Callable[[str, "str | None", Mapping[str, Any]], object]
+
+
+class OutsideState(Protocol):
+    """What a checkpoint saves outside the worktree (the Docker sink: an image of the task's container, its volumes).
+
+    ``wants(task_id)`` says whether the task has such state; ``capture(task_id,
+    checkpoint_id)`` saves it (with the task frozen) and returns what to
+    record in the checkpoint, or raises to fail the checkpoint. It is called
+    before the checkpoint's commit is written, so a checkpoint never names a
+    part that was not made (see :mod:`armor_rx.sinks.docker.snapshots`).
+    """
+
+    def wants(self, task_id: str) -> bool: ...
+
+    def capture(self, task_id: str, checkpoint_id: str) -> Mapping[str, Any]: ...
 
 
 def _no_emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
@@ -76,6 +93,8 @@ class GitWorkspace:
         # freeze(task_id) is a context manager that stops whatever could write to
         # the task's worktree (the Docker sink pauses the task's container).
         self.freeze: Callable[[str], AbstractContextManager[object]] = lambda _task: nullcontext()
+        # Saved with each checkpoint when the task has it (set by the session's assembly).
+        self.outside: OutsideState | None = None
         self._checkpoints: CheckpointStore | None = None
         self.state_id: str | None = None
         self.reserved = _reserved_for(self.repo_path, self.state_dir)
@@ -364,38 +383,92 @@ class GitWorkspace:
 
         Emits ``git.submodule.status`` per submodule. ``"reset"`` moves
         diverged (clean) submodules back to the recorded commit; ``"fail"``
-        raises :class:`SubmoduleConflict` if any is not clean.
+        raises :class:`SubmoduleConflict` if any is not clean; ``"merge"`` and
+        ``"rebase"`` bring the recorded commit into a diverged submodule's own
+        work and stage the result in the worktree's index, or raise
+        :class:`SubmoduleConflict` having changed nothing (see
+        :func:`.submodules.apply_strategy`).
         """
         _, path = self._worktree(task_id)
-        found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        if strategy in ("skip", "fail"):
+            found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
+        else:
+            # It rewrites submodule files and refs: nothing in the task may race it (as for a restore).
+            with self._task_lock(task_id), self.freeze(task_id):
+                found = submodule_ops.apply_strategy(self.repo, path, task_id, strategy)
         for status in found:
             self.emit("git.submodule.status", task_id, status.to_payload())
         return found
 
     # -- checkpoints ------------------------------------------------------
-    def checkpoint(self, task_id: str, message: str | None = None) -> Checkpoint:
-        """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>``; apply retention."""
+    def task_lock(self, task_id: str) -> FileLock:
+        """The lock every change to the task's worktree and checkpoints holds (across processes)."""
+        return self._task_lock(task_id)
+
+    def checkpoint(self, task_id: str, message: str | None = None, *, tags: tuple[str, ...] = (),
+                   log_seq: int | None = None) -> Checkpoint:
+        """Snapshot the task's worktree on ``refs/armor/checkpoints/<task>`` (with ``tags``); apply retention.
+
+        When the task has state outside the worktree (:attr:`outside`), it is
+        captured first, with the task frozen, and the commit names it.
+        ``log_seq`` records the log position of the request that asked.
+        Every checkpoint retention drops is reported in a ``checkpoint.pruned``
+        event (``checkpoints``: their ids; ``reason``: ``retention`` or
+        ``max_total_bytes``), for this task or, under the overall limit, for
+        whichever task lost them.
+        """
         with self._task_lock(task_id):
             record, path = self._worktree(task_id)
             self._recover_task(record)
             store = self.checkpoints_store
-            cp = store.create(task_id, path, message, self._head(record))
+            outside = self.outside if self.outside is not None and self.outside.wants(task_id) else None
+            if outside is None:
+                cp = store.create(task_id, path, message, self._head(record), tags, log_seq=log_seq)
+            else:
+                store.check_owner(task_id)
+                # Frozen across both parts, so the container and the worktree are saved as of one moment.
+                with self.freeze(task_id):
+                    container = outside.capture(task_id, store.next_id(task_id))
+                    cp = store.create(task_id, path, message, self._head(record), tags, log_seq=log_seq,
+                                      container=container)
             self.emit("checkpoint.created", task_id, cp.to_payload())
             self._report_nested(task_id, cp.nested, cp.id)
             dropped = store.prune(task_id)
         if dropped:
-            self.emit("checkpoint.pruned", task_id, {"checkpoints": [d.id for d in dropped], "kept": cp.id})
+            self._report_pruned(task_id, dropped, "retention")
+        if self.policy.max_total_bytes is not None:
+            self.prune_total()
         return cp
+
+    def prune_total(self) -> dict[str, list[Checkpoint]]:
+        """Apply the overall byte limit (``max_total_bytes``) to every task's checkpoints now; report each drop."""
+        found: dict[str, list[Checkpoint]] = {}
+        for task_id, seqs in self.checkpoints_store.plan_total().items():
+            with self._task_lock(task_id):  # one task at a time: its own checkpoints may be being written
+                dropped = self.checkpoints_store.drop(task_id, seqs)
+            if dropped:
+                found[task_id] = dropped
+                self._report_pruned(task_id, dropped, "max_total_bytes")
+        return found
+
+    def _report_pruned(self, task_id: str, dropped: list[Checkpoint], reason: str) -> None:
+        latest = self.checkpoints_store.history(task_id, limit=1)
+        self.emit("checkpoint.pruned", task_id, {
+            "checkpoints": [d.id for d in dropped], "kept": latest[-1].id if latest else None, "reason": reason,
+            "bytes": sum(d.bytes_added for d in dropped)})
 
     def checkpoints(self, task_id: str) -> list[Checkpoint]:
         """The task's checkpoints, oldest first."""
         return self.checkpoints_store.history(validate_task_id(task_id))
 
-    def restore(self, task_id: str, checkpoint: str) -> Checkpoint:
+    def restore(self, task_id: str, checkpoint: str, *, log_seq: int | None = None) -> Checkpoint:
         """Make the worktree exactly match ``checkpoint`` (``cp-<n>``, ``<n>`` or a sha).
 
         Unsaved state is checkpointed first (an ``auto`` checkpoint), so a
-        restore can itself be undone. Excluded files are left alone.
+        restore can itself be undone; with state outside the worktree
+        (:attr:`outside`) it always is, since the container may differ while
+        the files do not. Excluded files are left alone. Bringing back the
+        container part is the Docker sink's (after this returns).
         """
         # The scan and the rewrite happen with the task's processes frozen (when
         # the session has a container per task): nothing can race them.
@@ -408,10 +481,13 @@ class GitWorkspace:
             # Not saved yet: the cache is saved once, below, as the restore leaves the worktree.
             current = store.scan(task_id, path, save=False)
             safety = None
-            if current.tree != target.tree.encode():
+            outside = self.outside if self.outside is not None and self.outside.wants(task_id) else None
+            if current.tree != target.tree.encode() or outside is not None:
                 latest = store.history(task_id, limit=1)
-                if not latest or latest[-1].tree.encode() != current.tree:
-                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}", self._head(record))
+                if not latest or latest[-1].tree.encode() != current.tree or outside is not None:
+                    container = outside.capture(task_id, store.next_id(task_id)) if outside is not None else None
+                    auto = store.commit_scan(task_id, current, f"auto: before restoring {target.id}",
+                                             self._head(record), log_seq=log_seq, container=container)
                     safety = auto.id
                     self.emit("checkpoint.created", task_id, {**auto.to_payload(), "auto": True})
             tree = target.tree.encode()
@@ -468,6 +544,32 @@ class GitWorkspace:
             task_id, against, old_commit, scan.tree.decode(), files, patch, truncated, tuple(scan.skipped)
         )
 
+    def changes_since_base(self, task_id: str) -> dict[str, tuple[bytes | None, bytes | None]]:
+        """The paths the task's worktree changed since its base commit: ``{path: (sha then, sha now)}``.
+
+        ``None`` on a side means the path is missing there. The scan uses
+        (and updates) the task's stat cache under the task lock, so only files
+        whose stat changed since the last scan or checkpoint are read; files
+        the scan leaves out (too large, reserved names) count as unchanged.
+        Raises :class:`GitError` when the task has no worktree.
+        """
+        with self._task_lock(task_id):
+            record, path = self._worktree(task_id)
+            store = self.checkpoints_store
+            scan = store.scan(task_id, path)
+            # The blobs written now would be missing from the next checkpoint's count (its scan finds them stored).
+            store.note_added(task_id, scan.bytes_added)
+            base_tree = read_commit(self.repo, record.base_commit.encode()).tree
+        diff = diff_trees(store.store, base_tree, scan.tree)
+        skipped = set(scan.skipped)
+        out: dict[str, tuple[bytes | None, bytes | None]] = {}
+        for rel in diff.old.keys() | diff.new.keys():
+            if rel in skipped or self.reserved.path(rel):
+                continue
+            was, now = diff.old.get(rel), diff.new.get(rel)
+            out[rel] = (was[1] if was else None, now[1] if now else None)
+        return out
+
     def branch_from_checkpoint(self, checkpoint: str, new_task_id: str, *, source_task_id: str) -> str:
         """Create a branch for ``new_task_id`` whose tip holds ``checkpoint``'s files.
 
@@ -515,12 +617,17 @@ class GitWorkspace:
     def complete(self, task_id: str, message: str, *, merge: MergeMode = "none") -> CompletionResult:
         """Commit the worktree to the task branch and optionally merge it into the base.
 
-        ``merge="ff"`` only fast-forwards; ``"merge"`` also makes a three-way
-        merge commit. On conflict nothing is changed and ``git.merge.conflict``
-        lists the paths.
+        ``merge="ff"`` only fast-forwards; ``"merge"`` (or ``"three-way"``)
+        also makes a line-level three-way merge commit; ``"first-wins"``
+        refuses a task that changed a file the base changed since it started;
+        ``"rebase"`` replays the task's commits onto the base's tip (see
+        :func:`.completion.merge_into_base`). On conflict nothing is changed
+        and ``git.merge.conflict`` lists the paths. ``"manual"`` merges
+        nothing and records ``git.merge.manual`` with the commands to merge
+        the branch by hand.
         """
-        if merge not in ("none", "ff", "merge"):
-            raise GitError(f"unknown merge mode {merge!r}; use 'none', 'ff' or 'merge'")
+        if merge not in MERGE_MODES:
+            raise GitError(f"unknown merge mode {merge!r}; use one of {', '.join(MERGE_MODES)}")
         with self._task_lock(task_id):
             record, path = self._worktree(task_id)
             store = self.checkpoints_store
@@ -546,14 +653,23 @@ class GitWorkspace:
                     f"task {task_id!r} started from {record.base_ref!r}, which is not a branch; "
                     "complete with merge='none' and merge by hand"
                 )
+            if merge == "manual":
+                self.emit("git.merge.manual", task_id, {
+                    "branch": record.branch, "base_branch": record.base_branch, "commit": tip.decode(),
+                    "how": manual_instructions(record.branch, record.base_branch)})
+                return CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False,
+                                        record.base_branch, reason="manual", left_out=left_out)
             merged, new_tip, reason, conflicts = merge_into_base(
                 self.repo, tip, record.branch, record.base_branch, merge, self.author, self.reserved
             )
-        payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason}
+            landed = (landed_changes(self.repo, record.base_branch, tip, conflicts)
+                      if merge == "first-wins" and reason == "conflict" else {})
+        payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason, "strategy": merge}
         if merged:
             self.emit("git.merge.completed", task_id, {**payload, "commit": new_tip.decode() if new_tip else None})
         else:
-            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts})
+            extra = {"landed": landed} if landed else {}
+            self.emit("git.merge.conflict", task_id, {**payload, "paths": conflicts, **extra})
         return CompletionResult(
             task_id, record.branch, tip.decode(), committed, merge, merged, record.base_branch,
             new_tip.decode() if merged and new_tip else None, reason, tuple(conflicts), left_out,

@@ -44,7 +44,11 @@ def test_session_with_dead_engine_is_a_clear_error(repo, monkeypatch, tmp_path):
         assert armor.tasks() == []
 
 
-def test_a_reopened_session_can_use_its_running_task_container(repo, engine, sandbox, cleanup_containers):
+def test_a_reopened_session_finds_its_running_task_interrupted_and_resume_replaces_the_container(repo, engine, sandbox,
+                                                                                                   cleanup_containers):
+    """Issue 12 item 1: the process that ran the task died (no close), so whatever drove the task died with it and a
+    command may still run in its container: the next session records the task interrupted (cause crash), and resume
+    gives it a new container on the same worktree, removing the dead session's."""
     import sys
 
     script = f"""
@@ -55,30 +59,26 @@ from armor_rx.sinks.docker import SandboxSpec
 armor = Armor({str(repo)!r}, docker=True, sandbox=SandboxSpec(image={sandbox.image!r}, wall_clock=120), sweep_interval=None).open()
 armor.create_task("long")
 armor.start("long")
+armor.exec("long", ["sh", "-c", "echo kept > kept.txt"])
 print("started", flush=True)
 import os; os._exit(0)  # the process dies: no close, the container stays
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "started" in proc.stdout, proc.stderr
-    assert [c.status for c in engine.client.containers.list(filters={"label": "armor.task=long"})] == ["running"]
+    before = engine.client.containers.list(filters={"label": "armor.task=long"})
+    assert [c.status for c in before] == ["running"]
     with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
-        assert armor.task("long").state is State.RUNNING
-        done = armor.exec("long", ["sh", "-c", "echo still here"])
+        assert armor.task("long").state is State.INTERRUPTED
+        report = [e for e in armor.history(task_id="long") if e.kind == "task.interrupted"][-1].payload
+        assert report["cause"] == "crash" and report["request_kind"] is None
+        assert [c["status"] for c in report["findings"]["docker"]["containers"]] == ["running"]
+        resumed = armor.resume("long")
+        assert resumed.kind == "task.resumed"
+        now = engine.client.containers.list(all=True, filters={"label": "armor.task=long"})
+        assert [c.id for c in now] != [c.id for c in before] and len(now) == 1  # the dead session's is gone
+        done = armor.exec("long", ["cat", "kept.txt"])
         assert done.payload["exit_code"] == 0
-        # Its label names the dead session, but this session runs the task in it:
-        # even a sweep that ignores the grace period keeps it.
-        decisions = [d for d in armor.sweep(now=True) if d.task_id == "long"]
-        assert [d.action for d in decisions] == ["kept"]
-        # So does a sweep in any other process that knows nothing of this session
-        # (armor-rx gc pointed at another state directory): the adoption is on disk.
-        from armor_rx.sinks.docker.sweep import Sweeper
-
-        elsewhere = [d for d in Sweeper(engine).sweep(now=True) if d.task_id == "long"]
-        assert [d.action for d in elsewhere] == ["kept"]
-        assert list((armor.state.path / "docker" / "adopted").iterdir())
-        assert armor.exec("long", ["true"]).payload["exit_code"] == 0
         armor.complete("long")
-        assert not list((armor.state.path / "docker" / "adopted").iterdir())  # gone with the container
     assert engine.client.containers.list(all=True, filters={"label": "armor.task=long"}) == []
 
 
@@ -108,3 +108,23 @@ def test_rollback_freezes_the_container_so_nothing_races_the_restore(repo, engin
         assert container.status == "running"
         assert (worktree / "keep.txt").read_text() == "v1\n"
         assert armor.exec("busy", ["cat", "keep.txt"]).payload["exit_code"] == 0
+
+
+def test_the_adaptive_policy_checkpoints_before_a_risky_command_in_a_real_container(
+        repo, engine, sandbox, cleanup_containers, git):
+    with Armor(repo, docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("risky")
+        armor.start("risky", checkpoint_policy="adaptive")
+        armor.exec("risky", ["sh", "-c", "mkdir -p build && echo obj > build/a.o && echo obj > build/b.o"])
+        done = armor.exec("risky", ["sh", "-c", "cd build && cd .. && rm -rf build"])
+        assert done.payload["exit_code"] == 0 and done.payload["files_touched"] == 2
+        assert not (armor.worktree("risky") / "build").exists()
+        armor.wait_idle()
+        scored = [e.payload for e in armor.history(kind="checkpoint.risk.scored", task_id="risky")]
+        assert [s["decision"] for s in scored] == ["none", "checkpoint"]
+        cp = armor.checkpoints("risky")[-1]
+        assert sorted(p for p in git(repo, "ls-tree", "-r", "--name-only", cp.commit).split() if p.startswith("build/")) == [
+            "build/a.o", "build/b.o"]
+        armor.rollback("risky", cp.id)
+        assert (armor.worktree("risky") / "build" / "a.o").read_text() == "obj\n"
+    git(repo, "fsck", "--strict")
