@@ -73,3 +73,20 @@ def test_a_plan_state_file_that_is_not_an_object_gives_a_blank_plan(tmp_path: Pa
     files.state_path("t1").write_bytes(body)
     plan = files.load("t1")
     assert plan is not None and plan.task_id == "t1" and plan.last_seq == 0
+
+
+@pytest.mark.parametrize("row", [
+    {"tasks": ["a", "b"], "files": [{"path": 5, "overlap": True, "identical": False, "why": "x"}]},
+    {"tasks": [1, 2], "files": [{"path": "p", "overlap": True, "identical": False, "why": "x"}]},
+    {"tasks": ["../../x", "b"], "files": [{"path": "p", "overlap": True, "identical": False, "why": "x"}]},
+])
+def test_a_conflicts_file_with_names_armor_never_wrote_is_ignored(tmp_path: Path, row: dict) -> None:  # type: ignore[type-arg]
+    from armor_rx.sinks.git.conflicts import ConflictWatcher
+
+    state = tmp_path / "conflicts.json"
+    state.write_bytes(orjson.dumps([row]))
+    recorded: list[object] = []
+    watcher = ConflictWatcher(None, lambda: [], lambda *a: recorded.append(a), state_file=state)  # type: ignore[arg-type]
+    watcher._pairs = watcher._load()
+    assert watcher.conflicts() == []
+    assert watcher.forget("b", "gone") == [] and recorded == []
