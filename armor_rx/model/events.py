@@ -156,7 +156,8 @@ class TaskEvent:
             if schema != SCHEMA_VERSION:
                 raise InvalidPayload(f"event schema version {schema!r} is not supported (this armor_rx reads {SCHEMA_VERSION})")
             payload = freeze_payload(data.get("payload") or {})
-            assert isinstance(payload, Mapping)
+            if not isinstance(payload, Mapping):
+                raise InvalidPayload(f"serialised event's payload is a {type(payload).__name__}, not an object")
             return cls(
                 id=str(data["id"]),
                 kind=validate_kind(data["kind"]),

@@ -48,7 +48,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         """The plan :meth:`to_dict` wrote. Raises ValueError (or KeyError/TypeError) for anything else."""
-        if data.get("version") != 1 or not isinstance(data.get("task_id"), str):
+        if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("task_id"), str):
             raise ValueError("not a version-1 plan")
         return cls(task_id=data["task_id"], location=data["location"], status=data["status"], goal=data["goal"],
                    base_ref=data["base_ref"], branch=data["branch"], started=data["started"], ended=data["ended"],

@@ -31,9 +31,15 @@ def _command(value: object, what: str) -> Command:
     raise ConfigError(f"{what} must be a shell string or a non-empty list of arguments, not {value!r}")
 
 
+# The supervisor waits these out on a thread: past this the wait itself overflows (and NaN never comes due).
+MAX_SECONDS = 365 * 24 * 3600
+
+
 def _positive(value: object, what: str, *, zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero):
-        raise ConfigError(f"{what} must be a {'non-negative' if zero else 'positive'} number of seconds, not {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS
+            or (value == 0 and not zero)):
+        raise ConfigError(f"{what} must be a {'non-negative' if zero else 'positive'} number of seconds "
+                          f"up to {MAX_SECONDS} (a year), not {value!r}")
     return float(value)
 
 
@@ -164,7 +170,8 @@ class ServiceSpec:
 
     def backoff_for(self, restart: int) -> float:
         """Seconds to wait before restart number ``restart`` (1, 2, ...): doubled each time, capped."""
-        return float(min(self.backoff * 2 ** max(0, restart - 1), self.backoff_max))
+        # The exponent is capped: 2 ** 1024 overflows a float, and 2 ** 64 times any backoff is past any backoff_max.
+        return float(min(self.backoff * 2 ** min(max(0, restart - 1), 64), self.backoff_max))
 
     def to_payload(self) -> dict[str, Any]:
         return {"name": self.name, "command": list(self.command) if isinstance(self.command, tuple) else self.command,

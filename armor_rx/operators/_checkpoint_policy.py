@@ -155,7 +155,13 @@ class CheckpointTriggers:
             raise ConfigError(f"unknown checkpoint policy field(s) {unknown}; use {sorted(known)}")
         options = {k: v for k, v in payload.items() if v is not None}
         if "at" in options:
-            options["at"] = tuple(options["at"])
+            at = options["at"]
+            if isinstance(at, str):
+                at = (at,)  # one point (tuple("before_exec") would be its letters)
+            if not isinstance(at, (list, tuple)):
+                raise ConfigError(f"checkpoint policy 'at' must be a list of points such as ['before_complete'], "
+                                  f"not {at!r}")
+            options["at"] = tuple(at)
         return cls(**options)
 
 

@@ -33,6 +33,7 @@ _PLAN_LOCATIONS: tuple[str, ...] = ("state", "worktree")
 # Long enough for a guard that asks a slow service, short enough that a hook
 # that never returns cannot hold a task for good.
 DEFAULT_HOOK_TIMEOUT = 30.0
+MAX_STOP_TIMEOUT = 86400.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ class SessionConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+            if name == "stop_timeout" and not value <= MAX_STOP_TIMEOUT:
+                # A graceful stop waits this out for the final checkpoint: past it the wait itself overflows.
+                raise ConfigError(f"stop_timeout must be at most {MAX_STOP_TIMEOUT} seconds (a day), not {value!r}")
 
         stall = self.stall_after
         if stall is not None and (isinstance(stall, bool) or not isinstance(stall, (int, float)) or not stall > 0):

@@ -8,6 +8,7 @@ and the worktree removal go straight to the :class:`GitWorkspace`.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -23,6 +24,10 @@ from armor_rx.sinks.git import Checkpoint, GitWorkspace, TaskDiff
 from armor_rx.sinks.git.checkpoints import validate_tag
 from armor_rx.sinks.git.compare import Comparison, compare
 from armor_rx.sinks.git.diffs import MAX_PATCH_BYTES
+
+# Forks choose their tasks' names from those not taken, then make them one by one: two at once (two clients of
+# one service) chose the same names, and the second failed on TaskExists with part of its tasks made.
+_FORKING = threading.Lock()
 
 
 class GitSession(Protocol):
@@ -123,9 +128,10 @@ class GitOperations:
         count outside 1..100 is refused before any task exists.
         """
         validate_task_id(task_id)
-        self.git.checkpoints_store.find(task_id, checkpoint)  # CheckpointNotFound, nothing made
-        made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
-        return [GitOperations.branch_from(self, task_id, checkpoint, name, timeout=timeout) for name in made]
+        with _FORKING:
+            self.git.checkpoints_store.find(task_id, checkpoint)  # CheckpointNotFound, nothing made
+            made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
+            return [GitOperations.branch_from(self, task_id, checkpoint, name, timeout=timeout) for name in made]
 
     def compare(self: GitSession, task_ids: Sequence[str]) -> Comparison:
         """The tasks' diffs against their bases side by side: files, lines added and removed, shared paths.

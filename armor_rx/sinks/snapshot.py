@@ -159,6 +159,7 @@ class SnapshotStore:
                 )
         if len({record.task_id for record in records}) != len(records):
             raise _Unusable("snapshot does not chain: it lists a task twice")
+        listed = {record.task_id for record in records}
         open_requests = None
         if schema != 1:
             try:
@@ -170,6 +171,9 @@ class SnapshotStore:
             for request in [*open_requests.open.values(), *open_requests.dead.values()]:
                 if request.seq is None or not 0 < request.seq <= seq:
                     raise _Unusable(f"snapshot does not chain: a request at seq {request.seq} but the snapshot is at seq {seq}")
+                if request.task_id not in listed:
+                    # Reconciliation looks the task up: a request for no task listed would stop every open.
+                    raise _Unusable(f"snapshot does not chain: a request for task {request.task_id!r}, which it does not list")
         return Registry({record.task_id: record for record in records}, seq, open_requests), open_requests is not None
 
 

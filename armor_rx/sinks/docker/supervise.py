@@ -44,7 +44,7 @@ from armor_rx.model.services import ServiceSpec, parse_services
 from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.effect import DockerEffect
 from armor_rx.sinks.docker.engine import is_engine_lost
-from armor_rx.sinks.docker.exec import _kill_tree
+from armor_rx.sinks.docker.exec import _in_container, _kill_tree
 
 _log = structlog.get_logger("armor_rx.supervise")
 
@@ -65,7 +65,8 @@ class _Service:
 
     spec: ServiceSpec
     exec_id: str | None = None
-    host_pid: int = 0
+    container_id: str = ""
+    host_pid: int = 0  # 0 unless it is a process of this host in the service's container (see _running)
     status: str = "starting"  # starting | healthy | unhealthy
     failures: int = 0
     restarts: int = 0
@@ -257,6 +258,7 @@ class ServiceSupervisor:
         if spec.workdir and self.docker.engine.info.supported.get("exec_workdir", True):
             kwargs["workdir"] = spec.workdir
         service.exec_id = api.exec_create(container.id, service.spec.argv(), **kwargs)["Id"]
+        service.container_id = container.id
         api.exec_start(service.exec_id, detach=True)
         service.host_pid = 0
         # A detached exec is reported not running (and with no exit code) until its process exists;
@@ -285,7 +287,11 @@ class ServiceSupervisor:
             info = self.docker.engine.api.exec_inspect(service.exec_id)
         except docker.errors.APIError:
             return False
-        service.host_pid = int(info.get("Pid") or 0) or service.host_pid
+        pid = int(info.get("Pid") or 0)
+        # The engine's pid is in its own pid namespace: on a remote or VM engine (or once the process is gone and
+        # the number reused) it names some process of this host, which _kill would signal with its whole tree.
+        if pid > 0 and _in_container(pid, service.container_id):
+            service.host_pid = pid
         return bool(info.get("Running"))
 
     def _exit_code(self, service: _Service) -> int | None:
@@ -370,7 +376,7 @@ class ServiceSupervisor:
         reader.join(timeout)
         if reader.is_alive():
             pid = int(api.exec_inspect(exec_id).get("Pid") or 0)
-            if pid > 0:
+            if pid > 0 and _in_container(pid, container.id):  # else not a process of this host (see _running)
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:

@@ -232,7 +232,12 @@ def _message(
 
 
 def _parse(task_id: str, commit: Commit) -> Checkpoint:
-    text = commit.message.decode("utf-8", "replace")
+    whole = commit.message.decode("utf-8", "replace")
+    # The trailers are the block armor appended after the free text, which is the user's (or the agent's, through
+    # its tools): lines in it that look like trailers must not name a container part, a tag or skipped paths.
+    # Armor's block never holds a blank line (paths are JSON-quoted), so its start is the last one before it.
+    body, sep, block = whole.rpartition("\n\nArmor-Task:")
+    text = "Armor-Task:" + block if sep else whole
     trailers = dict(_TRAILER.findall(text))
     try:
         seq = int(trailers["Checkpoint"])
@@ -251,7 +256,7 @@ def _parse(task_id: str, commit: Commit) -> Checkpoint:
         commit=commit.id.decode(),
         tree=commit.tree.decode(),
         head=None if head == "-" else head,
-        message=text.split("\n\nArmor-Task:", 1)[0].strip(),
+        message=body.strip() if sep else whole.strip(),
         created_at=float(commit.commit_time),
         files=int(trailers.get("Files", "0")),
         bytes_added=int(trailers.get("Bytes", "0")),

@@ -36,6 +36,7 @@ from dulwich.errors import NotTreeError
 from dulwich.objects import Blob, ObjectID
 
 from armor_rx.errors import ArmorError
+from armor_rx.model.ids import validate_task_id
 from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.refs import read_commit
 
@@ -254,9 +255,14 @@ class ConflictWatcher:
             return {}
         try:
             data = orjson.loads(self.state_file.read_bytes())
-            return {pair_key(*row["tasks"]): {f["path"]: PathConflict.from_payload(f["path"], f) for f in row["files"]}
-                    for row in data}
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            pairs = {pair_key(*row["tasks"]): {f["path"]: PathConflict.from_payload(f["path"], f) for f in row["files"]}
+                     for row in data}
+            # Names that are not what _save wrote would break every later listing (conflicts(), the monitor).
+            if not all(validate_task_id(t) for pair in pairs for t in pair) \
+                    or not all(isinstance(p, str) for found in pairs.values() for p in found):
+                raise ValueError("not a conflicts file")
+            return pairs
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError, ArmorError):
             return {}  # lost or damaged: conflicts still there are announced again, nothing worse
 
     def _save(self) -> None:

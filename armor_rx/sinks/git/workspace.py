@@ -659,11 +659,14 @@ class GitWorkspace:
                     "how": manual_instructions(record.branch, record.base_branch)})
                 return CompletionResult(task_id, record.branch, tip.decode(), committed, merge, False,
                                         record.base_branch, reason="manual", left_out=left_out)
-            merged, new_tip, reason, conflicts = merge_into_base(
-                self.repo, tip, record.branch, record.base_branch, merge, self.author, self.reserved
-            )
-            landed = (landed_changes(self.repo, record.base_branch, tip, conflicts)
-                      if merge == "first-wins" and reason == "conflict" else {})
+            # One merge into the base at a time: two tasks completing at once each took the base's ref
+            # lock in turn, and the second failed on 'main.lock exists' instead of merging or conflicting.
+            with FileLock(str(self.git_dir / "locks" / "merge.lock")):
+                merged, new_tip, reason, conflicts = merge_into_base(
+                    self.repo, tip, record.branch, record.base_branch, merge, self.author, self.reserved
+                )
+                landed = (landed_changes(self.repo, record.base_branch, tip, conflicts)
+                          if merge == "first-wins" and reason == "conflict" else {})
         payload = {"base_branch": record.base_branch, "branch": record.branch, "reason": reason, "strategy": merge}
         if merged:
             self.emit("git.merge.completed", task_id, {**payload, "commit": new_tip.decode() if new_tip else None})
