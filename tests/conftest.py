@@ -9,6 +9,12 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("armor", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("armor")
 
+# A suite started in the background by a non-interactive shell ('.ci/run &') inherits SIGINT ignored,
+# and so would every CLI process it spawns: Python then installs no KeyboardInterrupt, and the tests
+# that press Ctrl-C in a client would wait for ever. A handler here is reset to the default in children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture
 def state_dir(tmp_path):

@@ -76,7 +76,8 @@ def test_a_hanging_health_check_times_out_restarts_and_gives_up_failing_the_task
     with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
         armor.create_task("hang")
         armor.start("hang", services=[hangs])
-        assert wait_for(lambda: armor.task("hang").state is State.FAILED, timeout=60)
+        # The registry runs a little ahead of the log: wait for the event itself, which history reads.
+        assert wait_for(lambda: events(armor, "hang", "task.failed"), timeout=60)
         assert kinds(armor, "hang") == ["service.started", "service.health.changed", "service.restarted",
                                         "service.restarted", "service.gave_up"]
         gave_up = events(armor, "hang", "service.gave_up")[0]
