@@ -312,7 +312,9 @@ class ConflictWatcher:
             return True, "binary", ()
         lines = [d.splitlines(keepends=True) for d in data]
         overlapping: list[tuple[int, int]] = []
-        for region in merge3.Merge3(lines[0], lines[1], lines[2]).merge_regions():
+        # Older merge3 releases ship no type hints: called through Any, the lowest pinned one type-checks too.
+        merger: Any = merge3.Merge3
+        for region in merger(lines[0], lines[1], lines[2]).merge_regions():
             if region[0] == "conflict":
                 start, end = region[1], region[2]
                 overlapping.append((start + 1, max(start + 1, end)))
