@@ -10,71 +10,72 @@ The public surface is what ``__all__`` lists. A session::
         armor.complete("fix-login")
 """
 
-from armor_rx.errors import (
-    ArmorError,
-    DockerUnavailable,
-    BackpressureOverflow,
-    ConcurrencyConflict,
-    ConfigError,
-    EffectFailed,
-    HookTimeout,
-    IllegalTransition,
-    InvalidTaskId,
-    LogCorrupt,
-    StateDirLocked,
-    TaskExists,
-    TaskNotFound,
-    TransientError,
-    ServiceLost,
-    ServiceUnavailable,
-    Vetoed,
-)
-from armor_rx.model import Secret, State, TaskEvent, TaskRecord
-from armor_rx.model.services import HealthCheck, ServiceSpec
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # imported on first use below: the pipeline pulls in reactivex, and the CLI's read verbs need none of it
+# Not typing.TYPE_CHECKING: importing typing alone costs a tenth of Python's start-up (mypy knows this name).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from armor_rx.aio import AsyncArmor, AsyncRemoteArmor, connect_async
+    from armor_rx.api import ArmorAPI, AsyncArmorBase
+    from armor_rx.client.sync import RemoteArmor, connect
+    from armor_rx.errors import (
+        ArmorError,
+        BackpressureOverflow,
+        ConcurrencyConflict,
+        ConfigError,
+        DockerUnavailable,
+        EffectFailed,
+        HookTimeout,
+        IllegalTransition,
+        InvalidTaskId,
+        LogCorrupt,
+        ServiceLost,
+        ServiceUnavailable,
+        StateDirLocked,
+        TaskExists,
+        TaskNotFound,
+        TransientError,
+        Vetoed,
+    )
+    from armor_rx.model import Secret, State, TaskEvent, TaskRecord
+    from armor_rx.model.services import HealthCheck, ServiceSpec
     from armor_rx.pipeline.effect_runner import RetryPolicy
     from armor_rx.pipeline.effects import Effect, EffectContext
     from armor_rx.pipeline.hooks import Hook
+    from armor_rx.session import Armor, SessionConfig
+    from armor_rx.sinks.docker import DockerEffect, Engine, ImageCache, ImageSpec, SandboxSpec, Sweeper
 
 __version__ = "0.1.0"
 
+_ERRORS = ("ArmorError", "BackpressureOverflow", "ConcurrencyConflict", "ConfigError", "DockerUnavailable",
+           "EffectFailed", "HookTimeout", "IllegalTransition", "InvalidTaskId", "LogCorrupt", "ServiceLost",
+           "ServiceUnavailable", "StateDirLocked", "TaskExists", "TaskNotFound", "TransientError", "Vetoed")
 
-_DOCKER = ("DockerEffect", "Engine", "ImageCache", "ImageSpec", "SandboxSpec", "Sweeper")
-
-
-_PIPELINE = {"RetryPolicy": "effect_runner", "Effect": "effects", "EffectContext": "effects", "Hook": "hooks"}
+# Where each public name lives. Every one is imported on first use: 'import armor_rx' (which
+# 'python -m armor_rx' and the armor-rx command do first) must cost nothing, so the CLI's
+# read verbs can answer in about Python's own start-up time (armor_rx/_quick.py).
+_HOME: dict[str, str] = {
+    **dict.fromkeys(_ERRORS, "armor_rx.errors"),
+    **dict.fromkeys(("Secret", "State", "TaskEvent", "TaskRecord"), "armor_rx.model"),
+    **dict.fromkeys(("HealthCheck", "ServiceSpec"), "armor_rx.model.services"),
+    "RetryPolicy": "armor_rx.pipeline.effect_runner",
+    **dict.fromkeys(("Effect", "EffectContext"), "armor_rx.pipeline.effects"),
+    "Hook": "armor_rx.pipeline.hooks",
+    **dict.fromkeys(("Armor", "SessionConfig"), "armor_rx.session"),
+    **dict.fromkeys(("DockerEffect", "Engine", "ImageCache", "ImageSpec", "SandboxSpec", "Sweeper"), "armor_rx.sinks.docker"),
+    **dict.fromkeys(("connect", "RemoteArmor"), "armor_rx.client.sync"),
+    **dict.fromkeys(("AsyncArmor", "AsyncRemoteArmor", "connect_async"), "armor_rx.aio"),
+    **dict.fromkeys(("ArmorAPI", "AsyncArmorBase"), "armor_rx.api"),
+}
 
 
 def __getattr__(name: str) -> object:
-    if name in _PIPELINE:
-        import importlib
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'armor_rx' has no attribute {name!r}")
+    import importlib
 
-        return getattr(importlib.import_module(f"armor_rx.pipeline.{_PIPELINE[name]}"), name)
-    # The session pulls in the sinks; import it lazily so 'import armor_rx' stays light.
-    if name in ("Armor", "SessionConfig"):
-        import armor_rx.session as session
-
-        return getattr(session, name)
-    if name in _DOCKER:
-        import armor_rx.sinks.docker as docker_sink
-
-        return getattr(docker_sink, name)
-    if name in ("connect", "RemoteArmor"):
-        import armor_rx.client.sync as remote
-
-        return getattr(remote, name)
-    if name in ("AsyncArmor", "AsyncRemoteArmor", "connect_async"):
-        import armor_rx.aio as aio
-
-        return getattr(aio, name)
-    if name in ("ArmorAPI", "AsyncArmorBase"):
-        import armor_rx.api as api
-
-        return getattr(api, name)
-    raise AttributeError(name)
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # looked up once
+    return value
 
 
 __all__ = [

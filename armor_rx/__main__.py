@@ -1,5 +1,5 @@
 import sys
 
-from armor_rx.cli import main
+from armor_rx._quick import main
 
 sys.exit(main())

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import orjson
 
 from armor_rx import __version__
+from armor_rx._taskview import render_table
 from armor_rx.errors import ArmorError, ConfigError
 from armor_rx.model.events import TaskEvent, to_plain
 from armor_rx.model.ids import validate_task_id
@@ -335,13 +336,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         rows = registry.to_list()
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
-        return code
-    if not rows:
-        print("no tasks")
-        return code
-    print(f"{'TASK':<28} {'STATE':<12} {'VERSION':>7}  REASON")
-    for row in rows:
-        print(f"{row['task_id']:<28} {row['state']:<12} {row['version']:>7}  {row['reason'] or ''}")
+    else:
+        sys.stdout.write(render_table(rows))
     return code
 
 

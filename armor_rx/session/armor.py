@@ -459,5 +459,5 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             if time.monotonic() > deadline:
                 raise SnapshotError(f"events up to seq {registry.seq} did not become durable within {timeout:g}s; snapshot not written")
             time.sleep(0.0005)
-        self.assembly.snapshots.save(registry)
+        self.assembly.save_snapshot(registry)
         return registry.seq

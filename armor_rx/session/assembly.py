@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+import structlog
+
+from armor_rx import _taskview
 from armor_rx.errors import ArmorError, LogClosed
 from armor_rx.hooks.plan import plan_file_hook
 from armor_rx.model.lifecycle import State
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.patterns import kind_matcher
+from armor_rx.model.registry import Registry
 from armor_rx.operators import CheckpointTriggers, checkpoint_policy
 from armor_rx.pipeline.core import Pipeline
 from armor_rx.pipeline.effects import Effect, Lifecycle
@@ -51,6 +56,9 @@ BRANCH_GUARD = "git-branch-name"
 PLAN_HOOK = "session-plan-files"
 # The hooks (before and after) of the session's checkpoint policy.
 CHECKPOINT_POLICY = "checkpoint-policy"
+
+
+_log = structlog.get_logger("armor_rx.session.assembly")
 
 
 @dataclass
@@ -85,9 +93,28 @@ class Assembly:
             self._stop_watcher()
             self.pipeline.stop()
             with self.pipeline._registry_lock:
-                self.snapshots.save(self.pipeline.registry)
+                self.save_snapshot(self.pipeline.registry)
         finally:
             _stop_all(self.started)
+
+    def save_snapshot(self, registry: Registry) -> None:
+        """Write the registry snapshot, and the tasks view when the log ends exactly at the registry's seq.
+
+        The view (:mod:`armor_rx._taskview`) lets ``armor-rx tasks`` answer
+        without folding anything; it is only a cache, so failing to write it
+        costs speed, never correctness, and is not an error.
+        """
+        self.snapshots.save(registry)
+        state_dir = self.snapshots.path.parent
+        position = self.log.end_position(registry.seq)
+        try:
+            if position is None:
+                _taskview.discard(state_dir)
+                return
+            rows = registry.to_list()
+            _taskview.write(state_dir, _taskview.encode(rows, registry.seq, position, orjson.dumps(rows) + b"\n"))
+        except OSError as exc:
+            _log.warning("could not write the tasks view; 'armor-rx tasks' takes the full path", error=str(exc))
 
     def abandon(self) -> None:
         """Stop as a killed process would (for :func:`armor_rx.testing.crash`).

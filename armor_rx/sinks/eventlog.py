@@ -490,6 +490,27 @@ class EventLog:
                 self._durable_seq = seq
                 self._durable.notify_all()
 
+    def end_position(self, seq: int) -> tuple[str, int, int, int] | None:
+        """``(segment name, size, mtime_ns, inode)`` of the log's end if its last event is ``seq``, all of it written.
+
+        For caches keyed on the log's end (the tasks view): None when anything
+        is still being appended, the log is not this process's writer, or it
+        has damage or foreign files a read would warn about.
+        """
+        with self._lock:  # no seq is handed out meanwhile
+            if self.read_only or self._state != "open" or self._next_seq - 1 != seq:
+                return None
+            with self._durable:
+                if self._durable_seq != seq:
+                    return None  # assigned but not yet written
+            if self.damage or self.unexpected:
+                return None
+            try:
+                st = os.stat(self._writer.path)
+            except OSError:
+                return None
+            return (self._writer.path.name, st.st_size, st.st_mtime_ns, st.st_ino)
+
     # -- reading -----------------------------------------------------------
 
     @property

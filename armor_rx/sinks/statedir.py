@@ -16,12 +16,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from armor_rx._paths import DEFAULT_NAME as DEFAULT_NAME, state_dir_in
 from armor_rx.errors import ConfigError, StateDirLocked
 
 if TYPE_CHECKING:
     import filelock
 
-DEFAULT_NAME = ".armor"
 #: Names no task tree may hold, at any depth, reserved the way git reserves
 #: '.git': a worktree sits in an agent's hands, and a '.armor/' it made must
 #: never be committed, merged or checked out into the user's checkout, where
@@ -128,8 +128,4 @@ class StateDir:
                 )
             if not start.is_dir():
                 start = start.parent
-        start = start.resolve()
-        for candidate in (start, *start.parents):
-            if (candidate / ".git").exists():
-                return candidate / DEFAULT_NAME
-        return start / DEFAULT_NAME
+        return Path(state_dir_in(str(start.resolve())))

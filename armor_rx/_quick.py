@@ -1,0 +1,100 @@
+"""The ``armor-rx`` entry point: the read verbs scripts run often, answered before the package loads.
+
+``armor-rx tasks`` is run in loops by scripts and prompts; its answer is
+usually already written down (:mod:`armor_rx._taskview`), yet the full CLI
+would first import argparse, orjson, the model and the event log, several times
+Python's own start-up. So the entry point looks at the command line with the
+standard library alone: if it is a read verb in a form this module knows and
+the cached answer is current, it prints it; in every other case (an option
+it does not know, a stale or missing view, help, an error to report) it hands
+the unchanged command line to :func:`armor_rx.cli.main`, which is always right.
+Nothing is printed on the way to that hand-over.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # typing itself is not imported: see armor_rx/__init__.py
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+# The options every verb shares: (takes a value?). The fast path ignores the logging ones (it logs nothing).
+_SHARED = {"--state-dir": True, "--repo": True, "--log-level": True, "--log-json": False}
+
+
+def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | None, dict[str, str | bool]] | None:
+    """``(verb, options)`` if every token is one this module knows, else None."""
+    known = {**_SHARED, **verb_flags}
+    verb: str | None = None
+    found: dict[str, str | bool] = {}
+    tokens = iter(argv)
+    for token in tokens:
+        if not token.startswith("-"):
+            if verb is not None:
+                return None
+            verb = token
+            continue
+        name, eq, value = token.partition("=")
+        if name not in known or name in found:
+            return None
+        if known[name]:
+            if not eq:
+                value = next(tokens, "")
+            if not value:
+                return None
+            found[name] = value
+        elif eq:
+            return None
+        else:
+            found[name] = True
+    return verb, found
+
+
+def _state_dir(options: dict[str, str | bool]) -> str | None:
+    """The state directory these options name, if it exists (else the full path explains what is wrong)."""
+    explicit, repo = options.get("--state-dir"), options.get("--repo")
+    if isinstance(explicit, str):
+        path = os.path.realpath(os.path.expanduser(explicit))
+    else:
+        from armor_rx._paths import state_dir_in
+
+        start = os.path.realpath(os.path.expanduser(repo)) if isinstance(repo, str) else os.path.realpath(os.getcwd())
+        if not os.path.isdir(start):
+            return None
+        path = state_dir_in(start)
+    return path if os.path.isdir(path) else None
+
+
+def quick(argv: Sequence[str]) -> int | None:
+    """The exit code if the fast path answered ``argv`` (its output written), None to take the full path."""
+    parsed = _options(argv, {"--json": False})
+    if parsed is None or parsed[0] != "tasks":
+        return None
+    state = _state_dir(parsed[1])
+    if state is None:
+        return None
+    from armor_rx import _taskview
+
+    view = _taskview.read(state)
+    if view is None:
+        return None
+    out = sys.stdout.buffer
+    try:
+        out.write(view[1] if parsed[1].get("--json") else view[0])
+        out.flush()
+    except BrokenPipeError:
+        # Like the full CLI: a reader that stopped early (| head) is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def main() -> int:
+    """``armor-rx``: the fast path when it can answer, else :func:`armor_rx.cli.main`."""
+    code = quick(sys.argv[1:])
+    if code is not None:
+        return code
+    from armor_rx.cli import main as full
+
+    return full()
