@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -152,3 +153,32 @@ def test_import_armor_rx_is_free_and_every_public_name_resolves():
         assert getattr(armor_rx, name) is not None, name
     with pytest.raises(AttributeError):
         armor_rx.NoSuchThing  # noqa: B018
+
+
+def _view_rows(state: Path, timeout: float = 30.0) -> list[dict]:
+    """The view's rows once it is current (the session refreshes it from its event bus, just after the call returns)."""
+    deadline = time.monotonic() + timeout
+    while (view := _taskview.read(str(state))) is None:
+        assert time.monotonic() < deadline, "the tasks view did not become current"
+        time.sleep(0.01)
+    return orjson.loads(view[1])
+
+
+def test_an_open_session_keeps_the_view_current_as_rows_change(tmp_path, capsysbinary):
+    """While an owner runs (the service), each row change refreshes the view; other events make it stale, never wrong."""
+    state = tmp_path / "state"
+    with Armor(state_dir=state, docker=False) as armor:
+        armor.create_task("one")
+        wait_for = time.monotonic() + 30
+        while [r["task_id"] for r in _view_rows(state)] != ["one"]:
+            assert time.monotonic() < wait_for
+            time.sleep(0.01)
+        armor.start("one")
+        while _view_rows(state)[0]["state"] != "running":
+            assert time.monotonic() < wait_for
+            time.sleep(0.01)
+        assert quick(["tasks", "--json", "--state-dir", str(state)]) == 0
+        assert orjson.loads(capsysbinary.readouterr().out)[0]["state"] == "running"
+        armor.emit("one", "exec.output", {"line": "hello"})  # not a row change: the log moved past the view
+        assert quick(["tasks", "--state-dir", str(state)]) is None
+        assert capsysbinary.readouterr().out == b""

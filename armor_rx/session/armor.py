@@ -126,6 +126,16 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
             except ArmorError as exc:
                 # Raised here it would end this subscription for good: the next event tries again.
                 _log.warning("periodic snapshot not written", error=str(exc))
+        elif event.task_id is not None and (event.kind in KIND_TO_STATE or event.kind == "task.updated"):
+            # A row of 'armor-rx tasks' changed: refresh its view now rather than at the next snapshot,
+            # so the command stays fast while an owner runs (it is only written if no event follows yet).
+            pipeline = self.pipeline
+            with pipeline._registry_lock:
+                registry = pipeline.registry.copy()
+            try:
+                self.assembly.save_view(registry)
+            except Exception as exc:  # noqa: BLE001 - raised here it would end the snapshots' subscription too
+                _log.warning("tasks view not written", error=repr(exc))
 
     def close(self, *, cause: str = "session closed", reason: str | None = None) -> None:
         """Stop the tasks this session runs containers for, finish in-flight work, write a snapshot, stop every sink, release the lock.

@@ -105,6 +105,10 @@ class Assembly:
         costs speed, never correctness, and is not an error.
         """
         self.snapshots.save(registry)
+        self.save_view(registry)
+
+    def save_view(self, registry: Registry) -> None:
+        """Write the tasks view for ``registry`` if the log ends exactly at its seq; else remove the stale one."""
         state_dir = self.snapshots.path.parent
         position = self.log.end_position(registry.seq)
         try:
