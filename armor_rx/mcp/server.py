@@ -46,8 +46,13 @@ How to work:
    commands use run_command_background, then command_output with the job id.
 4. checkpoint before anything risky (a refactor, a dependency change, deleting files). If it goes wrong,
    rollback to the checkpoint instead of repairing by hand; checkpoints lists them, diff shows changes.
-5. When the work is done and the tests pass, complete with a commit message (merge='none' leaves it on the
-   task's branch for review; 'ff' or 'merge' merges into the base). cancel abandons the task.
+5. When the work is done and the tests pass, complete with a commit message and a merge mode: 'none' (the
+   default) leaves it on task/NAME for review; 'ff' fast-forwards the base; 'merge' or 'three-way' combines
+   changes on different lines; 'first-wins' refuses any file the base changed meanwhile; 'rebase' replays the
+   task's commits onto the base; 'manual' leaves the branch and returns the git commands for a person.
+   Then read the result: 'merged' false means a refused merge (other tasks may have landed first) that
+   changed nothing on the base: 'conflicts' lists the files, the work stays on task/NAME, and 'summary' says
+   what to do. The task is over either way. cancel abandons the task.
 
 A refused call (a guard's veto, a bad path, a missing file) comes back as an error whose message says why
 and what to do. If one says the armor service went away, call task_status: an 'interrupted' task goes on

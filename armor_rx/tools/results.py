@@ -124,3 +124,32 @@ class Outcome(TypedDict):
     event: str
     detail: dict[str, object]
     cli: str
+
+
+class Completion(TypedDict):
+    """What ``complete`` did: the task is over either way; ``merged`` says whether the base has its work.
+
+    ``commit`` is the task branch's tip (the work, always committed there);
+    ``merge_commit`` the base branch's new tip when merged. When a merge was
+    asked for and refused, ``reason`` says why, ``conflicts`` lists the files
+    and nothing on the base changed. ``how`` (mode ``manual``) holds the git
+    commands a person runs; ``landed`` (``first-wins``) the base commit that
+    changed each conflicting file first. ``summary`` says it all in a sentence.
+    """
+
+    task: str
+    state: str
+    event: str
+    merge: str
+    merged: bool
+    branch: str | None
+    base_branch: str | None
+    commit: str | None
+    merge_commit: str | None
+    reason: str | None
+    conflicts: list[str]
+    landed: dict[str, dict[str, str]]
+    how: dict[str, str]
+    summary: str
+    detail: dict[str, object]
+    cli: str

@@ -22,7 +22,7 @@ import itertools
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -30,6 +30,7 @@ from armor_rx.api import AsyncArmorBase
 from armor_rx.errors import ArmorError, ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.ids import validate_task_id
+from armor_rx.model.merge import MERGE_MODES, MergeMode
 from armor_rx.model.registry import TaskRecord
 from armor_rx.model.secrets import check_reference
 from armor_rx.tools.files import ToolInputError, WorktreeFiles
@@ -39,6 +40,7 @@ from armor_rx.tools.results import (
     CheckpointInfo,
     CheckpointList,
     CommandResult,
+    Completion,
     DiffFile,
     DiffResult,
     EventLine,
@@ -78,6 +80,30 @@ TaskArg = Annotated[
     str | None, Field(description="The task's name. Leave it out when the server was started with --task.")
 ]
 MAX_OUTPUT = 30_000
+
+#: What each merge mode of ``complete`` does, as the model reads it. The tool's 'merge' description is built
+#: from it in MERGE_MODES order, so a mode added to armor_rx.model.merge without a line here fails at import.
+MERGE_HELP: dict[MergeMode, str] = {
+    "none": "only commit to the task's branch task/NAME; nothing is merged (a person reviews it).",
+    "ff": "fast-forward the base to the task's commit; if the base moved since the task started, nothing is merged "
+    "(reason 'not-fast-forward').",
+    "merge": "fast-forward if possible, else a merge commit from a line-level three-way merge; if both sides changed "
+    "the same lines, nothing is applied and 'conflicts' lists the files.",
+    "first-wins": "merge only if no file the task changed was also changed on the base since the task started; "
+    "otherwise nothing is applied, 'conflicts' lists those files (even if other lines changed) and 'landed' "
+    "the base commit that got there first.",
+    "three-way": "the same as 'merge': changes on different lines are combined in a merge commit; if both sides "
+    "changed the same lines, nothing is applied and 'conflicts' lists the files.",
+    "rebase": "replay the task's commits onto the base's tip (linear history, no merge commit); if one conflicts, "
+    "nothing is applied and 'conflicts' lists the files.",
+    "manual": "commit to task/NAME and merge nothing; the result's 'how' holds the git commands a person runs to "
+    "merge it.",
+}
+MERGE_DESCRIPTION = (
+    "How to land the work on the base branch (the branch the task started from). "
+    + " ".join(f"'{mode}': {MERGE_HELP[mode]}" for mode in MERGE_MODES)
+    + " A refused merge changes nothing on the base; the work always stays committed on task/NAME."
+)
 #: What task_status shows: every kind but exec.output ("exec.*ed" is exec.requested and exec.exited).
 _STATUS_KINDS = (
     "task.*,git.*,checkpoint.*,container.*,exec.*ed,hook.*,effect.*,deadletter.*,backpressure.*,"
@@ -530,18 +556,54 @@ class ArmorTools:
     async def complete(
         self,
         message: Annotated[str | None, Field(description="The commit message for the task's work.")] = None,
-        merge: Annotated[
-            Literal["none", "ff", "merge"],
-            Field(
-                description="Merge the task's branch into its base: 'none' (leave it on task/NAME), 'ff' or 'merge'."
-            ),
-        ] = "none",
+        merge: Annotated[MergeMode, Field(description=MERGE_DESCRIPTION)] = "none",
         task: TaskArg = None,
-    ) -> Outcome:
-        """Finish the task: commit its worktree to its branch (and merge it if asked) and stop its container."""
+    ) -> Completion:
+        """Finish the task: commit its worktree to its branch task/NAME, merge it into its base as 'merge' says, and
+        stop its container. The task is over either way.
+
+        Read the result: 'merged' says whether the base branch now has the work ('merge_commit' is its new tip).
+        A refused merge changes nothing on the base: 'reason' says why, 'conflicts' lists the files, and the work
+        stays committed on task/NAME ('commit'); 'summary' says what to do next.
+        """
         name = self._task(task)
+        if merge not in MERGE_MODES:  # a framework calling this directly has no schema to stop it
+            raise ToolInputError(f"merge must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
         event = await self.armor.complete(name, message=message, merge=merge)
-        return await self._outcome(name, event, self._cli("diff", name))
+        record = await self.armor.task(name)
+        payload = event.payload
+        merge_event = None
+        if merge != "none":
+            # The base branch and a first-wins refusal's winners are on the git effect's merge event.
+            found = await self.armor.history(task_id=name, kind="git.merge.*", start_seq=record.created_seq)
+            merge_event = found[-1].payload if found else None
+        conflicts = payload.get("conflicts")  # payloads are frozen: a list comes back as a tuple
+        how = payload.get("how")
+        landed = (merge_event or {}).get("landed")
+        done = Completion(
+            task=name,
+            state=record.state.value,
+            event=event.kind,
+            merge=merge,
+            merged=payload.get("merged") is True,
+            branch=_str(record.metadata.get("branch")),
+            base_branch=_str((merge_event or {}).get("base_branch")),
+            commit=_str(payload.get("commit")),
+            merge_commit=_str(payload.get("merge_commit")),
+            reason=_str(payload.get("reason")),
+            conflicts=[str(c) for c in conflicts] if isinstance(conflicts, (list, tuple)) else [],
+            landed={
+                str(path): {str(k): str(v) for k, v in won.items()}
+                for path, won in (landed.items() if isinstance(landed, Mapping) else ())
+                if isinstance(won, Mapping)
+            },
+            how={str(k): str(v) for k, v in how.items()} if isinstance(how, Mapping) else {},
+            summary="",
+            detail={k: v for k, v in payload.items() if isinstance(v, (str, int, float, bool, type(None)))},
+            cli=self._cli("diff", name),
+        )
+        done["summary"] = _completion_summary(done)
+        return done
 
     async def cancel(
         self,
@@ -567,6 +629,39 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+#: Why a merge was refused, for the agent (the reasons of :func:`armor_rx.sinks.git.completion.merge_into_base`).
+_REFUSALS = {
+    "conflict": "the task and the base both changed the same lines of",
+    "not-fast-forward": "the base moved since the task started, so it cannot fast-forward (modes 'three-way' or "
+    "'rebase' combine both)",
+    "base-checkout-dirty": "the base branch's checkout has uncommitted changes",
+    "base-checkout-untracked": "untracked files in the base branch's checkout stand where the merge would write:",
+    "reserved-path": "the merge would write under armor's state directory:",
+}
+
+
+def _completion_summary(done: Completion) -> str:
+    """One paragraph an agent can act on: what landed where, or why nothing did and what to do."""
+    commit = (done["commit"] or "")[:12]
+    branch = done["branch"] or "the task's branch"
+    base = (done["base_branch"] or "the base branch").removeprefix("refs/heads/")
+    if done["merged"]:
+        return f"Merged into {base} ({done['reason']}); {base} is now at {(done['merge_commit'] or '')[:12]}."
+    if done["merge"] == "none":
+        return f"Committed to {branch} as {commit}; nothing merged (merge='none'): a person reviews and merges it."
+    if done["merge"] == "manual":
+        return (f"Committed to {branch} as {commit}; nothing merged (merge='manual'). A person merges it with: "
+                f"{done['how'].get('merge', f'git merge --no-ff {branch}')}")
+    why = _REFUSALS.get(done["reason"] or "", f"the merge was refused ({done['reason']})")
+    if done["merge"] == "first-wins" and done["reason"] == "conflict":
+        why = "the base changed files this task changed since it started (first-wins refuses even other lines):"
+    paths = done["conflicts"]
+    listed = " " + ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "") if paths else ""
+    return (f"NOT merged into {base}: {why}{listed}. Nothing on {base} changed; the work is committed on {branch} "
+            f"as {commit} and the task is over. Tell the user, or start a new task from {base} "
+            f"(task_create with base_ref='{base}') and redo the change on top of what landed there.")
+
+
 def _summary(payload: Mapping[str, Any]) -> str:
     parts = [
         f"{k}={v}" for k, v in payload.items() if k not in ("metadata", "settings", "labels", "engine", "findings")
@@ -575,4 +670,4 @@ def _summary(payload: Mapping[str, Any]) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-__all__ = ["MAX_OUTPUT", "TOOL_NAMES", "ArmorError", "ArmorTools"]
+__all__ = ["MAX_OUTPUT", "MERGE_HELP", "TOOL_NAMES", "ArmorError", "ArmorTools"]

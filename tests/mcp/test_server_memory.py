@@ -13,6 +13,7 @@ def run(coroutine):
 
 
 def test_every_tool_is_listed_with_the_schema_of_its_one_definition(repo):
+    from armor_rx.model.merge import MERGE_MODES
     from armor_rx.tools import TOOL_NAMES, ArmorTools, tool_specs
 
     async def main():
@@ -31,7 +32,7 @@ def test_every_tool_is_listed_with_the_schema_of_its_one_definition(repo):
     by_name = {t.name: t for t in listed}
     assert set(by_name["file_write"].input_schema["required"]) == {"path", "content"}
     assert set(by_name["file_edit"].input_schema["required"]) == {"path", "old", "new"}
-    assert by_name["complete"].input_schema["properties"]["merge"]["enum"] == ["none", "ff", "merge"]
+    assert by_name["complete"].input_schema["properties"]["merge"]["enum"] == list(MERGE_MODES)
     assert "task" not in by_name["run_command"].input_schema["required"]
     assert by_name["file_read"].annotations.read_only_hint and by_name["file_delete"].annotations.destructive_hint
     assert "task_create" in instructions and "checkpoint" in instructions and "rollback" in instructions
