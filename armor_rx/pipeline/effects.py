@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,3 +69,15 @@ class Reconciling(Protocol):
     """
 
     def reconcile(self, request: TaskEvent) -> Mapping[str, Any]: ...
+
+
+@runtime_checkable
+class BatchReconciling(Reconciling, Protocol):
+    """A :class:`Reconciling` effect that can look for many tasks at once.
+
+    After a crash with a hundred tasks in flight, one query of the real world
+    (one container listing) instead of one per task is what keeps re-opening
+    fast; ``reconcile_many(requests)`` returns the findings in the same order.
+    """
+
+    def reconcile_many(self, requests: Sequence[TaskEvent]) -> list[Mapping[str, Any]]: ...

@@ -16,7 +16,7 @@ from armor_rx.model.events import TaskEvent
 from armor_rx.model.lifecycle import ACTIVE, State
 from armor_rx.model.registry import TaskRecord
 from armor_rx.model.requests import SETTLING as SETTLING, OpenRequests
-from armor_rx.pipeline.effects import Effect, Reconciling
+from armor_rx.pipeline.effects import BatchReconciling, Effect, Reconciling
 
 
 def unanswered_requests(history: Iterable[TaskEvent]) -> list[TaskEvent]:
@@ -30,17 +30,32 @@ def unanswered_requests(history: Iterable[TaskEvent]) -> list[TaskEvent]:
     return OpenRequests().apply_all(history).pending()
 
 
-def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord], effects: Sequence[Effect]) -> Iterator[TaskEvent]:
+def _findings(probes: Sequence[TaskEvent], effects: Sequence[Effect]) -> list[dict[str, Any]]:
+    """What each reconciling effect finds for each probe, asking a batch-capable effect once for all of them."""
+    out: list[dict[str, Any]] = [{} for _ in probes]
+    if not probes:
+        return out
+    for effect in effects:
+        if isinstance(effect, BatchReconciling):
+            results = list(effect.reconcile_many(probes))
+        elif isinstance(effect, Reconciling):
+            results = [effect.reconcile(probe) for probe in probes]
+        else:
+            continue
+        for found, result in zip(out, results):
+            found[effect.name] = result
+    return out
+
+
+def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord], effects: Sequence[Effect]) -> list[TaskEvent]:
     """The ``task.interrupted`` events to record for the requests a crash cut off."""
+    cut = []
     for request in unanswered_requests(history):
         assert request.task_id is not None
-        if task(request.task_id).state not in ACTIVE:
-            continue
-        findings: dict[str, Any] = {}
-        for effect in effects:
-            if isinstance(effect, Reconciling):
-                findings[effect.name] = effect.reconcile(request)
-        yield request.caused(
+        if task(request.task_id).state in ACTIVE:
+            cut.append(request)
+    return [
+        request.caused(
             "task.interrupted",
             {
                 "reason": f"armor_rx stopped while {request.kind} was in flight; resume the task to continue",
@@ -50,6 +65,8 @@ def interruptions(history: Iterable[TaskEvent], task: Callable[[str], TaskRecord
                 "findings": findings,
             },
         )
+        for request, findings in zip(cut, _findings(cut, effects))
+    ]
 
 
 def stranded(tasks: Iterable[TaskRecord], skip: Collection[str], effects: Sequence[Effect]) -> list[TaskEvent]:
@@ -63,20 +80,19 @@ def stranded(tasks: Iterable[TaskRecord], skip: Collection[str], effects: Sequen
     without Docker) lost nothing and stays as it is; tasks in ``skip``
     already have their interruption.
     """
-    out = []
-    for record in tasks:
-        if record.state is not State.RUNNING or record.task_id in skip or not record.metadata.get("container"):
-            continue
-        findings: dict[str, Any] = {}
-        probe = TaskEvent.new("task.running", record.task_id, {})  # what reconcile() looks at: the task's id
-        for effect in effects:
-            if isinstance(effect, Reconciling):
-                findings[effect.name] = effect.reconcile(probe)
-        out.append(TaskEvent.new("task.interrupted", record.task_id, {
+    # What reconcile() looks at is the task's id: a probe event per task stands in for a request.
+    probes = [
+        TaskEvent.new("task.running", record.task_id, {})
+        for record in tasks
+        if record.state is State.RUNNING and record.task_id not in skip and record.metadata.get("container")
+    ]
+    return [
+        TaskEvent.new("task.interrupted", probe.task_id, {
             "reason": "armor_rx stopped while the task was running (no request was in flight); resume the task to continue",
             "cause": "crash",
             "request_id": None,
             "request_kind": None,
             "findings": findings,
-        }))
-    return out
+        })
+        for probe, findings in zip(probes, _findings(probes, effects))
+    ]

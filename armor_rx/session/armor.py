@@ -234,8 +234,9 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         found = list(interruptions(pending, self.pipeline.task, self.pipeline.effects))
         # Tasks that ran in a container of the dead session with no request in flight were cut off too.
         found += stranded(self.tasks(), {e.task_id for e in found if e.task_id is not None}, self.pipeline.effects)
-        for event in found:
-            self.pipeline.record(event).result()
+        # Recorded together: one group commit for a hundred tasks rather than a hundred fsyncs in a row.
+        for event, future in [(event, self.pipeline.record(event)) for event in found]:
+            future.result()
             _log.warning("task interrupted by an earlier crash", task_id=event.task_id, request=event.payload.get("request_kind"))
 
     def _report_log_damage(self) -> None:

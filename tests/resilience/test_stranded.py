@@ -40,3 +40,21 @@ def test_only_running_tasks_that_had_a_container_and_no_interruption_yet():
     assert event.payload["cause"] == "crash" and event.payload["request_id"] is None
     assert to_plain(event.payload["findings"]) == {"docker": {"containers": [{"id": "abc", "status": "running"}]}}
     assert docker.asked == ["in-container"]
+
+
+class _BatchDocker(_Docker):
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def reconcile_many(self, requests):
+        self.batches.append([r.task_id for r in requests])
+        return [{"containers": [{"id": r.task_id, "status": "running"}]} for r in requests]
+
+
+def test_an_effect_that_can_look_at_many_tasks_is_asked_once_and_its_findings_stay_in_order():
+    docker = _BatchDocker()
+    records = [_record(f"t{i}", State.RUNNING, container="c") for i in range(5)]
+    found = stranded(records, {"t2"}, [docker])
+    assert docker.batches == [["t0", "t1", "t3", "t4"]] and docker.asked == []
+    assert [to_plain(e.payload["findings"])["docker"]["containers"][0]["id"] for e in found] == ["t0", "t1", "t3", "t4"]

@@ -379,6 +379,22 @@ def find_containers(engine: Engine, *, task_id: str | None = None, request_id: s
     return found
 
 
+def containers_by_task(engine: Engine) -> dict[str, list[dict[str, str]]]:
+    """``{task id: [{"id", "status"}]}`` of every armor-labelled container, from one listing.
+
+    :func:`find_containers` per task costs a listing and an inspect of each
+    container (docker-py's list inspects them); reconciling a hundred tasks
+    after a crash needs only the ids and states, which the listing has.
+    """
+    rows = engine.client.api.containers(all=True, filters={"label": [LABEL_TASK]})
+    found: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        task = (row.get("Labels") or {}).get(LABEL_TASK)
+        if task:
+            found.setdefault(task, []).append({"id": str(row["Id"])[:12], "status": str(row.get("State", ""))})
+    return found
+
+
 def remove_container(container: Container, *, timeout: int = 5) -> bool:
     """Stop and remove; True if it was there. Missing containers are not an error (idempotent)."""
     state = (container.labels or {}).get(LABEL_STATE)

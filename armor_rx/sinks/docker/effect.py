@@ -29,7 +29,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +47,7 @@ from armor_rx.pipeline.effects import EffectContext
 from armor_rx.sinks.docker.containers import (
     SessionIdentity,
     create_task_container,
+    containers_by_task,
     find_containers,
     mark_adopted,
     remove_container,
@@ -379,6 +380,11 @@ class DockerEffect:
             return {}
         found = find_containers(self.engine, task_id=request.task_id)
         return {"containers": [{"id": c.short_id, "status": c.status} for c in found]}
+
+    def reconcile_many(self, requests: Sequence[TaskEvent]) -> list[Mapping[str, Any]]:
+        """:meth:`reconcile` for many tasks with one container listing (no inspect per container)."""
+        by_task = containers_by_task(self.engine)
+        return [{} if r.task_id is None else {"containers": by_task.get(r.task_id, [])} for r in requests]
 
     def spec_for(self, task_id: str) -> SandboxSpec:
         return self._specs.get(task_id, self.spec)
