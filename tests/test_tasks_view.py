@@ -182,3 +182,19 @@ def test_an_open_session_keeps_the_view_current_as_rows_change(tmp_path, capsysb
         armor.emit("one", "exec.output", {"line": "hello"})  # not a row change: the log moved past the view
         assert quick(["tasks", "--state-dir", str(state)]) is None
         assert capsysbinary.readouterr().out == b""
+
+
+def test_the_installed_command_takes_the_same_paths(tmp_path):
+    """The console script (what users run) is the fast entry point, and it still reaches every other verb."""
+    script = Path(sys.executable).parent / "armor-rx"
+    assert script.is_file(), "armor-rx is installed next to the interpreter running the tests"
+    state = tmp_path / "state"
+    _session(state)
+    fast = subprocess.run([str(script), "tasks", "--state-dir", str(state)], capture_output=True, env=_ENV, timeout=120)
+    slow = _cli("tasks", "--state-dir", str(state))
+    assert fast.returncode == 0 and fast.stdout == slow.stdout and b"gamma" in fast.stdout
+    events = subprocess.run([str(script), "events", "--state-dir", str(state), "--kind", "task.failed"], capture_output=True,
+                            env=_ENV, timeout=120)
+    assert events.returncode == 0 and b"the tests did not pass" in events.stdout
+    bad = subprocess.run([str(script), "tasks", "--state-dir", str(tmp_path / "nowhere")], capture_output=True, env=_ENV, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count(b"\n") == 1 and b"does not exist" in bad.stderr
