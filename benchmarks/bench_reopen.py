@@ -124,6 +124,11 @@ def fixture(n: int) -> Path:
 
             with Armor(state_dir=directory, docker=False):
                 pass
+        from armor_rx.sinks._taskindex import index_sealed
+
+        # A fixture cached before sealed segments had task indexes: a writer would build them in the
+        # background at its next start; build them now, so the first measured round has them.
+        index_sealed(directory / "events")
         return directory
     shutil.rmtree(directory, ignore_errors=True)
     started = time.perf_counter()
