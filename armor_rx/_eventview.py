@@ -56,8 +56,9 @@ def is_segment(name: str) -> bool:
 def encode_index(size: int, crc: int, tasks: dict[str, list[tuple[int, int]]]) -> bytes:
     """An index's bytes, keyed to the segment's ``size`` and ``crc``; ``tasks`` maps a task to its lines' (offset, length).
 
-    A header line, a directory (``task start length crc`` per task) and the records (``offset length ...``),
-    each checksummed, so a reader reads the header, the directory and its one record, nothing else.
+    A header line (with the lengths of what follows), a directory (``task start length crc`` per task) and
+    the records (``offset length ...``), each checksummed, so a reader reads the header, the directory and
+    its one record, nothing else.
     """
     records = [b" ".join(b"%d %d" % line for line in lines) + b"\n" for lines in tasks.values()]
     directory, at = [], 0
@@ -65,7 +66,7 @@ def encode_index(size: int, crc: int, tasks: dict[str, list[tuple[int, int]]]) -
         directory.append(b"%s %d %d %08x\n" % (task.encode(), at, len(record), zlib.crc32(record)))
         at += len(record)
     listing = b"".join(directory)
-    return b"%s %d %08x %d %08x\n" % (MAGIC, size, crc, len(listing), zlib.crc32(listing)) + listing + b"".join(records)
+    return b"%s %d %08x %d %08x %d\n" % (MAGIC, size, crc, len(listing), zlib.crc32(listing), at) + listing + b"".join(records)
 
 
 def index_offsets(path: str, size: int, crc: int, task: str) -> list[tuple[int, int]] | None:
@@ -75,11 +76,12 @@ def index_offsets(path: str, size: int, crc: int, task: str) -> list[tuple[int, 
             head = f.read(1 << 16)
             cut = head.find(b"\n") + 1
             fields = head[:cut].split()
-            if not cut or len(fields) != 8 or b" ".join(fields[:4]) != MAGIC:
-                return None
-            if int(fields[4]) != size or int(fields[5], 16) != crc:
+            if not cut or len(fields) != 9 or b" ".join(fields[:4]) != MAGIC:
                 return None
             length = int(fields[6])
+            # Keyed to the segment's bytes, and whole (a cut-off file is not mistaken for one with fewer tasks).
+            if int(fields[4]) != size or int(fields[5], 16) != crc or os.fstat(f.fileno()).st_size != cut + length + int(fields[8]):
+                return None
             if cut + length > len(head):
                 head += f.read(cut + length - len(head))
             listing = head[cut : cut + length]

@@ -183,8 +183,13 @@ def test_a_damaged_or_foreign_index_is_never_trusted(state, capsys, damage):
     index.write_bytes(bytes(data))
     assert _fast(capsys, args) == (None, "")
     assert _full(capsys, args) == (0, before)  # the full path searches that segment instead
-    # A writer replaces it with a current one (in the background, done when it stops).
+    # A writer replaces it with a current one (in the background, done when it stops). A writer checks only
+    # the header and directory (an index is fsynced before its rename, so a crash cannot tear a record):
+    # a record damaged by hand is left to index_sealed, which checks every part.
     EventLog(state / "events").start().stop()
+    if damage == "flipped":
+        assert _fast(capsys, args) == (None, "")
+        assert _taskindex.index_sealed(state / "events") == 1
     assert _fast(capsys, args) == (0, before)
 
 
@@ -265,7 +270,7 @@ def test_indexes_survive_kill_9_of_the_writer(tmp_path, capsys):
     for _, path in list_segments(events)[:-1]:
         entry = _verified.load(events)[path.name]
         assert _taskindex.current(path, entry.size, entry.crc), path
-    assert not list(events.glob(".*.tmp"))
+    assert not list(events.glob(".events-*.idx.*.tmp"))
     code, slow = _full(capsys, args)
     assert (code, slow) == _fast(capsys, args) and code == 0 and slow
     # A torn index (a crash of the machine, not of the process: no fsync) is ignored, then rebuilt.

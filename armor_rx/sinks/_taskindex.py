@@ -7,9 +7,11 @@ task). A segment never changes once sealed, so its index is built once, from
 the file, off the append path: by a background thread after a seal, and at
 start for sealed segments that have none (logs written before indexes
 existed). Each index is keyed to the size and CRC-32 of the bytes it
-describes, so it can never be applied to other bytes; it is written to a
-temporary file and renamed, without fsync: a torn or lost one fails its CRC
-and is built again at the next start.
+describes, so it can never be applied to other bytes, and each of its parts
+is checksummed, so readers ignore a damaged one. It is written to a
+temporary file, fsynced (off the append path) and renamed, so a crash leaves
+it whole or absent (and a temporary file, removed at the next start); a
+missing or damaged one is built again when a writer starts.
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ def build(segment: Path) -> bool:
     target = path_of(segment)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_bytes(encoded)
+        with open(tmp, "wb") as f:
+            f.write(encoded)
+            os.fsync(f.fileno())  # whole or absent after a crash, so a writer's start needs to check only its header
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)  # only speed is lost
@@ -133,7 +137,10 @@ class IndexBuilder:
         self._closed = False
 
     def add(self, segments: list[tuple[Path, int, int]]) -> None:
-        """Index these ``(segment, size, crc)`` unless an index for exactly those bytes is there already."""
+        """Index these ``(segment, size, crc)`` unless one whose header and directory describe exactly those
+        bytes is there already (checked here, cheaply: an index is fsynced before it is renamed into place,
+        so one that was ever whole stays whole)."""
+        segments = [item for item in segments if index_offsets(str(path_of(item[0])), item[1], item[2], "-") is None]
         if not segments:
             return
         with self._lock:
@@ -150,9 +157,8 @@ class IndexBuilder:
                 if not self._queue:
                     self._thread = None
                     return
-                segment, size, crc = self._queue.pop(0)
-            if not current(segment, size, crc):
-                build(segment)
+                segment, _size, _crc = self._queue.pop(0)
+            build(segment)
 
     def close(self) -> None:
         """Index what is queued, then stop: a segment sealed in this run (or found unindexed at its start)
