@@ -41,7 +41,8 @@ def _write(events: Path, count: int = 200, first: int = 0, segment_bytes: int = 
     with EventLog(events, segment_bytes=segment_bytes) as log:
         for i in range(first, first + count):
             task = TASKS[i % 3]
-            payload = {"i": i, "f": i / 7, "u": "é\u2603\n\x01\"\\", "ref": {"task_id": "alpha"}, "long": "x" * (i % 5 * 50)}
+            payload = {"i": i, "f": i / 7, "u": "é\u2603\n\x01\"\\", "ref": {"task_id": "alpha"}, "long": "x" * (i % 5 * 50),
+                       "l": [1, [2.5, None], True, 1e-7, -0.0, 2**62, {"k": []}]}
             log.append(TaskEvent.new("exec.output" if i % 2 else "task.note", task, payload,
                                      causation_id=None if i % 4 else "01ABC"))
         log.append(TaskEvent.new("task.created", None, {"task_id": "alpha"}))
@@ -110,7 +111,7 @@ def test_a_running_service_or_anything_extra_in_the_log_directory_goes_the_full_
 
 def _line_of(path: Path, task: str) -> int:
     data = path.read_bytes()
-    return data.index(b'"task_id":"%s"' % task.encode())
+    return data.index(b',"task_id":"%s","ts":' % task.encode())  # the task's own line, not one whose payload names it
 
 
 def test_a_byte_flipped_in_a_sealed_segment_is_never_printed(state, capsys):
