@@ -36,6 +36,10 @@ open, 1M events            192 s                  30-42 ms (snapshot load 31 ms 
 ``events --task`` / grep   678x (43.6 s)          105x (2.2 s; grep 17 ms)
 =========================  =====================  ===================================
 
+The "before" CLI figures ran without a bytecode cache (every module
+compiled each run, as the environment set PYTHONDONTWRITEBYTECODE); the issue's
+own figures on an idle machine were 12 s to open and 2.5 s for ``tasks`` at 1M.
+
 ``events --task`` with the sealed segments' task indexes and the stdlib-only
 fast path (HEAD cdb3f44 before, wip/evq after; 5 rounds each, run back to
 back on the same fixture, load ~3):
@@ -49,9 +53,6 @@ python -c pass / grep, 1M  8.6x (35 ms / 4 ms)    7.5-13.7x (40-46 ms / 3-6 ms)
 CPU time, 1M (8 runs)      --                     events 47 ms, tasks 34 ms, python -c pass 32 ms, grep 3.3 ms
 =========================  =====================  ===================================
 
-The "before" CLI figures ran without a bytecode cache (every module
-compiled each run, as the environment set PYTHONDONTWRITEBYTECODE); the issue's
-own figures on an idle machine were 12 s to open and 2.5 s for ``tasks`` at 1M.
 Opening is flat in the log's size (PASS). ``events --task`` no longer reads
 the sealed segments (their task indexes name the task's lines) nor loads the
 package: it costs Python's start-up plus about 10 ms, the same at 1k and 1M
