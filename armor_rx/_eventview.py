@@ -348,7 +348,11 @@ def read(state: str, task: str, kinds: list[str] | None, since: int, as_json: bo
         lines = _segment_lines(events, segments, task, since)
         out: list[Any] = []
         match, own = _header(), task.encode()
+        previous = 0
         for seq, raw in lines:
+            if seq <= previous:
+                raise _Unsure  # the log's order is seq order: an index that says otherwise is not the log's
+            previous = seq
             if seq < since:
                 continue
             owner, kind, payload = _fields(match, raw, seq)

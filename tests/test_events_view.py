@@ -299,3 +299,18 @@ def test_the_reader_takes_verified_json_as_the_log_does_and_never_one_recording_
 
     _verified.save(events, [*entries.values()][1:] + [replace(damaged, damage=(Damage(events / damaged.name, 0, 9, "x", 1, True),))])
     assert _eventview._load_verified(str(events)) is None
+
+
+def test_an_index_out_of_the_logs_order_is_not_followed(state, capsys):
+    args = ["events", "--task", "alpha", "--state-dir", str(state)]
+    segment = list_segments(state / "events")[1][1]
+    entry = _verified.load(state / "events")[segment.name]
+    lines = _taskindex.offsets(segment, entry.size, entry.crc, "alpha")
+    assert lines is not None and len(lines) > 1
+    # A well-formed index (every checksum right) whose lines are out of order: never printed as the log.
+    data = segment.read_bytes()
+    from armor_rx._eventview import encode_index
+
+    _taskindex.path_of(segment).write_bytes(encode_index(entry.size, entry.crc, {"alpha": lines[::-1]}))
+    assert len(data) == entry.size
+    assert _fast(capsys, args) == (None, "")

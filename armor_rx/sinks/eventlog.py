@@ -221,7 +221,7 @@ class EventLog:
         # written) get one in the background; the builder skips those that have one.
         _taskindex.clean_temporaries(self.directory)
         sealed = [(p, self._verified.get(p.name)) for _, p in segments[:-1]]
-        self._indexer.add([(p, e.size, e.crc) for p, e in sealed if e is not None and e.clean])
+        self._indexer.add([(p, e.size, e.crc) for p, e in sealed if e is not None and e.clean and e.size == p.stat().st_size])
 
     def _verify(self, segments: list[Segment], known: dict[str, Verified], *, record: bool) -> Cursor:
         """Read what ``known`` does not vouch for; returns a cursor at the end of the last segment.
