@@ -1,7 +1,9 @@
 """The ``armor-rx`` entry point: the read verbs scripts run often, answered before the package loads.
 
-``armor-rx tasks`` is run in loops by scripts and prompts; its answer is
-usually already written down (:mod:`armor_rx._taskview`), yet the full CLI
+``armor-rx tasks`` and ``armor-rx events --task X`` are run in loops by
+scripts and prompts; the first's answer is usually already written down
+(:mod:`armor_rx._taskview`), the second's lines are indexed by task
+(:mod:`armor_rx._eventview`), yet the full CLI
 would first import argparse, orjson, the model and the event log, several times
 Python's own start-up. So the entry point looks at the command line with the
 standard library alone: if it is a read verb in a form this module knows and
@@ -71,7 +73,7 @@ def quick(argv: Sequence[str]) -> int | None:
     """The exit code if the fast path answered ``argv`` (its output written), None to take the full path."""
     parsed = _options(argv, {"--json": False})
     if parsed is None or parsed[0] != "tasks":
-        return None
+        return _events(argv)
     state = _state_dir(parsed[1])
     if state is None:
         return None
@@ -80,10 +82,40 @@ def quick(argv: Sequence[str]) -> int | None:
     view = _taskview.read(state)
     if view is None:
         return None
-    out = sys.stdout.buffer
+    return _write(view[1] if parsed[1].get("--json") else view[0])
+
+
+def _events(argv: Sequence[str]) -> int | None:
+    """``events --task ID [--kind P] [--since-seq N] [--json]`` from the task indexes (see :mod:`armor_rx._eventview`)."""
+    parsed = _options(argv, {"--json": False, "--task": True, "--kind": True, "--since-seq": True})
+    if parsed is None or parsed[0] != "events":
+        return None
+    options = parsed[1]
+    task, kind, since = options.get("--task"), options.get("--kind"), options.get("--since-seq", "1")
+    if not isinstance(task, str) or not isinstance(since, str) or not (since.isascii() and since.isdigit()):
+        return None
+    from armor_rx import _eventview
+
+    kinds = _eventview.kind_filter(kind) if isinstance(kind, str) else None
+    if not _eventview.valid_task_id(task) or (kind is not None and kinds is None) or int(since) < 1:
+        return None  # the full path reports what is wrong with them
+    state = _state_dir(options)
+    if state is None:
+        return None
+    out = _eventview.read(state, task, kinds, int(since), options.get("--json") is True)
+    if out is None:
+        return None
+    return _write(out)
+
+
+def _write(out: bytes | str) -> int:
     try:
-        out.write(view[1] if parsed[1].get("--json") else view[0])
-        out.flush()
+        if isinstance(out, str):
+            sys.stdout.write(out)  # text as print() writes it, in the stream's encoding
+            sys.stdout.flush()
+        else:
+            sys.stdout.buffer.write(out)
+            sys.stdout.buffer.flush()
     except BrokenPipeError:
         # Like the full CLI: a reader that stopped early (| head) is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 NAME = "tasks.view"
 _MAGIC = b"armor-rx tasks view 1"
 # What a log directory may hold for the view to stand (the rest is read only by the full path,
-# which warns about it): its own index of verified bytes, and that index's temporary file.
+# which warns about it): its own index of verified bytes, and that index's temporary file
+# (and the task indexes, see _is_index).
 _LOG_FILES = frozenset({"verified.json"})
 
 #: (segment name, size, mtime_ns, inode): where the log ended when the view was made.
@@ -51,6 +52,13 @@ def _is_segment(name: str) -> bool:
             and digits.isascii() and digits.isdigit())
 
 
+def _is_index(name: str) -> bool:
+    """A sealed segment's task index or its temporary file (armor_rx._eventview.is_index, not imported: see above)."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:].rpartition(".idx.")[0] + ".idx"
+    return name.endswith(".idx") and _is_segment(name[: -len(".idx")] + ".jsonl")
+
+
 def _log_end(events: str) -> Position | None:
     """Where the log in ``events`` ends, or None if a full read could have anything to say about it."""
     try:
@@ -62,7 +70,7 @@ def _log_end(events: str) -> Position | None:
         if _is_segment(name):
             if last is None or int(name[7:-6]) > int(last[7:-6]):
                 last = name
-        elif name not in _LOG_FILES and not (name.startswith(".verified.json.") and name.endswith(".tmp")):
+        elif name not in _LOG_FILES and not (name.startswith(".verified.json.") and name.endswith(".tmp")) and not _is_index(name):
             return None  # quarantine, a foreign file ...: the full path reports it
     if last is None:
         return None

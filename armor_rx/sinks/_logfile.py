@@ -26,6 +26,7 @@ from pathlib import Path
 
 import orjson
 
+from armor_rx._eventview import is_index
 from armor_rx.errors import InvalidPayload, LogCorrupt
 from armor_rx.model import TaskEvent
 
@@ -34,7 +35,8 @@ _CRC_KEY = b',"crc":"'
 SUFFIX_LEN = len(_CRC_KEY) + 8 + 3  # ,"crc":"xxxxxxxx"}\n
 _FAST_PREFIX = b'{"v":1,"seq":'
 TORN = "torn line (no trailing newline)"
-# What armor_rx writes next to the segments: the index of verified bytes (see _verified.py) and its temporary file.
+# What armor_rx writes next to the segments: the index of verified bytes (see _verified.py) and its temporary
+# file, and the sealed segments' task indexes and theirs (see _taskindex.py, named by armor_rx._eventview.is_index).
 _OURS = frozenset({"verified.json"})
 _OURS_TMP = re.compile(r"\.verified\.json\.[0-9a-f]{32}\.tmp")
 
@@ -69,7 +71,7 @@ def unexpected_files(directory: Path, ignore: Path | None = None) -> list[Path]:
     return [
         directory / name
         for name in names
-        if _SEGMENT.fullmatch(name) is None and name not in _OURS and not _OURS_TMP.fullmatch(name)
+        if _SEGMENT.fullmatch(name) is None and name not in _OURS and not _OURS_TMP.fullmatch(name) and not is_index(name)
         and (ignore is None or directory / name != ignore)
     ]
 

@@ -42,7 +42,7 @@ from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
 from armor_rx.sinks._groupcommit import Entry, GroupCommit
-from armor_rx.sinks import _verified
+from armor_rx.sinks import _taskindex, _verified
 from armor_rx.sinks._cursor import Cursor, Damage, matching, placed
 from armor_rx.sinks._logfile import (
     Segment,
@@ -134,6 +134,7 @@ class EventLog:
         self._saved: dict[str, Verified] = {}  # what the index file holds now (the writer's)
         self._opened: tuple[int, tuple[int, int, int, int]] | None = None  # the open segment's size and stat at start
         self._writer.on_seal = self._sealed
+        self._indexer = _taskindex.IndexBuilder()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -216,6 +217,11 @@ class EventLog:
         if self._verified != known:
             _verified.save(self.directory, self._verified.values())
         self._saved = dict(self._verified)
+        # Sealed segments without a current task index (a log from before indexes, a crash before one was
+        # written) get one in the background; the builder skips those that have one.
+        _taskindex.clean_temporaries(self.directory)
+        sealed = [(p, self._verified.get(p.name)) for _, p in segments[:-1]]
+        self._indexer.add([(p, e.size, e.crc) for p, e in sealed if e is not None and e.clean and e.size == p.stat().st_size])
 
     def _verify(self, segments: list[Segment], known: dict[str, Verified], *, record: bool) -> Cursor:
         """Read what ``known`` does not vouch for; returns a cursor at the end of the last segment.
@@ -264,6 +270,7 @@ class EventLog:
                 verified.pop(path.name, None)
             else:
                 verified[path.name] = Verified(path.name, first, size, crc, next_first, self._damage_in(path), None)
+                self._indexer.add([(path, size, crc)])
             _verified.save(self.directory, list(verified.values()))
             self._saved = dict(verified)
         except Exception as exc:  # noqa: BLE001 - only speed is at stake; never fail a write for it
@@ -330,6 +337,7 @@ class EventLog:
                 self._state = "stopping"
         if self._committer is not None:
             self._committer.close()
+        self._indexer.close()
         with self._lock:
             try:
                 # After a failed write, an fsync that "succeeds" proves nothing.
@@ -580,7 +588,8 @@ class EventLog:
                 begin = 0
                 if start_seq > first:
                     begin = entry.size if start_seq >= entry.end else find_line(path, entry.size, start_seq) or 0
-                for offset, raw in grep_lines(path, begin, entry.size, needle):
+                lines = _indexed_lines(path, entry, task_id, begin)
+                for offset, raw in lines if lines is not None else grep_lines(path, begin, entry.size, needle):
                     seq = check_line(raw)
                     if not isinstance(seq, int):  # changed since it was verified (by hand): damage like any other
                         self._saw_damage(Damage(path, offset, len(raw), seq, 1, True))
@@ -695,3 +704,26 @@ class EventLog:
         if not self._is_writer():
             return end_seq
         return self._durable_seq if end_seq is None else min(end_seq, self._durable_seq)
+
+
+def _indexed_lines(path: Path, entry: Verified, task_id: str, begin: int) -> Iterator[tuple[int, bytes]] | None:
+    """``(offset, line)`` of ``task_id``'s lines from ``begin`` on by the segment's task index (None: no usable index).
+
+    The index is only used when it describes exactly the verified bytes (their size and CRC).
+    """
+    found = _taskindex.offsets(path, entry.size, entry.crc, task_id)
+    if found is None:
+        return None
+    wanted = [(offset, length) for offset, length in found if begin <= offset and offset + length <= entry.size]
+
+    def lines() -> Iterator[tuple[int, bytes]]:
+        if not wanted:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for offset, length in wanted:
+                yield offset, os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    return lines()
