@@ -125,6 +125,10 @@ def test_released_workers_do_not_stop_a_call_that_is_running():
 
     waiter = threading.Thread(target=lambda: result.append(call_with_timeout(slow, None, 20, "slow")))
     waiter.start()
+    deadline = time.monotonic() + 30
+    while not slow_worker:  # on a loaded machine the waiter's call may take a while to reach its worker
+        assert time.monotonic() < deadline, "the slow call never started"
+        time.sleep(0.01)
     quick = call_with_timeout(lambda _: threading.current_thread(), None, 1, "quick")  # idle after this
     release_idle_workers()
     quick.join(5)
