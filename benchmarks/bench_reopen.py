@@ -20,45 +20,36 @@ Every figure is a median over rounds, next to a baseline from the same run:
   point's code) over ``python -c pass`` with the same interpreter. Target
   <= 1.2 at the largest size.
 * ``events_task_N_ratio``: ``armor-rx events --task X`` over ``grep -F`` of
-  the task id's JSON on the segment files, both writing to /dev/null.
+  the task id's JSON on the segment files, both with their output read
+  through a pipe (not /dev/null: GNU grep stops at the first match when its
+  output is /dev/null, which made earlier grep figures 3-17 ms for 250 MB).
   Target <= 3 at the largest size.
 
-Measured on the 2-vCPU machine shared with ~7 other agents (load 15-20, so
-``python -c pass`` took 0.2-0.3 s instead of ~0.02 s), 3 rounds, medians:
+Every verb is run as the installed command runs (``python -m armor_rx``):
+``tasks`` prints the owner's tasks view when the log has not moved past it,
+``events --task`` reads only the task's lines through the sealed segments'
+task indexes, both before the package loads (armor_rx/_quick.py).
 
-=========================  =====================  ===================================
-figure                     before (HEAD 6b70726)  after
-=========================  =====================  ===================================
-open, 1k events            146 ms                 25 ms
-open, 100k events          10.2 s                 17 ms
-open, 1M events            192 s                  30-42 ms (snapshot load 31 ms of it)
-``tasks`` / start-up, 1M   40x (45.6 s)           3.0-3.9x (0.6-0.76 s); 2.5x at 1k
-``events --task`` / grep   678x (43.6 s)          105x (2.2 s; grep 17 ms)
-=========================  =====================  ===================================
+Measured on the 2-vCPU machine shared with ~7 other agents (load 10-15), 5
+rounds, medians (HEAD 6b70726 is before issue 12's work; the last column is
+after the tasks view, the task indexes and the pipe fix of the baseline):
+
+=========================  =====================  ======================  =========================
+figure                     before (6b70726)       tasks/events verbs      after
+                                                  loading the package
+=========================  =====================  ======================  =========================
+open, 1k events            146 ms                 25 ms                   8-10 ms
+open, 100k events          10.2 s                 17 ms                   17 ms (1.4 ms + snapshot)
+open, 1M events            192 s                  30-42 ms                13-24 ms (3-7 ms + snapshot)
+``tasks`` / start-up, 1M   40x (45.6 s)           3.0-3.9x                0.8-1.19x (PASS)
+``events --task``, 1M      678x /dev/null grep    105x /dev/null grep     0.37x grep (79 ms vs 190 ms, PASS)
+=========================  =====================  ======================  =========================
 
 The "before" CLI figures ran without a bytecode cache (every module
 compiled each run, as the environment set PYTHONDONTWRITEBYTECODE); the issue's
 own figures on an idle machine were 12 s to open and 2.5 s for ``tasks`` at 1M.
-
-``events --task`` with the sealed segments' task indexes and the stdlib-only
-fast path (HEAD cdb3f44 before, wip/evq after; 5 rounds each, run back to
-back on the same fixture, load ~3):
-
-=========================  =====================  ===================================
-figure                     before (cdb3f44)       after
-=========================  =====================  ===================================
-``events --task``, 1M      552 ms, 115x grep      37-87 ms, 12.6-14x grep
-``events --task``, 1k      183 ms, 54x grep       30-38 ms, 14-16x grep
-python -c pass / grep, 1M  8.6x (35 ms / 4 ms)    7.5-13.7x (40-46 ms / 3-6 ms)
-CPU time, 1M (8 runs)      --                     events 47 ms, tasks 34 ms, python -c pass 32 ms, grep 3.3 ms
-=========================  =====================  ===================================
-
-Opening is flat in the log's size (PASS). ``events --task`` no longer reads
-the sealed segments (their task indexes name the task's lines) nor loads the
-package: it costs Python's start-up plus about 10 ms, the same at 1k and 1M
-events. Its target (<= 3x grep) still MISSES and cannot be met by a Python
-entry point here: grep finds a rare needle in the 250 MB of page cache in
-3-6 ms, while ``python -c pass`` alone takes about ten times that.
+At 1k-100k events ``events --task`` is 5-12x grep: there grep reads a few MB
+and Python's start-up (35-115 ms here) is most of the verb's time.
 """
 
 from __future__ import annotations
@@ -170,8 +161,14 @@ def _open_ms(directory: Path) -> tuple[float, float]:
 
 
 def _wall(argv: list[str]) -> float:
+    """Wall time of ``argv`` with its output read through a pipe, as a script reading it would.
+
+    Not /dev/null: GNU grep notices its output is /dev/null and stops at the first
+    match (like -q), which made the grep baseline read a few kilobytes instead of
+    the whole log (5 ms instead of about 200 ms at 1M events).
+    """
     started = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, env=_ENV)
+    subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False, env=_ENV)
     return time.perf_counter() - started
 
 
