@@ -384,6 +384,24 @@ class ContainerNotFound(DockerError, KeyError):
         return f"task {self.task_id!r} has no container; start the task first (its container is made on start)"
 
 
+class CheckpointIncomplete(DockerError):
+    """A checkpoint cannot be restored whole: part of what it saved outside the worktree is gone.
+
+    Raised before anything changes (worktree, container and log stay as they
+    were); ``missing`` lists what is gone.
+    """
+
+    def __init__(self, task_id: str, checkpoint: str, missing: list[str]) -> None:
+        self.task_id = task_id
+        self.checkpoint = checkpoint
+        self.missing = list(missing)
+        super().__init__(
+            f"cannot restore checkpoint {checkpoint} of task {task_id!r}: {'; '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} gone (removed by 'docker rmi', a prune or by hand); "
+            f"nothing was changed; pick another checkpoint ('armor-rx checkpoints {task_id}' lists them)"
+        )
+
+
 class NestedRepositoryAtRisk(WorktreeDirty):
     """Removing a worktree would destroy a nested repository or a submodule's unsaved work.
 

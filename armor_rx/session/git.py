@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from armor_rx.errors import GitError
+from armor_rx.errors import CheckpointNotFound, GitError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.forks import fork_names
 from armor_rx.model.ids import validate_task_id
@@ -100,8 +100,19 @@ class GitOperations:
         """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).
 
         With ``docker=True`` the task's container is frozen while its worktree
-        is rewritten, so nothing inside can race the restore.
+        is rewritten, so nothing inside can race the restore. A checkpoint
+        whose saved container part is gone (its snapshot image removed by
+        ``docker rmi`` or a prune, a volume archive deleted) is refused with
+        :class:`CheckpointIncomplete` before anything is logged or changed.
         """
+        effect = self.docker
+        if effect is not None:
+            try:
+                target = self.git.checkpoints_store.find(validate_task_id(task_id), checkpoint)
+            except CheckpointNotFound:
+                target = None  # refused by the restore itself, as without docker
+            if target is not None:
+                effect.check_restorable(task_id, target.id, target.container)
         return self.request(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}).result(timeout)
 
     def branch_from(self: GitSession, source_task: str, checkpoint: str, new_task: str, *,
