@@ -81,6 +81,26 @@ class TaskExists(ArmorError):
         super().__init__(f"task {task_id!r} already exists; pick another name")
 
 
+class ForkNameTaken(TaskExists):
+    """A fork's task name was taken by another client while the fork was making its tasks.
+
+    The fork's tasks registered by then were cancelled (none had started:
+    no branch, worktree or container was made); ``cancelled`` lists them.
+    """
+
+    def __init__(self, task_id: str, source: str, cancelled: list[str]) -> None:
+        self.source = source
+        self.cancelled = list(cancelled)
+        ArmorError.__init__(
+            self,
+            f"fork of {source!r} stopped: task {task_id!r} was created by another client meanwhile; "
+            + (f"the fork's tasks registered so far ({', '.join(cancelled)}) were cancelled before they started; "
+               if cancelled else "no task of the fork was made; ")
+            + "fork again with other names",
+        )
+        self.task_id = task_id
+
+
 class Vetoed(ArmorError):
     """A guard refused a step. Raise it from a guard to veto with a reason."""
 

@@ -14,9 +14,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from armor_rx.errors import CheckpointNotFound, GitError
+from armor_rx.errors import ArmorError, CheckpointNotFound, ForkNameTaken, GitError, TaskExists
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.forks import fork_names
+from armor_rx.model.forks import MAX_FORKS, fork_names
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
 from armor_rx.sinks.docker import DockerEffect
@@ -137,12 +137,20 @@ class GitOperations:
         container, as :meth:`branch_from` makes them. Returns their start
         outcomes in order. An unknown checkpoint, a bad or taken name or a
         count outside 1..100 is refused before any task exists.
+
+        All the tasks are registered before any starts, so another client
+        creating one of the names meanwhile cannot leave the fork half made:
+        a counted fork takes the next free number instead; a fork with
+        ``names`` cancels the tasks it registered (still ``pending``: no
+        branch, worktree or container) and raises :class:`ForkNameTaken`.
         """
         validate_task_id(task_id)
         with _FORKING:
             self.git.checkpoints_store.find(task_id, checkpoint)  # CheckpointNotFound, nothing made
             made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
-            return [GitOperations.branch_from(self, task_id, checkpoint, name, timeout=timeout) for name in made]
+            made = _register_forks(self, task_id, checkpoint, made, renamable=not names, timeout=timeout)
+            payload = {"source_task": task_id, "from_checkpoint": checkpoint}
+            return [self.request(name, "task.start.requested", payload).result(timeout) for name in made]
 
     def compare(self: GitSession, task_ids: Sequence[str]) -> Comparison:
         """The tasks' diffs against their bases side by side: files, lines added and removed, shared paths.
@@ -161,3 +169,39 @@ class GitOperations:
     def prune_stale_worktrees(self: GitSession) -> list[str]:
         """Remove worktrees whose task this state directory no longer knows; returns their task ids."""
         return self.git.prune_stale([t.task_id for t in self.tasks()])
+
+
+def _register_forks(session: GitSession, source: str, checkpoint: str, chosen: list[str], *, renamable: bool,
+                    timeout: float | None) -> list[str]:
+    """Create the fork's tasks (``pending``); the names they got.
+
+    ``_FORKING`` orders forks, not other clients' ``create_task``: a name can
+    be taken between choosing and creating. A made-up name is replaced by the
+    next free number; a given one undoes the registrations (cancelled) and
+    raises :class:`ForkNameTaken`.
+    """
+    metadata = {"source_task": source, "from_checkpoint": checkpoint}
+    registered: list[str] = []
+    waiting = list(chosen)
+    renamed = 0
+    while waiting:
+        name = waiting.pop(0)
+        try:
+            session.create_task(name, metadata=metadata)
+        except TaskExists:
+            if renamable and renamed < MAX_FORKS:
+                renamed += 1
+                taken = {t.task_id for t in session.tasks()} | set(registered) | set(waiting)
+                waiting += fork_names(source, into=1, names=None, taken=taken)
+                continue
+            cancelled: list[str] = []
+            for made in registered:
+                try:
+                    session.request(made, "task.cancel.requested", {"reason": f"fork stopped: {name!r} was taken"}
+                                    ).result(timeout)
+                    cancelled.append(made)
+                except ArmorError:
+                    pass  # left pending; still nothing was started for it
+            raise ForkNameTaken(name, source, cancelled) from None
+        registered.append(name)
+    return registered
