@@ -14,7 +14,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from armor_rx.errors import ArmorError, CheckpointNotFound, ForkNameTaken, GitError, TaskExists
+from armor_rx.errors import (
+    ArmorError,
+    CheckpointNotFound,
+    ForkNameTaken,
+    GitError,
+    TaskExists,
+)
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.forks import MAX_FORKS, fork_names
 from armor_rx.model.ids import validate_task_id
