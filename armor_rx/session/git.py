@@ -111,15 +111,24 @@ class GitOperations:
         ``docker rmi`` or a prune, a volume archive deleted) is refused with
         :class:`CheckpointIncomplete` before anything is logged or changed.
         """
-        effect = self.docker
-        if effect is not None:
-            try:
-                target = self.git.checkpoints_store.find(validate_task_id(task_id), checkpoint)
-            except CheckpointNotFound:
-                target = None  # refused by the restore itself, as without docker
-            if target is not None:
-                effect.check_restorable(task_id, target.id, target.container)
+        GitOperations.check_restorable(self, task_id, checkpoint)
         return self.request(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}).result(timeout)
+
+    def check_restorable(self: GitSession, task_id: str, checkpoint: str) -> None:
+        """Raise :class:`CheckpointIncomplete` if the container part ``checkpoint`` saved is gone (with docker only).
+
+        Read before a rollback or a resume at a checkpoint is logged, so a
+        refusal changes nothing. An unknown checkpoint passes: the restore
+        itself refuses it, as it does without docker.
+        """
+        effect = self.docker
+        if effect is None:
+            return
+        try:
+            target = self.git.checkpoints_store.find(validate_task_id(task_id), checkpoint)
+        except CheckpointNotFound:
+            return
+        effect.check_restorable(task_id, target.id, target.container)
 
     def branch_from(self: GitSession, source_task: str, checkpoint: str, new_task: str, *,
                     timeout: float | None = None) -> TaskEvent:

@@ -115,3 +115,24 @@ def test_rollback_to_a_checkpoint_whose_volume_archive_was_deleted_changes_nothi
         assert _state(armor, "vol") == before
         assert _out(armor, "vol", "cat /var/cache/data/f") == "two\n"
         armor.cancel("vol")
+
+
+def test_resume_at_a_checkpoint_whose_image_was_removed_is_refused_before_anything(repo, engine, writable,
+                                                                                    cleanup_containers):
+    with Armor(repo, docker=True, sandbox=writable, sweep_interval=None) as armor:
+        armor.create_task("later")
+        armor.start("later")
+        _out(armor, "later", "echo before > work.txt")
+        cp = armor.checkpoint("later").payload
+        _out(armor, "later", "echo after > work.txt")
+        armor.interrupt("later", "the test stops it")
+        _remove_image(engine, cp["container"]["image"])
+        log = [e.id for e in armor.history()]
+        with pytest.raises(CheckpointIncomplete):
+            armor.resume("later", checkpoint=cp["checkpoint"])
+        assert [e.id for e in armor.history()] == log
+        assert armor.task("later").state.value == "interrupted"
+        assert (armor.worktree("later") / "work.txt").read_text() == "after\n"
+        armor.resume("later")  # without the checkpoint it comes back as it was
+        assert _out(armor, "later", "cat work.txt") == "after\n"
+        armor.cancel("later")
