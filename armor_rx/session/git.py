@@ -158,6 +158,8 @@ class GitOperations:
         a counted fork takes the next free number instead; a fork with
         ``names`` cancels the tasks it registered (still ``pending``: no
         branch, worktree or container) and raises :class:`ForkNameTaken`.
+        A start that fails (vetoed, an effect failed) raises its error; the
+        forks started before it stay, those after it are cancelled.
         """
         validate_task_id(task_id)
         with _FORKING:
@@ -165,7 +167,15 @@ class GitOperations:
             made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
             made = _register_forks(self, task_id, checkpoint, made, renamable=not names, timeout=timeout)
             payload = {"source_task": task_id, "from_checkpoint": checkpoint}
-            return [self.request(name, "task.start.requested", payload).result(timeout) for name in made]
+            started: list[TaskEvent] = []
+            try:
+                for name in made:
+                    started.append(self.request(name, "task.start.requested", payload).result(timeout))
+            except BaseException:
+                # The start that failed reports itself; the forks not started yet are not left pending behind it.
+                _cancel_pending(self, made[len(started) + 1:], "fork stopped: an earlier fork failed to start", timeout)
+                raise
+            return started
 
     def compare(self: GitSession, task_ids: Sequence[str]) -> Comparison:
         """The tasks' diffs against their bases side by side: files, lines added and removed, shared paths.
@@ -209,14 +219,19 @@ def _register_forks(session: GitSession, source: str, checkpoint: str, chosen: l
                 taken = {t.task_id for t in session.tasks()} | set(registered) | set(waiting)
                 waiting += fork_names(source, into=1, names=None, taken=taken)
                 continue
-            cancelled: list[str] = []
-            for made in registered:
-                try:
-                    session.request(made, "task.cancel.requested", {"reason": f"fork stopped: {name!r} was taken"}
-                                    ).result(timeout)
-                    cancelled.append(made)
-                except ArmorError:
-                    pass  # left pending; still nothing was started for it
+            cancelled = _cancel_pending(session, registered, f"fork stopped: {name!r} was taken", timeout)
             raise ForkNameTaken(name, source, cancelled) from None
         registered.append(name)
     return registered
+
+
+def _cancel_pending(session: GitSession, names: Sequence[str], reason: str, timeout: float | None) -> list[str]:
+    """Cancel the fork's tasks ``names`` (registered, never started); those it could cancel."""
+    cancelled: list[str] = []
+    for name in names:
+        try:
+            session.request(name, "task.cancel.requested", {"reason": reason}).result(timeout)
+            cancelled.append(name)
+        except ArmorError:
+            pass  # left pending; still nothing was started for it
+    return cancelled

@@ -70,3 +70,21 @@ def test_a_counted_fork_takes_the_next_free_number_when_one_is_taken_mid_fork(fo
     assert armor.task("solve-2").state is State.PENDING  # the other client's, not started by the fork
     assert "task/solve-2" not in git(repo, "branch", "--list", "task/*")
     git(repo, "fsck", "--strict")
+
+
+def test_a_fork_whose_start_fails_leaves_no_later_fork_pending(forked, repo, git):
+    from armor_rx.errors import Vetoed
+    from armor_rx.operators import guard
+
+    armor, cp = forked
+
+    def no_second(event):
+        return "not this one" if event.task_id == "solve-2" else None
+
+    armor.use(guard(no_second, kinds="task.start.requested"), stage="before")
+    with pytest.raises(Vetoed):
+        armor.fork("solve", cp, into=3)
+    assert armor.task("solve-1").state is State.RUNNING  # started before the failure: a task of its own
+    assert armor.task("solve-3").state is State.CANCELLED  # registered, never started
+    assert "task/solve-3" not in git(repo, "branch", "--list", "task/*")
+    git(repo, "fsck", "--strict")
