@@ -81,6 +81,26 @@ class TaskExists(ArmorError):
         super().__init__(f"task {task_id!r} already exists; pick another name")
 
 
+class ForkNameTaken(TaskExists):
+    """A fork's task name was taken by another client while the fork was making its tasks.
+
+    The fork's tasks registered by then were cancelled (none had started:
+    no branch, worktree or container was made); ``cancelled`` lists them.
+    """
+
+    def __init__(self, task_id: str, source: str, cancelled: list[str]) -> None:
+        self.source = source
+        self.cancelled = list(cancelled)
+        ArmorError.__init__(
+            self,
+            f"fork of {source!r} stopped: task {task_id!r} was created by another client meanwhile; "
+            + (f"the fork's tasks registered so far ({', '.join(cancelled)}) were cancelled before they started; "
+               if cancelled else "no task of the fork was made; ")
+            + "fork again with other names",
+        )
+        self.task_id = task_id
+
+
 class Vetoed(ArmorError):
     """A guard refused a step. Raise it from a guard to veto with a reason."""
 
@@ -382,6 +402,24 @@ class ContainerNotFound(DockerError, KeyError):
 
     def __str__(self) -> str:
         return f"task {self.task_id!r} has no container; start the task first (its container is made on start)"
+
+
+class CheckpointIncomplete(DockerError):
+    """A checkpoint cannot be restored whole: part of what it saved outside the worktree is gone.
+
+    Raised before anything changes (worktree, container and log stay as they
+    were); ``missing`` lists what is gone.
+    """
+
+    def __init__(self, task_id: str, checkpoint: str, missing: list[str]) -> None:
+        self.task_id = task_id
+        self.checkpoint = checkpoint
+        self.missing = list(missing)
+        super().__init__(
+            f"cannot restore checkpoint {checkpoint} of task {task_id!r}: {'; '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} gone (removed by 'docker rmi', a prune or by hand); "
+            f"nothing was changed; pick another checkpoint ('armor-rx checkpoints {task_id}' lists them)"
+        )
 
 
 class NestedRepositoryAtRisk(WorktreeDirty):

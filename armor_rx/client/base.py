@@ -62,6 +62,10 @@ class Operations:
     def lifecycle(self, task_id: str, verb: str, body: Mapping[str, Any] | None = None) -> Call[Any]:
         return Call("POST", f"{_task(task_id)}/{verb}", _event, dict(body or {}))
 
+    def fork(self, task_id: str, checkpoint: str, into: int | None, names: Sequence[str] | None) -> Call[list[Any]]:
+        body = {"checkpoint": checkpoint, "into": into, "names": list(names) if names is not None else None}
+        return Call("POST", f"{_task(task_id)}/fork", lambda rows: [wire.event_in(r) for r in rows], body)
+
     def stop_command(self, task_id: str, reason: str) -> Call[bool]:
         return Call("POST", f"{_task(task_id)}/stop-command", lambda d: bool(d["stopped"]), {"reason": reason})
 

@@ -231,13 +231,8 @@ class RemoteArmor:
 
     def fork(self, task_id: str, checkpoint: str, *, into: int | None = None, names: Sequence[str] | None = None,
              timeout: float | None = None) -> list[TaskEvent]:
-        """As :meth:`armor_rx.Armor.fork`: one :meth:`branch_from` per new task, the names settled first."""
-        from armor_rx.model.forks import fork_names
-
-        validate_task_id(task_id)
-        # The first branch_from refuses an unknown checkpoint before any task exists.
-        made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
-        return [self.branch_from(task_id, checkpoint, name, timeout=timeout) for name in made]
+        """As :meth:`armor_rx.Armor.fork`, done by the service in one call (its names cannot be taken half-way)."""
+        return self._send(self._ops.fork(task_id, checkpoint, into, names))  # type: ignore[no-any-return]
 
     def compare(self, task_ids: Sequence[str]) -> Any:
         """As :meth:`armor_rx.Armor.compare`, from the service's diffs."""

@@ -217,6 +217,7 @@ class Routes:
         r.add_get(f"{p}/tasks/{{task}}", self.task)
         for verb in ("start", "complete", "fail", "cancel", "resume", "interrupt", "checkpoint", "rollback", "branch"):
             r.add_post(f"{p}/tasks/{{task}}/{verb}", functools.partial(self.lifecycle, verb))
+        r.add_post(f"{p}/tasks/{{task}}/fork", self.fork)
         r.add_post(f"{p}/tasks/{{task}}/exec", self.exec)
         r.add_post(f"{p}/tasks/{{task}}/stop-command", self.stop_command)
         r.add_get(f"{p}/tasks/{{task}}/checkpoints", self.checkpoints)
@@ -333,6 +334,18 @@ class Routes:
             new_task = validate_task_id(_req(body, "new_task", str))
             event = await self.call(a.branch_from, task, checkpoint, new_task)
         return json_response(wire.event_out(event))
+
+    async def fork(self, request: web.Request) -> web.Response:
+        # One call, so the service's fork registers all the names before any task starts (see GitOperations.fork):
+        # made by the client one branch at a time, another client could take a name half-way.
+        body = await _body(request)
+        names = _opt(body, "names", list)
+        if names is not None and not all(isinstance(n, str) for n in names):
+            raise BadRequest("'names' must be a list of task names")
+        into = _opt(body, "into", int)
+        started = await self.call(self.armor.fork, request.match_info["task"], _req(body, "checkpoint", str),
+                                  into=into, names=names)
+        return json_response([wire.event_out(e) for e in started])
 
     async def stop_command(self, request: web.Request) -> web.Response:
         body = await _body(request)

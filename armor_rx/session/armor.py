@@ -354,6 +354,8 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         must be given again in ``secrets``, or ConfigError says which.
         """
         validate_task_id(task_id)
+        if payload.get("checkpoint") is not None:
+            self.check_restorable(task_id, str(payload["checkpoint"]))  # CheckpointIncomplete: nothing logged or changed
         effect = self.docker
         if effect is not None and self.task(task_id).state is State.RUNNING and not effect.alive(task_id):
             # Its container died while no command ran (the engine restarted): that is an interruption.

@@ -14,9 +14,15 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from armor_rx.errors import GitError
+from armor_rx.errors import (
+    ArmorError,
+    CheckpointNotFound,
+    ForkNameTaken,
+    GitError,
+    TaskExists,
+)
 from armor_rx.model.events import TaskEvent
-from armor_rx.model.forks import fork_names
+from armor_rx.model.forks import MAX_FORKS, fork_names
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.registry import TaskRecord
 from armor_rx.sinks.docker import DockerEffect
@@ -100,9 +106,29 @@ class GitOperations:
         """Restore the task's worktree to ``checkpoint`` exactly (the current state is checkpointed first).
 
         With ``docker=True`` the task's container is frozen while its worktree
-        is rewritten, so nothing inside can race the restore.
+        is rewritten, so nothing inside can race the restore. A checkpoint
+        whose saved container part is gone (its snapshot image removed by
+        ``docker rmi`` or a prune, a volume archive deleted) is refused with
+        :class:`CheckpointIncomplete` before anything is logged or changed.
         """
+        GitOperations.check_restorable(self, task_id, checkpoint)
         return self.request(task_id, "checkpoint.restore.requested", {"checkpoint": checkpoint}).result(timeout)
+
+    def check_restorable(self: GitSession, task_id: str, checkpoint: str) -> None:
+        """Raise :class:`CheckpointIncomplete` if the container part ``checkpoint`` saved is gone (with docker only).
+
+        Read before a rollback or a resume at a checkpoint is logged, so a
+        refusal changes nothing. An unknown checkpoint passes: the restore
+        itself refuses it, as it does without docker.
+        """
+        effect = self.docker
+        if effect is None:
+            return
+        try:
+            target = self.git.checkpoints_store.find(validate_task_id(task_id), checkpoint)
+        except CheckpointNotFound:
+            return
+        effect.check_restorable(task_id, target.id, target.container)
 
     def branch_from(self: GitSession, source_task: str, checkpoint: str, new_task: str, *,
                     timeout: float | None = None) -> TaskEvent:
@@ -126,12 +152,30 @@ class GitOperations:
         container, as :meth:`branch_from` makes them. Returns their start
         outcomes in order. An unknown checkpoint, a bad or taken name or a
         count outside 1..100 is refused before any task exists.
+
+        All the tasks are registered before any starts, so another client
+        creating one of the names meanwhile cannot leave the fork half made:
+        a counted fork takes the next free number instead; a fork with
+        ``names`` cancels the tasks it registered (still ``pending``: no
+        branch, worktree or container) and raises :class:`ForkNameTaken`.
+        A start that fails (vetoed, an effect failed) raises its error; the
+        forks started before it stay, those after it are cancelled.
         """
         validate_task_id(task_id)
         with _FORKING:
             self.git.checkpoints_store.find(task_id, checkpoint)  # CheckpointNotFound, nothing made
             made = fork_names(task_id, into=into, names=names, taken={t.task_id for t in self.tasks()})
-            return [GitOperations.branch_from(self, task_id, checkpoint, name, timeout=timeout) for name in made]
+            made = _register_forks(self, task_id, checkpoint, made, renamable=not names, timeout=timeout)
+            payload = {"source_task": task_id, "from_checkpoint": checkpoint}
+            started: list[TaskEvent] = []
+            try:
+                for name in made:
+                    started.append(self.request(name, "task.start.requested", payload).result(timeout))
+            except BaseException:
+                # The start that failed reports itself; the forks not started yet are not left pending behind it.
+                _cancel_pending(self, made[len(started) + 1:], "fork stopped: an earlier fork failed to start", timeout)
+                raise
+            return started
 
     def compare(self: GitSession, task_ids: Sequence[str]) -> Comparison:
         """The tasks' diffs against their bases side by side: files, lines added and removed, shared paths.
@@ -150,3 +194,44 @@ class GitOperations:
     def prune_stale_worktrees(self: GitSession) -> list[str]:
         """Remove worktrees whose task this state directory no longer knows; returns their task ids."""
         return self.git.prune_stale([t.task_id for t in self.tasks()])
+
+
+def _register_forks(session: GitSession, source: str, checkpoint: str, chosen: list[str], *, renamable: bool,
+                    timeout: float | None) -> list[str]:
+    """Create the fork's tasks (``pending``); the names they got.
+
+    ``_FORKING`` orders forks, not other clients' ``create_task``: a name can
+    be taken between choosing and creating. A made-up name is replaced by the
+    next free number; a given one undoes the registrations (cancelled) and
+    raises :class:`ForkNameTaken`.
+    """
+    metadata = {"source_task": source, "from_checkpoint": checkpoint}
+    registered: list[str] = []
+    waiting = list(chosen)
+    renamed = 0
+    while waiting:
+        name = waiting.pop(0)
+        try:
+            session.create_task(name, metadata=metadata)
+        except TaskExists:
+            if renamable and renamed < MAX_FORKS:
+                renamed += 1
+                taken = {t.task_id for t in session.tasks()} | set(registered) | set(waiting)
+                waiting += fork_names(source, into=1, names=None, taken=taken)
+                continue
+            cancelled = _cancel_pending(session, registered, f"fork stopped: {name!r} was taken", timeout)
+            raise ForkNameTaken(name, source, cancelled) from None
+        registered.append(name)
+    return registered
+
+
+def _cancel_pending(session: GitSession, names: Sequence[str], reason: str, timeout: float | None) -> list[str]:
+    """Cancel the fork's tasks ``names`` (registered, never started); those it could cancel."""
+    cancelled: list[str] = []
+    for name in names:
+        try:
+            session.request(name, "task.cancel.requested", {"reason": reason}).result(timeout)
+            cancelled.append(name)
+        except ArmorError:
+            pass  # left pending; still nothing was started for it
+    return cancelled

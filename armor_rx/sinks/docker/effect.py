@@ -40,7 +40,7 @@ from docker.models.containers import Container
 
 from dataclasses import dataclass
 
-from armor_rx.errors import ConfigError, ContainerNotFound, DockerError, EngineLost, readable
+from armor_rx.errors import CheckpointIncomplete, ConfigError, ContainerNotFound, DockerError, EngineLost, readable
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.secrets import Secret
 from armor_rx.pipeline.effects import EffectContext
@@ -282,6 +282,19 @@ class DockerEffect:
                 raise EngineLost(f"saving the container of task {task_id!r}", readable(exc)) from None
             raise
 
+    def check_restorable(self, task_id: str, checkpoint_id: str, part: Mapping[str, Any] | None) -> None:
+        """Raise :class:`CheckpointIncomplete` when the container part ``part`` of a checkpoint is not all there."""
+        if not part or not part.get("snapshot"):
+            return
+        try:
+            missing = self.snapshots.missing(task_id, part)
+        except Exception as exc:
+            if is_engine_lost(exc):
+                raise EngineLost(f"checking the snapshot of task {task_id!r}", readable(exc)) from None
+            raise
+        if missing:
+            raise CheckpointIncomplete(task_id, checkpoint_id, missing)
+
     def _drop_snapshots(self, ctx: EffectContext, task_id: str, keep: Collection[str]) -> dict[str, Any]:
         try:
             removed = self.snapshots.sweep_task(task_id, keep)
@@ -330,10 +343,10 @@ class DockerEffect:
         except ContainerNotFound:
             old = None
         spec = self._made_as(task_id)
-        if not self.snapshots.exists(task_id, part):
+        if not self.snapshots.exists(task_id, part):  # checked before the worktree was restored; gone since
             raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint "
-                              f"{ctx.request.payload.get('checkpoint')} is gone (removed by 'docker rmi' or 'gc'); "
-                              "its worktree was restored, its container was not")
+                              f"{ctx.request.payload.get('checkpoint')} went away during the rollback (removed by "
+                              "'docker rmi' or a prune); its worktree was restored, its container was not")
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
         worktree = worktree if worktree is not None and Path(worktree).is_dir() else None
         labels = task_labels(task_id, self.session, request_id=ctx.request.id, worktree=worktree, state_dir=self.state_dir)
@@ -360,9 +373,7 @@ class DockerEffect:
         part = self.checkpoint_part(task_id, str(checkpoint))
         if not part or not part.get("snapshot"):
             return None
-        if not self.snapshots.exists(task_id, part):
-            raise DockerError(f"task {task_id!r}: the container snapshot of checkpoint {checkpoint} is gone; "
-                              "resume without --checkpoint, or at another checkpoint")
+        self.check_restorable(task_id, str(checkpoint), part)
         return part
 
     def container_changes(self, task_id: str, checkpoint: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

@@ -209,17 +209,28 @@ class ContainerSnapshots:
 
     def exists(self, task_id: str, part: Mapping[str, Any]) -> bool:
         """Whether everything the checkpoint record ``part`` names is still there."""
+        return not self.missing(task_id, part)
+
+    def missing(self, task_id: str, part: Mapping[str, Any]) -> list[str]:
+        """What the checkpoint record ``part`` names that is gone, each said for a person (empty: all there).
+
+        Read before a restore changes anything, so a snapshot image removed by
+        hand (``docker rmi``, a prune) or a deleted volume archive refuses the
+        rollback whole instead of leaving it half done.
+        """
+        gone: list[str] = []
         image = part.get("image")
         if image:
             try:
                 self.engine.client.images.get(str(image))
             except docker.errors.ImageNotFound:
-                return False
+                gone.append(f"snapshot image {str(image).removeprefix('sha256:')[:12]}")
         volumes = dict(part.get("volumes") or {})
-        if not volumes:
-            return True
-        saved = self._dir(task_id, _checked(str(part.get("snapshot"))))
-        return all((saved / _checked_name(str(n))).is_file() for n in volumes.values())
+        if volumes:
+            saved = self._dir(task_id, _checked(str(part.get("snapshot"))))
+            gone += [f"the saved contents of volume {path} ({saved / _checked_name(str(name))})"
+                     for path, name in volumes.items() if not (saved / _checked_name(str(name))).is_file()]
+        return gone
 
     # -- removing ----------------------------------------------------------------
     def images(self, task_id: str | None = None) -> list[Image]:

@@ -33,7 +33,15 @@ from armor_rx.sinks.git.indexfile import index_entry
 from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.recovery import recover_stale_lock
 from armor_rx.sinks.git.status import has_changes
-from armor_rx.sinks.git.submodules import SubmoduleStatus, SubmoduleStrategy, safe_git_dir
+from armor_rx.sinks.git.submodules import (
+    OUTSIDE,
+    OUTSIDE_HINT,
+    SubmoduleStatus,
+    SubmoduleStrategy,
+    check_links,
+    open_submodule,
+    writable_git_dir,
+)
 
 _COMMITTER = b"armor-rx <armor-rx@localhost>"
 #: A rebase replays at most this many commits; more is a history to rebase by hand.
@@ -54,11 +62,10 @@ def integrate(
     repo: Repo, worktree: Path, task_id: str, found: list[SubmoduleStatus], strategy: SubmoduleStrategy
 ) -> list[SubmoduleStatus]:
     """Apply ``merge`` or ``rebase`` to the diverged submodules of ``found`` (see :func:`.apply_strategy`)."""
-    modules = Path(repo.commondir()) / "modules"
     plans: dict[str, _Plan] = {}
     for sub in found:
         if sub.state == "diverged":
-            plans[sub.path] = _plan(worktree, task_id, sub, strategy, modules)
+            plans[sub.path] = _plan(repo, worktree, task_id, sub, strategy)
     if not plans:
         return found
     admin = worktrees.admin_dir(repo, worktree)
@@ -78,18 +85,18 @@ def integrate(
     return out
 
 
-def _plan(worktree: Path, task_id: str, sub: SubmoduleStatus, strategy: SubmoduleStrategy, modules: Path) -> _Plan:
+def _plan(superproject: Repo, worktree: Path, task_id: str, sub: SubmoduleStatus,
+          strategy: SubmoduleStrategy) -> _Plan:
     directory = worktree / sub.path
-    git_dir = safe_git_dir(worktree, sub.path, modules)
-    if git_dir is None or sub.actual is None:
-        raise SubmoduleConflict(task_id, {sub.path: "its git directory is outside the repository"},
-                                hint="run 'git submodule absorbgitdirs' there, or choose the strategy 'skip'")
+    git_dir = writable_git_dir(superproject, worktree, task_id, sub.path)
+    if sub.actual is None:
+        raise SubmoduleConflict(task_id, {sub.path: OUTSIDE}, hint=OUTSIDE_HINT)
     if has_changes(directory, untracked=False):
         raise SubmoduleConflict(task_id, {sub.path: "diverged and dirty"},
                                 hint=f"commit or discard the changes in {sub.path} first, "
                                      "or choose the strategy 'skip'")
     recorded, actual = sub.recorded.encode(), sub.actual.encode()
-    with _open(directory, git_dir) as repo:
+    with open_submodule(directory, git_dir) as repo:
         for name, sha in (("recorded", recorded), ("checked-out", actual)):
             if ObjectID(sha) not in repo.object_store:
                 raise GitError(f"submodule {sub.path} does not have the {name} commit {sha.decode()}; "
@@ -102,24 +109,10 @@ def _plan(worktree: Path, task_id: str, sub: SubmoduleStatus, strategy: Submodul
             new, how = _merge(repo, task_id, sub.path, recorded, actual), "merged"
         else:
             new, how = _rebase(repo, task_id, sub.path, recorded, actual), "rebased"
+        if new != actual:
+            check_links(task_id, sub.path, directory,
+                        tree_changes(repo.object_store, _commit(repo, actual).tree, _commit(repo, new).tree))
     return _Plan(sub, directory, git_dir, actual, new, how)
-
-
-class _open:
-    """The submodule's repository, refused if dulwich opened another git directory than the one checked."""
-
-    def __init__(self, directory: Path, git_dir: str) -> None:
-        self.repo = Repo(str(directory))
-        if os.path.realpath(self.repo.controldir()) != git_dir:
-            self.repo.close()
-            raise GitError(f"the submodule {directory} changed its git directory while armor read it; "
-                           "stop the task's processes and try again")
-
-    def __enter__(self) -> Repo:
-        return self.repo
-
-    def __exit__(self, *exc: object) -> None:
-        self.repo.close()
 
 
 def _merge(repo: Repo, task_id: str, path: str, recorded: bytes, actual: bytes) -> bytes:
@@ -195,7 +188,7 @@ def _commit(repo: Repo, sha: bytes) -> Commit:
 def _apply(plan: _Plan) -> None:
     if plan.new == plan.old:
         return  # up to date: only the superproject's gitlink moves
-    with _open(plan.directory, plan.git_dir) as repo:
+    with open_submodule(plan.directory, plan.git_dir) as repo:
         old_tree, new_tree = _commit(repo, plan.old).tree, _commit(repo, plan.new).tree
         changes = tree_changes(repo.object_store, old_tree, new_tree)
         update_working_tree(repo, old_tree, new_tree, change_iterator=changes)

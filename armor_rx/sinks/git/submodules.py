@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import stat as st
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from dulwich.config import ConfigFile, parse_submodules
-from dulwich.diff_tree import tree_changes
+from dulwich.diff_tree import TreeChange, tree_changes
 from dulwich.graph import can_fast_forward
 from dulwich.index import update_working_tree
 from dulwich.object_store import DiskObjectStore
@@ -140,36 +141,169 @@ def apply_strategy(repo: Repo, worktree: Path, task_id: str, strategy: Submodule
         from armor_rx.sinks.git.submodule_merge import integrate  # it builds on this module
 
         return integrate(repo, worktree, task_id, found, strategy)
-    out = []
+    # Every diverged submodule is checked before any is reset, so a refusal leaves them all as they were.
+    ready: dict[str, str] = {}
     for sub in found:
         if sub.state != "diverged":
+            continue
+        git_dir = writable_git_dir(repo, worktree, task_id, sub.path)
+        if sub.actual is None:
+            raise SubmoduleConflict(task_id, {sub.path: OUTSIDE}, hint=OUTSIDE_HINT)
+        if _dirty(worktree / sub.path):
+            raise SubmoduleConflict(task_id, {sub.path: "diverged and dirty"})
+        with open_submodule(worktree / sub.path, git_dir) as module:
+            current, target = _commit_of(module, sub.path, sub.actual, "checked-out"), \
+                _commit_of(module, sub.path, sub.recorded, "recorded")
+            check_links(task_id, sub.path, worktree / sub.path,
+                        tree_changes(module.object_store, current.tree, target.tree))
+        ready[sub.path] = git_dir
+    out = []
+    for sub in found:
+        if sub.path not in ready:
             out.append(sub)
             continue
-        directory = worktree / sub.path
-        if _dirty(directory):
-            raise SubmoduleConflict(task_id, {sub.path: "diverged and dirty"})
-        _reset(directory, sub.recorded.encode())
+        _reset(worktree / sub.path, ready[sub.path], sub.actual or "", sub.recorded)
         out.append(SubmoduleStatus(sub.path, sub.url, sub.recorded, sub.recorded, "clean", "reset"))
     return out
 
 
-def _reset(directory: Path, recorded: bytes) -> None:
-    with Repo(str(directory)) as sub:
-        try:
-            target = sub[ObjectID(recorded)]
-        except KeyError:
-            raise GitError(
-                f"submodule {directory} does not have the recorded commit {recorded.decode()}; "
-                "fetch it in the submodule, or use the strategy 'skip'"
-            ) from None
-        current = sub[sub.head()]
+#: Why a submodule is refused when armor cannot be sure that what it writes stays in the task's worktree.
+OUTSIDE = ("its directory is not a plain directory of the worktree (a symlink on the way?), "
+           "or its git directory is not the task's own (in the worktree, or .git/worktrees/<id>/modules)")
+OUTSIDE_HINT = ("make it a plain directory with its own git directory ('git submodule update --init' in the "
+                "task's worktree), or choose the strategy 'skip'")
+
+
+def _commit_of(module: Repo, path: str, sha: str, name: str) -> Commit:
+    try:
+        found = module[ObjectID(sha.encode())]
+    except KeyError:
+        raise GitError(f"submodule {path} does not have the {name} commit {sha}; "
+                       f"fetch it in the submodule (git -C {path} fetch), or use the strategy 'skip'") from None
+    if not isinstance(found, Commit):
+        raise GitError(f"{sha} in submodule {path} is not a commit")
+    return found
+
+
+def _reset(directory: Path, git_dir: str, actual: str, recorded: str) -> None:
+    with open_submodule(directory, git_dir) as sub:
+        current, target = sub[ObjectID(actual.encode())], sub[ObjectID(recorded.encode())]
         assert isinstance(target, Commit) and isinstance(current, Commit)
         changes = tree_changes(sub.object_store, current.tree, target.tree)
         update_working_tree(sub, current.tree, target.tree, change_iterator=changes)
-        # Detach HEAD at the recorded commit rather than moving a branch, so
-        # no branch in the submodule loses commits.
-        with open(os.path.join(sub.controldir(), "HEAD"), "wb") as f:
-            f.write(recorded + b"\n")
+    # Detach HEAD at the recorded commit rather than moving a branch, so no
+    # branch in the submodule loses commits. A new file renamed over HEAD: a
+    # symlink there is replaced, never written through.
+    fd, tmp = _new_file(git_dir, "HEAD")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(recorded.encode() + b"\n")
+        os.replace(tmp, os.path.join(git_dir, "HEAD"))
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _new_file(directory: str, name: str) -> tuple[int, str]:
+    for attempt in range(100):
+        tmp = os.path.join(directory, f"{name}.armor-{os.getpid()}-{attempt}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), tmp
+        except FileExistsError:
+            continue
+    raise GitError(f"cannot make a temporary file in {directory}; remove its *.armor-*.tmp files")
+
+
+def writable_git_dir(repo: Repo, worktree: Path, task_id: str, rel: str) -> str:
+    """The git directory of the submodule at ``rel`` if a strategy may write it; else :class:`SubmoduleConflict`.
+
+    Writing is narrower than reading (:func:`safe_git_dir`): the git directory
+    must be the task's own — inside its worktree, or under its worktree's
+    admin directory (``.git/worktrees/<id>/modules``), never the user's
+    ``.git/modules`` that the main checkout's submodules use, nor another
+    task's. One inside the worktree is the agent's to shape, so it must hold
+    no symlink (an object directory or reflog linked out would be written
+    through) and borrow nothing (``objects/info/alternates``, ``commondir``).
+    """
+    modules = Path(repo.commondir()) / "modules"
+    git_dir = safe_git_dir(worktree, rel, modules)
+    admin = worktrees.admin_dir(repo, worktree)
+    own = [os.path.realpath(worktree)] + ([os.path.realpath(admin / "modules")] if admin is not None else [])
+    if git_dir is None or not any(git_dir == d or git_dir.startswith(d + os.sep) for d in own):
+        raise SubmoduleConflict(task_id, {rel: OUTSIDE}, hint=OUTSIDE_HINT)
+    if git_dir.startswith(own[0] + os.sep):
+        for borrowed in ("commondir", os.path.join("objects", "info", "alternates"),
+                         os.path.join("objects", "info", "http-alternates")):
+            if os.path.lexists(os.path.join(git_dir, borrowed)):
+                raise SubmoduleConflict(task_id, {rel: f"its git directory borrows from elsewhere ({borrowed})"},
+                                        hint=OUTSIDE_HINT)
+        for here, dirnames, filenames in os.walk(git_dir):  # never descends a symlinked directory
+            for name in dirnames + filenames:
+                if os.path.islink(os.path.join(here, name)):
+                    link = os.path.relpath(os.path.join(here, name), git_dir)
+                    raise SubmoduleConflict(task_id, {rel: f"its git directory holds a symlink ({link})"},
+                                            hint=OUTSIDE_HINT)
+    return git_dir
+
+
+class open_submodule:
+    """The submodule's repository, refused if dulwich opened another git directory than the one checked."""
+
+    def __init__(self, directory: Path, git_dir: str) -> None:
+        self.repo = Repo(str(directory))
+        if os.path.realpath(self.repo.controldir()) != git_dir:
+            self.repo.close()
+            raise GitError(f"the submodule {directory} changed its git directory while armor read it; "
+                           "stop the task's processes and try again")
+
+    def __enter__(self) -> Repo:
+        return self.repo
+
+    def __exit__(self, *exc: object) -> None:
+        self.repo.close()
+
+
+def check_links(task_id: str, path: str, directory: Path, changes: Iterable[TreeChange]) -> None:
+    """Refuse (:class:`SubmoduleConflict`) a checkout of ``changes`` in ``directory`` that would go through a symlink.
+
+    A file the new commit writes under a symlinked directory, or in the place
+    of a symlink the old commit does not have (an untracked one the agent
+    made), would be written wherever the link points, outside the worktree;
+    a file removed under a symlinked directory would be removed there. Checked
+    before anything is written, so the refusal changes nothing, whatever
+    dulwich itself guards against.
+    """
+    root = os.fsencode(directory)
+    through: set[str] = set()
+    for change in changes:
+        old, new = change.old, change.new
+        old_link = old is not None and old.path is not None and old.mode is not None and st.S_ISLNK(old.mode)
+        for entry, writes in ((old, False), (new, True)):
+            if entry is None or entry.path is None:
+                continue
+            parts = entry.path.split(b"/")
+            here = root
+            for i, part in enumerate(parts):
+                here = os.path.join(here, part)
+                try:
+                    info = os.lstat(here)
+                except OSError:
+                    break  # absent: made as a directory or file, by the checkout
+                last = i == len(parts) - 1
+                if st.S_ISLNK(info.st_mode):
+                    # The one link a checkout may replace: the tracked one the old commit has at this very path.
+                    same_tracked = last and old_link and old is not None and old.path == entry.path
+                    if not last or (writes and not same_tracked):
+                        through.add(os.fsdecode(b"/".join(parts[:i + 1])))
+                    break
+                if not st.S_ISDIR(info.st_mode):
+                    break
+    if through:
+        listed = ", ".join(sorted(through)[:10]) + (f" and {len(through) - 10} more" if len(through) > 10 else "")
+        raise SubmoduleConflict(task_id, {path: f"the checkout would go through the symlink(s) {listed}"},
+                                hint=f"remove them (or check the commit out yourself: git -C {path} checkout), "
+                                     "or choose the strategy 'skip'")
 
 
 def gitmodules_paths(worktree: Path) -> set[str]:
@@ -304,6 +438,10 @@ def safe_git_dir(worktree: Path, rel: str, modules: Path) -> str | None:
     a ``.git`` that is a symlink, or a file naming any other place, gives None.
     """
     directory = worktree / rel
+    # The submodule's own directory must be reached without a symlink: one there (or on the way) would make armor
+    # read, and a strategy write, another checkout (the user's own, say) than the task's.
+    if os.path.realpath(directory) != os.path.join(os.path.realpath(worktree), os.path.normpath(rel)):
+        return None
     dot_git = directory / ".git"
     try:
         info = os.lstat(dot_git)

@@ -49,11 +49,16 @@ class OutsideState(Protocol):
     record in the checkpoint, or raises to fail the checkpoint. It is called
     before the checkpoint's commit is written, so a checkpoint never names a
     part that was not made (see :mod:`armor_rx.sinks.docker.snapshots`).
+    ``check_restorable(task_id, checkpoint_id, part)`` raises when the part a
+    checkpoint recorded is no longer all there; a restore asks it before it
+    changes anything.
     """
 
     def wants(self, task_id: str) -> bool: ...
 
     def capture(self, task_id: str, checkpoint_id: str) -> Mapping[str, Any]: ...
+
+    def check_restorable(self, task_id: str, checkpoint_id: str, part: Mapping[str, Any] | None) -> None: ...
 
 
 def _no_emit(kind: str, task_id: str | None, payload: Mapping[str, Any]) -> None:
@@ -478,6 +483,10 @@ class GitWorkspace:
             store = self.checkpoints_store
             store.check_owner(task_id)
             target = store.find(task_id, checkpoint)
+            if self.outside is not None:
+                # Before the safety checkpoint and the rewrite: a checkpoint whose container part is gone is refused
+                # whole, not restored half (worktree back, container not).
+                self.outside.check_restorable(task_id, target.id, target.container)
             # Not saved yet: the cache is saved once, below, as the restore leaves the worktree.
             current = store.scan(task_id, path, save=False)
             safety = None

@@ -192,3 +192,31 @@ def test_the_cli_declares_services_and_the_service_supervises_them(repo, test_im
         assert sorted(stopped) == ["side", "web"]
     finally:
         cli("serve", "--stop")
+
+
+def test_a_service_healthy_for_stable_after_gets_its_restart_budget_back(tmp_path, sandbox, cleanup_containers):
+    # Each life is about 4 s, healthy all along, then it exits: well past stable_after (1 s), so every restart
+    # starts from a fresh budget of one. Without the reset the second death would be past max_restarts.
+    steady = ServiceSpec("steady", "sleep 4; exit 7", health=HealthCheck(interval=0.1, timeout=2, retries=1),
+                         backoff=0.1, backoff_max=0.1, max_restarts=1, stable_after=1.0)
+    # The control: lives shorter than stable_after never earn the budget back, so the second death gives up.
+    brief = ServiceSpec("brief", "sleep 1; exit 7", health=HealthCheck(interval=0.1, timeout=2, retries=1),
+                        backoff=0.1, backoff_max=0.1, max_restarts=1, stable_after=30.0)
+    with Armor(state_dir=tmp_path / "state", docker=True, sandbox=sandbox, sweep_interval=None) as armor:
+        armor.create_task("steady")
+        armor.start("steady", services=[steady])
+        armor.create_task("brief")
+        armor.start("brief", services=[brief])
+        assert wait_for(lambda: events(armor, "brief", "task.failed"), timeout=60)
+        gave_up = events(armor, "brief", "service.gave_up")
+        assert len(gave_up) == 1 and gave_up[0]["restarts"] == 1
+        assert [r["restart"] for r in events(armor, "brief", "service.restarted")] == [1]
+
+        assert wait_for(lambda: len(events(armor, "steady", "service.restarted")) >= 3, timeout=90)
+        restarts = events(armor, "steady", "service.restarted")
+        assert [r["restart"] for r in restarts[:3]] == [1, 1, 1]
+        assert all("exited with code 7" in r["reason"] for r in restarts)
+        assert events(armor, "steady", "service.gave_up") == []
+        assert armor.task("steady").state is State.RUNNING
+        armor.cancel("steady")
+    assert wait_for(lambda: supervisor_threads() == [], timeout=10), supervisor_threads()
