@@ -474,12 +474,13 @@ class DockerEffect:
         # A container a dead session made for this task (it was killed while starting it,
         # or while the task ran) is replaced by the new one, never left running beside it.
         # Paused too: a restore freezes the container, and a session killed then never thaws it.
-        for stale in self._adoptable(task_id, ("running", "paused", "restarting", "created")):
-            if remove_container(stale, timeout=self.spec_for(task_id).stop_timeout):
-                ctx.emit("container.removed", {"container": stale.id, "name": stale.name, "reason": "replaced: its session died",
-                                               "oom_killed": False})
         if ctx.request.kind == "task.resume.requested":
-            self._remove_earlier(ctx, task_id)
+            self._remove_earlier(ctx, task_id)  # every earlier one, a dead session's included: one listing, not two
+        else:
+            for stale in self._adoptable(task_id, ("running", "paused", "restarting", "created")):
+                if remove_container(stale, timeout=self.spec_for(task_id).stop_timeout):
+                    ctx.emit("container.removed", {"container": stale.id, "name": stale.name,
+                                                   "reason": "replaced: its session died", "oom_killed": False})
         worktree = self.worktree_of(task_id) if self.worktree_of is not None else None
         if worktree is not None and not Path(worktree).is_dir():
             worktree = None
@@ -513,9 +514,9 @@ class DockerEffect:
         for old in find_containers(self.engine, task_id=task_id):
             if old.labels.get("armor.state") != str(self.state_dir):
                 continue
+            why = "replaced: its session died" if session_alive(old.labels) is False else "replaced: the task was resumed"
             if remove_container(old, timeout=self.spec_for(task_id).stop_timeout):
-                ctx.emit("container.removed", {"container": old.id, "name": old.name, "reason": "replaced: the task was resumed",
-                                               "oom_killed": False})
+                ctx.emit("container.removed", {"container": old.id, "name": old.name, "reason": why, "oom_killed": False})
 
     def _reshare(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
         """Hand what a restore wrote back to the shared group (idempotent: a second pass changes nothing)."""
