@@ -44,6 +44,7 @@ from armor_rx.errors import ConfigError, ContainerNotFound, DockerError, EngineL
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.secrets import Secret
 from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks.docker.containers import (
     SessionIdentity,
     create_task_container,
@@ -613,9 +614,7 @@ class DockerEffect:
         ctx.emit("exec.exited", out)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(out))
-            os.replace(tmp, path)
+            write_atomic(path, orjson.dumps(out), durable=False)
         return out
 
     def _alive(self, container: Container) -> bool:
