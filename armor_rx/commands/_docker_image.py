@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from armor_rx.commands._rows import add_json_option, print_json
 from armor_rx.errors import ConfigError
 
 
@@ -20,7 +21,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     actions.required = True
 
     stats = actions.add_parser("stats", parents=[common], help="hit/miss counters and cached images")
-    stats.add_argument("--json", action="store_true")
+    add_json_option(stats, "the counters and the cached images as one JSON object")
 
     def spec_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--name", required=True, help="cache name of the image, e.g. python-tools")
@@ -161,7 +162,7 @@ def cmd_image(args: argparse.Namespace) -> int:
             stats = cache.stats()
             rows = cache.images()
             if args.json:
-                sys.stdout.buffer.write(orjson.dumps({**stats, "entries": rows}) + b"\n")
+                print_json({**stats, "entries": rows})
             else:
                 rate = "-" if stats["hit_rate"] is None else f"{100 * stats['hit_rate']:.1f}%"
                 print(f"hits {stats['hits']}  misses {stats['misses']}  hit rate {rate}  images {stats['images']}  {stats['bytes'] / 2**20:.1f} MiB")

@@ -9,8 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from armor_rx.commands._rows import add_json_option, print_rows
 from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.errors import ConfigError, StateDirLocked, TaskNotFound
 from armor_rx.model.ids import validate_task_id
@@ -33,7 +32,7 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
     gc.add_argument("--now", action="store_true", help="ignore the grace period")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.add_argument("--grace", type=float, metavar="SECONDS", help="grace period (default 86400)")
-    gc.add_argument("--json", action="store_true", help="one JSON array")
+    add_json_option(gc)
 
     from armor_rx.commands import _docker_image
 
@@ -185,15 +184,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _print_sweep(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
-    elif not rows:
-        print("no armor containers")
-    else:
-        for row in rows:
-            why = row["orphan"] or "in use"
-            print(f"{row['action']:<13} {row['container']}  {row['task']:<24} age {row['age']:>9.0f}s  {why}")
-    return 0
+    return print_rows(rows, as_json=args.json, line=_sweep_line, empty="no armor containers")
+
+
+def _sweep_line(row: dict[str, Any]) -> str:
+    why = row["orphan"] or "in use"
+    return f"{row['action']:<13} {row['container']}  {row['task']:<24} age {row['age']:>9.0f}s  {why}"
 
 
 def _session_hooks(armor: Any) -> dict[str, Any]:

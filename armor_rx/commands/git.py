@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
+from armor_rx.commands._rows import add_json_option, print_rows
 from armor_rx.commands._secrets import add_secret_option, secrets_of
 from armor_rx.model.ids import validate_task_id
 
@@ -16,7 +14,7 @@ from armor_rx.model.ids import validate_task_id
 def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[[argparse.Namespace], int]]:
     checkpoints = verbs.add_parser("checkpoints", parents=[common], help="list a task's checkpoints")
     checkpoints.add_argument("task", metavar="TASK")
-    checkpoints.add_argument("--json", action="store_true", help="one JSON array")
+    add_json_option(checkpoints)
 
     rollback = verbs.add_parser("rollback", parents=[common], help="restore a task's worktree to a checkpoint")
     rollback.add_argument("task", metavar="TASK")
@@ -40,15 +38,12 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     with _client(args) as armor:
         armor.task(args.task)
         found = armor.checkpoints(args.task)
-    rows = [cp.to_payload() for cp in found]
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(rows) + b"\n")
-    elif not rows:
-        print(f"task {args.task} has no checkpoints")
-    else:
-        for cp in found:
-            print(f"{cp.id:<8} {cp.commit[:12]}  {cp.files:>6} files  {'+'.join(cp.holds):<23} {cp.message}")
-    return 0
+    return print_rows(found, as_json=args.json, json_rows=[cp.to_payload() for cp in found], line=_checkpoint_line,
+                      empty=f"task {args.task} has no checkpoints")
+
+
+def _checkpoint_line(cp: Any) -> str:
+    return f"{cp.id:<8} {cp.commit[:12]}  {cp.files:>6} files  {'+'.join(cp.holds):<23} {cp.message}"
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

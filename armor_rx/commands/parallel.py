@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from armor_rx.commands._rows import add_json_option, print_json, print_rows
 from armor_rx.model.ids import validate_task_id
 
 
@@ -24,10 +25,10 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> dict[str, Callable[
 
     compare = verbs.add_parser("compare", parents=[common], help="tasks' changes side by side (files, lines +/-)")
     compare.add_argument("tasks", metavar="TASK", nargs="+")
-    compare.add_argument("--json", action="store_true", help="the comparison as one JSON object")
+    add_json_option(compare, "the comparison as one JSON object")
 
     conflicts = verbs.add_parser("conflicts", parents=[common], help="paths two active tasks both changed, now")
-    conflicts.add_argument("--json", action="store_true", help="one JSON array, as conflict.detected says")
+    add_json_option(conflicts, "one JSON array, as conflict.detected says")
     return {"fork": cmd_fork, "compare": cmd_compare, "conflicts": cmd_conflicts}
 
 
@@ -56,7 +57,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with _client(args) as armor:
         found = armor.compare(tasks)
     if args.json:
-        sys.stdout.buffer.write(orjson.dumps(found.to_payload()) + b"\n")
+        print_json(found.to_payload())
     else:
         print(found.table())
     return 0
@@ -65,13 +66,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_conflicts(args: argparse.Namespace) -> int:
     with _client(args) as armor:
         found = armor.conflicts()
-    if args.json:
-        sys.stdout.buffer.write(orjson.dumps(found) + b"\n")
-    elif not found:
-        print("no conflicts between active tasks")
-    else:
-        for c in found:
-            files = ", ".join(f"{f['path']} ({'overlapping lines' if f['overlap'] else 'different lines'})"
-                              for f in c["files"])
-            print(f"{' and '.join(c['tasks'])}: {files}")
-    return 0
+    return print_rows(found, as_json=args.json, line=_conflict_line, empty="no conflicts between active tasks")
+
+
+def _conflict_line(conflict: dict[str, Any]) -> str:
+    files = ", ".join(f"{f['path']} ({'overlapping lines' if f['overlap'] else 'different lines'})"
+                      for f in conflict["files"])
+    return f"{' and '.join(conflict['tasks'])}: {files}"

@@ -19,16 +19,16 @@ may lag a little).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from armor_rx.errors import ConfigError
 from armor_rx.model.events import TaskEvent
 from armor_rx.model.risk import LONG_STEP_SECONDS, MANY_FILES, PreviousStep, RiskScore, score_request
+from armor_rx.operators._per_event import per_event
 
 # Hook points the policy can checkpoint at, and the request each names.
 POINTS: Mapping[str, str] = {
@@ -208,20 +208,9 @@ class CheckpointPolicyHook:
 
     # -- the before half ----------------------------------------------------
     def __call__(self, source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-        def subscribe(observer: abc.ObserverBase[TaskEvent],
-                      scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-            def on_next(event: TaskEvent) -> None:
-                try:
-                    out = self.decide(event)
-                except Exception as exc:  # a bad policy in a start request: the stream goes on
-                    observer.on_error(exc)
-                    return
-                for item in out:
-                    observer.on_next(item)
-
-            return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
+        # A bad policy in a start request raises from decide: per_event sends it down
+        # as on_error, and the pipeline's isolation reports it and subscribes afresh.
+        return per_event(self.decide)(source)
 
     def decide(self, event: TaskEvent) -> list[TaskEvent]:
         """The events to pass on for ``event``: checkpoint requests and decisions around it, and itself."""
@@ -303,22 +292,19 @@ class CheckpointPolicyHook:
     # -- the after half -----------------------------------------------------
     @property
     def after(self) -> Callable[[Observable[TaskEvent]], Observable[TaskEvent]]:
-        """An after-stage operator that tells the policy how each exec went (its duration, files touched)."""
+        """An after-stage operator that tells the policy how each exec went (its duration, files touched).
 
-        def operator(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-            def subscribe(observer: abc.ObserverBase[TaskEvent],
-                          scheduler: abc.SchedulerBase | None = None) -> abc.DisposableBase:
-                def on_next(event: TaskEvent) -> None:
-                    try:
-                        self.learn(event)
-                    finally:
-                        observer.on_next(event)
+        Every event passes on. Should :meth:`learn` raise, the error goes down
+        as ``on_error`` (the session wraps this half in
+        :func:`~armor_rx.pipeline.stages.isolated`, which passes the event on
+        once and reports ``hook.failed``).
+        """
 
-                return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
+        def passed_on(event: TaskEvent) -> tuple[TaskEvent]:
+            self.learn(event)
+            return (event,)
 
-            return Observable(subscribe)
-
-        return operator
+        return per_event(passed_on)
 
     def learn(self, event: TaskEvent) -> None:
         """Note the outcome of a task's last exec (``exec.done``; a veto or failure ends the wait too)."""

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from armor_rx.errors import Vetoed
 from armor_rx.model.events import TaskEvent
 from armor_rx.operators._deadline import Deadline, check_timeout
 from armor_rx.operators._hook_events import Policy, check_policy, failed, hook_filter, hook_name, vetoed
+from armor_rx.operators._per_event import per_event
 
 Check = Callable[[TaskEvent], "bool | str | None"]
 
@@ -42,50 +43,33 @@ def guard_(
     applies = hook_filter(kinds)
     call = Deadline(check, timeout, hook)
 
-    def _guard(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-        def subscribe(
-            observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            def on_next(event: TaskEvent) -> None:
-                if not applies(event):
-                    observer.on_next(event)
-                    return
-                # Only the check is inside the try: an exception from downstream
-                # belongs to downstream and must not be mistaken for a veto.
-                error: Exception | None = None
-                result: object
-                try:
-                    result = call(event)
-                except Exception as exc:  # Vetoed included; sorted out below
-                    result = exc
-                if result is None or result is True:  # the common case, kept short
-                    observer.on_next(event)
-                    return
-                try:
-                    if isinstance(result, Exception):
-                        raise result
-                    reason = _verdict(result, hook)
-                except Vetoed as exc:
-                    reason = exc.reason
-                except Exception as exc:  # a broken check is governed by on_error
-                    error = exc
-                    reason = None
-                try:
-                    if error is None:
-                        out = [event] if reason is None else [vetoed(event, hook, reason)]
-                    elif on_error == "fail_closed":
-                        why = f"guard {hook!r} failed closed: {type(error).__name__}: {error}"
-                        out = [vetoed(event, hook, why, error)]
-                    else:
-                        out = [failed(event, hook, error, on_error), event]
-                except Exception as exc:  # e.g. a report event that cannot be built
-                    observer.on_error(exc)
-                    return
-                for item in out:
-                    observer.on_next(item)
+    def decide(event: TaskEvent) -> Sequence[TaskEvent]:
+        if not applies(event):
+            return (event,)
+        # Only the check is inside the try; building a report event that fails
+        # (raised from here) ends the stream through per_event.
+        error: Exception | None = None
+        result: object
+        try:
+            result = call(event)
+        except Exception as exc:  # Vetoed included; sorted out below
+            result = exc
+        if result is None or result is True:  # the common case, kept short
+            return (event,)
+        try:
+            if isinstance(result, Exception):
+                raise result
+            reason = _verdict(result, hook)
+        except Vetoed as exc:
+            reason = exc.reason
+        except Exception as exc:  # a broken check is governed by on_error
+            error = exc
+            reason = None
+        if error is None:
+            return (event,) if reason is None else (vetoed(event, hook, reason),)
+        if on_error == "fail_closed":
+            why = f"guard {hook!r} failed closed: {type(error).__name__}: {error}"
+            return (vetoed(event, hook, why, error),)
+        return (failed(event, hook, error, on_error), event)
 
-            return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    return _guard
+    return per_event(decide)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from reactivex import Observable, abc
+from reactivex import Observable
 
 from armor_rx.model.events import TaskEvent
 from armor_rx.operators._deadline import Deadline, check_timeout
 from armor_rx.operators._hook_events import Policy, check_policy, failed, hook_filter, hook_name
+from armor_rx.operators._per_event import per_event
 
 
 def observe_(
@@ -24,30 +25,15 @@ def observe_(
     applies = hook_filter(kinds)
     call = Deadline(fn, timeout, hook)
 
-    def _observe(source: Observable[TaskEvent]) -> Observable[TaskEvent]:
-        def subscribe(
-            observer: abc.ObserverBase[TaskEvent], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            def on_next(event: TaskEvent) -> None:
-                if not applies(event):
-                    observer.on_next(event)
-                    return
-                try:
-                    call(event)
-                except Exception as exc:  # isolated: reported, never fatal to the stream
-                    try:
-                        report = failed(event, hook, exc, on_error)
-                    except Exception as build_error:
-                        observer.on_error(build_error)
-                        return
-                    # The event already happened; the report follows it.
-                    observer.on_next(event)
-                    observer.on_next(report)
-                    return
-                observer.on_next(event)
+    def decide(event: TaskEvent) -> Sequence[TaskEvent]:
+        if not applies(event):
+            return (event,)
+        try:
+            call(event)
+        except Exception as exc:  # isolated: reported, never fatal to the stream
+            # The event already happened; the report follows it. A report that
+            # cannot be built (raised from here) ends the stream through per_event.
+            return (event, failed(event, hook, exc, on_error))
+        return (event,)
 
-            return source.subscribe(on_next, observer.on_error, observer.on_completed, scheduler=scheduler)
-
-        return Observable(subscribe)
-
-    return _observe
+    return per_event(decide)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import orjson
 
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks._cursor import Damage
 from armor_rx.sinks._logfile import TORN, TailRepair, check_line, count_lines
 from armor_rx.sinks._log import LazyLogger
@@ -51,21 +51,7 @@ def quarantine_copy(directory: Path, segment: Path, offset: int, length: int, wh
         f.seek(offset)
         data = f.read(length)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(target, data, mode=0o600)
     return target, True
 
 
@@ -89,9 +75,7 @@ def acknowledged(directory: Path) -> set[str]:
 def acknowledge(directory: Path, keys: set[str]) -> None:
     """Record ``keys`` as acknowledged: read verbs stop failing (exit 3) for them, and still name them."""
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{ACKNOWLEDGED}.{uuid.uuid4().hex}"
-    tmp.write_bytes(orjson.dumps(sorted(acknowledged(directory) | keys)))
-    os.replace(tmp, directory / ACKNOWLEDGED)
+    write_atomic(directory / ACKNOWLEDGED, orjson.dumps(sorted(acknowledged(directory) | keys)))
 
 
 def damaged_copies(directory: Path, *, include_acknowledged: bool = False) -> list[Path]:

@@ -27,12 +27,12 @@ import orjson
 from armor_rx.errors import ConfigError, PathEscape
 from armor_rx.model.ids import validate_task_id
 from armor_rx.model.plan import Plan, render
+from armor_rx.sinks._atomic import write_atomic_in
 from armor_rx.sinks.git.beneath import TEMP_PREFIX, refused_name
 
 #: Where a worktree's plan goes unless told otherwise (under the reserved '.armor/').
 WORKTREE_PLAN = ".armor/plan.md"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class PlanFiles:
@@ -150,32 +150,9 @@ def _open_dir(parent: int, name: str) -> int:
 
 
 def _replace_in(dir_fd: int, name: str, data: bytes, where: str) -> None:
-    for attempt in range(100):
-        tmp = f"{TEMP_PREFIX}plan-{os.getpid()}-{os.urandom(4).hex()}"
-        try:
-            fd = os.open(tmp, _NEW_FILE, 0o644, dir_fd=dir_fd)
-            break
-        except FileExistsError:
-            continue  # whatever is there (a planted symlink too) is left alone: take another name
-    else:
-        raise OSError(f"no free temporary name for a plan file in {where}")
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            # rename() replaces a symlink at ``name`` itself; it never writes through it.
-            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except IsADirectoryError:
-            raise PathEscape(f"refused to write the plan file {name!r} in {where}: a directory stands at its name; "
-                             "remove it and the next update writes the plan") from None
-    except BaseException:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise
+        # rename() replaces a symlink at ``name`` itself; it never writes through it.
+        write_atomic_in(dir_fd, name, data, temp_prefix=f"{TEMP_PREFIX}plan-")
+    except IsADirectoryError:
+        raise PathEscape(f"refused to write the plan file {name!r} in {where}: a directory stands at its name; "
+                         "remove it and the next update writes the plan") from None

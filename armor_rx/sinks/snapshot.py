@@ -19,8 +19,6 @@ kept (schema 1) still lists tasks, and a session rebuilds from the log once.
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import orjson
 from armor_rx.errors import ArmorError, SnapshotError
 from armor_rx.model import Registry, TaskEvent, TaskRecord
 from armor_rx.model.requests import OpenRequests
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks.eventlog import EventLog
 from armor_rx.sinks._log import LazyLogger
 
@@ -83,26 +82,10 @@ class SnapshotStore:
         """
         body = _canonical(SCHEMA, registry.seq, registry.to_list(), registry.requests.to_dict())
         data = body[:-1] + _digest_suffix(hashlib.sha256(body).hexdigest())
-        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            # The rename is durable only once the directory entry is.
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(self.path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise SnapshotError(
                 f"cannot write the snapshot {self.path}: {exc}; the event log still has every event"
             ) from exc

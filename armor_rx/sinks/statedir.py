@@ -12,12 +12,12 @@ armor_rx process at a time through an inter-process file lock.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from armor_rx._paths import DEFAULT_NAME as DEFAULT_NAME, state_dir_in
 from armor_rx.errors import ConfigError, StateDirLocked
+from armor_rx.sinks._atomic import write_atomic
 
 if TYPE_CHECKING:
     import filelock
@@ -100,9 +100,7 @@ class StateDir:
                 return
         except FileNotFoundError:
             pass
-        tmp = gitignore.with_name(f".gitignore.{os.getpid()}.tmp")
-        tmp.write_text("*\n")
-        os.replace(tmp, gitignore)
+        write_atomic(gitignore, b"*\n", durable=False)  # written again on the next open if a crash loses it
 
     @staticmethod
     def resolve(

@@ -17,6 +17,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from armor_rx.errors import ArmorError, ConfigError, DockerError, ImageNotFound
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks.docker.access import ShareStats, share_worktree
 from armor_rx.sinks.docker.adopt import AdoptStats, adopt_in_container
 from armor_rx.sinks.docker.engine import Engine
@@ -161,9 +162,8 @@ def mark_adopted(state_dir: Path, container_id: str, session: SessionIdentity) -
     marker = _adoption_marker(str(state_dir), container_id)
     marker.parent.mkdir(parents=True, exist_ok=True)
     identity = task_labels("-", session, request_id="", worktree=None, state_dir=None)
-    tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({k: identity[k] for k in (LABEL_SESSION, LABEL_HOST, LABEL_PID, LABEL_PIDNS)}))
-    os.replace(tmp, marker)
+    marked = {k: identity[k] for k in (LABEL_SESSION, LABEL_HOST, LABEL_PID, LABEL_PIDNS)}
+    write_atomic(marker, json.dumps(marked).encode(), durable=False)
 
 
 def adopted_by_live_session(labels: dict[str, str], container_id: str) -> bool:

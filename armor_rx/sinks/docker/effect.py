@@ -20,13 +20,17 @@
 
 Idempotent by request id: a start finds the container labelled with its
 request id instead of making a second; an exec whose result is stored (under
-``<state_dir>/docker/requests/``) is not run again.
+``<state_dir>/docker/requests/<task>/``) is not run again. A task's stored
+results are removed when it ends (complete, fail, cancel): no request of it
+can come again then. A stored result that does not parse is a
+:class:`~armor_rx.errors.DockerError`, never a reason to run the command twice.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -42,8 +46,11 @@ from dataclasses import dataclass
 
 from armor_rx.errors import CheckpointIncomplete, ConfigError, ContainerNotFound, DockerError, EngineLost, readable
 from armor_rx.model.events import TaskEvent
+from armor_rx.model.ids import validate_task_id
 from armor_rx.model.secrets import Secret
 from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks._atomic import write_atomic
+from armor_rx.sinks._log import LazyLogger
 from armor_rx.sinks.docker.containers import (
     SessionIdentity,
     create_task_container,
@@ -65,6 +72,7 @@ from armor_rx.sinks.docker.spec import SandboxSpec
 from armor_rx.sinks.docker.sweep import DEFAULT_GRACE, DEFAULT_INTERVAL, SweepEmit, Sweeper
 
 _REQUEST_ID = re.compile(r"[0-9A-Za-z_-]{1,100}")
+_logger = LazyLogger("armor_rx.docker")
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,9 @@ class DockerEffect:
         if self.secrets is not None:
             self.secrets.forget(task_id)  # the task is over: nothing will run with them again
         removed = self._remove(task_id, ctx.emit, reason=request.kind.split(".")[1], keep=keep)
-        return {**removed, **self._drop_snapshots(ctx, task_id, ())}
+        dropped = self._drop_snapshots(ctx, task_id, ())
+        self._drop_results(task_id)
+        return {**removed, **dropped}
 
     # -- checkpoints: the part outside the worktree (see .snapshots) ------------------
     def _made_as(self, task_id: str) -> SandboxSpec:
@@ -547,18 +557,65 @@ class DockerEffect:
             ctx.emit("worktree.adopted", {"uid": identity.uid, **adopted.to_payload()})
         return {}
 
-    def _result_path(self, request_id: str) -> Path | None:
+    def _results_dir(self, task_id: str) -> Path | None:
+        """Where the task's exec results are stored (one directory a task, so its end removes them at once)."""
         if self.state_dir is None:
+            return None
+        return self.state_dir / "docker" / "requests" / validate_task_id(task_id)
+
+    def _result_path(self, task_id: str, request_id: str) -> Path | None:
+        directory = self._results_dir(task_id)
+        if directory is None:
             return None
         if _REQUEST_ID.fullmatch(request_id) is None:
             raise DockerError(f"request id {request_id!r} is not a plain event id")
-        return self.state_dir / "docker" / "requests" / f"{request_id}.json"
+        return directory / f"{request_id}.json"
+
+    def _stored_result(self, task_id: str, request_id: str) -> dict[str, Any] | None:
+        """The result stored for the exec request; None when it has not run.
+
+        Also looked for where earlier versions kept it (``requests/<id>.json``),
+        so a request re-delivered across an upgrade is not run twice either.
+        """
+        path = self._result_path(task_id, request_id)
+        if path is None:
+            return None
+        for candidate in (path, path.parent.parent / path.name):
+            try:
+                raw = candidate.read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise DockerError(f"cannot read the stored result of exec request {request_id} ({candidate}): "
+                                  f"{exc.strerror or exc}") from None
+            try:
+                stored = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                stored = None
+            if not isinstance(stored, dict):
+                raise DockerError(f"the stored result of exec request {request_id} ({candidate}) is damaged; the command "
+                                  "is not run twice: delete the file and redrive the request to run it again")
+            return stored
+        return None
+
+    def _drop_results(self, task_id: str) -> None:
+        """Remove the task's stored exec results (its end: no request of it comes again)."""
+        directory = self._results_dir(task_id)
+        if directory is None:
+            return
+        try:
+            shutil.rmtree(directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # left behind, not a reason to fail the task's end
+            _logger.warning("could not remove a task's stored exec results", task_id=task_id, directory=str(directory),
+                            error=str(exc))
 
     def _exec(self, ctx: EffectContext, task_id: str) -> Mapping[str, Any]:
-        path = self._result_path(ctx.request.id)
-        if path is not None and path.exists():
-            stored: dict[str, Any] = orjson.loads(path.read_bytes())
+        stored = self._stored_result(task_id, ctx.request.id)
+        if stored is not None:
             return stored
+        path = self._result_path(task_id, ctx.request.id)
         with self._lock:
             cancelled = self._cancelled.pop(ctx.request.id, None) or self._held.get(task_id)
         if cancelled is not None:
@@ -631,9 +688,7 @@ class DockerEffect:
         ctx.emit("exec.exited", out)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(out))
-            os.replace(tmp, path)
+            write_atomic(path, orjson.dumps(out), durable=False)
         return out
 
     def _alive(self, container: Container) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 import docker.errors
 
 from armor_rx.errors import ConfigError, DockerError, ImageBuildFailed, ImageNotFound
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks.docker.engine import Engine
 
 REPOSITORY = "armor-rx-cache"
@@ -126,9 +127,8 @@ class ImageCache:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._data, sort_keys=True))
-        os.replace(tmp, self.path)
+        # Not fsynced: a cache index a crash loses only costs misses.
+        write_atomic(self.path, json.dumps(self._data, sort_keys=True).encode(), durable=False)
 
     # -- keys ----------------------------------------------------------------------
     def _file_hash(self, path: Path) -> str:

@@ -14,11 +14,12 @@ directory, so a runaway task cannot get a fresh budget by crashing.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import orjson
+
+from armor_rx.sinks._atomic import write_atomic
 
 DEFAULT_OUTPUT_QUOTA = 32 * 1024 * 1024
 # What one exec.output event costs the log beyond its data (ids, kind, seq, timestamps, checksum).
@@ -78,6 +79,5 @@ class OutputQuota:
         with self._lock:
             used = self._load(task_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(orjson.dumps({"recorded": used}))
-        os.replace(tmp, path)
+        # Not fsynced: a count a crash loses costs at most one command's output of budget.
+        write_atomic(path, orjson.dumps({"recorded": used}), durable=False)

@@ -19,7 +19,6 @@ not announce them again (and resolves those that went away meanwhile).
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +36,7 @@ from dulwich.objects import Blob, ObjectID
 
 from armor_rx.errors import ArmorError
 from armor_rx.model.ids import validate_task_id
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks.git.paths import printable
 from armor_rx.sinks.git.refs import read_commit
 
@@ -268,9 +268,9 @@ class ConflictWatcher:
     def _save(self) -> None:
         if self.state_file is None:
             return
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps([_payload(pair, found) for pair, found in sorted(self._pairs.items())]))
-        os.replace(tmp, self.state_file)
+        # Not fsynced: a lost file only means conflicts still there are announced again.
+        rows = [_payload(pair, found) for pair, found in sorted(self._pairs.items())]
+        write_atomic(self.state_file, orjson.dumps(rows), durable=False)
 
     def _scan(self, task_id: str) -> Changes | None:
         """The task's changes since its base (None when it has no worktree or branch here)."""

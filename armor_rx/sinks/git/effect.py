@@ -19,6 +19,7 @@ import orjson
 
 from armor_rx.errors import GitError, WorktreeLinkChanged
 from armor_rx.pipeline.effects import EffectContext
+from armor_rx.sinks._atomic import write_atomic
 from armor_rx.sinks.git.completion import manual_instructions
 from armor_rx.sinks.git.link import verify_link
 from armor_rx.sinks.git.submodules import STRATEGIES
@@ -67,9 +68,7 @@ class GitEffect:
             self._verify_link(ctx, task_id)
             result = self._dispatch(request.kind, task_id, payload, request.seq)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(result))
-        os.replace(tmp, path)
+        write_atomic(path, orjson.dumps(result), durable=False)
         return result
 
     def _verify_link(self, ctx: EffectContext, task_id: str) -> None:

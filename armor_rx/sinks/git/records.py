@@ -7,7 +7,6 @@ effect, and so completion knows which base branch to merge into.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import orjson
 
 from armor_rx.errors import GitError, TaskNotFound
 from armor_rx.model.ids import validate_task_id
+from armor_rx.sinks._atomic import write_atomic
 
 
 @dataclass
@@ -61,12 +61,7 @@ class RecordStore:
     def put(self, record: TaskGitRecord) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(record.task_id)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(asdict(record)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, orjson.dumps(asdict(record)))
 
     def delete(self, task_id: str) -> None:
         self._path(task_id).unlink(missing_ok=True)
