@@ -12,6 +12,12 @@ Prints the median over the rounds of each side and of the per-round ratios. Targ
 a plain open of the same log; resume <= 1.5x a start. Needs DOCKER_HOST and busybox-static (no registry).
 
     python benchmarks/bench_resume.py [N] [ROUNDS]
+
+Measured at 100 tasks, 2 rounds, medians, on the shared 2-vCPU machine (load 4-13): before batching
+(one container listing and inspect per task at reconcile, two listings per resume, one fsync per
+interruption) reconcile open 5.9x a plain open (2.16 s vs 0.37 s) and resume 1.73x a start (59 s vs
+34 s); after, reconcile open 1.6-2.2x (0.15-0.23 s vs 0.09-0.11 s) and resume 1.16x a start (26.5 s
+vs 23.2 s). Both targets pass.
 """
 
 from __future__ import annotations
