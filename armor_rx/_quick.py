@@ -20,13 +20,14 @@ TYPE_CHECKING = False  # typing itself is not imported: see armor_rx/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-# The options every verb shares: (takes a value?). The fast path ignores the logging ones (it logs nothing).
+# The options every verb shares: (takes a value?). The fast path ignores the logging ones (it logs nothing),
+# but not their validity: a line the full CLI rejects must be rejected by it (see armor_rx.cli._parser).
 _SHARED = {"--state-dir": True, "--repo": True, "--log-level": True, "--log-json": False}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | None, dict[str, str | bool]] | None:
-    """``(verb, options)`` if every token is one this module knows, else None."""
-    known = {**_SHARED, **verb_flags}
+    """``(verb, options)`` if every token is one this module knows, in a place argparse accepts it, else None."""
     verb: str | None = None
     found: dict[str, str | bool] = {}
     tokens = iter(argv)
@@ -36,13 +37,16 @@ def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | No
                 return None
             verb = token
             continue
+        known = _SHARED if verb is None else {**_SHARED, **verb_flags}  # a verb's own options only after it
         name, eq, value = token.partition("=")
         if name not in known or name in found:
             return None
         if known[name]:
             if not eq:
                 value = next(tokens, "")
-            if not value:
+                if value.startswith("-"):
+                    return None  # argparse takes it for an option, and the option for one missing its value
+            if not value or (name == "--log-level" and value not in _LOG_LEVELS):
                 return None
             found[name] = value
         elif eq:
