@@ -4,12 +4,14 @@ Listing tasks means folding the log into a registry, and even from a current
 snapshot that costs the package's imports and the snapshot's parse, several
 times Python's own start-up. The session's owner already knows the answer
 whenever it writes a snapshot, so it also writes ``tasks.view``: the rendered
-table and JSON, and the exact end of the event log they describe (last
-segment, size, mtime, inode). The CLI's fast path (:mod:`armor_rx._quick`)
-prints the view only if the log's end is still exactly that and the log
-directory holds nothing a full read would warn about (damage in quarantine,
-foreign files); anything else, including a damaged or stale view, sends the
-verb down the full path, which is always right. The view is a cache, never a
+table and JSON, and the exact state of the event log they describe (every
+segment's name, size, inode, mtime and ctime: a full read re-checks any segment
+that changed, so damage to an older one must make the view stale too, and a
+rewrite that puts the mtime back cannot put the ctime back). The CLI's fast
+path (:mod:`armor_rx._quick`) prints the view only if the log is still exactly
+that and its directory holds nothing a full read would warn about (damage in
+quarantine, foreign files); anything else, including a damaged or stale view,
+sends the verb down the full path, which is always right. The view is a cache, never a
 source of truth, so it is written without fsync: a torn one fails its CRC.
 
 Standard library only on the read side: importing the package's floors would
@@ -27,13 +29,15 @@ if TYPE_CHECKING:
     from typing import Any
 
 NAME = "tasks.view"
-_MAGIC = b"armor-rx tasks view 1"
+_MAGIC = b"armor-rx tasks view 2"
 # What a log directory may hold for the view to stand (the rest is read only by the full path,
-# which warns about it): its own index of verified bytes, and that index's temporary file.
+# which warns about it): its own index of verified bytes, and that index's temporary file
+# (exactly the names armor_rx.sinks._logfile.unexpected_files does not report).
 _LOG_FILES = frozenset({"verified.json"})
+_INDEX_TMP = (".verified.json.", ".tmp", 32)  # prefix, suffix, length of the lowercase hex between
 
-#: (segment name, size, mtime_ns, inode): where the log ended when the view was made.
-Position = tuple[str, int, int, int]
+#: ``name:size:inode:mtime_ns:ctime_ns`` of every segment, in order, joined by ``,``: the log when the view was made.
+Position = str
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -51,34 +55,46 @@ def _is_segment(name: str) -> bool:
             and digits.isascii() and digits.isdigit())
 
 
-def _log_end(events: str) -> Position | None:
-    """Where the log in ``events`` ends, or None if a full read could have anything to say about it."""
+def _is_index_tmp(name: str) -> bool:
+    prefix, suffix, width = _INDEX_TMP
+    middle = name[len(prefix):-len(suffix)]
+    return (name.startswith(prefix) and name.endswith(suffix) and len(middle) == width
+            and all(c in "0123456789abcdef" for c in middle))
+
+
+def log_end(events: str | os.PathLike[str]) -> Position | None:
+    """The state of the log in ``events`` (see :data:`Position`), or None if a full read could have anything to say about it.
+
+    The owner (:meth:`EventLog.end_position <armor_rx.sinks.eventlog.EventLog.end_position>`)
+    and the reader both ask this function, so they cannot disagree about what counts.
+    """
     try:
         names = os.listdir(events)
     except OSError:
         return None
-    last = None
+    segments = []
     for name in names:
         if _is_segment(name):
-            if last is None or int(name[7:-6]) > int(last[7:-6]):
-                last = name
-        elif name not in _LOG_FILES and not (name.startswith(".verified.json.") and name.endswith(".tmp")):
+            segments.append((int(name[7:-6]), name))
+        elif name not in _LOG_FILES and not _is_index_tmp(name):
             return None  # quarantine, a foreign file ...: the full path reports it
-    if last is None:
+    if not segments:
         return None
-    try:
-        st = os.stat(os.path.join(events, last))
-    except OSError:
-        return None
-    return (last, st.st_size, st.st_mtime_ns, st.st_ino)
+    parts = []
+    for _, name in sorted(segments):
+        try:
+            st = os.stat(os.path.join(events, name))
+        except OSError:
+            return None
+        parts.append(f"{name}:{st.st_size}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+    return ",".join(parts)
 
 
 def encode(rows: Sequence[dict[str, Any]], seq: int, position: Position, json: bytes) -> bytes:
-    """The view's bytes: a header naming the log's end, then the table text, then the JSON line."""
+    """The view's bytes: a header naming the log's state, then the table text, then the JSON line."""
     table = render_table(rows).encode()
     body = table + json
-    name, size, mtime_ns, inode = position
-    header = b"%s %d %s %d %d %d %08x %d\n" % (_MAGIC, seq, name.encode(), size, mtime_ns, inode, zlib.crc32(body), len(table))
+    header = b"%s %d %08x %d %s\n" % (_MAGIC, seq, zlib.crc32(body), len(table), position.encode())
     return header + body
 
 
@@ -108,15 +124,14 @@ def read(state_dir: str) -> tuple[bytes, bytes] | None:
         return None
     header, _, body = data.partition(b"\n")
     fields = header.split(b" ")
-    if len(fields) != 11 or b" ".join(fields[:4]) != _MAGIC:
+    if len(fields) != 8 or b" ".join(fields[:4]) != _MAGIC:
         return None
     try:
-        size, mtime_ns, inode, crc, cut = int(fields[6]), int(fields[7]), int(fields[8]), int(fields[9], 16), int(fields[10])
-        name = fields[5].decode()
+        crc, cut, position = int(fields[5], 16), int(fields[6]), fields[7].decode()
     except (ValueError, UnicodeDecodeError):
         return None
     if zlib.crc32(body) != crc or not 0 <= cut <= len(body):
         return None
-    if _log_end(os.path.join(state_dir, "events")) != (name, size, mtime_ns, inode):
+    if log_end(os.path.join(state_dir, "events")) != position:
         return None
     return body[:cut], body[cut:]

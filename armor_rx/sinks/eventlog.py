@@ -38,6 +38,7 @@ from typing import Literal
 
 import orjson
 
+from armor_rx import _taskview
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
@@ -490,10 +491,10 @@ class EventLog:
                 self._durable_seq = seq
                 self._durable.notify_all()
 
-    def end_position(self, seq: int) -> tuple[str, int, int, int] | None:
-        """``(segment name, size, mtime_ns, inode)`` of the log's end if its last event is ``seq``, all of it written.
+    def end_position(self, seq: int) -> str | None:
+        """The state of the log's files (:func:`armor_rx._taskview.log_end`) if its last event is ``seq``, all of it written.
 
-        For caches keyed on the log's end (the tasks view): None when anything
+        For caches keyed on the log's files (the tasks view): None when anything
         is still being appended, the log is not this process's writer, or it
         has damage or foreign files a read would warn about.
         """
@@ -505,11 +506,7 @@ class EventLog:
                     return None  # assigned but not yet written
             if self.damage or self.unexpected:
                 return None
-            try:
-                st = os.stat(self._writer.path)
-            except OSError:
-                return None
-            return (self._writer.path.name, st.st_size, st.st_mtime_ns, st.st_ino)
+            return _taskview.log_end(self.directory)  # under the lock: no append moves it meanwhile
 
     # -- reading -----------------------------------------------------------
 
