@@ -99,9 +99,13 @@ def encode(rows: Sequence[dict[str, Any]], seq: int, position: Position, json: b
 
 
 def write(state_dir: str | os.PathLike[str], data: bytes) -> None:
-    """Replace the view with ``data`` (from :func:`encode`); a cache, so no fsync (a torn one fails its CRC)."""
+    """Replace the view with ``data`` (from :func:`encode`); a cache, so no fsync (a torn one fails its CRC).
+
+    One writer at a time (the state directory's owner, which serializes its calls). The temporary
+    name is fixed, so an owner killed mid-write leaves one file the next write replaces, not one per pid.
+    """
     path = os.path.join(state_dir, NAME)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
