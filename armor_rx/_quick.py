@@ -59,6 +59,9 @@ def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | No
 def _state_dir(options: dict[str, str | bool]) -> str | None:
     """The state directory these options name, if it exists (else the full path explains what is wrong)."""
     explicit, repo = options.get("--state-dir"), options.get("--repo")
+    for value in (explicit, repo):
+        if isinstance(value, str) and value.startswith("~") and os.path.expanduser(value) == value:
+            return None  # a home the full path's pathlib cannot find: it errors, it does not read './~user'
     if isinstance(explicit, str):
         path = os.path.realpath(os.path.expanduser(explicit))
     else:

@@ -57,3 +57,15 @@ def test_the_forms_argparse_accepts_are_still_answered_fast(tmp_path, monkeypatc
     for argv in (["tasks", "--log-level", "error"], ["--log-level=info", "tasks", "--json"], ["tasks", "--state-dir=.armor"]):
         assert quick(argv) == 0, argv
         assert b"alpha" in capsysbinary.readouterr().out
+
+
+@pytest.mark.parametrize("option", ["--state-dir", "--repo"])
+def test_a_tilde_path_pathlib_cannot_expand_is_not_read_as_a_relative_directory(tmp_path, monkeypatch, option):
+    """'~nosuchuser/x': os.path.expanduser leaves it as it is, the full path's pathlib refuses it; a directory
+    that happens to be named '~nosuchuser' must not answer in its place."""
+    user = "~armor-rx-no-such-user"
+    _session(tmp_path / user / ".armor")
+    monkeypatch.chdir(tmp_path)
+    value = f"{user}/.armor" if option == "--state-dir" else user
+    assert _taskview.read(str(tmp_path / user / ".armor")) is not None
+    assert quick(["tasks", option, value]) is None
