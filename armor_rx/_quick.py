@@ -94,6 +94,10 @@ def quick(argv: Sequence[str]) -> int | None:
     except BrokenPipeError:
         # Like the full CLI: a reader that stopped early (| head) is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:  # a full disk ...: one line and exit 1, as armor_rx.cli.main says it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left unwritten goes nowhere at exit
+        print(f"armor-rx: error: cannot use: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
