@@ -21,6 +21,7 @@ cost more than the whole answer.
 from __future__ import annotations
 
 import os
+import stat  # loaded by os already
 import zlib
 
 TYPE_CHECKING = False  # typing itself is not imported: see armor_rx/__init__.py
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 NAME = "tasks.view"
 _MAGIC = b"armor-rx tasks view 2"
+_HEADER_MAX = 1 << 22  # the header names every segment (~90 bytes each); one longer than this is not ours
 # What a log directory may hold for the view to stand (the rest is read only by the full path,
 # which warns about it): its own index of verified bytes, and that index's temporary file
 # (exactly the names armor_rx.sinks._logfile.unexpected_files does not report).
@@ -94,7 +96,7 @@ def encode(rows: Sequence[dict[str, Any]], seq: int, position: Position, json: b
     """The view's bytes: a header naming the log's state, then the table text, then the JSON line."""
     table = render_table(rows).encode()
     body = table + json
-    header = b"%s %d %08x %d %s\n" % (_MAGIC, seq, zlib.crc32(body), len(table), position.encode())
+    header = b"%s %d %08x %d %d %s\n" % (_MAGIC, seq, zlib.crc32(body), len(table), len(body), position.encode())
     return header + body
 
 
@@ -106,7 +108,11 @@ def write(state_dir: str | os.PathLike[str], data: bytes) -> None:
     """
     path = os.path.join(state_dir, NAME)
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+    try:
+        os.unlink(tmp)  # a leftover, whatever it is (a FIFO would block the open, a symlink redirect the write)
+    except FileNotFoundError:
+        pass
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), "wb") as f:
         f.write(data)
     os.replace(tmp, path)
 
@@ -121,18 +127,26 @@ def discard(state_dir: str | os.PathLike[str]) -> None:
 
 def read(state_dir: str) -> tuple[bytes, bytes] | None:
     """``(table text, JSON line)`` if the view describes the log as it is now, else None."""
+    # Only a regular file of exactly the size its header states is read: a damaged view may be
+    # gigabytes, a FIFO or /dev/zero, and a cache that is wrong must cost nothing.
     try:
-        with open(os.path.join(state_dir, NAME), "rb") as f:
-            data = f.read()
+        fd = os.open(os.path.join(state_dir, NAME), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    header, _, body = data.partition(b"\n")
-    fields = header.split(b" ")
-    if len(fields) != 8 or b" ".join(fields[:4]) != _MAGIC:
-        return None
     try:
-        crc, cut, position = int(fields[5], 16), int(fields[6]), fields[7].decode()
-    except (ValueError, UnicodeDecodeError):
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            header = f.readline(_HEADER_MAX).rstrip(b"\n")
+            fields = header.split(b" ")
+            if len(fields) != 9 or b" ".join(fields[:4]) != _MAGIC:
+                return None
+            crc, cut, length, position = int(fields[5], 16), int(fields[6]), int(fields[7]), fields[8].decode()
+            if st.st_size != len(header) + 1 + length:
+                return None
+            body = f.read(length)
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
     if zlib.crc32(body) != crc or not 0 <= cut <= len(body):
         return None
