@@ -39,7 +39,11 @@ _LOG_FILES = frozenset({"verified.json"})
 _INDEX_TMP = (".verified.json.", ".tmp", 32)  # prefix, suffix, length of the lowercase hex between
 
 #: ``name:size:inode:mtime_ns:ctime_ns`` of every segment, in order, joined by ``,``: the log when the view was made.
-Position = str
+Key = str
+#: The key, and ``name:crc`` of a segment whose stat was taken in the clock tick of its last change (else ``-``).
+#: A write in that same tick leaves the times as they were, so such a segment is vouched for by its CRC-32, like
+#: the event log's "racily clean" entries (armor_rx/sinks/_verified.py).
+Position = tuple[Key, str]
 
 
 def render_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -64,8 +68,8 @@ def _is_index_tmp(name: str) -> bool:
             and all(c in "0123456789abcdef" for c in middle))
 
 
-def log_end(events: str | os.PathLike[str]) -> Position | None:
-    """The state of the log in ``events`` (see :data:`Position`), or None if a full read could have anything to say about it.
+def log_end(events: str | os.PathLike[str]) -> Key | None:
+    """The state of the log in ``events`` (see :data:`Key`), or None if a full read could have anything to say about it.
 
     The owner (:meth:`EventLog.end_position <armor_rx.sinks.eventlog.EventLog.end_position>`)
     and the reader both ask this function, so they cannot disagree about what counts.
@@ -92,11 +96,33 @@ def log_end(events: str | os.PathLike[str]) -> Position | None:
     return ",".join(parts)
 
 
+def changed_since(key: Key, since_ns: int) -> list[str]:
+    """The segments in ``key`` whose mtime or ctime is at or after ``since_ns``."""
+    names = []
+    for part in key.split(","):
+        name, _size, _inode, mtime, ctime = part.split(":")
+        if max(int(mtime), int(ctime)) >= since_ns:
+            names.append(name)
+    return names
+
+
+def _crc_of(path: str) -> int | None:
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                crc = zlib.crc32(chunk, crc)
+    except OSError:
+        return None
+    return crc
+
+
 def encode(rows: Sequence[dict[str, Any]], seq: int, position: Position, json: bytes) -> bytes:
     """The view's bytes: a header naming the log's state, then the table text, then the JSON line."""
     table = render_table(rows).encode()
     body = table + json
-    header = b"%s %d %08x %d %d %s\n" % (_MAGIC, seq, zlib.crc32(body), len(table), len(body), position.encode())
+    key, check = position
+    header = b"%s %d %08x %d %d %s %s\n" % (_MAGIC, seq, zlib.crc32(body), len(table), len(body), check.encode(), key.encode())
     return header + body
 
 
@@ -140,9 +166,10 @@ def read(state_dir: str) -> tuple[bytes, bytes] | None:
                 return None
             header = f.readline(_HEADER_MAX).rstrip(b"\n")
             fields = header.split(b" ")
-            if len(fields) != 9 or b" ".join(fields[:4]) != _MAGIC:
+            if len(fields) != 10 or b" ".join(fields[:4]) != _MAGIC:
                 return None
-            crc, cut, length, position = int(fields[5], 16), int(fields[6]), int(fields[7]), fields[8].decode()
+            crc, cut, length = int(fields[5], 16), int(fields[6]), int(fields[7])
+            check, key = fields[8].decode(), fields[9].decode()
             if st.st_size != len(header) + 1 + length:
                 return None
             body = f.read(length)
@@ -150,6 +177,11 @@ def read(state_dir: str) -> tuple[bytes, bytes] | None:
         return None
     if zlib.crc32(body) != crc or not 0 <= cut <= len(body):
         return None
-    if log_end(os.path.join(state_dir, "events")) != position:
+    events = os.path.join(state_dir, "events")
+    if log_end(events) != key:
         return None
+    if check != "-":
+        name, _, racy_crc = check.partition(":")
+        if not _is_segment(name) or f"{name}:" not in key or _crc_of(os.path.join(events, name)) != int(racy_crc, 16):
+            return None
     return body[:cut], body[cut:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,12 @@ def _session(state: Path, segment_bytes: int = 64 * 1024 * 1024) -> None:
             armor.create_task(name)
         armor.start("beta")
         armor.fail("beta", "boom")
+    if segment_bytes < 1024:
+        # A segment sealed in the clock tick of the view can only be vouched for by a CRC the owner
+        # no longer holds, so no view is written then: let the older segments age, then end on the last one.
+        time.sleep(0.05)
+        with Armor(state_dir=state, docker=False) as armor:
+            armor.create_task("delta")
 
 
 def _full(state: Path) -> subprocess.CompletedProcess[bytes]:

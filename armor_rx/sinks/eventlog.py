@@ -491,8 +491,8 @@ class EventLog:
                 self._durable_seq = seq
                 self._durable.notify_all()
 
-    def end_position(self, seq: int) -> str | None:
-        """The state of the log's files (:func:`armor_rx._taskview.log_end`) if its last event is ``seq``, all of it written.
+    def end_position(self, seq: int) -> _taskview.Position | None:
+        """The state of the log's files (:data:`armor_rx._taskview.Position`) if its last event is ``seq``, all of it written.
 
         For caches keyed on the log's files (the tasks view): None when anything
         is still being appended, the log is not this process's writer, or it
@@ -506,7 +506,16 @@ class EventLog:
                     return None  # assigned but not yet written
             if self.damage or self.unexpected:
                 return None
-            return _taskview.log_end(self.directory)  # under the lock: no append moves it meanwhile
+            key = _taskview.log_end(self.directory)  # under the lock: no append moves it meanwhile
+            if key is None:
+                return None
+            racy = _taskview.changed_since(key, time.time_ns() - _verified.RACY_NS)
+            if not racy:
+                return key, "-"
+            writer = self._writer
+            if racy != [writer.path.name] or writer.crc is None:
+                return None  # only the open segment's CRC is at hand
+            return key, f"{writer.path.name}:{writer.crc:08x}"
 
     # -- reading -----------------------------------------------------------
 
