@@ -59,3 +59,13 @@ def test_a_segment_sealed_in_the_racy_window_writes_no_view_rather_than_an_unche
         log.append(TaskEvent.new("task.created", "b"))
         assert len(list((tmp_path / "events").glob("events-*.jsonl"))) == 2
         assert log.end_position(2) is None  # the sealed one would need its CRC
+
+
+def test_the_view_a_closed_session_leaves_needs_no_crc(tmp_path):
+    """A reader of the view a session leaves behind (the common case) does not read the segment."""
+    state = tmp_path / "state"
+    with Armor(state_dir=state, docker=False) as armor:
+        armor.create_task("alpha")
+    header = (state / _taskview.NAME).read_bytes().split(b"\n", 1)[0]
+    assert header.split(b" ")[-2] == b"-"
+    assert _taskview.read(str(state)) is not None

@@ -98,28 +98,32 @@ class Assembly:
             self._stop_watcher()
             self.pipeline.stop()
             with self.pipeline._registry_lock:
-                self.save_snapshot(self.pipeline.registry)
+                self.save_snapshot(self.pipeline.registry, settle=True)
         finally:
             _stop_all(self.started)
 
-    def save_snapshot(self, registry: Registry) -> None:
+    def save_snapshot(self, registry: Registry, *, settle: bool = False) -> None:
         """Write the registry snapshot, and the tasks view when the log ends exactly at the registry's seq.
 
         The view (:mod:`armor_rx._taskview`) lets ``armor-rx tasks`` answer
         without folding anything; it is only a cache, so failing to write it
-        costs speed, never correctness, and is not an error.
+        costs speed, never correctness, and is not an error. ``settle``: see :meth:`save_view`.
         """
         self.snapshots.save(registry)
-        self.save_view(registry)
+        self.save_view(registry, settle=settle)
 
-    def save_view(self, registry: Registry) -> None:
-        """Write the tasks view for ``registry`` if the log ends exactly at its seq; else remove the stale one."""
+    def save_view(self, registry: Registry, *, settle: bool = False) -> None:
+        """Write the tasks view for ``registry`` if the log ends exactly at its seq; else remove the stale one.
+
+        ``settle`` (at close) first waits out the clock tick of the log's last write (a few ms), so the
+        view that stays behind needs no CRC of the segment by every reader (see :mod:`armor_rx._taskview`).
+        """
         state_dir = self.snapshots.path.parent
         with self._view_lock:
             if registry.seq < self._view_seq:
                 return
             self._view_seq = registry.seq
-            position = self.log.end_position(registry.seq)
+            position = self.log.end_position(registry.seq, settle=settle)
             try:
                 if position is None:
                     _taskview.discard(state_dir)

@@ -491,12 +491,14 @@ class EventLog:
                 self._durable_seq = seq
                 self._durable.notify_all()
 
-    def end_position(self, seq: int) -> _taskview.Position | None:
+    def end_position(self, seq: int, *, settle: bool = False) -> _taskview.Position | None:
         """The state of the log's files (:data:`armor_rx._taskview.Position`) if its last event is ``seq``, all of it written.
 
         For caches keyed on the log's files (the tasks view): None when anything
         is still being appended, the log is not this process's writer, or it
-        has damage or foreign files a read would warn about.
+        has damage or foreign files a read would warn about. ``settle`` (at
+        close, when nothing more is appended) waits out the clock tick of the
+        last write, so the position needs no CRC check by every reader.
         """
         with self._lock:  # no seq is handed out meanwhile
             if self.read_only or self._state != "open" or self._next_seq - 1 != seq:
@@ -510,6 +512,12 @@ class EventLog:
             if key is None:
                 return None
             racy = _taskview.changed_since(key, time.time_ns() - _verified.RACY_NS)
+            if racy and settle:
+                time.sleep(_verified.RACY_NS / 1e9)
+                key = _taskview.log_end(self.directory)
+                if key is None:
+                    return None
+                racy = _taskview.changed_since(key, time.time_ns() - _verified.RACY_NS)
             if not racy:
                 return key, "-"
             writer = self._writer
