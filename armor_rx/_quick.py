@@ -74,6 +74,15 @@ def _state_dir(options: dict[str, str | bool]) -> str | None:
     return path if os.path.isdir(path) else None
 
 
+def _utf8(stream: object) -> bool:
+    import codecs  # loaded at start-up already
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "").name == "utf-8"
+    except LookupError:
+        return False
+
+
 def quick(argv: Sequence[str]) -> int | None:
     """The exit code if the fast path answered ``argv`` (its output written), None to take the full path."""
     parsed = _options(argv, {"--json": False})
@@ -82,6 +91,9 @@ def quick(argv: Sequence[str]) -> int | None:
     state = _state_dir(parsed[1])
     if state is None:
         return None
+    as_json = bool(parsed[1].get("--json"))
+    if not as_json and not _utf8(sys.stdout):
+        return None  # the view holds UTF-8; the full path writes the table in stdout's own encoding
     from armor_rx import _taskview
 
     view = _taskview.read(state)
@@ -89,7 +101,7 @@ def quick(argv: Sequence[str]) -> int | None:
         return None
     out = sys.stdout.buffer
     try:
-        out.write(view[1] if parsed[1].get("--json") else view[0])
+        out.write(view[1] if as_json else view[0])
         out.flush()
     except BrokenPipeError:
         # Like the full CLI: a reader that stopped early (| head) is not an error.

@@ -45,3 +45,23 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
                               check=False, timeout=120)
         assert proc.returncode == 0 and proc.stderr == b"", proc.stderr
         assert len(proc.stdout) == 10
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-8"])
+def test_the_table_is_written_in_stdouts_encoding_as_on_the_full_path(tmp_path, encoding):
+    """The view holds the table as UTF-8; a stdout set to another encoding (PYTHONIOENCODING, a locale) gets its own."""
+    state = tmp_path / "state"
+    with Armor(state_dir=state, docker=False) as armor:
+        armor.create_task("alpha")
+        armor.start("alpha")
+        armor.fail("alpha", "café au lait")
+    assert _taskview.read(str(state)) is not None
+    env = {**_ENV, "PYTHONIOENCODING": encoding}
+    outputs = []
+    for command in ([sys.executable, "-m", "armor_rx"], [sys.executable, "-c", _FULL]):
+        proc = subprocess.run([*command, "tasks", "--state-dir", str(state)], capture_output=True, env=env, check=False,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert "café".encode(encoding) in outputs[1]
+    assert outputs[0] == outputs[1]
