@@ -170,6 +170,8 @@ def read(state_dir: str) -> tuple[bytes, bytes] | None:
                 return None
             crc, cut, length = int(fields[5], 16), int(fields[6]), int(fields[7])
             check, key = fields[8].decode(), fields[9].decode()
+            racy_name, _, racy_crc = check.partition(":")
+            racy = None if check == "-" else (racy_name, int(racy_crc, 16))
             if st.st_size != len(header) + 1 + length:
                 return None
             body = f.read(length)
@@ -180,8 +182,8 @@ def read(state_dir: str) -> tuple[bytes, bytes] | None:
     events = os.path.join(state_dir, "events")
     if log_end(events) != key:
         return None
-    if check != "-":
-        name, _, racy_crc = check.partition(":")
-        if not _is_segment(name) or f"{name}:" not in key or _crc_of(os.path.join(events, name)) != int(racy_crc, 16):
+    if racy is not None:
+        name, racy_crc32 = racy
+        if not _is_segment(name) or f"{name}:" not in key or _crc_of(os.path.join(events, name)) != racy_crc32:
             return None
     return body[:cut], body[cut:]

@@ -82,3 +82,15 @@ def test_a_leftover_temporary_file_that_is_not_a_file_neither_blocks_nor_redirec
     assert elsewhere.read_text() == "keep me\n"
     view = _taskview.read(str(state))
     assert view is not None and b"beta" in view[0]
+
+
+@pytest.mark.parametrize("check", [b"events-000000000001.jsonl:zz", b"events-000000000001.jsonl", b"x:1", b":"])
+def test_a_damaged_check_field_is_declined_not_raised(tmp_path, check):
+    state = tmp_path / "state"
+    _session(state)
+    view = state / _taskview.NAME
+    header, _, body = view.read_bytes().partition(b"\n")
+    fields = header.split(b" ")
+    fields[-2] = check
+    view.write_bytes(b" ".join(fields) + b"\n" + body)
+    assert _taskview.read(str(state)) is None
