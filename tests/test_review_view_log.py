@@ -100,3 +100,18 @@ def test_the_index_temporary_file_the_log_writes_is_not_foreign(tmp_path):
     (state / "events" / name).write_bytes(b"x")
     assert not unexpected_files(state / "events")
     assert _taskview.read(str(state)) is not None  # ... and what it does not warn about leaves the view standing
+
+
+def test_the_view_and_the_log_agree_on_which_names_are_the_logs_own():
+    """_taskview keeps its own copy (standard library only); this fails when the log's list changes without it."""
+    import uuid
+
+    from armor_rx.sinks import _logfile
+
+    assert _taskview._LOG_FILES == _logfile._OURS
+    names = [f".verified.json.{uuid.uuid4().hex}.tmp", ".verified.json.x.tmp", "verified.json.tmp", "events-1.jsonl",
+             "events-000000000001.jsonl", "events-0000000000001.jsonl", "events-00000000000١.jsonl", "quarantine"]
+    for name in names:
+        ours_to_log = bool(_logfile._SEGMENT.fullmatch(name)) or name in _logfile._OURS or bool(_logfile._OURS_TMP.fullmatch(name))
+        ours_to_view = _taskview._is_segment(name) or name in _taskview._LOG_FILES or _taskview._is_index_tmp(name)
+        assert ours_to_view <= ours_to_log, name  # never more lenient than the log; stricter only costs speed
