@@ -62,15 +62,18 @@ def _state_dir(options: dict[str, str | bool]) -> str | None:
     for value in (explicit, repo):
         if isinstance(value, str) and value.startswith("~") and os.path.expanduser(value) == value:
             return None  # a home the full path's pathlib cannot find: it errors, it does not read './~user'
-    if isinstance(explicit, str):
-        path = os.path.realpath(os.path.expanduser(explicit))
-    else:
-        from armor_rx._paths import state_dir_in
+    try:  # os.getcwd(), here or in realpath, fails in a deleted current directory: the full path says so in one line
+        if isinstance(explicit, str):
+            path = os.path.realpath(os.path.expanduser(explicit))
+        else:
+            from armor_rx._paths import state_dir_in
 
-        start = os.path.realpath(os.path.expanduser(repo)) if isinstance(repo, str) else os.path.realpath(os.getcwd())
-        if not os.path.isdir(start):
-            return None
-        path = state_dir_in(start)
+            start = os.path.realpath(os.path.expanduser(repo) if isinstance(repo, str) else os.getcwd())
+            if not os.path.isdir(start):
+                return None
+            path = state_dir_in(start)
+    except OSError:
+        return None
     return path if os.path.isdir(path) else None
 
 

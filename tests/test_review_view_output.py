@@ -65,3 +65,17 @@ def test_the_table_is_written_in_stdouts_encoding_as_on_the_full_path(tmp_path, 
         outputs.append(proc.stdout)
     assert "café".encode(encoding) in outputs[1]
     assert outputs[0] == outputs[1]
+
+
+def test_a_deleted_current_directory_is_the_full_paths_one_line_error(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    results = []
+    for options in ("", "--state-dir rel/.armor", "--repo rel"):
+        for command in (f"{sys.executable} -m armor_rx", f"{sys.executable} -c '{_FULL}'"):
+            proc = subprocess.run(f"cd {gone} && rmdir {gone} && exec {command} tasks {options}", shell=True,
+                                  executable="/bin/bash", capture_output=True, env=_ENV, check=False, timeout=120)
+            results.append((proc.returncode, proc.stderr.decode()))
+            gone.mkdir()
+        assert results[-1][0] == 1 and results[-1][1].startswith("armor-rx: error: "), results[-1]
+        assert results[-2] == results[-1]
