@@ -67,15 +67,28 @@ _HOME: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'armor_rx' has no attribute {name!r}")
-    import importlib
+# The submodules the eager 'import armor_rx' used to bring, which user code reaches as attributes ('armor_rx.errors.X').
+_SUBMODULES = ("errors", "model")
 
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # looked up once
-    return value
+
+# Hidden from type checkers, which see the imports above instead: with a module __getattr__ in
+# view, mypy would type every misspelt name ('from armor_rx import Armr') as an object, silently.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        import importlib
+
+        if name in _SUBMODULES:
+            return importlib.import_module(f"armor_rx.{name}")  # importing sets the attribute
+        home = _HOME.get(name)
+        if home is None:
+            raise AttributeError(f"module 'armor_rx' has no attribute {name!r}")
+        value = getattr(importlib.import_module(home), name)
+        globals()[name] = value  # looked up once
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__, *_SUBMODULES})
 
 
 __all__ = [

@@ -22,13 +22,14 @@ TYPE_CHECKING = False  # typing itself is not imported: see armor_rx/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-# The options every verb shares: (takes a value?). The fast path ignores the logging ones (it logs nothing).
+# The options every verb shares: (takes a value?). The fast path ignores the logging ones (it logs nothing),
+# but not their validity: a line the full CLI rejects must be rejected by it (see armor_rx.cli._parser).
 _SHARED = {"--state-dir": True, "--repo": True, "--log-level": True, "--log-json": False}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | None, dict[str, str | bool]] | None:
-    """``(verb, options)`` if every token is one this module knows, else None."""
-    known = {**_SHARED, **verb_flags}
+    """``(verb, options)`` if every token is one this module knows, in a place argparse accepts it, else None."""
     verb: str | None = None
     found: dict[str, str | bool] = {}
     tokens = iter(argv)
@@ -38,13 +39,16 @@ def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | No
                 return None
             verb = token
             continue
+        known = _SHARED if verb is None else {**_SHARED, **verb_flags}  # a verb's own options only after it
         name, eq, value = token.partition("=")
         if name not in known or name in found:
             return None
         if known[name]:
             if not eq:
                 value = next(tokens, "")
-            if not value:
+                if value.startswith("-"):
+                    return None  # argparse takes it for an option, and the option for one missing its value
+            if not value or (name == "--log-level" and value not in _LOG_LEVELS):
                 return None
             found[name] = value
         elif eq:
@@ -57,16 +61,31 @@ def _options(argv: Sequence[str], verb_flags: dict[str, bool]) -> tuple[str | No
 def _state_dir(options: dict[str, str | bool]) -> str | None:
     """The state directory these options name, if it exists (else the full path explains what is wrong)."""
     explicit, repo = options.get("--state-dir"), options.get("--repo")
-    if isinstance(explicit, str):
-        path = os.path.realpath(os.path.expanduser(explicit))
-    else:
-        from armor_rx._paths import state_dir_in
+    for value in (explicit, repo):
+        if isinstance(value, str) and value.startswith("~") and os.path.expanduser(value) == value:
+            return None  # a home the full path's pathlib cannot find: it errors, it does not read './~user'
+    try:  # os.getcwd(), here or in realpath, fails in a deleted current directory: the full path says so in one line
+        if isinstance(explicit, str):
+            path = os.path.realpath(os.path.expanduser(explicit))
+        else:
+            from armor_rx._paths import state_dir_in
 
-        start = os.path.realpath(os.path.expanduser(repo)) if isinstance(repo, str) else os.path.realpath(os.getcwd())
-        if not os.path.isdir(start):
-            return None
-        path = state_dir_in(start)
+            start = os.path.realpath(os.path.expanduser(repo) if isinstance(repo, str) else os.getcwd())
+            if not os.path.isdir(start):
+                return None
+            path = state_dir_in(start)
+    except OSError:
+        return None
     return path if os.path.isdir(path) else None
+
+
+def _utf8(stream: object) -> bool:
+    import codecs  # loaded at start-up already
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "").name == "utf-8"
+    except LookupError:
+        return False
 
 
 def quick(argv: Sequence[str]) -> int | None:
@@ -77,6 +96,9 @@ def quick(argv: Sequence[str]) -> int | None:
     state = _state_dir(parsed[1])
     if state is None:
         return None
+    as_json = bool(parsed[1].get("--json"))
+    if not as_json and not _utf8(sys.stdout):
+        return None  # the view holds UTF-8; the full path writes the table in stdout's own encoding
     from armor_rx import _taskview
 
     view = _taskview.read(state)
@@ -119,6 +141,10 @@ def _write(out: bytes | str) -> int:
     except BrokenPipeError:
         # Like the full CLI: a reader that stopped early (| head) is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except OSError as exc:  # a full disk ...: one line and exit 1, as armor_rx.cli.main says it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left unwritten goes nowhere at exit
+        print(f"armor-rx: error: cannot use: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -233,7 +233,7 @@ def test_indexes_are_the_logs_own_files(state):
     events = state / "events"
     (events / ".events-000000000001.idx.0123abcd.tmp").write_bytes(b"torn")
     assert unexpected_files(events) == []
-    assert _taskview._log_end(str(events)) is not None  # the tasks view stands beside them
+    assert _taskview.log_end(str(events)) is not None  # the tasks view stands beside them
     EventLog(events).start().stop()
     assert not (events / ".events-000000000001.idx.0123abcd.tmp").exists()  # a crash's leftover is removed
 

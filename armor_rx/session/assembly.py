@@ -13,6 +13,7 @@ before it (the docker effect mounts worktrees the git workspace made).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,10 @@ class Assembly:
     # first, while the pipeline still takes their events, so none of their threads outlives it.
     watchers: list[Lifecycle] = field(default_factory=list)
     services: ServiceSupervisor | None = None
+    # The tasks view has one writer: the caller's snapshot() and the bus's row-change refresh take turns,
+    # and a registry older than the last one written never replaces (or discards) its view.
+    _view_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _view_seq: int = -1
 
     def stop(self) -> None:
         """Finish in-flight work, write the registry snapshot, stop every sink in reverse order."""
@@ -93,32 +98,40 @@ class Assembly:
             self._stop_watcher()
             self.pipeline.stop()
             with self.pipeline._registry_lock:
-                self.save_snapshot(self.pipeline.registry)
+                self.save_snapshot(self.pipeline.registry, settle=True)
         finally:
             _stop_all(self.started)
 
-    def save_snapshot(self, registry: Registry) -> None:
+    def save_snapshot(self, registry: Registry, *, settle: bool = False) -> None:
         """Write the registry snapshot, and the tasks view when the log ends exactly at the registry's seq.
 
         The view (:mod:`armor_rx._taskview`) lets ``armor-rx tasks`` answer
         without folding anything; it is only a cache, so failing to write it
-        costs speed, never correctness, and is not an error.
+        costs speed, never correctness, and is not an error. ``settle``: see :meth:`save_view`.
         """
         self.snapshots.save(registry)
-        self.save_view(registry)
+        self.save_view(registry, settle=settle)
 
-    def save_view(self, registry: Registry) -> None:
-        """Write the tasks view for ``registry`` if the log ends exactly at its seq; else remove the stale one."""
+    def save_view(self, registry: Registry, *, settle: bool = False) -> None:
+        """Write the tasks view for ``registry`` if the log ends exactly at its seq; else remove the stale one.
+
+        ``settle`` (at close) first waits out the clock tick of the log's last write (a few ms), so the
+        view that stays behind needs no CRC of the segment by every reader (see :mod:`armor_rx._taskview`).
+        """
         state_dir = self.snapshots.path.parent
-        position = self.log.end_position(registry.seq)
-        try:
-            if position is None:
-                _taskview.discard(state_dir)
+        with self._view_lock:
+            if registry.seq < self._view_seq:
                 return
-            rows = registry.to_list()
-            _taskview.write(state_dir, _taskview.encode(rows, registry.seq, position, orjson.dumps(rows) + b"\n"))
-        except OSError as exc:
-            _log.warning("could not write the tasks view; 'armor-rx tasks' takes the full path", error=str(exc))
+            self._view_seq = registry.seq
+            position = self.log.end_position(registry.seq, settle=settle)
+            try:
+                if position is None:
+                    _taskview.discard(state_dir)
+                    return
+                rows = registry.to_list()
+                _taskview.write(state_dir, _taskview.encode(rows, registry.seq, position, orjson.dumps(rows) + b"\n"))
+            except OSError as exc:
+                _log.warning("could not write the tasks view; 'armor-rx tasks' takes the full path", error=str(exc))
 
     def abandon(self) -> None:
         """Stop as a killed process would (for :func:`armor_rx.testing.crash`).

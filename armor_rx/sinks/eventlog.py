@@ -38,6 +38,7 @@ from typing import Literal
 
 import orjson
 
+from armor_rx import _taskview
 from armor_rx.errors import ConfigError, LogClosed, LogError
 from armor_rx.model import TaskEvent, kind_matcher
 from armor_rx.sinks._future import new_future
@@ -498,12 +499,14 @@ class EventLog:
                 self._durable_seq = seq
                 self._durable.notify_all()
 
-    def end_position(self, seq: int) -> tuple[str, int, int, int] | None:
-        """``(segment name, size, mtime_ns, inode)`` of the log's end if its last event is ``seq``, all of it written.
+    def end_position(self, seq: int, *, settle: bool = False) -> _taskview.Position | None:
+        """The state of the log's files (:data:`armor_rx._taskview.Position`) if its last event is ``seq``, all of it written.
 
-        For caches keyed on the log's end (the tasks view): None when anything
+        For caches keyed on the log's files (the tasks view): None when anything
         is still being appended, the log is not this process's writer, or it
-        has damage or foreign files a read would warn about.
+        has damage or foreign files a read would warn about. ``settle`` (at
+        close, when nothing more is appended) waits out the clock tick of the
+        last write, so the position needs no CRC check by every reader.
         """
         with self._lock:  # no seq is handed out meanwhile
             if self.read_only or self._state != "open" or self._next_seq - 1 != seq:
@@ -513,11 +516,22 @@ class EventLog:
                     return None  # assigned but not yet written
             if self.damage or self.unexpected:
                 return None
-            try:
-                st = os.stat(self._writer.path)
-            except OSError:
+            key = _taskview.log_end(self.directory)  # under the lock: no append moves it meanwhile
+            if key is None:
                 return None
-            return (self._writer.path.name, st.st_size, st.st_mtime_ns, st.st_ino)
+            racy = _taskview.changed_since(key, time.time_ns() - _verified.RACY_NS)
+            if racy and settle:
+                time.sleep(_verified.RACY_NS / 1e9)
+                key = _taskview.log_end(self.directory)
+                if key is None:
+                    return None
+                racy = _taskview.changed_since(key, time.time_ns() - _verified.RACY_NS)
+            if not racy:
+                return key, "-"
+            writer = self._writer
+            if racy != [writer.path.name] or writer.crc is None:
+                return None  # only the open segment's CRC is at hand
+            return key, f"{writer.path.name}:{writer.crc:08x}"
 
     # -- reading -----------------------------------------------------------
 
