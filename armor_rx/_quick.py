@@ -113,6 +113,8 @@ def _events(argv: Sequence[str]) -> int | None:
     if parsed is None or parsed[0] != "events":
         return None
     options = parsed[1]
+    if options.get("--json") is not True and not _utf8(sys.stdout):
+        return None  # text the stream's encoding may not spell: the full path says so in one line
     task, kind, since = options.get("--task"), options.get("--kind"), options.get("--since-seq", "1")
     if not isinstance(task, str) or not isinstance(since, str) or not (since.isascii() and since.isdigit()):
         return None

@@ -417,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except UnicodeEncodeError as exc:  # a task's reason or an event's text stdout's encoding cannot spell
+        print(f"armor-rx: error: the output cannot be written in stdout's encoding ({exc.encoding}); "
+              "set PYTHONIOENCODING=utf-8", file=sys.stderr)
+        return EXIT_ERROR
     except OSError as exc:  # a state directory that is a file, unreadable, on a full disk ...
         where = f" {exc.filename}" if exc.filename else ""
         print(f"armor-rx: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)

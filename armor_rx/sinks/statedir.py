@@ -29,6 +29,14 @@ if TYPE_CHECKING:
 RESERVED_IN_TREES = (DEFAULT_NAME,)
 
 
+def _expand(path: str | Path, what: str) -> Path:
+    """``~`` and ``~user`` expanded; a home that cannot be found is a ConfigError, not pathlib's RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise ConfigError(f"{what} {str(path)!r}: cannot find that home directory; give the path without '~'") from None
+
+
 class StateDir:
     """One state directory and its lock.
 
@@ -116,10 +124,10 @@ class StateDir:
         """
         base = Path(cwd) if cwd is not None else Path.cwd()
         if state_dir is not None:
-            return (base / Path(state_dir).expanduser()).resolve()
+            return (base / _expand(state_dir, "state directory")).resolve()
         start = base
         if repo is not None:
-            start = (base / Path(repo).expanduser()).resolve()
+            start = (base / _expand(repo, "repository path")).resolve()
             if not start.exists():
                 raise ConfigError(
                     f"repository path {str(repo)!r} does not exist (resolved to {start}); pass --repo pointing at a git checkout"
