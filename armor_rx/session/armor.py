@@ -321,6 +321,9 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         return out
 
     def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
+        git = self._assembly.git if self._assembly is not None else None
+        if git is not None:  # a completion bound to be refused is refused now, leaving the task running
+            git.check_completable(validate_task_id(task_id), payload.get("merge", "none"))
         return self._wait(task_id, "task.complete.requested", payload, timeout)
 
     def fail(self, task_id: str, reason: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:

@@ -623,6 +623,23 @@ class GitWorkspace:
         return build_tree(store, files)
 
     # -- completion -------------------------------------------------------
+    def check_completable(self, task_id: str, merge: object) -> None:
+        """Raise :class:`GitError` if completing ``task_id`` with ``merge`` is bound to be refused.
+
+        Read before the completion is requested, so a refusal leaves the task
+        running (its work uncommitted and untouched) instead of failing it in
+        the git step: an unknown mode, or a merging mode for a task that
+        started from a commit rather than a branch.
+        """
+        if merge not in MERGE_MODES:
+            raise GitError(f"unknown merge mode {merge!r}; use one of {', '.join(MERGE_MODES)}")
+        record = self.records.get(task_id)
+        if merge != "none" and record is not None and record.base_branch is None:
+            raise GitError(
+                f"task {task_id!r} started from {record.base_ref!r}, which is not a branch, so there is nothing to "
+                f"merge into; complete it with merge='none' (its work stays on {record.branch}) and merge that by hand"
+            )
+
     def complete(self, task_id: str, message: str, *, merge: MergeMode = "none") -> CompletionResult:
         """Commit the worktree to the task branch and optionally merge it into the base.
 
