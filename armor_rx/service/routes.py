@@ -305,6 +305,7 @@ class Routes:
                 if merge not in MERGE_MODES:
                     raise BadRequest(f"'merge' must be one of {', '.join(MERGE_MODES)}, not {merge!r}")
                 payload["merge"] = merge
+            await self.call(a.check_complete, task, merge or "none")  # refused now, the task still running
             event = await self.outcome(lambda: a.request(task, "task.complete.requested", payload))
         elif verb == "fail":
             reason = _req(body, "reason", str)

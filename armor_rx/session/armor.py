@@ -321,10 +321,18 @@ class Armor(HookRegistry, GitOperations, ContainerOperations, DeadLetterOperatio
         return out
 
     def complete(self, task_id: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
-        git = self._assembly.git if self._assembly is not None else None
-        if git is not None:  # a completion bound to be refused is refused now, leaving the task running
-            git.check_completable(validate_task_id(task_id), payload.get("merge", "none"))
+        self.check_complete(task_id, payload.get("merge", "none"))
         return self._wait(task_id, "task.complete.requested", payload, timeout)
+
+    def check_complete(self, task_id: str, merge: object = "none") -> None:
+        """Raise if completing with ``merge`` is bound to be refused (see :meth:`GitWorkspace.check_completable`).
+
+        :meth:`complete` and the service call it before the request is logged,
+        so the refusal leaves the task running instead of failing it.
+        """
+        git = self._assembly.git if self._assembly is not None else None
+        if git is not None:
+            git.check_completable(validate_task_id(task_id), merge)
 
     def fail(self, task_id: str, reason: str, *, timeout: float | None = None, **payload: Any) -> TaskEvent:
         return self._wait(task_id, "task.fail.requested", {"reason": reason, **payload}, timeout)

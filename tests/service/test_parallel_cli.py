@@ -82,3 +82,14 @@ def test_the_service_refuses_an_unknown_merge_mode_and_forks_remotely(repo, no_d
         assert [e.task_id for e in remote.fork("t", cp, names=["u", "v"])] == ["u", "v"]
         assert remote.compare(["u", "v"]).shared == {}
         assert remote.conflicts() == []
+
+
+def test_the_service_refuses_merging_a_task_that_started_from_a_commit_and_keeps_it_running(repo, git, no_docker):
+    head = git(repo, "rev-parse", "HEAD").strip()
+    ok("start", "d", "--base", head, "--repo", repo)
+    refused = armor_cli("complete", "d", "--merge", "ff", "--repo", repo)
+    assert refused.returncode != 0 and "not a branch" in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    rows = orjson.loads(ok("tasks", "--json", "--repo", repo))
+    assert [(r["task_id"], r["state"]) for r in rows] == [("d", "running")]
+    ok("complete", "d", "--merge", "none", "--repo", repo)
+    assert orjson.loads(ok("tasks", "--json", "--repo", repo))[0]["state"] == "completed"
