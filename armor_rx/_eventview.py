@@ -25,6 +25,7 @@ import zlib
 
 TYPE_CHECKING = False  # typing itself is not imported: see armor_rx/__init__.py
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Any
 
 MAGIC = b"armor-rx task index 1"
@@ -53,7 +54,7 @@ def is_segment(name: str) -> bool:
             and digits.isascii() and digits.isdigit())
 
 
-def encode_index(size: int, crc: int, tasks: dict[str, list[tuple[int, int]]]) -> bytes:
+def encode_index(size: int, crc: int, tasks: Mapping[str, Iterable[tuple[int, int]]]) -> bytes:
     """An index's bytes, keyed to the segment's ``size`` and ``crc``; ``tasks`` maps a task to its lines' (offset, length).
 
     A header line (with the lengths of what follows), a directory (``task start length crc`` per task) and
